@@ -1,0 +1,312 @@
+"""The SDE family: closed forms only, no network code.
+
+Every member is a linear SDE  dx = f(t) x dt + g(t) dw  whose perturbation kernel is
+
+    p_0t(x_t | x_0) = N(s(t) x_0, s(t)^2 sigma(t)^2 I),                     (kernel)
+
+with  f(t) = s'(t)/s(t)  and  g(t)^2 = s(t)^2 d[sigma(t)^2]/dt  (EDM, Karras et al. 2022, eqs. 28, 34).
+A subclass states s(t), sigma(t), their log-derivatives and the prior; the reverse-time SDE and the
+probability-flow ODE (Song et al. 2021, eqs. 6 and 13) are derived once, here, for all of them.
+In the scaled variable y = x / s(t) every member is EDM's  dy = sqrt(d sigma^2/dt) dw, which is what
+the fast solvers integrate (samplers.py).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "EDMSDE", "ReverseSDE", "get_sde"]
+
+
+def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Shape a per-sample [B] (or scalar) coefficient to broadcast against x [B, ...]."""
+    v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+    return v.reshape(v.shape + (1,) * (x.dim() - v.dim()))
+
+
+def _as_t(t, x: torch.Tensor) -> torch.Tensor:
+    """Times as a float tensor of shape [B] on x's device."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    if t.dim() == 0:
+        t = t.expand(x.shape[0])
+    return t
+
+
+class SDE:
+    """A linear SDE of the family (kernel). Subclasses define the closed forms below.
+
+    Attributes: ``T`` (end time), ``eps`` (smallest time samplers go to), ``N`` (discretisation
+    steps used by :meth:`discretize` when no ``dt`` is given).
+    """
+
+    T: float = 1.0
+    eps: float = 1e-3
+    N: int = 1000
+
+    # -- closed forms a member provides ------------------------------------------------------
+    def scale(self, t: torch.Tensor) -> torch.Tensor:
+        """s(t): the mean coefficient of the kernel."""
+        raise NotImplementedError
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """sigma(t): noise-to-signal ratio, the kernel std is s(t) sigma(t)."""
+        raise NotImplementedError
+
+    def sigma_inv(self, sigma: torch.Tensor) -> torch.Tensor:
+        """t(sigma): the time at which sigma(t) equals sigma."""
+        raise NotImplementedError
+
+    def drift_coef(self, t: torch.Tensor) -> torch.Tensor:
+        """f(t) = d log s / dt."""
+        raise NotImplementedError
+
+    def diffusion_sq(self, t: torch.Tensor) -> torch.Tensor:
+        """g(t)^2 = s(t)^2 d[sigma(t)^2]/dt."""
+        raise NotImplementedError
+
+    @property
+    def prior_std(self) -> float:
+        """Std of the isotropic Gaussian prior p_T."""
+        raise NotImplementedError
+
+    # -- derived, once for the whole family ---------------------------------------------------
+    def sde(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward SDE coefficients: drift f(t) x and diffusion g(t) (shape [B])."""
+        t = _as_t(t, x)
+        return _bcast(self.drift_coef(t), x) * x, self.diffusion_sq(t).sqrt()
+
+    def marginal_prob(self, x0: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean s(t) x0 and std s(t) sigma(t) (shape [B]) of p_0t(x_t | x_0)."""
+        t = _as_t(t, x0)
+        s = self.scale(t)
+        return _bcast(s, x0) * x0, s * self.sigma(t)
+
+    def marginal_std(self, t: torch.Tensor) -> torch.Tensor:
+        return self.scale(t) * self.sigma(t)
+
+    def prior_sampling(self, shape, generator: torch.Generator | None = None,
+                       device=None, dtype=torch.float32) -> torch.Tensor:
+        if generator is not None and device is None:
+            device = generator.device
+        return self.prior_std * torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+
+    def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z; 0, prior_std^2 I), summed over all but the batch dimension: shape [B]."""
+        d = z[0].numel()
+        v = self.prior_std ** 2
+        return -0.5 * d * math.log(2 * math.pi * v) - z.flatten(1).pow(2).sum(1) / (2 * v)
+
+    def discretize(self, x: torch.Tensor, t, dt: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward step x_{t+dt} = x + f_i + G_i z. Euler-Maruyama unless a member knows better."""
+        dt = self.T / self.N if dt is None else dt
+        drift, g = self.sde(x, t)
+        return drift * dt, g * math.sqrt(dt)
+
+    def reverse(self, score_fn, probability_flow: bool = False) -> "ReverseSDE":
+        return ReverseSDE(self, score_fn, probability_flow)
+
+    def ode_drift(self, score_fn, x: torch.Tensor, t) -> torch.Tensor:
+        """dx/dt of the probability-flow ODE, f(t) x - g(t)^2 / 2 * score (Song et al. eq. 13)."""
+        return self.reverse(score_fn, probability_flow=True).sde(x, t)[0]
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+    def config(self) -> dict:
+        """JSON-able description, inverse of :func:`get_sde`."""
+        raise NotImplementedError
+
+
+@dataclass
+class ReverseSDE:
+    """Reverse-time SDE  dx = [f - g^2 score] dt + g dw_bar  (Song et al. eq. 6), or, with
+    ``probability_flow``, the ODE  dx = [f - g^2 score / 2] dt  (eq. 13). Time runs from T to 0:
+    an Euler step of size dt > 0 is  x <- x - drift dt + diffusion sqrt(dt) z."""
+
+    fwd: SDE
+    score_fn: object
+    probability_flow: bool = False
+
+    @property
+    def T(self) -> float:
+        return self.fwd.T
+
+    def sde(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        t = _as_t(t, x)
+        drift, g = self.fwd.sde(x, t)
+        w = 0.5 if self.probability_flow else 1.0
+        drift = drift - _bcast(g ** 2 * w, x) * self.score_fn(x, t)
+        return drift, torch.zeros_like(g) if self.probability_flow else g
+
+    def discretize(self, x: torch.Tensor, t, dt: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reverse of :meth:`SDE.discretize`: x_{t-dt} = x - rev_f + rev_G z."""
+        t = _as_t(t, x)
+        f, G = self.fwd.discretize(x, t, dt)
+        w = 0.5 if self.probability_flow else 1.0
+        rev_f = f - _bcast(G ** 2 * w, x) * self.score_fn(x, t)
+        return rev_f, torch.zeros_like(G) if self.probability_flow else G
+
+
+class VESDE(SDE):
+    """Variance exploding (SMLD/NCSN): s = 1, sigma(t) = sigma_min (sigma_max/sigma_min)^t."""
+
+    eps = 1e-5
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000):
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"VESDE needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        self.sigma_min, self.sigma_max, self.N = float(sigma_min), float(sigma_max), int(N)
+        self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+
+    def scale(self, t):
+        return torch.ones_like(t)
+
+    def sigma(self, t):
+        return self.sigma_min * torch.exp(t * self._log_ratio)
+
+    def sigma_inv(self, sigma):
+        return torch.log(sigma / self.sigma_min) / self._log_ratio
+
+    def drift_coef(self, t):
+        return torch.zeros_like(t)
+
+    def diffusion_sq(self, t):
+        return self.sigma(t) ** 2 * 2 * self._log_ratio
+
+    @property
+    def prior_std(self):
+        return self.sigma_max
+
+    def discretize(self, x, t, dt=None):
+        """SMLD: x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z  (Song et al. eq. 46)."""
+        dt = self.T / self.N if dt is None else dt
+        t = _as_t(t, x)
+        sig = self.sigma(t)
+        prev = torch.where(t - dt > 0, self.sigma((t - dt).clamp_min(0)), torch.zeros_like(t))
+        return torch.zeros_like(x), (sig ** 2 - prev ** 2).sqrt()
+
+    def config(self):
+        return {"name": "ve", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "N": self.N}
+
+
+class _BetaLinear(SDE):
+    """beta(t) = beta_min + t (beta_max - beta_min);  B(t) = int_0^t beta."""
+
+    eps = 1e-3
+    name = ""
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
+        if not 0 <= beta_min < beta_max:
+            raise ValueError(f"{type(self).__name__} needs 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
+        self.beta_min, self.beta_max, self.N = float(beta_min), float(beta_max), int(N)
+
+    def beta(self, t):
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def int_beta(self, t):
+        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t ** 2
+
+    def _int_beta_inv(self, B):
+        a, b = 0.5 * (self.beta_max - self.beta_min), self.beta_min
+        return 2 * B / (b + torch.sqrt(b * b + 4 * a * B))   # root of a t^2 + b t = B, stable form
+
+    def scale(self, t):
+        return torch.exp(-0.5 * self.int_beta(t))
+
+    def drift_coef(self, t):
+        return -0.5 * self.beta(t)
+
+    @property
+    def prior_std(self):
+        return 1.0
+
+    def config(self):
+        return {"name": self.name, "beta_min": self.beta_min, "beta_max": self.beta_max, "N": self.N}
+
+
+class VPSDE(_BetaLinear):
+    """Variance preserving (DDPM): dx = -beta/2 x dt + sqrt(beta) dw; s = e^{-B/2}, s^2 sigma^2 = 1 - e^{-B}."""
+
+    name = "vp"
+
+    def sigma(self, t):
+        return torch.sqrt(torch.expm1(self.int_beta(t)))
+
+    def sigma_inv(self, sigma):
+        return self._int_beta_inv(torch.log1p(sigma ** 2))
+
+    def diffusion_sq(self, t):
+        return self.beta(t)
+
+    def discretize(self, x, t, dt=None):
+        """DDPM: x_i = sqrt(1 - b_i) x_{i-1} + sqrt(b_i) z with b_i = beta(t) dt (Song et al. eq. 47)."""
+        dt = self.T / self.N if dt is None else dt
+        t = _as_t(t, x)
+        b = (self.beta(t) * dt).clamp(max=1.0)
+        return (_bcast(torch.sqrt(1 - b), x) - 1) * x, torch.sqrt(b)
+
+
+class SubVPSDE(_BetaLinear):
+    """Sub-VP: dx = -beta/2 x dt + sqrt(beta (1 - e^{-2B})) dw; kernel std s sigma = 1 - e^{-B}."""
+
+    name = "subvp"
+
+    def sigma(self, t):
+        B = self.int_beta(t)
+        return -torch.expm1(-B) * torch.exp(0.5 * B)     # (1 - e^{-B}) / s = 2 sinh(B/2)
+
+    def sigma_inv(self, sigma):
+        return self._int_beta_inv(2 * torch.asinh(sigma / 2))
+
+    def diffusion_sq(self, t):
+        return self.beta(t) * -torch.expm1(-2 * self.int_beta(t))
+
+
+class EDMSDE(SDE):
+    """EDM (Karras et al. 2022): s = 1, sigma(t) = t, t in [sigma_min, sigma_max]; g = sqrt(2 t)."""
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, sigma_data: float = 0.5, N: int = 1000):
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"EDMSDE needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        self.sigma_min, self.sigma_max, self.sigma_data, self.N = float(sigma_min), float(sigma_max), float(sigma_data), int(N)
+        self.T, self.eps = self.sigma_max, self.sigma_min
+
+    def scale(self, t):
+        return torch.ones_like(t)
+
+    def sigma(self, t):
+        return t
+
+    def sigma_inv(self, sigma):
+        return sigma
+
+    def drift_coef(self, t):
+        return torch.zeros_like(t)
+
+    def diffusion_sq(self, t):
+        return 2 * t
+
+    @property
+    def prior_std(self):
+        return self.sigma_max
+
+    def config(self):
+        return {"name": "edm", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max,
+                "sigma_data": self.sigma_data, "N": self.N}
+
+
+_SDES = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE, "edm": EDMSDE}
+
+
+def get_sde(name: str | dict, **kwargs) -> SDE:
+    """An SDE by name ("ve", "vp", "subvp", "edm") or from its :meth:`SDE.config`."""
+    if isinstance(name, dict):
+        kwargs = {**{k: v for k, v in name.items() if k != "name"}, **kwargs}
+        name = name["name"]
+    key = str(name).lower().replace("-", "").replace("_", "")
+    if key not in _SDES:
+        raise ValueError(f"unknown SDE {name!r}; choose one of {', '.join(_SDES)}")
+    return _SDES[key](**kwargs)
