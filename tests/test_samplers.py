@@ -1,0 +1,162 @@
+"""Samplers with exact mixture scores: distributions, convergence order, NFE, bad input."""
+import math
+
+import pytest
+import torch
+
+import sdekit
+from sdekit.errors import UserError
+
+from conftest import energy_distance
+
+N = 1500
+
+
+def mixture2d():
+    return sdekit.GaussianMixture(torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.0, -1.5]]),
+                                  torch.tensor([0.3, 0.5, 0.4]), torch.tensor([0.3, 0.5, 0.2]))
+
+
+def mixture64d():
+    means = torch.zeros(2, 64)
+    means[0, :2], means[1, :2] = torch.tensor([-2.0, 0.0]), torch.tensor([2.0, 1.0])
+    return sdekit.GaussianMixture(means, torch.tensor([0.5, 0.5]), torch.tensor([0.3, 0.7]))
+
+
+def noise_floor(gmm, n):
+    """Energy distance between two independent exact sample sets (median of 3)."""
+    vals = sorted(energy_distance(gmm.sample(n, generator=torch.Generator().manual_seed(100 + i)),
+                                  gmm.sample(n, generator=torch.Generator().manual_seed(200 + i))) for i in range(3))
+    return vals[1]
+
+
+@pytest.fixture(scope="module")
+def floor2d():
+    return noise_floor(mixture2d(), N)
+
+
+CASES = [  # sampler, steps, options
+    ("em", 500, {}), ("reverse_diffusion", 500, {}), ("ancestral", 500, {}),
+    ("ode", 1, {}), ("ddim", 100, {}), ("heun", 40, {}), ("dpm_solver", 40, {}),
+    ("heun", 40, {"churn": 10.0}), ("ddim", 200, {"eta": 1.0}),
+]
+
+
+@pytest.mark.parametrize("sde", [sdekit.VPSDE(), sdekit.VESDE()], ids=["vp", "ve"])
+@pytest.mark.parametrize("sampler,steps,opts", CASES, ids=[f"{c[0]}{'-' + next(iter(c[2])) if c[2] else ''}" for c in CASES])
+def test_sampler_reproduces_mixture(sde, sampler, steps, opts, floor2d):
+    gmm = mixture2d()
+    x, info = sdekit.sample(sde, gmm.score_fn(sde), (N, 2), sampler=sampler, steps=steps,
+                            generator=torch.Generator().manual_seed(1), return_info=True, **opts)
+    exact = gmm.sample(N, generator=torch.Generator().manual_seed(2))
+    ed = energy_distance(x, exact)
+    assert ed < 3 * floor2d + 2e-3, f"energy distance {ed:.4f}, noise floor {floor2d:.4f}"
+    # mode weights within sampling noise
+    right = float((x[:, 0] > 1.0).float().mean())
+    assert abs(right - 0.5) < 4 * math.sqrt(0.25 / N) + 0.01
+
+
+@pytest.mark.parametrize("sde", [sdekit.VPSDE(), sdekit.SubVPSDE(), sdekit.VESDE()], ids=["vp", "subvp", "ve"])
+@pytest.mark.parametrize("sampler,opts", [("pc", {}), ("pc", {"predictor": "ancestral"}), ("pc", {"predictor": "em", "corrector": "ald"}),
+                                          ("langevin", {"snr": 0.16})], ids=["pc-rd", "pc-anc", "pc-em-ald", "langevin"])
+def test_pc_and_langevin_reproduce_64d_mixture(sde, sampler, opts):
+    # Langevin's snr rule sets a per-sample step from ||z|| / ||score||; as ||score|| depends on x the
+    # chain is biased by O(1/D) (std +13% at D=16, +3% at D=64), so test where the rule is meant for.
+    gmm, n = mixture64d(), 1000
+    steps = 1000 if sampler == "langevin" else 300
+    x, info = sdekit.sample(sde, gmm.score_fn(sde), (n, 64), sampler=sampler, steps=steps,
+                            generator=torch.Generator().manual_seed(3), return_info=True, **opts)
+    right = float((x[:, 0] > 0).float().mean())
+    assert abs(right - 0.7) < 0.06
+    assert abs(float(x[x[:, 0] > 0, 0].mean()) - 2.0) < 0.1
+    assert abs(float(x[:, 2:].std()) - 0.5) < 0.03                 # isotropic std of the components
+    n_corr = 0 if sampler == "langevin" else 1
+    assert info["nfe"] == (steps if sampler == "langevin" else steps * (1 + n_corr))
+
+
+def reference(sde, score, xT):
+    return sdekit.sample(sde, score, None, sampler="ode", x_T=xT, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("sde", [sdekit.VPSDE(), sdekit.VESDE(), sdekit.EDMSDE()], ids=["vp", "ve", "edm"])
+@pytest.mark.parametrize("sampler,order", [("ddim", 1), ("heun", 2), ("dpm_solver", 2)])
+def test_fast_solvers_converge_at_their_order(sde, sampler, order):
+    gmm = mixture2d()
+    score = gmm.score_fn(sde)
+    xT = sde.prior_sampling((100, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = reference(sde, score, xT)
+    errs = []
+    for n in (32, 64, 128):
+        x = sdekit.sample(sde, score, None, sampler=sampler, steps=n, x_T=xT)
+        errs.append(float((x - ref).pow(2).sum(1).mean().sqrt()))
+    rates = [math.log2(errs[i] / errs[i + 1]) for i in range(2)]
+    assert errs[-1] < (0.05 if order == 2 else 0.35)
+    assert rates[-1] > order - 0.35, f"errors {errs}, observed order {rates}"
+
+
+@pytest.mark.parametrize("sde", [sdekit.VPSDE(), sdekit.SubVPSDE(), sdekit.VESDE(), sdekit.EDMSDE()],
+                         ids=["vp", "subvp", "ve", "edm"])
+def test_ode_sampler_matches_closed_form_flow_of_a_gaussian(sde):
+    # Data N(mu, v I): along the PF-ODE, y = x/s satisfies (y - mu)/sqrt(v + sigma^2) = const, and the
+    # final Tweedie step gives mu + (y - mu) v / (v + sigma^2).
+    mu, v = torch.tensor([1.0, -0.5, 0.3], dtype=torch.float64), 0.36
+    gmm = sdekit.GaussianMixture(mu[None], v ** 0.5)
+    xT = sde.prior_sampling((50, 3), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    tT, te = torch.tensor([sde.T], dtype=torch.float64), torch.tensor([sde.eps], dtype=torch.float64)
+    sT, se = float(sde.sigma(tT)), float(sde.sigma(te))
+    y = mu + (xT / float(sde.scale(tT)) - mu) * math.sqrt((v + se ** 2) / (v + sT ** 2))
+    exact = mu + (y - mu) * v / (v + se ** 2)
+    x, info = sdekit.sample(sde, gmm.score_fn(sde), None, sampler="ode", x_T=xT, rtol=1e-8, atol=1e-8, return_info=True)
+    torch.testing.assert_close(x, exact, atol=1e-5, rtol=1e-5)
+    assert info["nfe"] > 10
+    x = sdekit.sample(sde, gmm.score_fn(sde), None, sampler="heun", steps=60, x_T=xT)
+    torch.testing.assert_close(x, exact, atol=2e-2, rtol=0)
+
+
+def test_nfe_counts():
+    sde, gmm = sdekit.VPSDE(), mixture2d()
+    score = gmm.score_fn(sde)
+    counts = {s: sdekit.sample(sde, score, (4, 2), sampler=s, steps=10, return_info=True)[1]["nfe"]
+              for s in ("em", "pc", "ddim", "heun", "dpm_solver")}
+    assert counts == {"em": 10, "pc": 20, "ddim": 10, "heun": 19, "dpm_solver": 10}
+    _, info = sdekit.sample(sde, score, (4, 2), sampler="pc", steps=10, n_corrector=3, return_info=True)
+    assert info["nfe"] == 40
+
+
+def test_generator_makes_runs_reproducible_and_x_T_is_used():
+    sde, gmm = sdekit.VPSDE(), mixture2d()
+    a = sdekit.sample(sde, gmm.score_fn(sde), (8, 2), sampler="em", steps=20, generator=torch.Generator().manual_seed(5))
+    b = sdekit.sample(sde, gmm.score_fn(sde), (8, 2), sampler="em", steps=20, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    xT = torch.zeros(8, 2)
+    c = sdekit.sample(sde, gmm.score_fn(sde), (8, 2), sampler="ddim", steps=20, x_T=xT)
+    d = sdekit.sample(sde, gmm.score_fn(sde), None, sampler="ddim", steps=20, x_T=xT)
+    assert torch.equal(c, d)
+
+
+def test_clip_only_when_asked():
+    sde = sdekit.VESDE()
+    gmm = sdekit.GaussianMixture(torch.tensor([[3.0]]), 0.1)
+    x = sdekit.sample(sde, gmm.score_fn(sde), (16, 1), sampler="heun", steps=20)
+    assert float(x.min()) > 2.0
+    x = sdekit.sample(sde, gmm.score_fn(sde), (16, 1), sampler="heun", steps=20, clip=(-1, 1))
+    assert float(x.max()) == 1.0
+
+
+def test_bad_input_gives_clear_errors():
+    sde, gmm = sdekit.VPSDE(), mixture2d()
+    score = gmm.score_fn(sde)
+    with pytest.raises(UserError, match="unknown sampler"):
+        sdekit.sample(sde, score, (4, 2), sampler="magic")
+    with pytest.raises(UserError, match="shape"):
+        sdekit.sample(sde, score, (4, 2), x_T=torch.zeros(3, 2))
+    with pytest.raises(UserError, match="NaN"):
+        sdekit.sample(sde, score, None, x_T=torch.full((2, 2), float("nan")))
+    with pytest.raises(UserError, match="takes no option"):
+        sdekit.sample(sde, score, (4, 2), sampler="heun", steps=3, snr=0.1)
+    with pytest.raises(UserError, match="unknown predictor"):
+        sdekit.sample(sde, score, (4, 2), sampler="pc", steps=3, predictor="rk4")
+    with pytest.raises(UserError, match="NaN/Inf"):
+        sdekit.sample(sde, lambda x, t: x * float("nan"), (4, 2), sampler="ddim", steps=3)
+    with pytest.raises(UserError, match="positive"):
+        sdekit.sample(sde, score, (4, 2), steps=0)
