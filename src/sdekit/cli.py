@@ -1,45 +1,52 @@
 """The `sdekit` command: argument parsing only; every command calls the library.
 
+Each subcommand lives in ``sdekit.commands.<name>`` with two functions:
+``add_arguments(parser)`` (cheap: argparse only) and ``run(args)`` (imports the library lazily).
 Bad input raises UserError (or ValueError/OSError) in the library; main() prints it on one line
 and exits with code 2.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from .errors import UserError
+
+# name -> (module under sdekit.commands, one-line help)
+COMMANDS = {
+    "demo": ("demo", "the main job: samples, SDEdit edits and toy pictures in one HTML report"),
+    "toy": ("toy", "the toy pictures: 1-D forward/reverse SDE and ODE flow, 2-D samplers"),
+    "train": ("train", "train a score network (torchrun-compatible)"),
+    "sample": ("sample", "draw samples from a model into a PNG grid"),
+    "edit": ("edit", "SDEdit: turn a stroke painting or an edited image into a realistic image"),
+    "evaluate": ("evaluate", "realism (KID) / faithfulness (L2) over a t0 sweep, with plots"),
+    "likelihood": ("likelihood", "bits/dim through the probability-flow ODE"),
+    "inpaint": ("inpaint", "fill the masked region of an image"),
+    "colorize": ("colorize", "colorize a grey image"),
+    "train-classifier": ("train_classifier", "train a noise-conditional classifier for guidance"),
+    "serve": ("serve", "the stroke-painting web page"),
+}
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sdekit", description="Score-based generative models through SDEs, and SDEdit.")
     sub = p.add_subparsers(dest="command", required=True)
-
-    # --- demo -------------------------------------------------------------------------------
-    d = sub.add_parser("demo", help="the main job: samples, SDEdit and toy pictures in one HTML report")
-    d.add_argument("--out", default="sdekit-demo", help="output folder (default: sdekit-demo)")
-    d.add_argument("--seed", type=int, default=0)
-    d.set_defaults(func=_demo)
-
-    # --- toy --------------------------------------------------------------------------------
-    t = sub.add_parser("toy", help="the toy pictures: 1-D forward/reverse SDE and ODE flow, 2-D samplers")
-    t.add_argument("--out", default="sdekit-toy")
-    t.add_argument("--seed", type=int, default=0)
-    t.set_defaults(func=_toy)
-
+    for name, (module, help_) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(f"sdekit.commands.{module}")
+        except ModuleNotFoundError as e:
+            if e.name != f"sdekit.commands.{module}":
+                raise
+            continue
+        sp = sub.add_parser(name, help=help_, description=help_)
+        mod.add_arguments(sp)
+        sp.set_defaults(func=mod.run)
     return p
 
 
-def _demo(args) -> None:
-    from .toy import toy_report
-    path = toy_report(args.out, seed=args.seed)
-    print(f"report: {path}")
-
-
-def _toy(args) -> None:
-    from .toy import toy_report
-    path = toy_report(args.out, seed=args.seed)
-    print(f"report: {path}")
+ERRORS = (UserError, ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+          PermissionError, FileExistsError)
 
 
 def main(argv=None) -> int:
@@ -47,8 +54,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (UserError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except ERRORS as e:
+        text = str(e).strip()
+        msg = text.splitlines()[0] if text else type(e).__name__
         print(f"sdekit {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

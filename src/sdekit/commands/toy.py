@@ -1,0 +1,8 @@
+def add_arguments(p):
+    p.add_argument("--out", default="sdekit-toy", help="output folder (default: sdekit-toy)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args):
+    from ..toy import toy_report
+    print(f"report: {toy_report(args.out, seed=args.seed)}")
