@@ -1,0 +1,212 @@
+"""A model bundle: a folder with ``config.json`` + ``model.safetensors`` that loads itself.
+
+config.json holds everything needed to rebuild the model: the SDE's config, the network's config,
+the preconditioning, the data shape, the number of classes and the data transform (model space
+x = lo + (hi - lo) u for pixels u in [0, 1]). The weights are the EMA weights (optionally stored
+in float16 and converted back to float32 on load). Nothing is ever unpickled.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+try:
+    from safetensors import SafetensorError as SafetensorsError
+except ImportError:                                      # older safetensors
+    SafetensorsError = Exception
+from safetensors.torch import load_file, save_file
+
+from .errors import UserError
+from .io import atomic_path, atomic_write_text
+from .nets import Preconditioned, build_net
+from .sde import SDE, _bcast, get_sde
+
+__all__ = ["Model", "load", "save_bundle", "random_model", "BUNDLED", "FORMAT"]
+
+FORMAT = "sdekit-bundle"
+BUNDLED = Path(__file__).parent / "assets" / "digits"
+
+
+class Model:
+    """A trained score model: ``score_fn(x, t)`` for ``sde``, plus the data transform.
+
+    Conditional models (num_classes > 0) take ``class_labels=`` (int tensor [B] or an int; None or
+    -1 means unconditional) and ``guidance=w`` for classifier-free guidance,
+    score = (1 + w) score(x | y) - w score(x)  (Ho & Salimans 2022).
+    """
+
+    def __init__(self, net: Preconditioned, config: dict, name: str = "model"):
+        self.net, self.config, self.name = net.eval(), config, name
+        self.sde: SDE = net.sde
+        self.shape = tuple(config["shape"])
+        self.num_classes = int(config.get("num_classes", 0))
+        self.data_range = tuple(config.get("data_range", (-1.0, 1.0)))
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.net.parameters())
+        return f"Model({self.name!r}, shape={self.shape}, sde={self.sde!r}, classes={self.num_classes}, params={n})"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device) -> "Model":
+        self.net.to(device)
+        return self
+
+    def _labels(self, class_labels, x):
+        if class_labels is None:
+            return None
+        if self.num_classes == 0:
+            raise UserError("this model is unconditional; it takes no class labels")
+        y = torch.as_tensor(class_labels, device=x.device).long().reshape(-1).expand(x.shape[0])
+        if ((y < -1) | (y >= self.num_classes)).any():
+            raise UserError(f"class labels must lie in 0..{self.num_classes - 1} (or -1 for none)")
+        return torch.where(y < 0, torch.full_like(y, self.num_classes), y)   # -1 -> the null label
+
+    @torch.no_grad()
+    def score_fn(self, x: torch.Tensor, t, class_labels=None, guidance: float = 0.0) -> torch.Tensor:
+        y = self._labels(class_labels, x)
+        x = x.to(self.device)
+        if y is None or guidance == 0:
+            return self.net(x, t, y)
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
+        null = torch.full_like(y, self.num_classes)
+        both = self.net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
+        cond, uncond = both.chunk(2)
+        return (1 + guidance) * cond - guidance * uncond
+
+    def conditional(self, class_labels, guidance: float = 0.0):
+        """A plain score_fn(x, t) for fixed labels, to hand to samplers and editors."""
+        return lambda x, t: self.score_fn(x, t, class_labels=class_labels, guidance=guidance)
+
+    @torch.no_grad()
+    def denoise(self, x: torch.Tensor, t, class_labels=None) -> torch.Tensor:
+        """E[x0 | x_t = x] in model space."""
+        return self.net.denoise(x, t, self._labels(class_labels, x))
+
+    def from_unit(self, u: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1], [B, C, H, W] -> model space."""
+        lo, hi = self.data_range
+        return lo + (hi - lo) * u
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Model space -> pixels in [0, 1] (clamped)."""
+        lo, hi = self.data_range
+        return ((x - lo) / (hi - lo)).clamp(0, 1)
+
+    def sample(self, n: int, sampler: str = "heun", steps: int = 20, generator=None, class_labels=None,
+               guidance: float = 0.0, **options) -> torch.Tensor:
+        """n samples in model space, shape [n, C, H, W]."""
+        from .samplers import sample
+        fn = self.conditional(class_labels, guidance) if class_labels is not None else self.score_fn
+        return sample(self.sde, fn, (n, *self.shape), sampler=sampler, steps=steps, generator=generator,
+                      device=self.device, **options)
+
+
+def bundle_config(net: Preconditioned, shape, name: str = "model", data_range=(-1.0, 1.0),
+                  data: str | None = None, extra: dict | None = None) -> dict:
+    return {"format": FORMAT, "version": 1, "name": name, "shape": [int(s) for s in shape],
+            "num_classes": net.num_classes, "data_range": [float(v) for v in data_range],
+            "data": data, "sde": net.sde.config(), "network": net.net.config(),
+            "precond": net.config(), **(extra or {})}
+
+
+def save_bundle(folder, net: Preconditioned, sde: SDE | None = None, shape=(1, 16, 16), name: str = "model",
+                data_range=(-1.0, 1.0), data: str | None = None, dtype=torch.float32,
+                extra: dict | None = None) -> Path:
+    """Write ``folder/config.json`` and ``folder/model.safetensors`` (each atomically).
+
+    ``net`` is a :class:`Preconditioned` network (a bare network is wrapped with ``sde``,
+    preconditioning "edm"); its state (EMA weights, if that is what it holds) is stored in ``dtype``."""
+    if not isinstance(net, Preconditioned):
+        if sde is None:
+            raise ValueError("save_bundle needs the SDE for a bare network")
+        net = Preconditioned(net, sde)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = bundle_config(net, shape, name, data_range, data, extra)
+    cfg["dtype"] = str(dtype).replace("torch.", "")
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu()
+             for k, v in net.state_dict().items()}
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+    atomic_write_text(folder / "config.json", json.dumps(cfg, indent=2) + "\n")
+    return folder
+
+
+def build(config: dict) -> Preconditioned:
+    """The (untrained) preconditioned network a config describes."""
+    try:
+        sde = get_sde(config["sde"])
+        pre = config.get("precond", {"kind": "edm"})
+        return Preconditioned(build_net(config["network"]), sde, pre.get("kind", "edm"), pre.get("sigma_data", 0.5))
+    except (KeyError, TypeError) as e:
+        raise UserError(f"model config is incomplete or invalid ({type(e).__name__}: {e})") from None
+
+
+def load_weights(module: torch.nn.Module, path, what: str = "checkpoint") -> None:
+    """Load safetensors weights into ``module``; any mismatch is a one-line UserError."""
+    try:
+        state = load_file(str(path))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (SafetensorsError, OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"{path}: corrupt or truncated {what} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        first = (missing or unexpected or wrong)[0]
+        raise UserError(f"{path}: {what} is of another architecture ({len(missing)} missing, "
+                        f"{len(unexpected)} unexpected, {len(wrong)} mis-shaped tensors, e.g. {first!r})")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def _resolve(path) -> Path:
+    if path is None or str(path) in ("digits", "default"):
+        return BUNDLED
+    p = Path(path)
+    if p.is_file() and p.name in ("config.json", "model.safetensors"):
+        p = p.parent
+    return p
+
+
+def load(path=None, device=None) -> Model:
+    """Load a model bundle folder; no argument loads the bundled digits model."""
+    folder = _resolve(path)
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        if folder == BUNDLED:
+            raise UserError("the bundled digits model is not installed with this copy of sdekit")
+        raise UserError(f"{folder}: not a model bundle (no config.json)")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{cfg_path}: invalid JSON ({e})") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise UserError(f"{cfg_path}: not an sdekit model bundle")
+    net = build(cfg)
+    load_weights(net, folder / "model.safetensors", "model")
+    model = Model(net.float(), cfg, cfg.get("name", folder.name))
+    return model.to(device) if device is not None else model
+
+
+def random_model(shape=(1, 16, 16), sde="vp", num_classes: int = 0, seed: int = 0, ch: int = 8) -> Model:
+    """A tiny random-weight U-Net Model (for tests of code that only needs *a* model)."""
+    C, H, W = shape
+    sde = get_sde(sde) if not isinstance(sde, SDE) else sde
+    torch_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        unet_cfg = {"type": "unet", "in_channels": C, "resolution": H, "ch": ch, "ch_mult": [1, 2],
+                    "num_res_blocks": 1, "attn_resolutions": [H // 2], "dropout": 0.0, "num_classes": num_classes}
+        net = Preconditioned(build_net(unet_cfg), sde)
+        for p in net.parameters():                      # no zero output layer: a non-trivial score
+            if p.dim() > 1 and not p.abs().sum():
+                torch.nn.init.normal_(p, std=0.02)
+    finally:
+        torch.random.set_rng_state(torch_state)
+    cfg = bundle_config(net, shape, name="random")
+    return Model(net, cfg, "random")

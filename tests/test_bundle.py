@@ -1,0 +1,91 @@
+"""Model bundles: save / load round trip, the bundled model, and bad input."""
+import json
+import shutil
+
+import pytest
+import torch
+
+import sdekit
+from sdekit.bundle import BUNDLED, load, random_model, save_bundle
+from sdekit.errors import UserError
+
+
+def _xt(n=4, shape=(1, 16, 16)):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, *shape, generator=g), torch.rand(n, generator=g) * 0.9 + 0.05
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 0.0), (torch.float16, 1e-2)])
+def test_roundtrip(tmp_path, dtype, tol):
+    m = random_model(num_classes=10, sde="ve")
+    save_bundle(tmp_path / "b", m.net, shape=m.shape, name="rt", dtype=dtype)
+    m2 = load(tmp_path / "b")
+    assert m2.name == "rt" and m2.shape == (1, 16, 16) and m2.num_classes == 10
+    assert m2.sde.config() == m.sde.config()
+    assert next(m2.net.parameters()).dtype == torch.float32
+    x, t = _xt()
+    ref = m.score_fn(x, t, class_labels=torch.tensor([0, 1, 2, -1]))
+    got = m2.score_fn(x, t, class_labels=torch.tensor([0, 1, 2, -1]))
+    assert (got - ref).abs().max() <= tol * ref.abs().max()
+
+
+def test_guidance_is_the_cfg_combination():
+    m = random_model(num_classes=10)
+    x, t = _xt()
+    c, u = m.score_fn(x, t, class_labels=3), m.score_fn(x, t)
+    torch.testing.assert_close(m.score_fn(x, t, class_labels=3, guidance=2.0), 3 * c - 2 * u, rtol=1e-5, atol=1e-5)
+    assert (c - u).abs().max() > 0
+    torch.testing.assert_close(m.score_fn(x, t, class_labels=-1), u)
+
+
+def test_transform_and_labels():
+    m = random_model()
+    u = torch.rand(2, 1, 16, 16)
+    torch.testing.assert_close(m.from_unit(u), 2 * u - 1)
+    torch.testing.assert_close(m.to_unit(m.from_unit(u)), u)
+    assert m.to_unit(torch.full((1,), 5.0)).item() == 1.0
+    with pytest.raises(UserError, match="unconditional"):
+        m.score_fn(*_xt(), class_labels=1)
+    with pytest.raises(UserError, match="class labels"):
+        random_model(num_classes=3).score_fn(*_xt(), class_labels=3)
+
+
+def test_random_model_is_deterministic_and_samples():
+    a, b = random_model(seed=3), random_model(seed=3)
+    x, t = _xt()
+    torch.testing.assert_close(a.score_fn(x, t), b.score_fn(x, t))
+    out = a.sample(3, steps=3, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (3, 1, 16, 16) and torch.isfinite(out).all()
+    assert random_model(shape=(3, 8, 8)).score_fn(torch.randn(2, 3, 8, 8), torch.rand(2)).shape == (2, 3, 8, 8)
+
+
+def test_bad_bundles(tmp_path):
+    m = random_model()
+    good = save_bundle(tmp_path / "good", m.net, shape=m.shape)
+    with pytest.raises(UserError, match="not a model bundle"):
+        load(tmp_path / "nowhere")
+    trunc = tmp_path / "trunc"
+    shutil.copytree(good, trunc)
+    data = (trunc / "model.safetensors").read_bytes()
+    (trunc / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        load(trunc)
+    other = tmp_path / "other"
+    shutil.copytree(good, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["network"]["ch"] = 16
+    (other / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="another architecture"):
+        load(other)
+    (other / "config.json").write_text("{")
+    with pytest.raises(UserError, match="invalid JSON"):
+        load(other)
+
+
+def test_bundled_model_loads_when_present():
+    if not (BUNDLED / "config.json").exists():
+        pytest.skip("bundled digits model not present")
+    m = sdekit.load()
+    assert m.shape == (1, 16, 16) and m.num_classes == 10
+    x, t = _xt(2)
+    assert torch.isfinite(m.score_fn(x, t)).all()
