@@ -1,0 +1,56 @@
+"""sdekit train: train a score network (also under torchrun --nproc_per_node=K)."""
+
+HELP = {
+    "data": "digits | toy:NAME | folder:PATH | mnist:DIR | fashion-mnist:DIR | cifar10:DIR",
+    "sde": "ve | vp | subvp | edm",
+    "out": "run folder (checkpoint, log.csv, samples/, model/ bundle)",
+    "loss": "dsm | edm | smld | ddpm",
+    "weighting": "dsm weighting: sigma2 | likelihood",
+    "reduce": "mean | sum over a sample's dimensions",
+    "precond": "network parametrisation: edm | eps | scaled_score | score",
+    "net": "auto | unet | mlp",
+    "ch_mult": "channel multipliers per level, e.g. 1,2,2",
+    "attn": "resolutions with self-attention, e.g. 8 (empty: none)",
+    "class_cond": "class-conditional network (with a null label)",
+    "label_dropout": "probability of training with the null label (classifier-free guidance)",
+    "max_minutes": "stop (with a checkpoint) after this much wall time",
+    "resume": "continue the run in --out from its checkpoint",
+}
+
+
+def _ints(s):
+    return tuple(int(v) for v in s.split(",") if v.strip())
+
+
+def add_arguments(p):
+    import dataclasses
+    from typing import get_type_hints  # noqa: F401  (annotations are strings)
+    from ..train import TrainConfig
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        help_ = HELP.get(f.name, "") + (f" (default: {default})" if default not in (None, False) else "")
+        if isinstance(default, bool):
+            if f.name == "progress":
+                p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+            else:
+                p.add_argument(flag, action="store_true", help=help_)
+        elif isinstance(default, tuple):
+            p.add_argument(flag, type=_ints, default=default, help=help_)
+        elif f.name in ("image_size", "channels"):
+            p.add_argument(flag, type=int, default=None, help=help_ or "image size / channels (folder, MNIST, CIFAR)")
+        elif f.name == "max_minutes":
+            p.add_argument(flag, type=float, default=None, help=help_)
+        else:
+            p.add_argument(flag, type=type(default), default=default, help=help_)
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+
+
+def run(args):
+    import dataclasses
+    from ..train import TrainConfig, dist_env, train
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    s = train(cfg, device=args.device)
+    if dist_env()[0] == 0:
+        print(f"trained {s['step']} steps in {s['seconds']:.0f} s ({s['img_per_s']:.1f} img/s); "
+              f"model bundle: {s['out']}/model")

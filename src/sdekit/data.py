@@ -1,0 +1,265 @@
+"""Datasets, all held in memory as tensors in model space, and picture grids.
+
+Specs (``--data``):
+  digits                scikit-learn's 8x8 digits (bundled), upsampled bilinearly to 16x16 (``size``),
+                        values 0..16 -> [0, 1] -> model space [-1, 1]; light strokes on dark; 10 classes.
+  toy:NAME              1-D / 2-D toy data: bimodal (1-D), gmm8, moons, circles, swissroll, checkerboard.
+  folder:PATH           every image under PATH (png, jpg, bmp, gif, webp), centre-cropped to a square and
+                        resized to ``size`` (default 32) with ``channels`` 1 or 3 (default 3); images in
+                        sub-folders get one class per sub-folder.
+  mnist:DIR, fashion-mnist:DIR   the idx files train-images-idx3-ubyte[.gz] / train-labels-idx1-ubyte[.gz].
+  cifar10:DIR           the binary version: data_batch_1.bin .. data_batch_5.bin (optionally in
+                        cifar-10-batches-bin/).
+No data is downloaded: the file formats are read from a local directory.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+
+__all__ = ["Dataset", "load_dataset", "digits", "toy", "image_folder", "read_idx", "mnist", "cifar10",
+           "save_grid", "grid", "TOYS", "IMAGE_EXTS"]
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class Dataset:
+    """x: [N, ...] in model space; labels: [N] int64 or None."""
+
+    x: torch.Tensor
+    labels: torch.Tensor | None
+    num_classes: int
+    name: str
+    data_range: tuple | None = (-1.0, 1.0)   # model-space values of pixel 0 and 1 (None: not images)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def is_image(self) -> bool:
+        return self.x.dim() == 4
+
+
+def _to_model(u: torch.Tensor) -> torch.Tensor:
+    return 2 * u.clamp(0, 1) - 1
+
+
+def _resize(u: torch.Tensor, size: int | None) -> torch.Tensor:
+    if size is None or tuple(u.shape[-2:]) == (size, size):
+        return u
+    return F.interpolate(u, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
+def _channels(u: torch.Tensor, channels: int | None) -> torch.Tensor:
+    if channels is None or u.shape[1] == channels:
+        return u
+    if channels == 1:
+        w = torch.tensor([0.299, 0.587, 0.114], dtype=u.dtype).reshape(1, 3, 1, 1)
+        return (u * w).sum(1, keepdim=True)
+    if channels == 3:
+        return u.expand(-1, 3, -1, -1).contiguous()
+    raise UserError(f"channels must be 1 or 3, got {channels}")
+
+
+def digits(size: int = 16, channels: int | None = None) -> Dataset:
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    u = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
+    u = F.interpolate(u, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1) if size != 8 else u
+    return Dataset(_to_model(_channels(u, channels)), torch.tensor(d.target, dtype=torch.long), 10, "digits")
+
+
+# ---- toy data -------------------------------------------------------------------------------------
+
+def _bimodal(n, g):
+    """1-D: 0.4 N(-2, 0.5^2) + 0.6 N(2, 0.5^2)."""
+    k = (torch.rand(n, generator=g) < 0.6).float()
+    return (4 * k - 2 + 0.5 * torch.randn(n, generator=g))[:, None]
+
+
+def _gmm8(n, g):
+    a = 2 * math.pi * torch.randint(8, (n,), generator=g) / 8
+    return 2 * torch.stack([a.cos(), a.sin()], 1) + 0.1 * torch.randn(n, 2, generator=g)
+
+
+def _moons(n, g):
+    k = torch.randint(2, (n,), generator=g)
+    a = math.pi * torch.rand(n, generator=g)
+    x = torch.where(k == 0, a.cos(), 1 - a.cos())
+    y = torch.where(k == 0, a.sin(), 0.5 - a.sin())
+    return torch.stack([x - 0.5, y - 0.25], 1) * 1.5 + 0.05 * torch.randn(n, 2, generator=g)
+
+
+def _circles(n, g):
+    r = torch.where(torch.rand(n, generator=g) < 0.5, 1.0, 2.0)
+    a = 2 * math.pi * torch.rand(n, generator=g)
+    return r[:, None] * torch.stack([a.cos(), a.sin()], 1) + 0.05 * torch.randn(n, 2, generator=g)
+
+
+def _swissroll(n, g):
+    s = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=g))
+    return torch.stack([s * s.cos(), s * s.sin()], 1) / 5 + 0.05 * torch.randn(n, 2, generator=g)
+
+
+def _checkerboard(n, g):
+    x = 4 * torch.rand(n, generator=g) - 2
+    y = torch.rand(n, generator=g) - 2 + 2 * torch.randint(2, (n,), generator=g)
+    return torch.stack([x, y + (x.floor() % 2)], 1)
+
+
+TOYS = {"bimodal": _bimodal, "gmm8": _gmm8, "moons": _moons, "circles": _circles,
+        "swissroll": _swissroll, "checkerboard": _checkerboard}
+
+
+def toy(name: str, n: int = 8192, seed: int = 0) -> Dataset:
+    if name not in TOYS:
+        raise UserError(f"unknown toy data {name!r}; choose one of {', '.join(TOYS)}")
+    x = TOYS[name](n, torch.Generator().manual_seed(seed)).float()
+    return Dataset(x, None, 0, f"toy:{name}", None)
+
+
+# ---- image files ----------------------------------------------------------------------------------
+
+def _open_image(path: Path, size: int, channels: int) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB" if channels == 3 else "L")
+            w, h = im.size
+            m = min(w, h)
+            im = im.crop(((w - m) // 2, (h - m) // 2, (w - m) // 2 + m, (h - m) // 2 + m))
+            im = im.resize((size, size), Image.BICUBIC if m < size else Image.LANCZOS)
+            a = np.asarray(im, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"{path}: not a readable image ({e})") from None
+    return torch.from_numpy(a.reshape(size, size, channels)).permute(2, 0, 1)
+
+
+def image_folder(path, size: int | None = None, channels: int | None = None) -> Dataset:
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    if not files:
+        raise UserError(f"{root}: no images found ({', '.join(sorted(IMAGE_EXTS))})")
+    size, channels = size or 32, channels or 3
+    if channels not in (1, 3):
+        raise UserError(f"channels must be 1 or 3, got {channels}")
+    u = torch.stack([_open_image(p, size, channels) for p in files])
+    parents = [p.parent.relative_to(root) for p in files]
+    labels, num_classes = None, 0
+    if all(str(q) != "." for q in parents):
+        names = sorted({q.parts[0] for q in parents})
+        labels = torch.tensor([names.index(q.parts[0]) for q in parents], dtype=torch.long)
+        num_classes = len(names)
+    return Dataset(_to_model(u), labels, num_classes, f"folder:{root}")
+
+
+def _find(root: Path, names) -> Path:
+    for sub in ("", "raw", "cifar-10-batches-bin"):
+        for name in names:
+            p = root / sub / name
+            if p.is_file():
+                return p
+    raise UserError(f"{root}: none of {', '.join(names)} found")
+
+
+def read_idx(path) -> np.ndarray:
+    """An idx file (MNIST's format): magic 0 0 dtype ndim, big-endian sizes, then the data."""
+    path = Path(path)
+    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserError(f"{path}: not an idx file of unsigned bytes")
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    n = int(np.prod(dims))
+    if len(raw) != 4 + 4 * ndim + n:
+        raise UserError(f"{path}: truncated idx file ({len(raw)} bytes, expected {4 + 4 * ndim + n})")
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def mnist(root, size: int | None = None, channels: int | None = None, name: str = "mnist", split: str = "train") -> Dataset:
+    root = Path(root)
+    img = read_idx(_find(root, [f"{split}-images-idx3-ubyte", f"{split}-images-idx3-ubyte.gz"]))
+    lab = read_idx(_find(root, [f"{split}-labels-idx1-ubyte", f"{split}-labels-idx1-ubyte.gz"]))
+    if img.shape[0] != lab.shape[0]:
+        raise UserError(f"{root}: {img.shape[0]} images but {lab.shape[0]} labels")
+    u = torch.from_numpy(img.astype(np.float32) / 255.0)[:, None]
+    return Dataset(_to_model(_channels(_resize(u, size), channels)), torch.from_numpy(lab.astype(np.int64)), 10, name)
+
+
+def cifar10(root, size: int | None = None, channels: int | None = None) -> Dataset:
+    """CIFAR-10 binary version: records of 1 label byte + 3072 bytes (R, G, B planes of 32x32)."""
+    root = Path(root)
+    files = [_find(root, [f"data_batch_{i}.bin"]) for i in range(1, 6)]
+    xs, ys = [], []
+    for f in files:
+        raw = np.frombuffer(f.read_bytes(), dtype=np.uint8)
+        if raw.size % 3073:
+            raise UserError(f"{f}: truncated CIFAR-10 batch ({raw.size} bytes)")
+        rec = raw.reshape(-1, 3073)
+        ys.append(rec[:, 0].astype(np.int64))
+        xs.append(rec[:, 1:].reshape(-1, 3, 32, 32))
+    u = torch.from_numpy(np.concatenate(xs).astype(np.float32) / 255.0)
+    return Dataset(_to_model(_channels(_resize(u, size), channels)), torch.from_numpy(np.concatenate(ys)), 10, "cifar10")
+
+
+def load_dataset(spec: str, size: int | None = None, channels: int | None = None, seed: int = 0,
+                 n: int = 8192) -> Dataset:
+    """The dataset a ``--data`` spec names (see the module docstring)."""
+    kind, _, arg = str(spec).partition(":")
+    kind = kind.lower()
+    if kind == "digits" and not arg:
+        return digits(size or 16, channels)
+    if kind == "toy":
+        return toy(arg, n=n, seed=seed)
+    if kind == "folder" and arg:
+        return image_folder(arg, size, channels)
+    if kind in ("mnist", "fashion-mnist", "fashion_mnist") and arg:
+        return mnist(arg, size, channels, name=kind.replace("_", "-"))
+    if kind in ("cifar10", "cifar-10") and arg:
+        return cifar10(arg, size, channels)
+    raise UserError(f"unknown dataset {spec!r}; use digits, toy:NAME, folder:PATH, mnist:DIR, "
+                    f"fashion-mnist:DIR or cifar10:DIR")
+
+
+# ---- pictures -------------------------------------------------------------------------------------
+
+def grid(u: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndarray:
+    """Tile images u [B, C, H, W] in [0, 1] into one uint8 array [H', W', C]."""
+    u = u.detach().float().clamp(0, 1).cpu()
+    B, C, H, W = u.shape
+    nrow = nrow or math.ceil(math.sqrt(B))
+    rows = math.ceil(B / nrow)
+    out = torch.zeros(C, rows * (H + pad) + pad, nrow * (W + pad) + pad)
+    for i in range(B):
+        r, c = divmod(i, nrow)
+        out[:, pad + r * (H + pad): pad + r * (H + pad) + H, pad + c * (W + pad): pad + c * (W + pad) + W] = u[i]
+    return (out.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def save_grid(path, u: torch.Tensor, nrow: int | None = None, scale: int = 4) -> Path:
+    """Write images u [B, C, H, W] in [0, 1] as one PNG grid (atomically), enlarged ``scale`` times."""
+    from PIL import Image
+    from .io import atomic_path
+    a = grid(u, nrow)
+    im = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
+    return Path(path)

@@ -1,0 +1,130 @@
+"""Training losses for score models of any SDE in the family.
+
+A "score model" is called as model(x, t, class_labels) and returns the score; a Preconditioned model
+also offers model.denoise(x, t, class_labels) (nets/precond.py). Every loss returns the batch mean
+of a per-sample loss; ``reduce`` says how a sample's dimensions are combined: "mean" (score_sde's
+reduce_mean=True) or "sum" (the summed loss on -eps/sigma, whose scale grows with the dimension).
+
+* dsm_loss, continuous time (Song et al. 2021, eq. 7), t ~ U(eps, T), x_t = s x0 + std z:
+      weighting "sigma2":     lambda = std^2:   || std * score(x_t, t) + z ||^2
+      weighting "likelihood": lambda = g(t)^2:  g^2 || score(x_t, t) + z / std ||^2   (Song et al. 2021b)
+* edm_loss (Karras et al. 2022, eq. 8 and Table 1): ln sigma ~ N(P_mean, P_std^2),
+      lambda(sigma) || D(x0 + sigma n; sigma) - x0 ||^2,  lambda = (sigma^2 + sd^2) / (sigma sd)^2.
+* smld_loss (NCSN, Song & Ermon 2019): sigma_i on the VE SDE's N geometric levels, t_i = i/(N-1).
+* ddpm_loss (Ho et al. 2020): alpha-bar_i of the N-step beta schedule, || eps_hat - z ||^2 with
+  eps_hat = -std * score, queried at t_i = (i+1)/N.
+"""
+from __future__ import annotations
+
+import torch
+
+from .errors import UserError
+from .sde import SDE, VESDE, VPSDE, _bcast
+
+__all__ = ["dsm_loss", "edm_loss", "smld_loss", "ddpm_loss", "LOSSES", "get_loss"]
+
+
+def _reduce(sq: torch.Tensor, reduce: str) -> torch.Tensor:
+    """Per-sample reduction of a squared error [B, ...] -> [B]."""
+    if reduce == "mean":
+        return sq.flatten(1).mean(1)
+    if reduce == "sum":
+        return sq.flatten(1).sum(1)
+    raise UserError(f"unknown reduce {reduce!r}; choose mean or sum")
+
+
+def _randn(x, generator):
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def _rand(n, x, generator):
+    return torch.rand(n, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def dsm_loss(model, sde: SDE, x0: torch.Tensor, class_labels=None, weighting: str = "sigma2",
+             reduce: str = "mean", eps: float | None = None, t: torch.Tensor | None = None,
+             z: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+    """Denoising score matching in continuous time; ``t`` and ``z`` may be given (else drawn)."""
+    eps = sde.eps if eps is None else eps
+    t = eps + (sde.T - eps) * _rand(x0.shape[0], x0, generator) if t is None else t
+    z = _randn(x0, generator) if z is None else z
+    mean, std = sde.marginal_prob(x0, t)
+    std_ = _bcast(std, x0)
+    score = model(mean + std_ * z, t, class_labels)
+    if weighting == "sigma2":
+        return _reduce((std_ * score + z) ** 2, reduce).mean()
+    if weighting == "likelihood":
+        return (sde.diffusion_sq(t) * _reduce((score + z / std_) ** 2, reduce)).mean()
+    raise UserError(f"unknown weighting {weighting!r}; choose sigma2 or likelihood")
+
+
+def _denoise(model, sde: SDE, x, t, class_labels):
+    if hasattr(model, "denoise"):
+        return model.denoise(x, t, class_labels)
+    from .samplers import Denoiser
+    return Denoiser(sde, lambda x_, t_: model(x_, t_, class_labels)).x0_from_x(x, t)
+
+
+def edm_loss(model, sde: SDE, x0: torch.Tensor, class_labels=None, P_mean: float = -1.2, P_std: float = 1.2,
+             sigma_data: float = 0.5, reduce: str = "mean", sigma: torch.Tensor | None = None,
+             z: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+    """EDM's loss for any SDE of the family: sigma is drawn log-normally (then clamped to the
+    SDE's range [sigma(eps), sigma(T)]) and converted to time t = sigma^{-1}(sigma)."""
+    if sigma is None:
+        sigma = (P_mean + P_std * torch.randn(x0.shape[0], generator=generator, dtype=x0.dtype,
+                                              device=x0.device)).exp()
+    lim = sde.sigma(torch.tensor([sde.eps, sde.T], dtype=torch.float64)).tolist()
+    sigma = sigma.clamp(*lim)
+    t = sde.sigma_inv(sigma)
+    z = _randn(x0, generator) if z is None else z
+    s = _bcast(sde.scale(t), x0)
+    x = s * (x0 + _bcast(sigma, x0) * z)
+    weight = (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+    return (weight * _reduce((_denoise(model, sde, x, t, class_labels) - x0) ** 2, reduce)).mean()
+
+
+def smld_loss(model, sde: VESDE, x0: torch.Tensor, class_labels=None, reduce: str = "mean",
+              index: torch.Tensor | None = None, z: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+    """NCSN's loss on N discrete levels sigma_i = sigma_min (sigma_max/sigma_min)^{i/(N-1)}:
+    sigma_i^2 || score(x0 + sigma_i z, t_i) + z / sigma_i ||^2."""
+    if not isinstance(sde, VESDE):
+        raise UserError("the SMLD loss needs the VE SDE")
+    N = sde.N
+    i = torch.randint(N, (x0.shape[0],), generator=generator, device=x0.device) if index is None else index
+    t = i.to(x0.dtype) / (N - 1)
+    sig = _bcast(sde.sigma(t), x0)
+    z = _randn(x0, generator) if z is None else z
+    score = model(x0 + sig * z, t, class_labels)
+    return _reduce((sig * score + z) ** 2, reduce).mean()
+
+
+def ddpm_betas(sde: VPSDE, dtype=torch.float64) -> torch.Tensor:
+    """The N-step DDPM schedule beta_i = beta_min/N + i/(N-1) (beta_max - beta_min)/N."""
+    return torch.linspace(sde.beta_min / sde.N, sde.beta_max / sde.N, sde.N, dtype=dtype)
+
+
+def ddpm_loss(model, sde: VPSDE, x0: torch.Tensor, class_labels=None, reduce: str = "mean",
+              index: torch.Tensor | None = None, z: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+    """DDPM's simple loss || eps_hat(x_i) - z ||^2, x_i = sqrt(abar_i) x0 + sqrt(1 - abar_i) z."""
+    if not isinstance(sde, VPSDE):
+        raise UserError("the DDPM loss needs the VP SDE")
+    N = sde.N
+    if sde.beta_max / N >= 1:
+        raise UserError(f"the DDPM schedule needs beta_max / N < 1, got {sde.beta_max} / {N}")
+    abar = torch.cumprod(1 - ddpm_betas(sde), 0).to(device=x0.device)
+    i = torch.randint(N, (x0.shape[0],), generator=generator, device=x0.device) if index is None else index
+    a = abar[i].to(x0.dtype)
+    z = _randn(x0, generator) if z is None else z
+    std = _bcast((1 - a).sqrt(), x0)
+    x = _bcast(a.sqrt(), x0) * x0 + std * z
+    eps_hat = -std * model(x, (i + 1).to(x0.dtype) / N, class_labels)
+    return _reduce((eps_hat - z) ** 2, reduce).mean()
+
+
+LOSSES = {"dsm": dsm_loss, "edm": edm_loss, "smld": smld_loss, "ddpm": ddpm_loss}
+
+
+def get_loss(name: str):
+    if name not in LOSSES:
+        raise UserError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    return LOSSES[name]
