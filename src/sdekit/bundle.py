@@ -22,7 +22,7 @@ from .io import atomic_path, atomic_write_text
 from .nets import Preconditioned, build_net
 from .sde import SDE, _bcast, get_sde
 
-__all__ = ["Model", "load", "save_bundle", "random_model", "BUNDLED", "FORMAT"]
+__all__ = ["Model", "load", "save_bundle", "random_model", "generate", "BUNDLED", "FORMAT"]
 
 FORMAT = "sdekit-bundle"
 BUNDLED = Path(__file__).parent / "assets" / "digits"
@@ -210,3 +210,40 @@ def random_model(shape=(1, 16, 16), sde="vp", num_classes: int = 0, seed: int = 
         torch.random.set_rng_state(torch_state)
     cfg = bundle_config(net, shape, name="random")
     return Model(net, cfg, "random")
+
+
+def generate(model: Model, n: int, sampler: str = "heun", steps: int = 20, seed: int = 0, class_labels=None,
+             guidance: float = 0.0, batch_size: int = 256, progress: bool = False, **options) -> torch.Tensor:
+    """n samples in model space, drawn in chunks of ``batch_size``; chunk c uses the generator seeded
+    with (seed, c), so the result does not depend on how chunks are spread over processes. Under
+    torchrun, rank r draws chunks r, r + K, ... and every rank returns the whole set (gathered).
+    ``class_labels``: None, an int for all samples, or an int tensor [n]."""
+    from tqdm.auto import tqdm
+    import torch.distributed as dist
+    from .samplers import sample
+    if n < 1 or batch_size < 1:
+        raise UserError(f"need n >= 1 and batch_size >= 1, got {n}, {batch_size}")
+    if class_labels is not None and not torch.is_tensor(class_labels):
+        class_labels = torch.full((n,), int(class_labels), dtype=torch.long)
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    rank = dist.get_rank() if world > 1 else 0
+    chunks = [(c, min(batch_size, n - c * batch_size)) for c in range((n + batch_size - 1) // batch_size)]
+    mine = chunks[rank::world]
+    per_rank = len(chunks[0::world])
+    out = torch.zeros(per_rank * batch_size, *model.shape)
+    for j, (c, size) in enumerate(tqdm(mine, disable=not (progress and rank == 0), desc="sampling", unit="batch")):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + c)
+        fn = model.score_fn
+        if class_labels is not None:
+            fn = model.conditional(class_labels[c * batch_size: c * batch_size + size].to(model.device), guidance)
+        x = sample(model.sde, fn, (size, *model.shape), sampler=sampler, steps=steps, generator=g, **options)
+        out[j * batch_size: j * batch_size + size] = x.cpu()
+    if world == 1:
+        return out[:n]
+    parts = [torch.zeros_like(out) for _ in range(world)]
+    dist.all_gather(parts, out)
+    res = torch.zeros(n, *model.shape)
+    for r in range(world):
+        for j, (c, size) in enumerate(chunks[r::world]):
+            res[c * batch_size: c * batch_size + size] = parts[r][j * batch_size: j * batch_size + size]
+    return res
