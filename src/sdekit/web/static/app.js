@@ -1,0 +1,269 @@
+// The SDEdit page: a paint layer (the guide) and a mask layer over it, drawn at the model's
+// resolution times `zoom`; jobs go to /api/jobs and are polled until their PNGs are ready.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { info: null, tab: "edit", zoom: 24, undo: [], job: null, drawing: null };
+const DISPLAY = 384;          // target canvas size in CSS pixels
+const MASK_RGB = "#ff3b30";
+
+function message(text) { $("message").textContent = text || ""; }
+function status(text) { $("status").textContent = text; }
+
+async function api(path, options = {}) {
+  const r = await fetch(path, options);
+  let body = null;
+  try { body = await r.json(); } catch (e) { body = { error: `server answered ${r.status} ${r.statusText}` }; }
+  if (!r.ok) throw new Error(body.error || `server answered ${r.status}`);
+  return body;
+}
+
+// ---- canvas ------------------------------------------------------------------------------------
+
+const paint = () => $("paint"), mask = () => $("mask");
+const ctx = (c) => c.getContext("2d", { willReadFrequently: true });
+
+function setupCanvas() {
+  const [C, H, W] = state.info.shape;
+  state.zoom = Math.max(1, Math.floor(DISPLAY / Math.max(H, W)));
+  for (const c of [paint(), mask()]) { c.width = W * state.zoom; c.height = H * state.zoom; }
+  clearLayer("paint"); clearLayer("mask"); state.undo = [];
+  $("canvas-hint").textContent = `${W}×${H} model pixels shown ${state.zoom}× enlarged; the model sees the box-filtered ${W}×${H} image.`;
+}
+
+function layer() { return document.querySelector("input[name=layer]:checked").value; }
+
+function brushColour() {
+  if (state.info.shape[0] === 1) { const g = +$("grey").value; return `rgb(${g},${g},${g})`; }
+  return $("colour").value;
+}
+
+function snapshot() {
+  state.undo.push([ctx(paint()).getImageData(0, 0, paint().width, paint().height),
+                   ctx(mask()).getImageData(0, 0, mask().width, mask().height)]);
+  if (state.undo.length > 40) state.undo.shift();
+}
+
+function undo() {
+  const s = state.undo.pop();
+  if (!s) return;
+  ctx(paint()).putImageData(s[0], 0, 0); ctx(mask()).putImageData(s[1], 0, 0);
+}
+
+function clearLayer(which) {
+  const c = which === "paint" ? paint() : mask(), g = ctx(c);
+  if (which === "paint") { g.fillStyle = "#000"; g.fillRect(0, 0, c.width, c.height); }
+  else g.clearRect(0, 0, c.width, c.height);
+}
+
+function point(e) {
+  const c = mask(), r = c.getBoundingClientRect();
+  return [(e.clientX - r.left) * c.width / r.width, (e.clientY - r.top) * c.height / r.height];
+}
+
+function stroke(from, to) {
+  const onMask = layer() === "mask", erase = $("eraser").checked;
+  const g = ctx(onMask ? mask() : paint());
+  g.save();
+  g.lineCap = g.lineJoin = "round";
+  g.lineWidth = +$("brush").value * state.zoom;
+  g.globalCompositeOperation = onMask && erase ? "destination-out" : "source-over";
+  g.strokeStyle = g.fillStyle = onMask ? MASK_RGB : (erase ? "#000" : brushColour());
+  g.beginPath(); g.moveTo(from[0], from[1]); g.lineTo(to[0] + 0.01, to[1]); g.stroke();
+  g.restore();
+}
+
+function setupDrawing() {
+  const c = mask();
+  c.addEventListener("pointerdown", (e) => {
+    if (e.button !== 0) return;
+    c.setPointerCapture(e.pointerId);
+    snapshot();
+    state.drawing = point(e);
+    stroke(state.drawing, state.drawing);
+  });
+  c.addEventListener("pointermove", (e) => {
+    if (!state.drawing) return;
+    const p = point(e); stroke(state.drawing, p); state.drawing = p;
+  });
+  const end = () => { state.drawing = null; };
+  c.addEventListener("pointerup", end); c.addEventListener("pointercancel", end);
+  document.addEventListener("keydown", (e) => { if ((e.ctrlKey || e.metaKey) && e.key === "z") { e.preventDefault(); undo(); } });
+}
+
+function maskIsEmpty() {
+  const d = ctx(mask()).getImageData(0, 0, mask().width, mask().height).data;
+  for (let i = 3; i < d.length; i += 4) if (d[i]) return false;
+  return true;
+}
+
+function drawImageOnPaint(url) {
+  return new Promise((resolve, reject) => {
+    const im = new Image();
+    im.onload = () => {
+      snapshot();
+      const g = ctx(paint());
+      g.imageSmoothingEnabled = false;
+      g.drawImage(im, 0, 0, paint().width, paint().height);
+      resolve();
+    };
+    im.onerror = () => reject(new Error("the image could not be shown"));
+    im.src = url;
+  });
+}
+
+async function upload(file) {
+  message("");
+  const limit = state.info.limits.upload_bytes;
+  if (file.size > limit) { message(`${file.name} is ${(file.size / 1e6).toFixed(1)} MB; the limit is ${(limit / 1e6).toFixed(1)} MB`); return; }
+  status(`reading ${file.name}…`);
+  try {
+    const r = await api("/api/upload", { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } });
+    await drawImageOnPaint(r.image);
+    status(`${file.name}: ${r.width}×${r.height} ${r.format}, resized to the model's resolution; paint over it`);
+  } catch (e) { message(`${file.name}: ${e.message}`); status("ready"); }
+}
+
+// ---- controls ----------------------------------------------------------------------------------
+
+const RUN_LABEL = { edit: "Run SDEdit", inpaint: "Inpaint", sample: "Sample" };
+const DEFAULTS = { edit: { steps: 100, n: 4 }, inpaint: { steps: 100, n: 4 }, sample: { steps: 20, n: 16 } };
+
+function setTab(tab) {
+  state.tab = tab;
+  document.body.className = `tab-${tab}`;
+  for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.tab === tab);
+  $("run").textContent = RUN_LABEL[tab];
+  $("steps").value = DEFAULTS[tab].steps; $("n").value = DEFAULTS[tab].n;
+  $("n").max = tab === "sample" ? state.info.limits.samples : state.info.limits.results;
+  const sel = $("sampler"); sel.innerHTML = "";
+  for (const s of state.info.samplers[tab]) sel.add(new Option(s, s));
+  if (tab === "sample" && state.info.samplers.sample.includes("heun")) sel.value = "heun";
+  if (tab === "inpaint") document.querySelector("input[name=layer][value=mask]").click();
+  updateLayer();
+}
+
+function updateLayer() { document.body.classList.toggle("layer-mask", layer() === "mask"); }
+
+function setupControls() {
+  for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => setTab(b.dataset.tab));
+  for (const r of document.querySelectorAll("input[name=layer]")) r.addEventListener("change", updateLayer);
+  const showBrush = () => { $("brush-out").textContent = `${$("brush").value} px`; };
+  $("brush").addEventListener("input", showBrush); showBrush();
+  $("t0").addEventListener("input", () => { $("t0-out").textContent = (+$("t0").value).toFixed(2); });
+  $("undo").addEventListener("click", undo);
+  $("clear").addEventListener("click", () => { snapshot(); clearLayer(layer()); });
+  $("fill").addEventListener("click", () => { snapshot(); const g = ctx(paint()); g.fillStyle = brushColour(); g.fillRect(0, 0, paint().width, paint().height); });
+  $("upload").addEventListener("change", (e) => { if (e.target.files[0]) upload(e.target.files[0]); e.target.value = ""; });
+  $("reseed").addEventListener("click", () => { $("seed").value = Math.floor(Math.random() * 2 ** 31); });
+  $("run").addEventListener("click", run);
+  $("cancel").addEventListener("click", cancel);
+  if (state.info.shape[0] === 1) {
+    $("colour-group").hidden = true; $("grey-group").hidden = false;
+    for (const g of [0, 64, 128, 192, 255]) {
+      const b = document.createElement("button");
+      b.style.background = `rgb(${g},${g},${g})`; b.title = `grey ${g}`;
+      b.addEventListener("click", () => { $("grey").value = g; });
+      $("swatches").appendChild(b);
+    }
+  }
+  if (state.info.num_classes > 0) {
+    $("label-field").hidden = false;
+    for (let k = 0; k < state.info.num_classes; k++) $("label").add(new Option(String(k), String(k)));
+  }
+}
+
+// ---- jobs --------------------------------------------------------------------------------------
+
+function request() {
+  const body = { kind: state.tab, steps: +$("steps").value, n: +$("n").value, sampler: $("sampler").value,
+                 label: +$("label").value };
+  if ($("seed").value !== "") body.seed = +$("seed").value;
+  if (state.tab === "edit") { body.t0 = +$("t0").value; body.repeats = +$("repeats").value; }
+  if (state.tab !== "sample") {
+    body.image = paint().toDataURL("image/png");
+    if (!maskIsEmpty()) body.mask = mask().toDataURL("image/png");
+  }
+  return body;
+}
+
+function busy(on) { $("run").disabled = on; $("cancel").disabled = !on; }
+
+async function run() {
+  message("");
+  let job;
+  try {
+    job = await api("/api/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(request()) });
+  } catch (e) { message(e.message); return; }
+  state.job = job.id; busy(true);
+  $("progress").value = 0;
+  poll(job);
+}
+
+async function poll(job) {
+  while (state.job === job.id) {
+    if (job.status === "queued") status(`waiting: number ${job.position} in the queue`);
+    else if (job.status === "running") status(`working… ${Math.round(job.progress * 100)}% (${job.nfe} score evaluations)`);
+    $("progress").value = job.progress;
+    if (["done", "error", "cancelled"].includes(job.status)) break;
+    await new Promise((r) => setTimeout(r, 250));
+    try { job = await api(`/api/jobs/${job.id}`); }
+    catch (e) { message(e.message); break; }
+  }
+  if (state.job !== job.id) return;
+  state.job = null; busy(false);
+  if (job.status === "done") { status(`done: ${job.message}; seed ${job.seed}`); show(job); }
+  else if (job.status === "error") { status("failed"); message(job.message); }
+  else status(job.status === "cancelled" ? "cancelled" : status.textContent);
+}
+
+async function cancel() {
+  if (!state.job) return;
+  try { await api(`/api/jobs/${state.job}/cancel`, { method: "POST", headers: { "Content-Length": "0" } }); }
+  catch (e) { message(e.message); }
+}
+
+function figure(url, caption, name, extra) {
+  const [, H, W] = state.info.shape;
+  const f = document.createElement("figure");
+  const img = document.createElement("img");
+  const size = Math.max(64, Math.min(192, 8 * Math.max(H, W)));
+  img.src = url; img.alt = caption; img.width = Math.round(size * W / Math.max(H, W)); img.height = Math.round(size * H / Math.max(H, W));
+  const cap = document.createElement("figcaption");
+  cap.append(caption);
+  const a = document.createElement("a"); a.href = url; a.download = name; a.textContent = "PNG"; a.title = "download";
+  cap.append(a);
+  if (extra) cap.append(extra);
+  f.append(img, cap);
+  return [f, img];
+}
+
+function show(job) {
+  const box = $("results"); box.innerHTML = "";
+  const tag = `${job.kind}-seed${job.seed}`;
+  if (job.images.guide) { const [f] = figure(job.images.guide, "guide", `${tag}-guide.png`); f.classList.add("guide"); box.append(f); }
+  if (job.images.mask) { const [f] = figure(job.images.mask, "mask", `${tag}-mask.png`); f.classList.add("guide"); box.append(f); }
+  job.results.forEach((url, i) => {
+    const use = document.createElement("button");
+    use.textContent = "edit"; use.title = "load into the canvas as the new guide";
+    use.addEventListener("click", async () => { if (state.tab === "sample") setTab("edit"); await drawImageOnPaint(url); });
+    const [f, img] = figure(url, `#${i + 1}`, `${tag}-${i + 1}.png`, use);
+    img.classList.add("result");
+    box.append(f);
+  });
+  $("grid-link").href = job.images.grid; $("grid-link").download = `${tag}-grid.png`; $("grid-link").hidden = false;
+}
+
+// ---- start -------------------------------------------------------------------------------------
+
+async function start() {
+  try { state.info = await api("/api/info"); }
+  catch (e) { message(`cannot reach the server: ${e.message}`); return; }
+  const [C, H, W] = state.info.shape;
+  $("model-info").textContent = `model ${state.info.name} · ${W}×${H}×${C} · ${state.info.sde}` +
+    (state.info.num_classes ? ` · ${state.info.num_classes} classes` : "");
+  setupCanvas(); setupDrawing(); setupControls(); setTab("edit");
+  document.body.dataset.ready = "1";
+}
+
+start();

@@ -1,0 +1,353 @@
+"""The web page's server: image conversion, validation, the job queue and the HTTP API."""
+import base64
+import io
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import torch
+from PIL import Image
+
+import sdekit
+from sdekit.bundle import random_model
+from sdekit.errors import UserError
+from sdekit.web import server as web
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(shape=(1, 16, 16), sde="vp")
+
+
+def png(im) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def data_url(im) -> str:
+    return "data:image/png;base64," + base64.b64encode(png(im)).decode()
+
+
+def stroke_canvas(size=384, colour=(255, 255, 255, 255)):
+    """A black canvas with a white horizontal bar over rows 8..11 of a 16x16 model grid."""
+    im = Image.new("RGBA", (size, size), (0, 0, 0, 255))
+    z = size // 16
+    im.paste(Image.new("RGBA", (size, 4 * z), colour), (0, 8 * z))
+    return im
+
+
+class FakeEdit:
+    """Stands in for sdekit.sdedit / inpaint: records its arguments and calls the score ``steps`` times."""
+
+    def __init__(self, gate: threading.Event | None = None, fail: Exception | None = None):
+        self.calls, self.gate, self.fail = [], gate, fail
+
+    def __call__(self, sde, score_fn, x, *args, steps=10, generator=None, **kw):
+        self.calls.append({"x": x.clone(), "args": args, "steps": steps, **kw})
+        if self.gate is not None:
+            self.gate.wait(20)
+        if self.fail is not None:
+            raise self.fail
+        t = torch.full((x.shape[0],), 0.5)
+        for _ in range(steps):
+            score_fn(x, t)
+        return x.flip(-1)                     # a visible, checkable change
+
+
+# ---- images ---------------------------------------------------------------------------------------
+
+def test_image_to_unit_box_filters_to_model_resolution():
+    u = web.image_to_unit(stroke_canvas(), (1, 16, 16))
+    assert u.shape == (1, 1, 16, 16)
+    expect = torch.zeros(16, 16)
+    expect[8:12] = 1
+    assert torch.allclose(u[0, 0], expect)
+
+
+def test_image_to_unit_alpha_on_black_crop_and_grey():
+    im = Image.new("RGBA", (64, 32), (255, 255, 255, 0))          # wide: cropped to the centre 32x32
+    im.paste(Image.new("RGBA", (32, 32), (255, 0, 0, 255)), (16, 0))
+    u = web.image_to_unit(im, (1, 8, 8))
+    assert torch.allclose(u, torch.full_like(u, round(0.299 * 255) / 255), atol=1 / 255)   # luma of red
+    rgb = web.image_to_unit(im, (3, 8, 8))
+    assert torch.allclose(rgb[0, :, 0, 0], torch.tensor([1.0, 0, 0]))
+    small = web.image_to_unit(Image.new("L", (4, 4), 255), (1, 16, 16))                     # upscaled
+    assert small.shape == (1, 1, 16, 16) and small.min() == 1
+
+
+def test_mask_from_alpha_coverage():
+    im = Image.new("RGBA", (160, 160), (0, 0, 0, 0))
+    im.paste(Image.new("RGBA", (40, 160), (255, 0, 0, 255)), (0, 0))       # columns 0..3 of 16
+    m = web.mask_from_image(im, (1, 16, 16))
+    assert m.shape == (1, 1, 16, 16)
+    assert m[..., :4].all() and not m[..., 4:].any()
+
+
+def test_decode_image_refuses_bad_files():
+    with pytest.raises(UserError, match="not a readable image"):
+        web.decode_image(b"this is not an image at all")
+    with pytest.raises(UserError, match="empty"):
+        web.decode_image(b"")
+    with pytest.raises(UserError, match="limit"):
+        web.decode_image(png(Image.new("L", (8, 8))), web.Limits(upload_bytes=10))
+    with pytest.raises(UserError, match="pixels"):                          # a small file, a huge image
+        web.decode_image(png(Image.new("1", (3000, 3000))), web.Limits(pixels=1000 * 1000))
+    truncated = png(Image.effect_noise((64, 64), 50))[:200]
+    with pytest.raises(UserError, match="not a readable image"):
+        web.decode_image(truncated)
+
+
+def test_png_round_trip():
+    u = torch.rand(3, 5, 7)
+    back = web.image_to_unit(Image.open(io.BytesIO(web.png_bytes(u))), (3, 5, 7))[0]
+    assert torch.allclose(back, u, atol=0.5 / 255 + 1e-6)
+
+
+# ---- validation ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, match", [
+    ({"kind": "paint"}, "kind must be one of"),
+    ({"kind": "sample", "steps": 0}, "steps must lie in"),
+    ({"kind": "sample", "steps": 10 ** 9}, "steps must lie in"),
+    ({"kind": "sample", "steps": 2.5}, "whole number"),
+    ({"kind": "sample", "n": "many"}, "whole number"),
+    ({"kind": "sample", "n": 1000}, "n must lie in"),
+    ({"kind": "sample", "sampler": "magic"}, "sampler must be one of"),
+    ({"kind": "sample", "label": 3}, "label must lie in"),
+    ({"kind": "sample", "seed": -1}, "seed must lie in"),
+    ({"kind": "edit", "t0": 0, "image": "x"}, "t0 must lie in"),
+    ({"kind": "edit", "t0": 1.5, "image": "x"}, "t0 must lie in"),
+    ({"kind": "edit", "t0": "nan", "image": "x"}, "t0 must lie in"),
+    ({"kind": "edit", "repeats": 99, "image": "x"}, "repeats must lie in"),
+    ({"kind": "edit"}, "paint something"),
+    ({"kind": "edit", "image": "not a data url"}, "data URL"),
+    ({"kind": "edit", "image": "data:image/png;base64,@@@"}, "base64"),
+    ({"kind": "edit", "image": "data:image/png;base64," + base64.b64encode(b"GIF89a junk").decode()}, "readable"),
+])
+def test_parse_task_rejects(model, body, match):
+    with pytest.raises(UserError, match=match):
+        web.parse_task(model, body)
+
+
+def test_parse_task_inpaint_needs_a_mask(model):
+    body = {"kind": "inpaint", "image": data_url(stroke_canvas())}
+    with pytest.raises(UserError, match="mask"):
+        web.parse_task(model, body)
+    empty = data_url(Image.new("RGBA", (384, 384), (0, 0, 0, 0)))
+    with pytest.raises(UserError, match="mask"):
+        web.parse_task(model, {**body, "mask": empty})
+
+
+def test_parse_task_edit(model):
+    mask = Image.new("RGBA", (384, 384), (0, 0, 0, 0))
+    mask.paste(Image.new("RGBA", (192, 384), (255, 0, 0, 255)), (0, 0))
+    t = web.parse_task(model, {"kind": "edit", "t0": "0.4", "steps": 50, "n": 3, "seed": 7, "repeats": 2,
+                               "sampler": "EM", "image": data_url(stroke_canvas()), "mask": data_url(mask)})
+    assert (t.kind, t.t0_frac, t.steps, t.n, t.seed, t.repeats, t.sampler) == ("edit", 0.4, 50, 3, 7, 2, "em")
+    assert t.image.shape == (1, 1, 16, 16) and t.image[0, 0, 8:12].min() == 1 and t.image[0, 0, :8].max() == 0
+    assert t.mask[..., :8].all() and not t.mask[..., 8:].any()
+    assert t.expected_nfe() == 20 * 2
+
+
+# ---- the work, without HTTP -------------------------------------------------------------------------
+
+def test_run_task_edit_passes_model_space_guide_t0_and_mask(model, monkeypatch):
+    fake = FakeEdit()
+    monkeypatch.setitem(vars(sdekit), "sdedit", fake)
+    task = web.Task(kind="edit", n=3, steps=7, sampler="em", seed=1, t0_frac=0.25, repeats=2,
+                    image=torch.rand(1, 1, 16, 16), mask=torch.ones(1, 1, 16, 16))
+    seen = []
+    out = web.run_task(model, task, seen.append)
+    call = fake.calls[0]
+    assert torch.allclose(call["x"], model.from_unit(task.image).expand(3, 1, 16, 16))
+    assert call["t0"] == pytest.approx(0.25 * model.sde.T) and call["repeats"] == 2 and call["sampler"] == "em"
+    assert call["mask"].shape == (3, 1, 16, 16) and call["steps"] == 7
+    assert seen == list(range(1, 8))                       # progress after every score evaluation
+    assert torch.allclose(out["results"], task.image.flip(-1).expand(3, 1, 16, 16), atol=1e-6)
+    assert out["guide"] is task.image
+
+
+def test_run_task_inpaint_turns_the_fill_mask_into_known_pixels(model, monkeypatch):
+    fake = FakeEdit()
+    monkeypatch.setitem(vars(sdekit), "inpaint", fake)
+    fill = torch.zeros(1, 1, 16, 16)
+    fill[..., :5] = 1
+    web.run_task(model, web.Task(kind="inpaint", n=2, steps=3, image=torch.rand(1, 1, 16, 16), mask=fill))
+    known = fake.calls[0]["args"][0]
+    assert known.shape == (2, 1, 16, 16) and torch.equal(known[0], 1 - fill[0])
+
+
+def test_run_task_sample_is_seeded(model):
+    t = web.Task(kind="sample", n=2, steps=3, sampler="em", seed=5)
+    a, b = web.run_task(model, t)["results"], web.run_task(model, t)["results"]
+    c = web.run_task(model, web.Task(kind="sample", n=2, steps=3, sampler="em", seed=6))["results"]
+    assert a.shape == (2, 1, 16, 16) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+# ---- HTTP ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def served(model):
+    srv = web.make_server(model, "127.0.0.1", 0, web.Limits(upload_bytes=200_000, waiting=2))
+    web.start_in_thread(srv)
+    yield srv, f"http://127.0.0.1:{srv.server_address[1]}"
+    web.stop(srv)
+
+
+def call(url, data=None, method=None, headers=None):
+    """(status, headers, body bytes) without raising on 4xx/5xx."""
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def post_json(url, obj):
+    s, h, b = call(url, json.dumps(obj).encode(), "POST", {"Content-Type": "application/json"})
+    return s, json.loads(b)
+
+
+def wait_done(base, job_id, timeout=60):
+    t = time.monotonic()
+    while time.monotonic() - t < timeout:
+        s, _, b = call(f"{base}/api/jobs/{job_id}")
+        st = json.loads(b)
+        if st["status"] in ("done", "error", "cancelled"):
+            return st
+        time.sleep(0.05)
+    raise AssertionError("job did not finish")
+
+
+def test_page_and_static_files_are_local(served):
+    _, base = served
+    s, h, b = call(base + "/")
+    assert s == 200 and b"<canvas id=\"paint\"" in b and "default-src 'self'" in h["Content-Security-Policy"]
+    for f in ("app.js", "style.css"):
+        s, h, b = call(f"{base}/static/{f}")
+        assert s == 200 and b
+        assert b"http://" not in b and b"https://" not in b            # nothing fetched from elsewhere
+    assert b"http" not in call(base + "/")[2].replace(b"http-equiv", b"")
+    assert call(base + "/static/../server.py")[0] == 404
+    assert call(base + "/static/%2e%2e/server.py")[0] == 404
+    assert call(base + "/nowhere")[0] == 404
+
+
+def test_info(served, model):
+    _, base = served
+    info = json.loads(call(base + "/api/info")[2])
+    assert info["shape"] == [1, 16, 16] and "em" in info["samplers"]["edit"] and info["limits"]["upload_bytes"] == 200_000
+
+
+def test_upload_validates_and_resizes(served):
+    _, base = served
+    s, _, b = call(base + "/api/upload", png(stroke_canvas(160)), "POST")
+    assert s == 200
+    out = json.loads(b)
+    im = Image.open(io.BytesIO(base64.b64decode(out["image"].split(",", 1)[1])))
+    assert im.size == (16, 16) and (out["width"], out["height"]) == (160, 160)
+    s, _, b = call(base + "/api/upload", b"%PDF-1.4 not an image", "POST")
+    assert s == 400 and "not a readable image" in json.loads(b)["error"]
+    s, _, b = call(base + "/api/upload", b"\0" * 300_000, "POST")
+    assert s == 413 and "limit" in json.loads(b)["error"]
+    assert call(base + "/api/info")[0] == 200                     # still serving
+
+
+def test_bad_job_requests_get_messages(served):
+    _, base = served
+    s, _, b = call(base + "/api/jobs", b"{not json", "POST")
+    assert s == 400 and "JSON" in json.loads(b)["error"]
+    s, body = post_json(base + "/api/jobs", {"kind": "edit", "t0": 3, "image": "x"})
+    assert s == 400 and "t0" in body["error"]
+    assert call(base + "/api/jobs/nope")[0] == 404
+    assert call(base + "/api/jobs/nope/result-0.png")[0] == 404
+    assert call(base + "/api/elsewhere", b"", "POST")[0] == 405
+
+
+def test_sample_job_end_to_end(served):
+    _, base = served
+    s, job = post_json(base + "/api/jobs", {"kind": "sample", "n": 3, "steps": 4, "sampler": "em", "seed": 3})
+    assert s == 202 and job["status"] in ("queued", "running", "done")
+    st = wait_done(base, job["id"])
+    assert st["status"] == "done" and st["progress"] == 1 and st["nfe"] == 4 and len(st["results"]) == 3
+    s, h, b = call(base + st["results"][0])
+    assert s == 200 and h["Content-Type"] == "image/png" and Image.open(io.BytesIO(b)).size == (16, 16)
+    grid = Image.open(io.BytesIO(call(base + st["images"]["grid"])[2]))
+    assert grid.size == (2 * 17 + 1, 2 * 17 + 1)
+
+
+def test_edit_job_end_to_end(served, monkeypatch):
+    _, base = served
+    monkeypatch.setitem(vars(sdekit), "sdedit", FakeEdit())
+    s, job = post_json(base + "/api/jobs", {"kind": "edit", "n": 2, "steps": 10, "t0": 0.5, "seed": 1,
+                                            "image": data_url(stroke_canvas())})
+    st = wait_done(base, job["id"])
+    assert st["status"] == "done" and len(st["results"]) == 2 and "guide" in st["images"]
+    guide = Image.open(io.BytesIO(call(base + st["images"]["guide"])[2]))
+    assert guide.size == (16, 16) and guide.getpixel((0, 9)) == 255 and guide.getpixel((0, 3)) == 0
+
+
+def test_queue_positions_busy_cancel_and_failures(served, monkeypatch):
+    srv, base = served
+    gate = threading.Event()
+    monkeypatch.setitem(vars(sdekit), "sdedit", FakeEdit(gate=gate))
+    req = {"kind": "edit", "n": 1, "steps": 3, "image": data_url(stroke_canvas())}
+    first = post_json(base + "/api/jobs", req)[1]
+    t = time.monotonic()
+    while json.loads(call(f"{base}/api/jobs/{first['id']}")[2])["status"] != "running":
+        assert time.monotonic() - t < 20
+        time.sleep(0.02)
+    second, third = post_json(base + "/api/jobs", req)[1], post_json(base + "/api/jobs", req)[1]
+    assert (second["position"], third["position"]) == (1, 2)
+    s, body = post_json(base + "/api/jobs", req)                    # waiting list (2) is full
+    assert s == 503 and "busy" in body["error"]
+    s, _, b = call(f"{base}/api/jobs/{second['id']}/cancel", b"", "POST")
+    assert s == 200 and json.loads(b)["status"] == "cancelled"
+    assert json.loads(call(f"{base}/api/jobs/{third['id']}")[2])["position"] == 1
+    gate.set()
+    assert wait_done(base, first["id"])["status"] == "done"
+    assert wait_done(base, third["id"])["status"] == "done"
+
+    monkeypatch.setitem(vars(sdekit), "sdedit", FakeEdit(fail=RuntimeError("boom")))
+    st = wait_done(base, post_json(base + "/api/jobs", req)[1]["id"])
+    assert st["status"] == "error" and "boom" in st["message"]
+    monkeypatch.setitem(vars(sdekit), "sdedit", FakeEdit(fail=UserError("t0 too small for 3 steps")))
+    st = wait_done(base, post_json(base + "/api/jobs", req)[1]["id"])
+    assert st["status"] == "error" and st["message"] == "t0 too small for 3 steps"
+    assert call(base + "/api/info")[0] == 200
+
+
+def test_cancel_a_running_job(served, monkeypatch):
+    _, base = served
+    started = threading.Event()
+
+    def slow(sde, score_fn, x, *a, steps=10, **kw):
+        started.set()
+        t = torch.full((x.shape[0],), 0.5)
+        for _ in range(10_000):
+            score_fn(x, t)
+            time.sleep(0.001)
+        return x
+    monkeypatch.setitem(vars(sdekit), "sdedit", slow)
+    job = post_json(base + "/api/jobs", {"kind": "edit", "n": 1, "steps": 5, "image": data_url(stroke_canvas())})[1]
+    assert started.wait(20)
+    call(f"{base}/api/jobs/{job['id']}/cancel", b"", "POST")
+    assert wait_done(base, job["id"])["status"] == "cancelled"
+
+
+def test_serve_port_in_use_exits_2(capsys):
+    from sdekit.cli import main
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "in use" in err
