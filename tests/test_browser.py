@@ -1,0 +1,148 @@
+"""End to end in headless Chromium: open the page, paint a stroke, run SDEdit, get the images.
+
+Environment: SDEKIT_WEB_MODEL=<bundle folder> or "bundled" runs it on a trained model instead of a
+tiny random one; SDEKIT_SCREENSHOT=<path.png> also writes the page's screenshot there (the
+documentation's picture). The screenshot always goes to test-artifacts/web.png.
+"""
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import sdekit
+from sdekit.bundle import load, random_model
+from sdekit.web import server as web
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+pytestmark = pytest.mark.browser
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
+if importlib.util.find_spec("playwright") is None:
+    pytest.skip("playwright is missing (pip install playwright; no browser download needed)", allow_module_level=True)
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+
+def stand_in_sdedit(sde, score_fn, x, t0=0.5, steps=10, mask=None, repeats=1, sampler="em", generator=None):
+    """Used only where sdekit.sdedit is not available: perturb to t0, Euler steps of the reverse SDE."""
+    n = max(1, round(steps * t0 / sde.T))
+    ts = torch.linspace(t0, sde.eps, n + 1)
+    mean, std = sde.marginal_prob(x, torch.full((x.shape[0],), t0))
+    y = mean + std[:, None, None, None] * torch.randn(x.shape, generator=generator)
+    for a, b in zip(ts[:-1], ts[1:]):
+        tv = torch.full((x.shape[0],), float(a))
+        drift, g = sde.sde(y, tv)
+        y = y - (drift - g[:, None, None, None] ** 2 * score_fn(y, tv)) * float(a - b)
+    return y if mask is None else mask * y + (1 - mask) * x
+
+
+@pytest.fixture(scope="module")
+def served():
+    name = os.environ.get("SDEKIT_WEB_MODEL")
+    model = random_model(shape=(1, 16, 16), sde="vp") if not name else load(None if name == "bundled" else name)
+    srv = web.make_server(model, "127.0.0.1", 0)
+    web.start_in_thread(srv)
+    yield model, f"http://127.0.0.1:{srv.server_address[1]}"
+    web.stop(srv)
+
+
+@pytest.fixture(scope="module")
+def page(served):
+    _, base = served
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        pg = browser.new_page(viewport={"width": 1180, "height": 900})
+        pg.requests = []
+        pg.on("request", lambda r: pg.requests.append(r.url))
+        pg.errors = []
+        pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+        pg.goto(base)
+        pg.wait_for_selector("body[data-ready='1']", timeout=15000)
+        yield pg
+        browser.close()
+
+
+def set_value(page, selector, value):
+    page.eval_on_selector(selector, "(e, v) => { e.value = v; e.dispatchEvent(new Event('input')); }", str(value))
+
+
+def wait_for_images(page, n):
+    page.wait_for_function("n => document.querySelectorAll('#results img.result').length === n && "
+                           "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)",
+                           arg=n, timeout=30000)
+
+
+def test_paint_a_stroke_and_run_sdedit(served, page, monkeypatch):
+    model, base = served
+    if importlib.util.find_spec("sdekit.sdedit") is None:
+        monkeypatch.setitem(vars(sdekit), "sdedit", stand_in_sdedit)
+    C, H, W = model.shape
+    canvas = page.locator("#mask")
+    box = canvas.bounding_box()
+    assert box["width"] == pytest.approx(W * (384 // W), abs=1)              # comfortable zoom
+
+    # a digit-like stroke: a vertical bar and a short foot, in model-pixel units
+    z = box["width"] / W
+    at = lambda u, v: (box["x"] + u * z, box["y"] + v * z)
+    page.mouse.move(*at(8, 3))
+    page.mouse.down()
+    for k in range(1, 11):
+        page.mouse.move(*at(8, 3 + k))
+    page.mouse.move(*at(11, 13), steps=4)
+    page.mouse.up()
+    painted = page.evaluate("""() => { const c = document.getElementById('paint');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 128) n++; return n / (c.width * c.height); }""")
+    assert 0.01 < painted < 0.3
+
+    set_value(page, "#t0", 0.45)
+    assert page.inner_text("#t0-out") == "0.45"
+    set_value(page, "#steps", 40)
+    set_value(page, "#n", 3)
+    set_value(page, "#seed", 1)
+    page.click("#run")
+    wait_for_images(page, 3)
+    sizes = page.eval_on_selector_all("#results img.result", "els => els.map(e => [e.naturalWidth, e.naturalHeight])")
+    assert sizes == [[W, H]] * 3
+    # the guide the model saw is the stroke, box-filtered to the model's resolution
+    guide = page.evaluate("""() => { const i = document.querySelector('#results figure.guide img');
+        const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;
+        const g = c.getContext('2d'); g.drawImage(i, 0, 0); const d = g.getImageData(0, 0, c.width, c.height).data;
+        return [d[(6 * c.width + 8) * 4], d[(6 * c.width + 2) * 4]]; }""")
+    assert guide[0] > 200 and guide[1] == 0
+    assert "done" in page.inner_text("#status")
+    assert page.get_attribute("#results a[download]", "download").endswith(".png")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "web.png"
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("SDEKIT_SCREENSHOT"):
+        shutil.copyfile(shot, os.environ["SDEKIT_SCREENSHOT"])
+    assert all(u.startswith(base) or u.startswith("data:") or u.startswith("blob:") for u in page.requests), page.requests
+    assert not page.errors
+
+
+def test_a_bad_upload_shows_a_message(page, tmp_path):
+    bad = tmp_path / "photo.png"
+    bad.write_bytes(b"definitely not a PNG")
+    page.set_input_files("#upload", str(bad))
+    page.wait_for_function("() => document.getElementById('message').textContent.length > 0", timeout=10000)
+    assert "not a readable image" in page.inner_text("#message")
+    assert not page.errors
+
+
+def test_sampling_tab(served, page):
+    model, _ = served
+    page.click("#tabs button[data-tab=sample]")
+    assert not page.is_visible("#paint") and not page.is_visible("#t0")
+    set_value(page, "#steps", 5)
+    set_value(page, "#n", 4)
+    page.click("#run")
+    wait_for_images(page, 4)
+    assert page.eval_on_selector_all("#results img.result", "els => els.map(e => e.naturalWidth)") == [model.shape[2]] * 4
+    assert not page.is_hidden("#grid-link")
