@@ -351,3 +351,27 @@ def test_serve_port_in_use_exits_2(capsys):
         assert main(["serve", "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "in use" in err
+
+
+def test_serve_command_serves_a_bundle(model, tmp_path):
+    import subprocess
+    import sys
+    from sdekit.bundle import save_bundle
+    save_bundle(tmp_path / "m", model.net, shape=model.shape, name="tiny")
+    proc = subprocess.Popen([sys.executable, "-m", "sdekit.cli", "serve", "--port", "0", "--model", str(tmp_path / "m")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "tiny" in line and "http://127.0.0.1:" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+        url = line.split("http://", 1)[1].split("/", 1)[0]
+        info = json.loads(call(f"http://{url}/api/info")[2])
+        assert info["name"] == "tiny" and info["shape"] == [1, 16, 16]
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_serve_rejects_a_bad_port(capsys):
+    from sdekit.cli import main
+    assert main(["serve", "--port", "70000"]) == 2
+    assert "port" in capsys.readouterr().err

@@ -515,7 +515,8 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/api/jobs":
             return self._submit()
         if m := re.fullmatch(r"/api/jobs/(\w+)/cancel", path):
-            self._body()
+            if self._body() is None:
+                return
             job = self.app.queue.get(m.group(1))
             if job is None:
                 return self._error(404, "no such job")

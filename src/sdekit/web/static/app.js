@@ -219,7 +219,7 @@ async function poll(job) {
 
 async function cancel() {
   if (!state.job) return;
-  try { await api(`/api/jobs/${state.job}/cancel`, { method: "POST", headers: { "Content-Length": "0" } }); }
+  try { await api(`/api/jobs/${state.job}/cancel`, { method: "POST", body: "{}" }); }
   catch (e) { message(e.message); }
 }
 
