@@ -146,3 +146,38 @@ def test_sampling_tab(served, page):
     wait_for_images(page, 4)
     assert page.eval_on_selector_all("#results img.result", "els => els.map(e => e.naturalWidth)") == [model.shape[2]] * 4
     assert not page.is_hidden("#grid-link")
+
+
+def stand_in_inpaint(sde, score_fn, x, known, steps=10, generator=None):
+    """Used only where sdekit.inpaint is not available: known pixels kept, the rest from the prior."""
+    fill = sde.prior_sampling(x.shape, generator=generator)
+    score_fn(fill, torch.full((x.shape[0],), sde.T))
+    return known * x + (1 - known) * fill.clamp(-1, 1)
+
+
+def test_inpaint_tab_with_a_painted_mask(served, page, monkeypatch):
+    model, _ = served
+    if importlib.util.find_spec("sdekit.guidance") is None:
+        monkeypatch.setitem(vars(sdekit), "inpaint", stand_in_inpaint)
+    C, H, W = model.shape
+    page.click("#tabs button[data-tab=inpaint]")
+    assert page.is_checked("input[name=layer][value=mask]") and not page.is_visible("#t0")
+    box = page.locator("#mask").bounding_box()
+    z = box["width"] / W
+    page.mouse.move(box["x"] + 2 * z, box["y"] + 1 * z)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 14 * z, box["y"] + 1 * z, steps=6)
+    page.mouse.up()
+    set_value(page, "#steps", 10)
+    set_value(page, "#n", 2)
+    page.click("#run")
+    wait_for_images(page, 2)
+    m = page.evaluate("""() => { const i = [...document.querySelectorAll('#results figure.guide img')].find(e => e.alt === 'mask');
+        const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;
+        const g = c.getContext('2d'); g.drawImage(i, 0, 0); const d = g.getImageData(0, 0, c.width, c.height).data;
+        return [d[(1 * c.width + 8) * 4], d[(10 * c.width + 8) * 4]]; }""")
+    assert m == [255, 0]                                   # row 1 is marked, row 10 is not
+    page.click("text=undo")                                # the mask stroke is undone
+    assert page.evaluate("""() => { const c = document.getElementById('mask');
+        return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.every(v => v === 0); }""")
+    assert not page.errors
