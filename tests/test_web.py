@@ -375,3 +375,22 @@ def test_serve_rejects_a_bad_port(capsys):
     from sdekit.cli import main
     assert main(["serve", "--port", "70000"]) == 2
     assert "port" in capsys.readouterr().err
+
+
+def test_many_clients_at_once_get_a_job_or_a_busy_answer(served):
+    _, base = served
+    answers = []
+
+    def client():
+        answers.append(post_json(base + "/api/jobs", {"kind": "sample", "n": 1, "steps": 2, "sampler": "em"}))
+    threads = [threading.Thread(target=client) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    codes = sorted(s for s, _ in answers)
+    assert len(codes) == 12 and set(codes) <= {202, 503} and 202 in codes
+    assert all("busy" in b["error"] for s, b in answers if s == 503)
+    for s, b in answers:
+        if s == 202:
+            assert wait_done(base, b["id"])["status"] == "done"

@@ -227,7 +227,7 @@ function figure(url, caption, name, extra) {
   const [, H, W] = state.info.shape;
   const f = document.createElement("figure");
   const img = document.createElement("img");
-  const size = Math.max(64, Math.min(192, 8 * Math.max(H, W)));
+  const size = Math.max(64, Math.min(state.tab === "sample" ? 96 : 160, 8 * Math.max(H, W)));
   img.src = url; img.alt = caption; img.width = Math.round(size * W / Math.max(H, W)); img.height = Math.round(size * H / Math.max(H, W));
   const cap = document.createElement("figcaption");
   cap.append(caption);
