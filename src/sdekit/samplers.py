@@ -137,16 +137,17 @@ def pc_sampler(sde, score, x, ts, generator, predictor="reverse_diffusion", corr
     return x_mean if denoise else x
 
 
-def ode_sampler(sde, score, x, eps, generator=None, rtol=1e-5, atol=1e-5, denoise=True, progress=False):
-    """Probability-flow ODE dx/dt = f x - g^2 score / 2 from T to eps by adaptive RK45
-    (score_sde's sampler, in torch); then the Tweedie denoiser at eps."""
+def ode_sampler(sde, score, x, eps, generator=None, rtol=1e-5, atol=1e-5, denoise=True, progress=False,
+                t_start=None):
+    """Probability-flow ODE dx/dt = f x - g^2 score / 2 from t_start (default T) to eps by adaptive
+    RK45 (score_sde's sampler, in torch); then the Tweedie denoiser at eps."""
     shape = x.shape
 
     def f(t, y):
         y = y.reshape(shape)
         return sde.ode_drift(score, y, _tvec(t, y)).reshape(-1)
 
-    y, _, _ = rk45(f, x.reshape(-1), sde.T, eps, rtol=rtol, atol=atol)
+    y, _, _ = rk45(f, x.reshape(-1), sde.T if t_start is None else t_start, eps, rtol=rtol, atol=atol)
     x = y.reshape(shape)
     if denoise:
         t = _tvec(eps, x)
@@ -179,11 +180,12 @@ class Denoiser:
 
 
 def sigma_schedule(sde: SDE, n: int, kind: str = "karras", eps: float | None = None, rho: float = 7.0,
-                   dtype=torch.float64) -> torch.Tensor:
-    """n noise levels from sigma(T) down to sigma(eps): "karras" (EDM eq. 5, rho=7), "logsnr"
-    (uniform in log sigma = -half log-SNR, DPM-Solver), or "uniform" (uniform in t)."""
+                   dtype=torch.float64, t_start: float | None = None) -> torch.Tensor:
+    """n noise levels from sigma(t_start) (default sigma(T)) down to sigma(eps): "karras" (EDM eq. 5,
+    rho=7), "logsnr" (uniform in log sigma = -half log-SNR, DPM-Solver), or "uniform" (uniform in t)."""
     eps = sde.eps if eps is None else eps
-    T = torch.tensor([sde.T, eps], dtype=dtype)
+    t_start = sde.T if t_start is None else t_start
+    T = torch.tensor([t_start, eps], dtype=dtype)
     smax, smin = sde.sigma(T).tolist()
     if n == 1:
         return torch.tensor([smax], dtype=dtype)
@@ -193,7 +195,7 @@ def sigma_schedule(sde: SDE, n: int, kind: str = "karras", eps: float | None = N
     if kind == "logsnr":
         return torch.exp(math.log(smax) + u * (math.log(smin) - math.log(smax)))
     if kind == "uniform":
-        return sde.sigma(sde.T + u * (eps - sde.T))
+        return sde.sigma(t_start + u * (eps - t_start))
     raise UserError(f"unknown schedule {kind!r}; choose karras, logsnr or uniform")
 
 
@@ -264,7 +266,7 @@ SAMPLERS = tuple(GRID) + ("ode",) + tuple(FAST)
 
 def _check_options(fn, options: dict, sampler: str, extra=()):
     allowed = set(inspect.signature(fn).parameters) - {"den", "y", "sigmas", "sde", "score", "x", "ts",
-                                                       "generator", "denoise", "progress", "eps"}
+                                                       "generator", "denoise", "progress", "eps", "t_start"}
     allowed |= set(extra)
     bad = sorted(set(options) - allowed)
     if bad:
@@ -275,7 +277,7 @@ def _check_options(fn, options: dict, sampler: str, extra=()):
 def sample(sde: SDE, score_fn, shape=None, sampler: str = "pc", steps: int = 1000,
            generator: torch.Generator | None = None, x_T: torch.Tensor | None = None, denoise: bool = True,
            return_info: bool = False, clip: tuple[float, float] | None = None, eps: float | None = None,
-           progress: bool = False, device=None, dtype=torch.float32, **options):
+           progress: bool = False, device=None, dtype=torch.float32, t_start: float | None = None, **options):
     """Draw samples by solving the reverse-time SDE or the probability-flow ODE from T to eps.
 
     shape: output shape [B, ...] (or None with ``x_T``). sampler: one of SAMPLERS.
@@ -283,6 +285,7 @@ def sample(sde: SDE, score_fn, shape=None, sampler: str = "pc", steps: int = 100
     steps for "ddim"/"dpm_solver", 2 steps - 1 for "heun"; "ode" is adaptive and ignores it).
     x_T: start from this noise. denoise: finish with the noise-free mean / Tweedie estimate.
     clip: clamp the final output to (lo, hi) only when given.
+    t_start: solve from this time instead of T (``x_T`` is then the state at t_start; SDEdit).
     options: predictor, corrector, snr, n_corrector (pc); rtol, atol (ode); schedule, rho, eta
     (ddim), churn, s_tmin, s_tmax, s_noise (heun).
     Returns x, or (x, info) with info["nfe"] when return_info.
@@ -294,9 +297,14 @@ def sample(sde: SDE, score_fn, shape=None, sampler: str = "pc", steps: int = 100
         raise UserError(f"steps must be a positive integer, got {steps}")
     steps = int(steps)
     eps = sde.eps if eps is None else float(eps)
-    if not 0 <= eps < sde.T:
-        raise UserError(f"eps must lie in [0, T={sde.T}), got {eps}")
+    t_start = sde.T if t_start is None else float(t_start)
+    if not 0 < t_start <= sde.T:
+        raise UserError(f"t_start must lie in (0, T={sde.T}], got {t_start}")
+    if not 0 <= eps < t_start:
+        raise UserError(f"eps must lie in [0, t_start={t_start}), got {eps}")
     if x_T is None:
+        if t_start != sde.T:
+            raise UserError("t_start before T needs the state x_T at t_start")
         if shape is None:
             raise UserError("give a shape or x_T")
         shape = tuple(int(s) for s in shape)
@@ -320,18 +328,18 @@ def sample(sde: SDE, score_fn, shape=None, sampler: str = "pc", steps: int = 100
         schedule, rho = options.pop("schedule", default_schedule), options.pop("rho", 7.0)
         _check_options(fn, options, sampler)
         n_levels = steps if denoise else steps + 1           # denoise: last step goes to sigma = 0
-        sigmas = sigma_schedule(sde, n_levels, schedule, eps, rho)
+        sigmas = sigma_schedule(sde, n_levels, schedule, eps, rho, t_start=t_start)
         if denoise:
             sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
         den = Denoiser(sde, score)
-        t_T = torch.full((x.shape[0],), sde.T, dtype=x.dtype, device=x.device)
+        t_T = torch.full((x.shape[0],), t_start, dtype=x.dtype, device=x.device)
         y = fn(den, x / _bcast(sde.scale(t_T), x), sigmas.tolist(), generator=generator, progress=progress, **options)
         t_end = sde.sigma_inv(torch.full((x.shape[0],), float(sigmas[-1]), dtype=x.dtype, device=x.device)) \
             if not denoise else torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         x = _bcast(sde.scale(t_end), y) * y
     elif sampler == "ode":
         _check_options(ode_sampler, options, sampler)
-        x = ode_sampler(sde, score, x, eps, denoise=denoise, progress=progress, **options)
+        x = ode_sampler(sde, score, x, eps, denoise=denoise, progress=progress, t_start=t_start, **options)
     else:
         if sampler in ("langevin", "ald"):
             options.setdefault("predictor", "none")
@@ -340,7 +348,7 @@ def sample(sde: SDE, score_fn, shape=None, sampler: str = "pc", steps: int = 100
             options.setdefault("predictor", GRID[sampler])
             options.setdefault("corrector", "none")
         _check_options(pc_sampler, options, sampler)
-        ts = torch.linspace(sde.T, eps, steps + 1, dtype=torch.float64).tolist()
+        ts = torch.linspace(t_start, eps, steps + 1, dtype=torch.float64).tolist()
         x = pc_sampler(sde, score, x, ts, generator, denoise=denoise, progress=progress, **options)
 
     if not torch.isfinite(x).all():
