@@ -22,7 +22,7 @@ from .io import atomic_path, atomic_write_text
 from .nets import Preconditioned, build_net
 from .sde import SDE, _bcast, get_sde
 
-__all__ = ["Model", "load", "save_bundle", "random_model", "generate", "BUNDLED", "FORMAT"]
+__all__ = ["Model", "load", "save_bundle", "random_model", "generate", "export_bundle", "BUNDLED", "FORMAT"]
 
 FORMAT = "sdekit-bundle"
 BUNDLED = Path(__file__).parent / "assets" / "digits"
@@ -247,3 +247,12 @@ def generate(model: Model, n: int, sampler: str = "heun", steps: int = 20, seed:
         for j, (c, size) in enumerate(chunks[r::world]):
             res[c * batch_size: c * batch_size + size] = parts[r][j * batch_size: j * batch_size + size]
     return res
+
+
+def export_bundle(src, dst, dtype=torch.float16, name: str | None = None) -> Path:
+    """Copy a bundle (e.g. a run's ``model/``) to ``dst``, storing the weights in ``dtype``."""
+    m = load(src)
+    keep = {k: v for k, v in m.config.items() if k not in ("format", "version", "name", "shape", "num_classes",
+                                                           "data_range", "data", "sde", "network", "precond", "dtype")}
+    return save_bundle(dst, m.net, shape=m.shape, name=name or m.name, data_range=m.data_range,
+                       data=m.config.get("data"), dtype=dtype, extra=keep)
