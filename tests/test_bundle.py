@@ -82,9 +82,8 @@ def test_bad_bundles(tmp_path):
         load(other)
 
 
-def test_bundled_model_loads_when_present():
-    if not (BUNDLED / "config.json").exists():
-        pytest.skip("bundled digits model not present")
+def test_bundled_model_loads():
+    assert (BUNDLED / "config.json").exists() and (BUNDLED / "model.safetensors").exists()
     m = sdekit.load()
     assert m.shape == (1, 16, 16) and m.num_classes == 10
     x, t = _xt(2)

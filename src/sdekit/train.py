@@ -382,6 +382,15 @@ def _prepare_log(path: Path, start: int) -> None:
     atomic_write_text(path, text.getvalue())
 
 
+def _tensorboard(out: Path):
+    """A TensorBoard writer when tensorboard is installed, else None (log.csv has the same numbers)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
 def validate(cfg: TrainConfig) -> None:
     checks = [(cfg.steps >= 1, "--steps must be >= 1"), (cfg.batch_size >= 1, "--batch-size must be >= 1"),
               (cfg.lr > 0, "--lr must be > 0"), (0 <= cfg.ema < 1, "--ema must lie in [0, 1)"),
@@ -442,6 +451,7 @@ def _loop(cfg, data, sde, model, ema, opt, step_module, start, rank, world, devi
     t0, seen, losses, step, stop = time.time(), 0, [], start, False
     log = open(out / "log.csv", "a", newline="") if rank == 0 else None
     writer = csv.DictWriter(log, LOG_FIELDS) if log else None
+    tb = _tensorboard(out) if rank == 0 else None
     model.train()
     try:
         while step < cfg.steps and not stop:
@@ -479,6 +489,9 @@ def _loop(cfg, data, sde, model, ema, opt, step_module, start, rank, world, devi
                                      "ema_decay": f"{ema.rate(step - 1):.6g}", "img_per_s": f"{seen / elapsed:.1f}",
                                      "elapsed_s": f"{elapsed:.1f}"})
                     log.flush()
+                    if tb is not None:
+                        tb.add_scalar("loss", mean_loss, step)
+                        tb.add_scalar("img_per_s", seen / elapsed, step)
                     bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{seen / elapsed:.0f}")
             bar.update(1)
             if cfg.max_minutes is not None:
@@ -497,6 +510,8 @@ def _loop(cfg, data, sde, model, ema, opt, step_module, start, rank, world, devi
         bar.close()
         if log:
             log.close()
+        if tb is not None:
+            tb.close()
     elapsed = time.time() - t0
     return {"step": step, "seconds": elapsed, "img_per_s": seen / max(elapsed, 1e-9), "out": str(out),
             "loss": loss.item() if step > start else float("nan")}
