@@ -148,3 +148,12 @@ def test_sample_under_torchrun_matches_one_process(bundle_dir, tmp_path):
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("10 samples") == 1
     assert np.array_equal(np.load(tmp_path / "one.npz")["samples"], np.load(tmp_path / "two.npz")["samples"])
+
+
+def test_score_is_differentiable_in_x_only():
+    m = random_model()
+    x, t = _xt(2)
+    x.requires_grad_(True)
+    (m.score_fn(x, t) * torch.randn_like(x)).sum().backward()     # e.g. Hutchinson divergence
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in m.net.parameters())

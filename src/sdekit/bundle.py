@@ -38,6 +38,8 @@ class Model:
 
     def __init__(self, net: Preconditioned, config: dict, name: str = "model"):
         self.net, self.config, self.name = net.eval(), config, name
+        for p in self.net.parameters():          # a fixed model: gradients flow only to inputs (x)
+            p.requires_grad_(False)
         self.sde: SDE = net.sde
         self.shape = tuple(config["shape"])
         self.num_classes = int(config.get("num_classes", 0))
@@ -65,7 +67,6 @@ class Model:
             raise UserError(f"class labels must lie in 0..{self.num_classes - 1} (or -1 for none)")
         return torch.where(y < 0, torch.full_like(y, self.num_classes), y)   # -1 -> the null label
 
-    @torch.no_grad()
     def score_fn(self, x: torch.Tensor, t, class_labels=None, guidance: float = 0.0) -> torch.Tensor:
         y = self._labels(class_labels, x)
         x = x.to(self.device)
@@ -81,7 +82,6 @@ class Model:
         """A plain score_fn(x, t) for fixed labels, to hand to samplers and editors."""
         return lambda x, t: self.score_fn(x, t, class_labels=class_labels, guidance=guidance)
 
-    @torch.no_grad()
     def denoise(self, x: torch.Tensor, t, class_labels=None) -> torch.Tensor:
         """E[x0 | x_t = x] in model space."""
         return self.net.denoise(x, t, self._labels(class_labels, x))
