@@ -21,6 +21,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -503,7 +504,10 @@ def _loop(cfg, data, sde, model, ema, opt, step_module, start, rank, world, devi
                             data_range=data.data_range or (-1.0, 1.0), data=cfg.data,
                             extra={"train": hparams(cfg), "step": step})
             if rank == 0 and cfg.sample_every and (step % cfg.sample_every == 0 or last):
-                sample_pictures(ema.model, data, out / "samples", step, cfg.seed)
+                try:
+                    sample_pictures(ema.model, data, out / "samples", step, cfg.seed)
+                except (UserError, FloatingPointError) as e:      # a diverged model: keep training, say so
+                    print(f"warning: no sample grid at step {step}: {e}", file=sys.stderr)
                 model.train()
             _barrier(world) if last or (cfg.ckpt_every and step % cfg.ckpt_every == 0) else None
     finally:

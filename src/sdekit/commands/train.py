@@ -29,7 +29,7 @@ def add_arguments(p):
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default
-        help_ = HELP.get(f.name, "") + (f" (default: {default})" if default not in (None, False) else "")
+        help_ = HELP.get(f.name, "") + (f" (default: {default})" if default is not None and default is not False else "")
         if isinstance(default, bool):
             if f.name == "progress":
                 p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
