@@ -1,0 +1,249 @@
+"""Sampler accuracy per NFE on exact scores: sdekit vs diffusers schedulers vs k-diffusion samplers.
+
+For each mixture (2-D, 64-D, 20 digit images at 16x16), SDE (VP, VE) and NFE budget, every
+deterministic sampler starts from the same standard-normal noise z (mapped to its own initial state)
+and is fed the same exact denoiser. Measured:
+  * terminal error against the exact ODE endpoint from that sampler's own initial state (RK45 in
+    log sigma, rtol = atol = 1e-9, to sigma = 0): per-sample ||x - x_ref|| / sqrt(dim), median and RMS;
+  * energy distance to exact mixture samples, beside the two-sample floor (two exact sets).
+
+Conventions (see BENCHMARKS.md): diffusers schedulers use the DDPM discretisation (1000 steps, linear
+betas 1e-4..0.02, i.e. VP with beta_min = 0.1, beta_max = 20 as N beta_i) with its own alpha_bar;
+the model they call returns eps = (y - D(y; sigma_t)) / sigma_t with sigma_t^2 = (1 - alpha_bar_t) /
+alpha_bar_t, linearly interpolated in t for the fractional timesteps of Euler/Heun (their own rule).
+So every peer gets the exact eps of its own schedule. diffusers has no deterministic VE scheduler
+on this API: VE rows are sdekit and k-diffusion.
+
+    python benchmarks/bench_samplers.py [--quick] [--problems 2d,64d,img16] [--sdes vp,ve]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (F64, IMG, ExactDenoiser, Timer, energy_distance, fmt, load_diffusers,  # noqa: E402
+                    load_k_diffusion_sampling, machine, md_table, mixture, per_sample_error, reference,
+                    save_json, save_text)
+
+from sdekit import sample  # noqa: E402
+from sdekit.sde import VESDE, VPSDE  # noqa: E402
+
+NFES = (5, 10, 20, 50, 100)
+
+
+def heun_steps(nfe: int) -> int:
+    """Second-order samplers with a final Euler step: NFE = 2 steps - 1 <= budget."""
+    return max(2, (nfe + 1) // 2)
+
+
+# ---- solvers: each returns (x0, nfe, y0, sigma0) -----------------------------------------------
+
+def sdekit_solver(sampler, steps=lambda n: n, **options):
+    def run(gmm, sde, z, nfe):
+        x_T = z * sde.prior_std
+        x, info = sample(sde, gmm.score_fn(sde), x_T=x_T, sampler=sampler, steps=steps(nfe),
+                         return_info=True, **options)
+        T = torch.tensor([sde.T], dtype=F64)
+        return x, info["nfe"], x_T / sde.scale(T).item(), sde.sigma(T).item()
+    return run
+
+
+def diffusers_solver(cls_name, steps=lambda n: n, y_space=False, **config):
+    """A diffusers scheduler driven through set_timesteps()/scale_model_input()/step()."""
+    def run(gmm, sde, z, nfe):
+        import diffusers
+        sched = getattr(diffusers, cls_name)(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
+                                             beta_schedule="linear", **config)
+        sched.set_timesteps(steps(nfe))
+        ab = sched.alphas_cumprod.double().numpy()
+        train_sigmas = np.sqrt((1 - ab) / ab)
+        den = ExactDenoiser(gmm)
+
+        def sigma_of(t):
+            return float(np.interp(float(t), np.arange(len(train_sigmas)), train_sigmas))
+
+        x = z * float(sched.init_noise_sigma)
+        sig0 = float(sched.sigmas[0]) if y_space else sigma_of(sched.timesteps[0])
+        y0 = x if y_space else x * math.sqrt(1 + sig0 ** 2)
+        for t in sched.timesteps:
+            inp = sched.scale_model_input(x, t)            # always x_t = y / sqrt(1 + sigma^2)
+            sig = sigma_of(t)
+            y = inp.double() * math.sqrt(1 + sig ** 2)
+            eps = ((y - den(y, sig)) / sig).to(inp.dtype)
+            x = sched.step(eps, t, x).prev_sample
+        return x, den.calls, y0, sig0
+    return run
+
+
+def kdiffusion_solver(fn_name, steps=lambda n: n):
+    """k-diffusion sampler in sigma space on Karras sigmas from sigma(T) to sigma(eps), then 0."""
+    def run(gmm, sde, z, nfe):
+        ks, _ = load_k_diffusion_sampling()
+        ends = sde.sigma(torch.tensor([sde.eps, sde.T], dtype=F64)).tolist()
+        sigmas = ks.get_sigmas_karras(steps(nfe), ends[0], ends[1]).double()
+        den = ExactDenoiser(gmm)
+        y0 = z * sigmas[0]
+        x = getattr(ks, fn_name)(lambda y, s: den(y, s), y0.clone(), sigmas, disable=True)
+        return x, den.calls, y0, float(sigmas[0])
+    return run
+
+
+def solvers() -> tuple[dict, dict, list]:
+    """name -> (runner, sdes it runs on); 'sdekit' names are ours. Also returns notes on missing peers."""
+    ours = {
+        "sdekit ddim": (sdekit_solver("ddim"), ("vp", "ve")),
+        "sdekit heun": (sdekit_solver("heun", heun_steps), ("vp", "ve")),
+        "sdekit dpm_solver": (sdekit_solver("dpm_solver"), ("vp", "ve")),
+        "sdekit dpm_solver karras": (sdekit_solver("dpm_solver", schedule="karras"), ("vp", "ve")),
+    }
+    peers, notes = {}, []
+    d, why = load_diffusers()
+    if d is None:
+        notes.append(why)
+    else:
+        peers.update({
+            "diffusers DDIM": (diffusers_solver("DDIMScheduler", clip_sample=False), ("vp",)),
+            "diffusers DDIM trailing": (diffusers_solver("DDIMScheduler", clip_sample=False,
+                                                         timestep_spacing="trailing"), ("vp",)),
+            "diffusers Euler": (diffusers_solver("EulerDiscreteScheduler", y_space=True), ("vp",)),
+            "diffusers Heun": (diffusers_solver("HeunDiscreteScheduler", heun_steps, y_space=True), ("vp",)),
+            "diffusers DPM++2M": (diffusers_solver("DPMSolverMultistepScheduler"), ("vp",)),
+            "diffusers DPM++2M karras": (diffusers_solver("DPMSolverMultistepScheduler",
+                                                          use_karras_sigmas=True), ("vp",)),
+            "diffusers UniPC": (diffusers_solver("UniPCMultistepScheduler"), ("vp",)),
+        })
+    ks, why = load_k_diffusion_sampling()
+    if ks is None:
+        notes.append(why)
+    else:
+        peers.update({
+            "k-diff euler": (kdiffusion_solver("sample_euler"), ("vp", "ve")),
+            "k-diff heun": (kdiffusion_solver("sample_heun", heun_steps), ("vp", "ve")),
+            "k-diff dpmpp_2m": (kdiffusion_solver("sample_dpmpp_2m"), ("vp", "ve")),
+            "k-diff lms": (kdiffusion_solver("sample_lms"), ("vp", "ve")),
+        })
+    return ours, peers, notes
+
+
+# ---- the benchmark -------------------------------------------------------------------------------
+
+def run(problems, sdes, n_samples, nfes, seed=0, ref_rtol=1e-9):
+    ours, peers, notes = solvers()
+    allsolvers = {**ours, **peers}
+    results = []
+    for pname in problems:
+        gmm = mixture(pname)
+        n = n_samples if pname != "img16" else max(8, n_samples // 2)
+        g = torch.Generator().manual_seed(seed)
+        exact = gmm.sample(n, generator=g, dtype=F64)
+        floor = float(np.mean([energy_distance(gmm.sample(n, generator=g, dtype=F64), exact) for _ in range(3)]))
+        z = torch.randn((n,) + gmm.event_shape, generator=g, dtype=F64)
+        for sname in sdes:
+            sde = VPSDE() if sname == "vp" else VESDE()
+            refs = {}
+            for name, (solver, ok) in allsolvers.items():
+                if sname not in ok:
+                    continue
+                for nfe in nfes:
+                    with Timer() as tm:
+                        x, used, y0, sig0 = solver(gmm, sde, z, nfe)
+                    # every start is y0 = c z, so the reference depends on (sigma0, c) alone
+                    key = (round(sig0, 9), round(float(y0.flatten()[0] / z.flatten()[0]), 9))
+                    if key not in refs:
+                        refs[key] = reference(gmm, y0, sig0, rtol=ref_rtol)[0]
+                    err = per_sample_error(x, refs[key])
+                    row = {"problem": pname, "sde": sname, "sampler": name, "budget": nfe, "nfe": int(used),
+                           "median": float(err.median()), "rms": float(err.pow(2).mean().sqrt()),
+                           "energy": energy_distance(x, exact), "floor": floor, "seconds": tm.seconds,
+                           "ours": name in ours}
+                    results.append(row)
+                    print(f"{pname:5s} {sname} {name:28s} nfe={used:3d} median={row['median']:.3e} "
+                          f"rms={row['rms']:.3e} ED={row['energy']:.2e} (floor {floor:.1e})", flush=True)
+    return results, notes
+
+
+def tables(results, notes, command) -> str:
+    out = [f"Command: `{command}`", "", f"Machine: {machine()}", ""]
+    out += [f"Note: {n}" for n in notes]
+    for (p, s) in dict.fromkeys((r["problem"], r["sde"]) for r in results):
+        rows = [r for r in results if r["problem"] == p and r["sde"] == s]
+        names = list(dict.fromkeys(r["sampler"] for r in rows))
+        budgets = sorted({r["budget"] for r in rows})
+        cell = {(r["sampler"], r["budget"]): r for r in rows}
+        out += ["", f"### {p}, {s.upper()}: median terminal error (RMS) at NFE; actual NFE when it differs", ""]
+        body = []
+        for nm in names:
+            cells = []
+            for b in budgets:
+                r = cell[(nm, b)]
+                extra = f" [{r['nfe']}]" if r["nfe"] != b else ""
+                cells.append(f"{fmt(r['median'])} ({fmt(r['rms'])}){extra}")
+            body.append([("**" + nm + "**") if rows and cell[(nm, budgets[0])]["ours"] else nm] + cells)
+        best = []
+        for b in budgets:
+            o = min(cell[(nm, b)]["median"] for nm in names if cell[(nm, b)]["ours"])
+            pe = [cell[(nm, b)]["median"] for nm in names if not cell[(nm, b)]["ours"]]
+            best.append(f"{o / min(pe):.2f}" if pe else "-")
+        body.append(["best sdekit / best peer (median; < 1: sdekit wins)"] + best)
+        out.append(md_table(["sampler"] + [f"NFE {b}" for b in budgets], body))
+        out += ["", f"Energy distance to exact samples (two-sample floor {fmt(rows[0]['floor'])}):", ""]
+        out.append(md_table(["sampler"] + [f"NFE {b}" for b in budgets],
+                            [[nm] + [fmt(cell[(nm, b)]["energy"]) for b in budgets] for nm in names]))
+    return "\n".join(out) + "\n"
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = list(dict.fromkeys((r["problem"], r["sde"]) for r in results))
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4.2), squeeze=False)
+    for ax, (p, s) in zip(axes[0], keys):
+        rows = [r for r in results if r["problem"] == p and r["sde"] == s]
+        for nm in dict.fromkeys(r["sampler"] for r in rows):
+            rr = sorted((r for r in rows if r["sampler"] == nm), key=lambda r: r["nfe"])
+            style = "-o" if rr[0]["ours"] else "--"
+            ax.loglog([r["nfe"] for r in rr], [max(r["median"], 1e-12) for r in rr], style, ms=3,
+                      lw=2 if rr[0]["ours"] else 1, label=nm)
+        ax.set_title(f"{p}, {s.upper()}")
+        ax.set_xlabel("NFE")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("median terminal error vs exact ODE")
+    axes[0][-1].legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problems", default="2d,64d,img16")
+    ap.add_argument("--sdes", default="vp,ve")
+    ap.add_argument("--n", type=int, default=2000, help="samples per problem (half for img16)")
+    ap.add_argument("--nfes", default=",".join(map(str, NFES)))
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    ap.add_argument("--out", default="samplers", help="name of the result files")
+    args = ap.parse_args(argv)
+    n, nfes, rtol = args.n, [int(v) for v in args.nfes.split(",")], 1e-9
+    if args.quick:
+        n, rtol = 64, 1e-6
+    results, notes = run(args.problems.split(","), args.sdes.split(","), n, nfes, ref_rtol=rtol)
+    command = "python benchmarks/bench_samplers.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = tables(results, notes, command.strip())
+    save_json(args.out, {"command": command, "machine": machine(), "results": results, "notes": notes})
+    save_text(f"{args.out}.md", text)
+    if not args.quick:
+        plot(results, IMG / f"bench_{args.out}.png")
+    print(text)
+    return results
+
+
+if __name__ == "__main__":
+    main()

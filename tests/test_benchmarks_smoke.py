@@ -1,0 +1,44 @@
+"""The benchmark's exact reference against a closed form, and one tiny run of the sampler benchmark."""
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+common = pytest.importorskip("common")
+
+
+def test_reference_ode_matches_closed_form_for_one_gaussian():
+    # p_0 = N(mu, v I): the flow keeps (y - mu) / sqrt(v + sigma^2) fixed, so
+    # y(0) = mu + sqrt(v / (v + sigma0^2)) (y0 - mu).
+    from sdekit import GaussianMixture
+    mu, v, sig0 = torch.tensor([[0.3, -1.0, 2.0]], dtype=torch.float64), 0.04, 80.0
+    gmm = GaussianMixture(mu, math.sqrt(v))
+    y0 = sig0 * torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x, _ = common.reference(gmm, y0, sig0)
+    exact = mu + math.sqrt(v / (v + sig0 ** 2)) * (y0 - mu)
+    assert torch.allclose(x, exact, atol=1e-7)
+
+
+def test_exact_denoiser_agrees_with_sdekit_denoiser_under_vp():
+    from sdekit.samplers import Denoiser
+    from sdekit.sde import VPSDE
+    gmm = common.mixture("2d")
+    y = torch.randn(7, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    sde = VPSDE()
+    for sig in (0.05, 1.0, 30.0):
+        assert torch.allclose(common.ExactDenoiser(gmm)(y, sig), Denoiser(sde, gmm.score_fn(sde))(y, sig), atol=1e-8)
+
+
+def test_sampler_benchmark_smoke(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    bench = pytest.importorskip("bench_samplers")
+    results = bench.main(["--quick", "--problems", "2d", "--sdes", "ve", "--nfes", "10,40", "--out", "smoke"])
+    assert (tmp_path / "smoke.md").exists()
+    by = {(r["sampler"], r["budget"]): r for r in results}
+    for name in ("sdekit dpm_solver", "sdekit heun"):         # second order: error falls with NFE
+        assert by[(name, 40)]["median"] < 0.3 * by[(name, 10)]["median"]
+    if ("k-diff heun", 10) in by:                             # same Karras grid, same method
+        assert abs(by[("k-diff heun", 10)]["median"] - by[("sdekit heun", 10)]["median"]) < 1e-6
