@@ -19,6 +19,7 @@ on this API: VE rows are sdekit and k-diffusion.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 from common import (F64, IMG, ExactDenoiser, Timer, energy_distance, fmt, load_diffusers,  # noqa: E402
                     load_k_diffusion_sampling, machine, md_table, mixture, per_sample_error, reference,
                     save_json, save_text)
@@ -101,6 +103,7 @@ def solvers() -> tuple[dict, dict, list]:
         "sdekit heun": (sdekit_solver("heun", heun_steps), ("vp", "ve")),
         "sdekit dpm_solver": (sdekit_solver("dpm_solver"), ("vp", "ve")),
         "sdekit dpm_solver karras": (sdekit_solver("dpm_solver", schedule="karras"), ("vp", "ve")),
+        "sdekit dpm_solver order=3": (sdekit_solver("dpm_solver", order=3), ("vp", "ve")),
     }
     peers, notes = {}, []
     d, why = load_diffusers()
@@ -133,9 +136,9 @@ def solvers() -> tuple[dict, dict, list]:
 
 # ---- the benchmark -------------------------------------------------------------------------------
 
-def run(problems, sdes, n_samples, nfes, seed=0, ref_rtol=1e-9):
+def run(problems, sdes, n_samples, nfes, seed=0, ref_rtol=1e-9, only=None):
     ours, peers, notes = solvers()
-    allsolvers = {**ours, **peers}
+    allsolvers = {k: v for k, v in {**ours, **peers}.items() if only is None or k in only}
     results = []
     for pname in problems:
         gmm = mixture(pname)
@@ -230,12 +233,23 @@ def main(argv=None):
     ap.add_argument("--nfes", default=",".join(map(str, NFES)))
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     ap.add_argument("--out", default="samplers", help="name of the result files")
+    ap.add_argument("--only", default=None, help="comma-separated sampler names to (re)run; their rows "
+                    "replace those in an existing results/<out>.json, the other rows are kept")
     args = ap.parse_args(argv)
+    only = None if args.only is None else set(args.only.split(","))
     n, nfes, rtol = args.n, [int(v) for v in args.nfes.split(",")], 1e-9
     if args.quick:
         n, rtol = 64, 1e-6
-    results, notes = run(args.problems.split(","), args.sdes.split(","), n, nfes, ref_rtol=rtol)
+    results, notes = run(args.problems.split(","), args.sdes.split(","), n, nfes, ref_rtol=rtol, only=only)
     command = "python benchmarks/bench_samplers.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    old = common.RESULTS / f"{args.out}.json"
+    if only is not None and old.exists():
+        prev = json.loads(old.read_text())
+        done = {(r["problem"], r["sde"], r["sampler"], r["budget"]) for r in results}
+        results = [r for r in prev["results"] if (r["problem"], r["sde"], r["sampler"], r["budget"]) not in done] + results
+        order = {nm: i for i, nm in enumerate({**solvers()[0], **solvers()[1]})}
+        results.sort(key=lambda r: (r["problem"], {"vp": 0, "ve": 1}.get(r["sde"], 2), order.get(r["sampler"], 99), r["budget"]))
+        command = prev["command"] + f"; then {command}"
     text = tables(results, notes, command.strip())
     save_json(args.out, {"command": command, "machine": machine(), "results": results, "notes": notes})
     save_text(f"{args.out}.md", text)
