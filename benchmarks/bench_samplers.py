@@ -235,9 +235,21 @@ def main(argv=None):
     ap.add_argument("--out", default="samplers", help="name of the result files")
     ap.add_argument("--only", default=None, help="comma-separated sampler names to (re)run; their rows "
                     "replace those in an existing results/<out>.json, the other rows are kept")
+    ap.add_argument("--ref-rtol", type=float, default=1e-9, help="tolerance of the reference ODE solve")
+    ap.add_argument("--combine", default=None, help="comma-separated result names: join their rows into "
+                    "--out (tables and plot) without running anything")
     args = ap.parse_args(argv)
     only = None if args.only is None else set(args.only.split(","))
-    n, nfes, rtol = args.n, [int(v) for v in args.nfes.split(",")], 1e-9
+    if args.combine:
+        parts = [json.loads((common.RESULTS / f"{nm}.json").read_text()) for nm in args.combine.split(",")]
+        results = [r for p in parts for r in p["results"]]
+        notes = list(dict.fromkeys(nt for p in parts for nt in p["notes"]))
+        command = "; ".join(p["command"] for p in parts)
+        save_json(args.out, {"command": command, "machine": machine(), "results": results, "notes": notes})
+        save_text(f"{args.out}.md", tables(results, notes, command))
+        plot(results, IMG / f"bench_{args.out}.png")
+        return results
+    n, nfes, rtol = args.n, [int(v) for v in args.nfes.split(",")], args.ref_rtol
     if args.quick:
         n, rtol = 64, 1e-6
     results, notes = run(args.problems.split(","), args.sdes.split(","), n, nfes, ref_rtol=rtol, only=only)

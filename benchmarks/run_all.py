@@ -8,22 +8,29 @@ its table, never fatal. Heavy: run it under `nice` on a shared machine.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import common  # noqa: E402
 from common import RESULTS, machine, save_text  # noqa: E402
 
-BENCHES = {  # name -> (script, full arguments, quick arguments)
-    "samplers": ("bench_samplers.py", [], ["--quick", "--problems", "2d", "--nfes", "5,10"]),
-    "overhead": ("bench_overhead.py", ["--batch", "16", "--repeats", "3"],
-                 ["--batch", "2", "--nfe", "4", "--repeats", "1", "--model", "random"]),
-    "likelihood": ("bench_likelihood.py", [], ["--problems", "2d", "--n", "16", "--max-steps", "16"]),
-    "train": ("bench_train.py", [], ["--seconds", "5"]),
-    "sdedit": ("bench_sdedit.py", [], ["--quick"]),
+BENCHES = {  # name -> (full runs, quick runs); a run = (script, arguments)
+    "samplers": ([("bench_samplers.py", ["--problems", "2d,64d", "--out", "samplers_mix"]),
+                  ("bench_samplers.py", ["--problems", "img16", "--n", "400", "--ref-rtol", "1e-8", "--out", "samplers_img"]),
+                  ("bench_samplers.py", ["--combine", "samplers_mix,samplers_img", "--out", "samplers"])],
+                 [("bench_samplers.py", ["--quick", "--problems", "2d", "--nfes", "5,10", "--out", "samplers"])]),
+    "overhead": ([("bench_overhead.py", ["--batch", "16", "--nfe", "10", "--repeats", "2"])],
+                 [("bench_overhead.py", ["--batch", "2", "--nfe", "4", "--repeats", "1", "--model", "random"])]),
+    "likelihood": ([("bench_likelihood.py", [])],
+                   [("bench_likelihood.py", ["--problems", "2d", "--n", "16", "--max-steps", "16"])]),
+    "train": ([("bench_train.py", [])], [("bench_train.py", ["--steps", "2", "--batch", "8", "--rounds", "1"])]),
+    "sdedit": ([("bench_sdedit.py", [])], [("bench_sdedit.py", ["--quick"])]),
 }
 
 
@@ -32,24 +39,27 @@ def main(argv=None):
     ap.add_argument("--only", default=",".join(BENCHES))
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check that everything runs")
     args = ap.parse_args(argv)
+    results = RESULTS
+    if args.quick and "SDEKIT_BENCH_RESULTS" not in os.environ:    # keep the real tables
+        results = Path(tempfile.mkdtemp(prefix="sdekit-bench-"))
+        os.environ["SDEKIT_BENCH_RESULTS"] = str(results)
+        common.RESULTS = results
     parts, failed = [f"# sdekit benchmarks\n\nMachine: {machine()}\n"], []
     for name in args.only.split(","):
-        script, full, quick = BENCHES[name]
-        if not (HERE / script).exists():
-            parts.append(f"## {name}\n\n(no script {script})\n")
-            continue
-        cmd = [sys.executable, str(HERE / script)] + (quick if args.quick else full)
-        print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
-        t0 = time.perf_counter()
-        rc = subprocess.call(cmd)
+        runs = BENCHES[name][1 if args.quick else 0]
+        t0, rc = time.perf_counter(), 0
+        for script, extra in runs:
+            cmd = [sys.executable, str(HERE / script)] + extra
+            print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+            rc = rc or subprocess.call(cmd)
         took = time.perf_counter() - t0
-        md = RESULTS / f"{name}.md"
+        md = results / f"{name}.md"
         if rc != 0:
             failed.append(name)
         body = md.read_text() if rc == 0 and md.exists() else f"(failed with exit code {rc})\n"
         parts.append(f"## {name} ({took:.0f} s)\n\n{body}")
     save_text("ALL.md", "\n".join(parts))
-    print(f"wrote {RESULTS / 'ALL.md'}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(f"wrote {results / 'ALL.md'}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 
