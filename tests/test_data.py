@@ -122,3 +122,36 @@ def test_grid_png_roundtrip(tmp_path):
     p = save_grid(tmp_path / "g.png", u, nrow=3, scale=2)
     im = np.asarray(Image.open(p))
     assert im.shape == (18, 32) and np.array_equal(im[::2, ::2], a[..., 0])
+
+
+def test_fetch_verifies_checksums(tmp_path):
+    import hashlib
+    import io
+    import tarfile
+    from sdekit.data import SOURCES, fetch
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    # a CIFAR-10-like archive served from a file:// mirror, its MD5 registered in place of the real one
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for i in range(1, 6):
+            data = bytes([i]) + bytes(3072)
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/data_batch_{i}.bin")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (mirror / "cifar-10-binary.tar.gz").write_bytes(buf.getvalue())
+    good = hashlib.md5(buf.getvalue()).hexdigest()
+    old = SOURCES["cifar10"]
+    try:
+        SOURCES["cifar10"] = (old[0], {"cifar-10-binary.tar.gz": "0" * 32})
+        with pytest.raises(UserError, match="checksum mismatch"):
+            fetch("cifar10", tmp_path / "bad", mirrors=[mirror.as_uri() + "/"])
+        assert not (tmp_path / "bad" / "cifar-10-binary.tar.gz").exists()
+        SOURCES["cifar10"] = (old[0], {"cifar-10-binary.tar.gz": good})
+        with pytest.raises(UserError, match="could not download"):
+            fetch("cifar10", tmp_path / "off", mirrors=[(tmp_path / "nowhere").as_uri() + "/"])
+        fetch("cifar10", tmp_path / "ok", mirrors=[mirror.as_uri() + "/"])
+    finally:
+        SOURCES["cifar10"] = old
+    d = cifar10(tmp_path / "ok")
+    assert len(d) == 5 and d.labels.tolist() == [1, 2, 3, 4, 5]

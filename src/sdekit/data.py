@@ -10,11 +10,13 @@ Specs (``--data``):
   mnist:DIR, fashion-mnist:DIR   the idx files train-images-idx3-ubyte[.gz] / train-labels-idx1-ubyte[.gz].
   cifar10:DIR           the binary version: data_batch_1.bin .. data_batch_5.bin (optionally in
                         cifar-10-batches-bin/).
-No data is downloaded: the file formats are read from a local directory.
+MNIST, Fashion-MNIST and CIFAR-10 are read from a local directory; with ``download=True``
+(``sdekit train --download``) missing files are fetched first and checked against the published MD5s.
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import struct
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 from .errors import UserError
 
 __all__ = ["Dataset", "load_dataset", "digits", "toy", "image_folder", "read_idx", "mnist", "cifar10",
-           "save_grid", "grid", "TOYS", "IMAGE_EXTS"]
+           "save_grid", "grid", "fetch", "SOURCES", "TOYS", "IMAGE_EXTS"]
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -218,11 +220,75 @@ def cifar10(root, size: int | None = None, channels: int | None = None) -> Datas
     return Dataset(_to_model(_channels(_resize(u, size), channels)), torch.from_numpy(np.concatenate(ys)), 10, "cifar10")
 
 
+# name -> (mirrors, {file: published MD5}); the MD5s are those of the original distributions.
+SOURCES = {
+    "mnist": (["https://ossci-datasets.s3.amazonaws.com/mnist/"],
+              {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+               "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432"}),
+    "fashion-mnist": (["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+                      {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                       "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe"}),
+    "cifar10": (["https://www.cs.toronto.edu/~kriz/"],
+                {"cifar-10-binary.tar.gz": "c32a1d4ab5d03f1284b67883e8d87530"}),
+}
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch(name: str, root, mirrors=None, timeout: float = 60.0) -> Path:
+    """Fetch the files of ``name`` into ``root`` (skipping those present), verify their MD5s, and
+    unpack CIFAR-10's archive (only its data_batch_*.bin / test_batch.bin members)."""
+    import tarfile
+    import urllib.error
+    import urllib.request
+    from .io import atomic_path
+    default_mirrors, files = SOURCES[name]
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for fname, md5 in files.items():
+        target = root / fname
+        if name == "cifar10" and all((root / f"data_batch_{i}.bin").exists() for i in range(1, 6)):
+            continue
+        if not target.exists():
+            errors = []
+            for base in mirrors or default_mirrors:
+                try:
+                    with urllib.request.urlopen(base + fname, timeout=timeout) as r, atomic_path(target) as tmp:
+                        tmp.write_bytes(r.read())
+                        if _md5(tmp) != md5:
+                            raise UserError(f"{base + fname}: checksum mismatch (expected MD5 {md5})")
+                    break
+                except (urllib.error.URLError, OSError) as e:
+                    errors.append(f"{base + fname}: {e}")
+            else:
+                raise UserError(f"could not download {fname} (offline?): {errors[-1] if errors else 'no mirror'}")
+        elif _md5(target) != md5:
+            raise UserError(f"{target}: checksum mismatch (expected MD5 {md5})")
+        if name == "cifar10":
+            with tarfile.open(target) as tar:
+                for m in tar.getmembers():
+                    base_name = Path(m.name).name
+                    if m.isfile() and (base_name.startswith("data_batch_") or base_name == "test_batch.bin"):
+                        with atomic_path(root / base_name) as tmp:
+                            tmp.write_bytes(tar.extractfile(m).read())
+    return root
+
+
 def load_dataset(spec: str, size: int | None = None, channels: int | None = None, seed: int = 0,
-                 n: int = 8192) -> Dataset:
+                 n: int = 8192, download: bool = False) -> Dataset:
     """The dataset a ``--data`` spec names (see the module docstring)."""
     kind, _, arg = str(spec).partition(":")
     kind = kind.lower()
+    if download and arg:
+        key = {"fashion_mnist": "fashion-mnist", "cifar-10": "cifar10"}.get(kind, kind)
+        if key in SOURCES:
+            fetch(key, arg)
     if kind == "digits" and not arg:
         return digits(size or 16, channels)
     if kind == "toy":

@@ -83,9 +83,10 @@ class TrainConfig:
     max_minutes: float | None = None
     progress: bool = True
     resume: bool = False
+    download: bool = False         # fetch MNIST / Fashion-MNIST / CIFAR-10 files missing from DIR
 
 
-HPARAMS_IGNORED = {"out", "steps", "sample_every", "ckpt_every", "log_every", "max_minutes", "progress", "resume"}
+HPARAMS_IGNORED = {"out", "steps", "sample_every", "ckpt_every", "log_every", "max_minutes", "progress", "resume", "download"}
 
 
 def hparams(cfg: TrainConfig) -> dict:
@@ -418,7 +419,7 @@ def train(cfg: TrainConfig, device=None) -> dict:
         sde = get_sde(cfg.sde)
     except ValueError as e:
         raise UserError(str(e)) from None
-    data = load_dataset(cfg.data, cfg.image_size, cfg.channels, seed=cfg.seed)
+    data = load_dataset(cfg.data, cfg.image_size, cfg.channels, seed=cfg.seed, download=cfg.download)
     if len(data) == 0:
         raise UserError(f"{cfg.data}: the dataset is empty")
 

@@ -15,6 +15,7 @@ HELP = {
     "label_dropout": "probability of training with the null label (classifier-free guidance)",
     "max_minutes": "stop (with a checkpoint) after this much wall time",
     "resume": "continue the run in --out from its checkpoint",
+    "download": "fetch missing MNIST / Fashion-MNIST / CIFAR-10 files into DIR (MD5-checked)",
 }
 
 
