@@ -4,6 +4,8 @@ def add_arguments(p):
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
     p.add_argument("--model", default=None, help="model bundle folder (default: the bundled digits model)")
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for the model (default: torch's choice; 1 is best on a busy machine)")
     p.add_argument("--max-upload-mb", type=float, default=4.0, help="largest accepted upload (default: 4 MB)")
     p.add_argument("--max-waiting", type=int, default=8,
                    help="jobs that may wait behind the running one; more get a 'busy' answer (default: 8)")
@@ -13,12 +15,15 @@ def run(args):
     from ..errors import UserError
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must lie in 0..65535, got {args.port}")
-    if args.max_upload_mb <= 0 or args.max_waiting < 0:
-        raise UserError("--max-upload-mb must be positive and --max-waiting non-negative")
+    if args.max_upload_mb <= 0 or args.max_waiting < 0 or (args.threads is not None and args.threads < 1):
+        raise UserError("--max-upload-mb and --threads must be positive, --max-waiting non-negative")
     from ..web.server import App, Limits, bind
     server = bind(args.host, args.port)          # fail fast on a busy port, before loading the model
     try:
         from ..bundle import load
+        if args.threads:
+            import torch
+            torch.set_num_threads(args.threads)
         model = load(args.model, device=args.device)
         server.app = App(model, Limits(upload_bytes=int(args.max_upload_mb * 1e6), waiting=args.max_waiting))
         host, port = server.server_address[:2]

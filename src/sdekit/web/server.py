@@ -23,6 +23,7 @@ import json
 import math
 import re
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -41,7 +42,6 @@ CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; c
 CSP = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'"
 
 KINDS = ("edit", "inpaint", "sample")
-IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 
 
 @dataclass
@@ -57,74 +57,38 @@ class Limits:
 
 
 # ---- images: bytes <-> tensors in [0, 1] at the model's resolution ------------------------------------
+# The conversion rule is sdekit.images' (the same as `sdekit edit`): refuse non-images, truncated
+# files and decompression bombs; composite transparency over black; centre-crop to the model's aspect;
+# resize; grey by ITU-R 601 luma for 1-channel models.
 
-def decode_image(data: bytes, limits: Limits = Limits()):
-    """Bytes of an image file -> a PIL image, fully decoded; anything else is a UserError."""
-    from PIL import Image
+def load_upload(data: bytes, shape, limits: Limits = Limits(), what: str = "image"):
+    """Bytes of an image file -> :class:`sdekit.images.LoadedImage` at ``shape`` = (C, H, W)."""
+    from ..images import load_image
     if len(data) > limits.upload_bytes:
-        raise UserError(f"image is {len(data) / 1e6:.1f} MB; the limit is {limits.upload_bytes / 1e6:.1f} MB")
+        raise UserError(f"{what} is {len(data) / 1e6:.1f} MB; the limit is {limits.upload_bytes / 1e6:.1f} MB")
     if not data:
-        raise UserError("empty file")
-    try:
-        im = Image.open(io.BytesIO(data))
-        if im.format not in IMAGE_FORMATS:
-            raise UserError(f"unsupported image format {im.format}; use PNG, JPEG, GIF, BMP or WebP")
-        if im.width * im.height > limits.pixels:
-            raise UserError(f"image is {im.width}x{im.height} pixels; the limit is {limits.pixels} pixels")
-        im.load()
-    except UserError:
-        raise
-    except Exception as e:                   # PIL raises many types for damaged or foreign files
-        raise UserError(f"not a readable image ({type(e).__name__})") from None
-    return im
+        raise UserError(f"{what} is an empty file")
+    with tempfile.TemporaryDirectory(prefix="sdekit-web-") as folder:
+        path = Path(folder) / "upload"
+        path.write_bytes(data)
+        try:
+            return load_image(path, shape, max_pixels=limits.pixels)
+        except UserError as e:
+            raise UserError(str(e).replace(str(path), what)) from None
 
 
-def _center_crop(im, aspect: float):
-    """Crop the largest centred box of width/height ``aspect``."""
-    w, h = im.size
-    if w / h > aspect:
-        cw = round(h * aspect)
-        return im.crop(((w - cw) // 2, 0, (w - cw) // 2 + cw, h))
-    ch = round(w / aspect)
-    return im.crop((0, (h - ch) // 2, w, (h - ch) // 2 + ch))
-
-
-def image_to_unit(im, shape) -> torch.Tensor:
-    """A PIL image -> [1, C, H, W] in [0, 1] at the model's shape (C, H, W).
-
-    Rule: transparency is composited on black (the digits' background), the image is centre-cropped
-    to the model's aspect ratio, box-filtered down (area average) or nearest-neighbour up to H x W,
-    and converted to grey (ITU-R 601 luma) for 1 channel or RGB for 3."""
-    from PIL import Image
+def regenerate_mask(data: bytes, shape, limits: Limits = Limits()) -> torch.Tensor:
+    """The page's mask layer (a PNG, painted = opaque) -> [1, 1, H, W], 1 = regenerate."""
     C, H, W = shape
-    im = im.convert("RGBA")
-    black = Image.new("RGBA", im.size, (0, 0, 0, 255))
-    im = Image.alpha_composite(black, im).convert("L" if C == 1 else "RGB")
-    im = _center_crop(im, W / H)
-    im = im.resize((W, H), Image.BOX if im.width >= W else Image.NEAREST)
-    a = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).float() / 255
-    return a.reshape(H, W, -1).permute(2, 0, 1).unsqueeze(0)
-
-
-def mask_from_image(im, shape, threshold: float = 0.25) -> torch.Tensor:
-    """The mask layer (painted = opaque) -> [1, 1, H, W] with 1 where painted over > ``threshold``
-    of a model pixel's area."""
-    from PIL import Image
-    C, H, W = shape
-    alpha = im.convert("RGBA").getchannel("A")
-    alpha = _center_crop(alpha, W / H).resize((W, H), Image.BOX)
-    a = torch.frombuffer(bytearray(alpha.tobytes()), dtype=torch.uint8).float() / 255
-    return (a.reshape(1, 1, H, W) > threshold).float()
+    alpha = load_upload(data, (1, H, W), limits, "mask").alpha
+    return torch.ones(1, 1, H, W) if alpha is None else alpha        # no transparency: all painted
 
 
 def png_bytes(u: torch.Tensor) -> bytes:
-    """[C, H, W] or [H, W, C] uint8 array / [C, H, W] tensor in [0, 1] -> PNG bytes."""
-    from PIL import Image
-    if isinstance(u, torch.Tensor):
-        u = (u.detach().float().clamp(0, 1).cpu().permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
-    im = Image.fromarray(u[..., 0] if u.shape[-1] == 1 else u)
+    """One image [C, H, W] in [0, 1] -> PNG bytes."""
+    from ..images import to_pil
     buf = io.BytesIO()
-    im.save(buf, format="PNG")
+    to_pil(u).save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -144,12 +108,12 @@ def data_url_bytes(url, what: str) -> bytes:
 class Task:
     """One request, validated. Images are in [0, 1] at the model's resolution, batch 1.
 
-    edit: SDEdit of ``image`` from t0 = t0_frac * T (mask: 1 = regenerate, None = everything);
+    edit: SDEdit of ``image`` from t0_frac * T (mask: 1 = regenerate, None = everything);
     inpaint: fill the masked pixels of ``image`` (mask: 1 = fill); sample: n images from the prior."""
     kind: str
     n: int = 4
     steps: int = 100
-    sampler: str = "em"
+    sampler: str = "reverse_diffusion"
     seed: int = 0
     t0_frac: float = 0.5
     repeats: int = 1
@@ -160,9 +124,7 @@ class Task:
     def expected_nfe(self) -> int:
         """Score evaluations a run should take, for the progress bar (an estimate: capped at 99%)."""
         per_step = {"pc": 2, "heun": 2, "ode": 3}.get(self.sampler, 1)
-        if self.kind == "edit":
-            return max(1, math.ceil(self.steps * self.t0_frac)) * per_step * self.repeats
-        return self.steps * per_step
+        return self.steps * per_step * (self.repeats if self.kind == "edit" else 1)
 
 
 def _int(body: dict, key: str, default: int, lo: int, hi: int) -> int:
@@ -196,7 +158,8 @@ def samplers_for(kind: str) -> tuple[str, ...]:
     from ..samplers import SAMPLERS
     if kind == "inpaint":
         return ("pc",)
-    return tuple(SAMPLERS)
+    first = "reverse_diffusion" if kind == "edit" else "heun"   # the defaults of sdedit / Model.sample
+    return (first,) + tuple(s for s in SAMPLERS if s != first)
 
 
 def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
@@ -212,7 +175,7 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
              steps=_int(body, "steps", 20 if kind == "sample" else 100, 1, limits.steps),
              seed=_int(body, "seed", int(time.time_ns() % 2**31), 0, 2**63 - 1),
              label=_int(body, "label", -1, -1, max(model.num_classes - 1, -1)))
-    t.sampler = str(body.get("sampler") or ("heun" if kind == "sample" else samplers_for(kind)[0])).lower()
+    t.sampler = str(body.get("sampler") or samplers_for(kind)[0]).lower()
     if t.sampler not in samplers_for(kind):
         raise UserError(f"sampler must be one of {', '.join(samplers_for(kind))}, got {t.sampler!r}")
     if kind == "edit":
@@ -221,9 +184,9 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
     if kind in ("edit", "inpaint"):
         if not body.get("image"):
             raise UserError("paint something or upload an image first")
-        t.image = image_to_unit(decode_image(data_url_bytes(body["image"], "image"), limits), model.shape)
+        t.image = load_upload(data_url_bytes(body["image"], "image"), model.shape, limits).pixels
         if body.get("mask"):
-            t.mask = mask_from_image(decode_image(data_url_bytes(body["mask"], "mask"), limits), model.shape)
+            t.mask = regenerate_mask(data_url_bytes(body["mask"], "mask"), model.shape, limits)
             if not t.mask.any():
                 t.mask = None
         if kind == "inpaint" and t.mask is None:
@@ -259,13 +222,12 @@ def run_task(model, task: Task, on_step=None) -> dict:
                             generator=g, device=model.device)
         return {"results": model.to_unit(out), "guide": None, "mask": None}
     x = model.from_unit(task.image).to(model.device).expand(n, *model.shape).contiguous()
-    if task.kind == "edit":
-        mask = None if task.mask is None else task.mask.to(x.device).expand(n, *model.shape)
-        out = sdekit.sdedit(sde, score_fn, x, t0=task.t0_frac * sde.T, steps=task.steps, mask=mask,
+    keep = None if task.mask is None else (1 - task.mask).to(x.device).expand(n, 1, *model.shape[1:])
+    if task.kind == "edit":                                 # the library's masks: 1 = keep the guide
+        out = sdekit.sdedit(sde, score_fn, x, t0=task.t0_frac, steps=task.steps, mask=keep,
                             repeats=task.repeats, sampler=task.sampler, generator=g)
     else:
-        known = (1 - task.mask).to(x.device).expand(n, *model.shape)       # inpaint: 1 = keep
-        out = sdekit.inpaint(sde, score_fn, x, known, steps=task.steps, generator=g)
+        out = sdekit.inpaint(sde, score_fn, x, keep, steps=task.steps, sampler=task.sampler, generator=g)
     return {"results": model.to_unit(out), "guide": task.image, "mask": task.mask}
 
 
@@ -367,7 +329,7 @@ class JobQueue:
             out = run_task(self.model, job.task, on_step)
             pngs = {f"result-{i}": png_bytes(u) for i, u in enumerate(out["results"])}
             from ..data import grid
-            pngs["grid"] = png_bytes(grid(out["results"]))
+            pngs["grid"] = png_bytes(torch.from_numpy(grid(out["results"])).permute(2, 0, 1) / 255)
             if out["guide"] is not None:
                 pngs["guide"] = png_bytes(out["guide"][0])
             if out["mask"] is not None:
@@ -529,10 +491,9 @@ class Handler(BaseHTTPRequestHandler):
         data = self._body()
         if data is None:
             return
-        im = decode_image(data, self.app.limits)
-        u = image_to_unit(im, self.app.model.shape)
-        url = "data:image/png;base64," + base64.b64encode(png_bytes(u[0])).decode()
-        self._json(200, {"image": url, "width": im.width, "height": im.height, "format": im.format})
+        im = load_upload(data, self.app.model.shape, self.app.limits, "the file")
+        url = "data:image/png;base64," + base64.b64encode(png_bytes(im.pixels[0])).decode()
+        self._json(200, {"image": url, "width": im.size[0], "height": im.size[1]})
 
     def _submit(self):
         data = self._body()

@@ -127,7 +127,7 @@ async function upload(file) {
 // ---- controls ----------------------------------------------------------------------------------
 
 const RUN_LABEL = { edit: "Run SDEdit", inpaint: "Inpaint", sample: "Sample" };
-const DEFAULTS = { edit: { steps: 100, n: 4 }, inpaint: { steps: 100, n: 4 }, sample: { steps: 20, n: 16 } };
+const DEFAULTS = { edit: { steps: 50, n: 4 }, inpaint: { steps: 100, n: 4 }, sample: { steps: 20, n: 16 } };
 
 function setTab(tab) {
   state.tab = tab;
@@ -138,7 +138,6 @@ function setTab(tab) {
   $("n").max = tab === "sample" ? state.info.limits.samples : state.info.limits.results;
   const sel = $("sampler"); sel.innerHTML = "";
   for (const s of state.info.samplers[tab]) sel.add(new Option(s, s));
-  if (tab === "sample" && state.info.samplers.sample.includes("heun")) sel.value = "heun";
   if (tab === "inpaint") document.querySelector("input[name=layer][value=mask]").click();
   updateLayer();
 }
