@@ -28,7 +28,7 @@ function setupCanvas() {
   state.zoom = Math.max(1, Math.floor(DISPLAY / Math.max(H, W)));
   for (const c of [paint(), mask()]) { c.width = W * state.zoom; c.height = H * state.zoom; }
   clearLayer("paint"); clearLayer("mask"); state.undo = [];
-  $("canvas-hint").textContent = `${W}×${H} model pixels shown ${state.zoom}× enlarged; the model sees the box-filtered ${W}×${H} image.`;
+  $("canvas-hint").textContent = `${W}×${H} model pixels shown ${state.zoom}× enlarged; the model sees it resized to ${W}×${H} (the guide beside the results).`;
 }
 
 function layer() { return document.querySelector("input[name=layer]:checked").value; }
