@@ -182,8 +182,9 @@ def test_run_task_inpaint_turns_the_fill_mask_into_known_pixels(model, monkeypat
     monkeypatch.setitem(vars(sdekit), "inpaint", fake)
     fill = torch.zeros(1, 1, 16, 16)
     fill[..., :5] = 1
-    web.run_task(model, web.Task(kind="inpaint", n=2, steps=3, image=torch.rand(1, 1, 16, 16), mask=fill))
+    web.run_task(model, web.Task(kind="inpaint", n=2, steps=3, sampler="em", image=torch.rand(1, 1, 16, 16), mask=fill))
     known = fake.calls[0]["args"][0]
+    assert fake.calls[0]["sampler"] == "em"
     assert known.shape == (2, 1, 16, 16) and torch.equal(known[0], 1 - fill[0])
 
 
@@ -248,7 +249,10 @@ def test_page_and_static_files_are_local(served):
 def test_info(served, model):
     _, base = served
     info = json.loads(call(base + "/api/info")[2])
-    assert info["shape"] == [1, 16, 16] and "em" in info["samplers"]["edit"] and info["limits"]["upload_bytes"] == 200_000
+    assert info["shape"] == [1, 16, 16] and info["limits"]["upload_bytes"] == 200_000
+    firsts = {k: v[0] for k, v in info["samplers"].items()}                # the library's defaults first
+    assert firsts == {"edit": "reverse_diffusion", "inpaint": "pc", "sample": "heun"}
+    assert all(set(v) == set(sdekit.SAMPLERS) for v in info["samplers"].values())
 
 
 def test_upload_validates_and_resizes(served):

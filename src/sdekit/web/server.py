@@ -156,9 +156,7 @@ def _float(body: dict, key: str, default: float, lo: float, hi: float) -> float:
 def samplers_for(kind: str) -> tuple[str, ...]:
     """Sampler names a job kind accepts."""
     from ..samplers import SAMPLERS
-    if kind == "inpaint":
-        return ("pc",)
-    first = "reverse_diffusion" if kind == "edit" else "heun"   # the defaults of sdedit / Model.sample
+    first = {"edit": "reverse_diffusion", "inpaint": "pc", "sample": "heun"}[kind]   # the library's defaults
     return (first,) + tuple(s for s in SAMPLERS if s != first)
 
 
