@@ -27,7 +27,7 @@ import torch
 from .errors import UserError
 from .io import atomic_path
 
-__all__ = ["LoadedImage", "load_image", "load_mask", "save_image", "to_pil", "MAX_PIXELS"]
+__all__ = ["LoadedImage", "load_image", "load_mask", "save_image", "save_labelled_grid", "to_pil", "MAX_PIXELS"]
 
 MAX_PIXELS = 64_000_000          # a 8000 x 8000 painting; anything larger is refused unread
 GREY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "F"}
@@ -185,3 +185,36 @@ def save_image(path, u: torch.Tensor, size: tuple[int, int] | None = None, overw
     with atomic_path(path, overwrite=overwrite) as tmp:
         im.save(tmp, format=fmt)
     return path
+
+
+def save_labelled_grid(path, u: torch.Tensor, row_labels=None, col_labels=None, title: str | None = None,
+                       cell: float = 0.8) -> Path:
+    """Write images u [R, K, C, H, W] in [0, 1] as an R x K table with row and column labels
+    (a matplotlib figure, saved atomically as PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    R, K = u.shape[:2]
+    fig, axes = plt.subplots(R, K, figsize=(cell * K + (1.2 if row_labels else 0.2), cell * R + (0.5 if title else 0.3)),
+                             squeeze=False)
+    for r in range(R):
+        for k in range(K):
+            ax = axes[r][k]
+            img = u[r, k].detach().float().clamp(0, 1).cpu()
+            if img.shape[0] == 1:
+                ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 and col_labels is not None:
+                ax.set_title(str(col_labels[k]), fontsize=8)
+            if k == 0 and row_labels is not None:
+                ax.set_ylabel(str(row_labels[r]), fontsize=8, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(pad=0.3)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -59,12 +59,9 @@ def _check(sde: SDE, guide, t0, steps, mask, repeats):
             raise UserError("mask must be a tensor")
         if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
             raise UserError("mask values must lie in [0, 1] (1 = keep the guide)")
-        try:
-            torch.broadcast_shapes(mask.shape, guide.shape)
-        except RuntimeError:
-            raise UserError(f"mask of shape {tuple(mask.shape)} does not match the guide's shape {tuple(guide.shape)}") from None
-        if torch.broadcast_shapes(mask.shape, guide.shape) != guide.shape:
-            raise UserError(f"mask of shape {tuple(mask.shape)} does not match the guide's shape {tuple(guide.shape)}")
+        ms, gs = tuple(mask.shape), tuple(guide.shape)
+        if len(ms) > len(gs) or any(m not in (1, g) for m, g in zip(ms[::-1], gs[::-1])):
+            raise UserError(f"mask of shape {ms} does not match the guide's shape {gs}")
     return t0, int(steps), int(repeats)
 
 
