@@ -15,6 +15,7 @@ from PIL import Image
 import sdekit
 from sdekit.bundle import random_model
 from sdekit.errors import UserError
+from sdekit.images import to_pil
 from sdekit.web import server as web
 
 
@@ -80,6 +81,16 @@ def test_upload_converts_to_the_model_resolution():
     assert torch.allclose(grey, torch.full_like(grey, 0.299), atol=2 / 255)   # luma of red
     rgb = web.load_upload(png(im), (3, 8, 8)).pixels
     assert torch.allclose(rgb[0, :, 4, 4], torch.tensor([1.0, 0, 0]), atol=2 / 255)
+
+
+def test_canvas_at_an_exact_zoom_comes_back_unchanged():
+    u = torch.rand(1, 3, 16, 16)
+    shown = to_pil(u[0]).resize((16 * 24, 16 * 24), Image.NEAREST)           # how the page draws it
+    back = web.load_canvas(png(shown), (3, 16, 16)).pixels
+    assert torch.allclose(back, u, atol=0.5 / 255 + 1e-6)
+    half = Image.new("L", (48, 48), 0)                                       # zoom 3: block means
+    half.paste(Image.new("L", (1, 48), 255), (0, 0))
+    assert torch.allclose(web.load_canvas(png(half), (1, 16, 16)).pixels[0, 0, :, 0], torch.full((16,), 85 / 255), atol=1e-6)
 
 
 def test_mask_layer_alpha_marks_the_region_to_regenerate():

@@ -57,9 +57,10 @@ class Limits:
 
 
 # ---- images: bytes <-> tensors in [0, 1] at the model's resolution ------------------------------------
-# The conversion rule is sdekit.images' (the same as `sdekit edit`): refuse non-images, truncated
-# files and decompression bombs; composite transparency over black; centre-crop to the model's aspect;
-# resize; grey by ITU-R 601 luma for 1-channel models.
+# Uploads follow sdekit.images' rule (the same as `sdekit edit`): refuse non-images, truncated files
+# and decompression bombs; composite transparency over black; centre-crop to the model's aspect;
+# resize; grey by ITU-R 601 luma for 1-channel models. The canvas, an exact zoom of the model's
+# pixels, is averaged block by block, so what the page shows is what the model gets.
 
 def load_upload(data: bytes, shape, limits: Limits = Limits(), what: str = "image"):
     """Bytes of an image file -> :class:`sdekit.images.LoadedImage` at ``shape`` = (C, H, W)."""
@@ -77,10 +78,34 @@ def load_upload(data: bytes, shape, limits: Limits = Limits(), what: str = "imag
             raise UserError(str(e).replace(str(path), what)) from None
 
 
+def _zoom(data: bytes, H: int, W: int) -> int:
+    """k when the image is exactly k times the model's size (the page's canvas), else 0."""
+    from PIL import Image
+    try:
+        w, h = Image.open(io.BytesIO(data)).size          # the header only
+    except Exception:
+        return 0
+    return w // W if w % W == 0 and h % H == 0 and w // W == h // H else 0
+
+
+def load_canvas(data: bytes, shape, limits: Limits = Limits(), what: str = "image"):
+    """The page's canvas (k x k screen pixels per model pixel) -> LoadedImage at ``shape``: each model
+    pixel is the mean of its block (alpha: the block is opaque when at least half of it is), so an
+    image shown at zoom k comes back unchanged. Any other size goes by the rule of sdekit.images."""
+    import torch.nn.functional as F
+    C, H, W = shape
+    k = _zoom(data, H, W)
+    if k <= 1:
+        return load_upload(data, shape, limits, what)
+    big = load_upload(data, (C, k * H, k * W), limits, what)
+    alpha = None if big.alpha is None else (F.avg_pool2d(big.alpha, k) >= 0.5).float()
+    return type(big)(F.avg_pool2d(big.pixels, k), alpha, big.size)
+
+
 def regenerate_mask(data: bytes, shape, limits: Limits = Limits()) -> torch.Tensor:
     """The page's mask layer (a PNG, painted = opaque) -> [1, 1, H, W], 1 = regenerate."""
     C, H, W = shape
-    alpha = load_upload(data, (1, H, W), limits, "mask").alpha
+    alpha = load_canvas(data, (1, H, W), limits, "mask").alpha
     return torch.ones(1, 1, H, W) if alpha is None else alpha        # no transparency: all painted
 
 
@@ -182,7 +207,7 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
     if kind in ("edit", "inpaint"):
         if not body.get("image"):
             raise UserError("paint something or upload an image first")
-        t.image = load_upload(data_url_bytes(body["image"], "image"), model.shape, limits).pixels
+        t.image = load_canvas(data_url_bytes(body["image"], "image"), model.shape, limits).pixels
         if body.get("mask"):
             t.mask = regenerate_mask(data_url_bytes(body["mask"], "mask"), model.shape, limits)
             if not t.mask.any():
