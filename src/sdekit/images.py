@@ -187,34 +187,29 @@ def save_image(path, u: torch.Tensor, size: tuple[int, int] | None = None, overw
     return path
 
 
-def save_labelled_grid(path, u: torch.Tensor, row_labels=None, col_labels=None, title: str | None = None,
-                       cell: float = 0.8) -> Path:
-    """Write images u [R, K, C, H, W] in [0, 1] as an R x K table with row and column labels
-    (a matplotlib figure, saved atomically as PNG)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    R, K = u.shape[:2]
-    fig, axes = plt.subplots(R, K, figsize=(cell * K + (1.2 if row_labels else 0.2), cell * R + (0.5 if title else 0.3)),
-                             squeeze=False)
-    for r in range(R):
-        for k in range(K):
-            ax = axes[r][k]
-            img = u[r, k].detach().float().clamp(0, 1).cpu()
-            if img.shape[0] == 1:
-                ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            else:
-                ax.imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0 and col_labels is not None:
-                ax.set_title(str(col_labels[k]), fontsize=8)
-            if k == 0 and row_labels is not None:
-                ax.set_ylabel(str(row_labels[r]), fontsize=8, rotation=0, ha="right", va="center")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(pad=0.3)
+def save_labelled_grid(path, u: torch.Tensor, row_labels=None, col_labels=None, scale: int = 4, pad: int = 4) -> Path:
+    """Write images u [R, K, C, H, W] in [0, 1] as an R x K table, each cell enlarged ``scale``
+    times (nearest), with row labels on the left and column labels on top (PNG, atomically)."""
+    from PIL import Image, ImageDraw, ImageFont
+    R, K, C, H, W = u.shape
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = lambda t: int(probe.textlength(str(t), font=font))
+    left = (max(width(t) for t in row_labels) + 2 * pad) if row_labels else pad
+    top = 14 + pad if col_labels else pad
+    cw, ch = W * scale, H * scale
+    cw_lab = max([cw] + [width(t) + 4 for t in (col_labels or [])])
+    im = Image.new("RGB", (left + K * (cw_lab + pad), top + R * (ch + pad)), "white")
+    draw = ImageDraw.Draw(im)
+    for k in range(K):
+        x = left + k * (cw_lab + pad)
+        if col_labels:
+            draw.text((x + (cw_lab - width(col_labels[k])) // 2, pad // 2), str(col_labels[k]), fill="black", font=font)
+        for r in range(R):
+            cell = to_pil(u[r, k]).convert("RGB").resize((cw, ch), Image.NEAREST)
+            im.paste(cell, (x + (cw_lab - cw) // 2, top + r * (ch + pad)))
+    for r in range(R if row_labels else 0):
+        draw.text((pad, top + r * (ch + pad) + ch // 2 - 6), str(row_labels[r]), fill="black", font=font)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+        im.save(tmp, format="PNG")
     return Path(path)
