@@ -21,6 +21,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .errors import UserError
 from .samplers import _noise, sample
@@ -65,11 +66,11 @@ def _check(sde: SDE, guide, t0, steps, mask, repeats):
     return t0, int(steps), int(repeats)
 
 
-def _masked_solve(sde, score_fn, x, guide, mask, t, steps, sampler, generator, eps, denoise, options):
+def _masked_solve(sde, score_fn, x, guide, mask, t, steps, sampler, generator, eps, denoise, options, progress=False):
     """Solve from t to eps one grid interval at a time (uniform in time), re-imposing the guide,
     perturbed to each new time, where mask = 1. Each interval is one call of :func:`sample`."""
     ts = torch.linspace(t, eps, steps + 1, dtype=torch.float64).tolist()
-    for i in range(steps):
+    for i in tqdm(range(steps), disable=not progress, desc="sdedit (masked)"):
         last = i == steps - 1
         x = sample(sde, score_fn, x_T=x, t_start=ts[i], eps=ts[i + 1], steps=1, sampler=sampler,
                    generator=generator, denoise=denoise and last, **dict(options))
@@ -102,7 +103,8 @@ def sdedit(sde: SDE, score_fn, guide: torch.Tensor, t0: float = 0.5, steps: int 
                        generator=generator, denoise=denoise, progress=progress, **dict(options))
         else:
             xt = mask * perturb(sde, guide, t, generator) + (1 - mask) * xt
-            x = _masked_solve(sde, score_fn, xt, guide, mask, t, steps, sampler, generator, eps, denoise, options)
+            x = _masked_solve(sde, score_fn, xt, guide, mask, t, steps, sampler, generator, eps, denoise, options,
+                              progress)
             x = mask * guide + (1 - mask) * x
     return x
 
