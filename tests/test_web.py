@@ -395,6 +395,9 @@ def test_serve_rejects_a_bad_port(capsys):
     from sdekit.cli import main
     assert main(["serve", "--port", "70000"]) == 2
     assert "port" in capsys.readouterr().err
+    assert main(["serve", "--host", "10.255.255.1", "--port", "0"]) == 2          # not this machine's
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot listen on 10.255.255.1" in err
 
 
 def test_many_clients_at_once_get_a_job_or_a_busy_answer(served):

@@ -550,9 +550,7 @@ def bind(host: str = "127.0.0.1", port: int = 7860) -> Server:
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise UserError(f"port {port} on {host} is in use; choose another with --port") from None
-        if e.errno in (errno.EADDRNOTAVAIL, errno.EACCES) or isinstance(e, OSError) and "Name" in str(e):
-            raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-        raise UserError(f"cannot listen on {host}:{port}: {e}") from None
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 def make_server(model, host: str = "127.0.0.1", port: int = 0, limits: Limits = Limits()) -> Server:
