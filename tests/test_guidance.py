@@ -209,3 +209,25 @@ def test_bad_input():
         inpaint(sde, gmm.score_fn(sde), x, torch.ones(2), steps=2, sampler="bogus")
     with pytest.raises(sdekit.UserError):
         impute(sde, gmm.score_fn(sde), x, torch.ones(2), steps=0)
+
+
+def test_cli_inpaint_colorize_likelihood(tmp_path, capsys):
+    from PIL import Image
+
+    from sdekit.bundle import save_bundle
+    from sdekit.cli import main
+    m = random_model((1, 8, 8), ch=8)
+    save_bundle(tmp_path / "m", m.net, shape=(1, 8, 8))
+    Image.fromarray((torch.rand(8, 8, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()).save(tmp_path / "a.png")
+    out = tmp_path / "o.png"
+    assert main(["inpaint", "--model", str(tmp_path / "m"), "--image", str(tmp_path / "a.png"), "--mask", "left",
+                 "--out", str(out), "--sampler", "ddim", "--steps", "2", "-n", "2", "--resample", "1"]) == 0
+    assert Image.open(out).size[0] > 8
+    assert main(["colorize", "--model", str(tmp_path / "m"), "--image", str(tmp_path / "a.png"),
+                 "--out", str(tmp_path / "c.png")]) == 2
+    assert "3-channel" in capsys.readouterr().err and not (tmp_path / "c.png").exists()
+    assert main(["inpaint", "--model", str(tmp_path / "m"), "--image", str(tmp_path / "missing.png"), "--mask", "left",
+                 "--out", str(out)]) == 2
+    assert main(["likelihood", "--model", str(tmp_path / "m"), "--data", "digits", "-n", "2", "--solver", "heun",
+                 "--steps", "2"]) == 0                                  # digits resized to the model's 8x8
+    assert "bits/dim" in capsys.readouterr().out
