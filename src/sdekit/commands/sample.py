@@ -9,7 +9,11 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--class", dest="class_label", default=None,
                    help="class label for every sample, or 'all' for the classes in turn (conditional models)")
-    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w (default: 0)")
+    p.add_argument("--guidance", "--guidance-scale", dest="guidance", type=float, default=0.0,
+                   help="guidance weight w: classifier-free for a conditional model, or with --classifier "
+                        "score + w grad log p_t(y|x) (default: 0)")
+    p.add_argument("--classifier", default=None,
+                   help="noise-conditional classifier folder for classifier guidance ('digits': the bundled one)")
     p.add_argument("--batch-size", type=int, default=256, help="samples per solver batch (default: 256)")
     p.add_argument("--nrow", type=int, default=None, help="images per grid row (default: square)")
     p.add_argument("--scale", type=int, default=4, help="grid enlargement factor (default: 4)")
@@ -33,6 +37,26 @@ def _labels(spec, n, model):
     if not 0 <= k < model.num_classes:
         raise UserError(f"--class must lie in 0..{model.num_classes - 1}, got {k}")
     return torch.full((n,), k, dtype=torch.long)
+
+
+def _classifier_guided(model, args):
+    """A copy of the model whose score is score + w grad log p_t(y | x) for the class --class."""
+    import copy
+
+    from ..errors import UserError
+    from ..guidance import classifier_guided_score
+    from ..nets.classifier import load_classifier
+    try:
+        k = int(args.class_label)
+    except (TypeError, ValueError):
+        raise UserError("--classifier needs --class K with one integer class") from None
+    clf = load_classifier(args.classifier, sde=model.sde).to(model.device)
+    if not 0 <= k < clf.num_classes or tuple(getattr(clf, "shape", model.shape)) != tuple(model.shape):
+        raise UserError(f"--class must lie in 0..{clf.num_classes - 1} and the classifier fit the model's shape")
+    guided = copy.copy(model)
+    guided.score_fn = classifier_guided_score(model.score_fn, clf, k, args.guidance)
+    guided.num_classes = 0
+    return guided, None
 
 
 def run(args):
@@ -61,7 +85,10 @@ def run(args):
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     model = load(args.model, device=args.device)
-    labels = _labels(args.class_label, args.n, model)
+    if args.classifier is not None:
+        model, labels = _classifier_guided(model, args)
+    else:
+        labels = _labels(args.class_label, args.n, model)
     if world > 1:
         import torch.distributed as dist
         dist.init_process_group("nccl" if model.device.type == "cuda" else "gloo")
