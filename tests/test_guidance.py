@@ -162,7 +162,6 @@ def test_classifier_free_combination(gen):
     assert torch.allclose(a, model.score_fn(xm, 0.5, class_labels=1, guidance=1.5), atol=1e-5)
 
 
-@pytest.mark.slow
 def test_noise_classifier_learns(gen):
     """Two classes (bright / dark images): accurate at low noise, near chance at the prior."""
     sde = SDES["vp"]
