@@ -12,6 +12,7 @@ _LAZY = {
     "likelihood": "likelihood", "encode": "likelihood", "decode": "likelihood",
     "interpolate": "likelihood",
     "inpaint": "guidance", "colorize": "guidance", "classifier_guided_score": "guidance",
+    "classifier_free_score": "guidance",
     "sdedit": "sdedit", "composite": "sdedit", "simulate_strokes": "sdedit",
 }
 
