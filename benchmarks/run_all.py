@@ -27,7 +27,7 @@ BENCHES = {  # name -> (full runs, quick runs); a run = (script, arguments)
                  [("bench_samplers.py", ["--quick", "--problems", "2d", "--nfes", "5,10", "--out", "samplers"])]),
     "overhead": ([("bench_overhead.py", ["--batch", "16", "--nfe", "10", "--repeats", "2"])],
                  [("bench_overhead.py", ["--batch", "2", "--nfe", "4", "--repeats", "1", "--model", "random"])]),
-    "likelihood": ([("bench_likelihood.py", [])],
+    "likelihood": ([("bench_likelihood.py", ["--n", "64"])],
                    [("bench_likelihood.py", ["--problems", "2d", "--n", "16", "--max-steps", "16"])]),
     "train": ([("bench_train.py", [])], [("bench_train.py", ["--steps", "2", "--batch", "8", "--rounds", "1"])]),
     "sdedit": ([("bench_sdedit.py", [])], [("bench_sdedit.py", ["--quick"])]),
