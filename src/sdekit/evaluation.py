@@ -4,7 +4,7 @@ Pairs (real, stroke) come from held-out images: the stroke is :func:`simulate_st
 image. For every t0, SDEdit turns each stroke into an output; faithfulness is the L2 between output
 and stroke (pixels in [0, 1], full and 4x downsampled resolution, mean with a 95% CI over guides),
 realism the KID between the outputs and held-out real images not used as guides (mean and std over
-random subsets). Baselines on the same strokes: the stroke itself, its nearest neighbour in the
+100 random subsets of size min(n, n_ref): every output, a random draw of the reference images). Baselines on the same strokes: the stroke itself, its nearest neighbour in the
 training images (pixel L2), plain samples (no guide), and the hidden real image (the ideal answer).
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ def _nearest(train: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def _row(method, t0, out, strokes, real, ref, feats, nfe=0) -> EvalResult:
-    k = kid(ref, out, feature=feats, subsets=50)
+    k = kid(ref, out, feature=feats, subsets=100, subset_size=min(len(out), len(ref)))
     d, dd, dr = l2(out, strokes), l2_downsampled(out, strokes, 4), l2(out, real)
     (m, h), (md, hd) = mean_ci(d), mean_ci(dd)
     return EvalResult(method, t0, k.mean, k.std, fid(ref, out, feats), m, h, md, hd, float(dr.mean()), nfe)
