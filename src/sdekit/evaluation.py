@@ -4,8 +4,9 @@ Pairs (real, stroke) come from held-out images: the stroke is :func:`simulate_st
 image. For every t0, SDEdit turns each stroke into an output; faithfulness is the L2 between output
 and stroke (pixels in [0, 1], full and 4x downsampled resolution, mean with a 95% CI over guides),
 realism the KID between the outputs and held-out real images not used as guides (mean and std over
-100 random subsets of size min(n, n_ref): every output, a random draw of the reference images). Baselines on the same strokes: the stroke itself, its nearest neighbour in the
-training images (pixel L2), plain samples (no guide), and the hidden real image (the ideal answer).
+100 random subsets of size min(n, n_ref): every output, a random draw of the reference images).
+Baselines on the same strokes: the stroke itself, its nearest neighbour in the training images
+(pixel L2), plain samples (no guide), and the hidden real image (the ideal answer).
 """
 from __future__ import annotations
 
