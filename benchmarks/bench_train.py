@@ -3,7 +3,7 @@ runs) vs a plain PyTorch loop with the same network, loss, batch and optimiser.
 
 The plain loop is forward + loss + backward + Adam step and nothing else; sdekit's loop adds the
 learning-rate warm-up, gradient clipping, EMA, logging and its final checkpoint. Both run the same
-number of steps from the first one; the ratio sdekit / plain is the price of those extras (< 1).
+number of steps from the first one, alternating which goes first; the ratio sdekit / plain is the price of those extras (< 1).
 
     python benchmarks/bench_train.py [--steps 10] [--batch 128]
 """
@@ -59,12 +59,15 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from sdekit.train import TrainConfig, train
     ours, plain = [], []
-    for r in range(args.rounds):
+    for r in range(args.rounds):                       # alternate which loop goes first (warm caches, drift)
         with tempfile.TemporaryDirectory() as tmp:
             cfg = TrainConfig(out=str(Path(tmp) / "run"), steps=args.steps, batch_size=args.batch, sample_every=0,
                               ckpt_every=0, log_every=args.steps, progress=False, **RECIPE)
+            if r % 2:
+                plain.append(plain_loop(cfg, args.steps))
             ours.append(float(train(cfg)["img_per_s"]))
-        plain.append(plain_loop(cfg, args.steps))
+        if not r % 2:
+            plain.append(plain_loop(cfg, args.steps))
         print(f"round {r}: sdekit {ours[-1]:.1f} img/s, plain {plain[-1]:.1f} img/s", flush=True)
     o, p = sorted(ours)[len(ours) // 2], sorted(plain)[len(plain) // 2]
     command = "python benchmarks/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -29,7 +29,7 @@ BENCHES = {  # name -> (full runs, quick runs); a run = (script, arguments)
                  [("bench_overhead.py", ["--batch", "2", "--nfe", "4", "--repeats", "1", "--model", "random"])]),
     "likelihood": ([("bench_likelihood.py", ["--n", "64"])],
                    [("bench_likelihood.py", ["--problems", "2d", "--n", "16", "--max-steps", "16"])]),
-    "train": ([("bench_train.py", ["--steps", "8", "--rounds", "2"])], [("bench_train.py", ["--steps", "2", "--batch", "8", "--rounds", "1"])]),
+    "train": ([("bench_train.py", ["--steps", "8", "--rounds", "4"])], [("bench_train.py", ["--steps", "2", "--batch", "8", "--rounds", "1"])]),
     "sdedit": ([("bench_sdedit.py", ["--n", "16", "--t0", "0.3,0.6"])], [("bench_sdedit.py", ["--quick"])]),
 }
 
