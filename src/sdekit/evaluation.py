@@ -1,10 +1,10 @@
 """The t0 sweep: realism (KID) against faithfulness (L2) of SDEdit on simulated stroke paintings.
 
-Pairs (real, stroke) come from held-out images: the stroke is :func:`simulate_strokes` of the real
-image. For every t0, SDEdit turns each stroke into an output; faithfulness is the L2 between output
+Pairs (real, stroke) come from the training split: the stroke is :func:`simulate_strokes` of the
+real image. For every t0, SDEdit turns each stroke into an output; faithfulness is the L2 between output
 and stroke (pixels in [0, 1], full and 4x downsampled resolution, mean with a 95% CI over guides),
-realism the KID between the outputs and held-out real images not used as guides (mean and std over
-100 random subsets of size min(n, n_ref): every output, a random draw of the reference images).
+realism the KID between the outputs and the held-out split, unseen by the feature network (mean and
+std over 100 random subsets of size min(n, n_ref)).
 Baselines on the same strokes: the stroke itself, its nearest neighbour in the training images
 (pixel L2), plain samples (no guide), and the hidden real image (the ideal answer).
 """
@@ -93,7 +93,7 @@ def _row(method, t0, out, strokes, real, ref, feats, nfe=0) -> EvalResult:
     return EvalResult(method, t0, k.mean, k.std, fid(ref, out, feats), m, h, md, hd, float(dr.mean()), nfe)
 
 
-def evaluate(model, data: str = "digits", t0s=T0S, n: int = 100, sampler: str = "reverse_diffusion",
+def evaluate(model, data: str = "digits", t0s=T0S, n: int = 200, sampler: str = "reverse_diffusion",
              steps_per_unit: int = 50, seed: int = 0, out="sdekit-eval", batch_size: int = 200,
              progress: bool = True) -> tuple[list[EvalResult], Path]:
     """Run the sweep and write results.csv, results.md, tradeoff.png, grid.png and index.html into
@@ -106,9 +106,11 @@ def evaluate(model, data: str = "digits", t0s=T0S, n: int = 100, sampler: str = 
     if n < 4:
         raise UserError(f"-n must be at least 4, got {n}")
     train, test = reference_data(data, model.shape, seed)
-    if n > len(test) - 4:
-        raise UserError(f"-n {n} leaves too few held-out images for KID (held out: {len(test)})")
-    real, ref = test[:n], test[n:]
+    if n > len(train):
+        raise UserError(f"-n {n} is more than the {len(train)} training images")
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:n]
+    real, ref = train[pick], test
+    train = train[torch.ones(len(train), dtype=torch.bool).index_fill_(0, pick, False)]   # NN baseline excludes the guide's own image
     strokes = simulate_strokes(real)
     feats = load_features()
     g = torch.Generator().manual_seed(seed)
@@ -168,8 +170,8 @@ def _markdown(rows, meta) -> str:
                      f"{'—' if r.fid is None else f'{r.fid:.2f}'} | {r.l2:.3f} ± {r.l2_ci:.3f} | "
                      f"{r.l2_down:.3f} ± {r.l2_down_ci:.3f} | {r.l2_real:.3f} | {r.nfe} |")
     lines.append("")
-    lines.append(f"{meta['n_guides']} guides (strokes simulated from held-out {meta['data']} images), KID against "
-                 f"{meta['n_reference']} other held-out images; sampler {meta['sampler']}, "
+    lines.append(f"{meta['n_guides']} guides (strokes simulated from {meta['data']} training images), KID against "
+                 f"{meta['n_reference']} held-out images; sampler {meta['sampler']}, "
                  f"{meta['steps_per_unit']} x t0 steps; seed {meta['seed']}; {meta['seconds']} s.")
     return "\n".join(lines) + "\n"
 

@@ -6,7 +6,7 @@ def add_arguments(p):
     p.add_argument("--data", default="digits", help="dataset of the model (default: digits)")
     p.add_argument("--t0", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0",
                    help="comma-separated t0 values in (0, 1] (default: 0.1,...,1.0)")
-    p.add_argument("-n", type=int, default=100, help="number of guides (default: 100)")
+    p.add_argument("-n", type=int, default=200, help="number of guides (default: 200)")
     p.add_argument("--sampler", default="reverse_diffusion", help="SDEdit's sampler (default: reverse_diffusion)")
     p.add_argument("--steps-per-unit", type=int, default=50,
                    help="SDEdit steps = this x t0, at least 4 (default: 50)")
