@@ -157,3 +157,17 @@ def test_score_is_differentiable_in_x_only():
     (m.score_fn(x, t) * torch.randn_like(x)).sum().backward()     # e.g. Hutchinson divergence
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is None for p in m.net.parameters())
+
+
+def test_export_bundle_stores_float16_and_keeps_config(tmp_path):
+    from safetensors.torch import load_file
+    from sdekit.bundle import export_bundle
+    m = random_model(num_classes=10)
+    save_bundle(tmp_path / "run", m.net, shape=m.shape, name="run", extra={"step": 7})
+    export_bundle(tmp_path / "run", tmp_path / "asset", name="digits")
+    w = load_file(str(tmp_path / "asset" / "model.safetensors"))
+    assert all(v.dtype == torch.float16 for v in w.values() if v.is_floating_point())
+    e = load(tmp_path / "asset")
+    assert e.name == "digits" and e.config["step"] == 7 and e.num_classes == 10
+    x, t = _xt()
+    torch.testing.assert_close(e.score_fn(x, t), m.score_fn(x, t), rtol=2e-2, atol=2e-2)
