@@ -30,3 +30,11 @@ def test_failure_midway_leaves_nothing_behind(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("killed")
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_public_functions_survive_submodule_imports():
+    import importlib
+    import sdekit
+    for name in ("sdedit", "likelihood", "inpaint", "load"):
+        importlib.import_module(f"sdekit.{ {'inpaint': 'guidance', 'load': 'bundle'}.get(name, name)}")
+        assert callable(getattr(sdekit, name)) and not isinstance(getattr(sdekit, name), type(sdekit))

@@ -3,17 +3,18 @@ from .sde import SDE, VESDE, VPSDE, SubVPSDE, EDMSDE, ReverseSDE, get_sde
 from .gmm import GaussianMixture
 from .samplers import sample, SAMPLERS
 from .errors import UserError
+# Functions named like their modules are bound eagerly: importing a submodule sets the package
+# attribute of the same name, which would otherwise hide the function.
+from .likelihood import likelihood, encode, decode, interpolate
+from .sdedit import sdedit, composite, simulate_strokes
 
 __version__ = "0.1.0"
 
 # Heavier parts load on first use: name -> module that defines it.
 _LAZY = {
     "load": "bundle", "Model": "bundle",
-    "likelihood": "likelihood", "encode": "likelihood", "decode": "likelihood",
-    "interpolate": "likelihood",
     "inpaint": "guidance", "colorize": "guidance", "classifier_guided_score": "guidance",
     "classifier_free_score": "guidance",
-    "sdedit": "sdedit", "composite": "sdedit", "simulate_strokes": "sdedit",
 }
 
 
