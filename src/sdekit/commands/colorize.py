@@ -13,8 +13,6 @@ def add_arguments(p):
 
 
 def run(args):
-    from pathlib import Path
-
     import torch
 
     from ..bundle import load
@@ -22,16 +20,9 @@ def run(args):
     from ..errors import UserError
     from ..guidance import colorize
     from ..images import load_image
-    from ..samplers import SAMPLERS
-    from .inpaint import steps_for
+    from .inpaint import check_args, steps_for
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise UserError(f"--out must end in .png, got {out.name}")
-    if args.sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if not 1 <= args.n <= 256 or args.resample < 0 or (args.steps is not None and args.steps < 1):
-        raise UserError("-n must lie in 1..256, --steps be positive and --resample non-negative")
+    out = check_args(args)
     model = load(args.model)
     if model.shape[0] != 3:
         raise UserError(f"colorize needs a 3-channel (RGB) model; {model.name} has {model.shape[0]} channel(s)")

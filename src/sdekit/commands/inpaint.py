@@ -40,15 +40,11 @@ def steps_for(sampler, steps):
     return 50 if sampler in ("ddim", "heun", "dpm_solver") else 500
 
 
-def run(args):
+def check_args(args):
+    """The checks inpaint and colorize share; returns the output path."""
     from pathlib import Path
 
-    import torch
-
-    from ..bundle import load
     from ..errors import UserError
-    from ..guidance import inpaint
-    from ..images import load_image, load_mask
     from ..samplers import SAMPLERS
 
     out = Path(args.out)
@@ -58,6 +54,18 @@ def run(args):
         raise UserError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if not 1 <= args.n <= 256 or args.resample < 0 or (args.steps is not None and args.steps < 1):
         raise UserError("-n must lie in 1..256, --steps be positive and --resample non-negative")
+    return out
+
+
+def run(args):
+    import torch
+
+    from ..bundle import load
+    from ..errors import UserError
+    from ..guidance import inpaint
+    from ..images import load_image, load_mask
+
+    out = check_args(args)
     model = load(args.model)
     C, H, W = model.shape
     img = load_image(args.image, model.shape)
