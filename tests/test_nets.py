@@ -1,5 +1,4 @@
 """Score networks and the preconditioning wrapper, against exact Gaussian scores."""
-import math
 
 import pytest
 import torch

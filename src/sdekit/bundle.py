@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from .errors import UserError
 from .io import atomic_path, atomic_write_text
 from .nets import Preconditioned, build_net
-from .sde import SDE, _bcast, get_sde
+from .sde import SDE, get_sde
 
 __all__ = ["Model", "load", "save_bundle", "random_model", "generate", "export_bundle", "BUNDLED", "FORMAT"]
 

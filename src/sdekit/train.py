@@ -18,19 +18,18 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .bundle import bundle_config, load_weights, save_bundle
+from .bundle import bundle_config, save_bundle
 from .data import Dataset, load_dataset, save_grid
 from .errors import UserError
 from .io import atomic_path, atomic_write_text

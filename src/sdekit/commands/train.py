@@ -25,7 +25,6 @@ def _ints(s):
 
 def add_arguments(p):
     import dataclasses
-    from typing import get_type_hints  # noqa: F401  (annotations are strings)
     from ..train import TrainConfig
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
