@@ -97,8 +97,8 @@ def test_paint_a_stroke_and_run_sdedit(served, page):
         let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 128) n++; return n / (c.width * c.height); }""")
     assert 0.01 < painted < 0.3
 
-    set_value(page, "#t0", 0.45)
-    assert page.inner_text("#t0-out") == "0.45"
+    set_value(page, "#t0", 0.3)
+    assert page.inner_text("#t0-out") == "0.30"
     set_value(page, "#steps", 50 if os.environ.get("SDEKIT_WEB_MODEL") else 8)    # a trained model: nicer pictures
     set_value(page, "#n", 3)
     set_value(page, "#seed", 1)
