@@ -28,15 +28,6 @@ if importlib.util.find_spec("playwright") is None:
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: several threads on a busy machine can be many times slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def served():
     name = os.environ.get("SDEKIT_WEB_MODEL")

@@ -12,15 +12,6 @@ from sdekit.likelihood import (bits_per_dim, decode, default_eps, encode, interp
 from conftest import energy_distance
 
 LN2 = math.log(2)
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: thread hand-offs only cost time on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SDES = {"vp": sdekit.VPSDE(), "ve": sdekit.VESDE(), "subvp": sdekit.SubVPSDE(), "edm": sdekit.EDMSDE()}
 
 

@@ -19,15 +19,6 @@ from sdekit.images import to_pil
 from sdekit.web import server as web
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: several threads on a busy machine can be many times slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model():
     return random_model(shape=(1, 16, 16), sde="vp")

@@ -173,6 +173,17 @@ def _resolve(path) -> Path:
     return p
 
 
+def read_config(cfg_path: Path, format_: str, what: str) -> dict:
+    """A saved folder's config.json, checked to be JSON of the expected ``format``."""
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{cfg_path}: invalid JSON ({e})") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != format_:
+        raise UserError(f"{cfg_path}: not an sdekit {what}")
+    return cfg
+
+
 def load(path=None, device=None) -> Model:
     """Load a model bundle folder; no argument loads the bundled digits model."""
     folder = _resolve(path)
@@ -181,12 +192,7 @@ def load(path=None, device=None) -> Model:
         if folder == BUNDLED:
             raise UserError("the bundled digits model is not installed with this copy of sdekit")
         raise UserError(f"{folder}: not a model bundle (no config.json)")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{cfg_path}: invalid JSON ({e})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise UserError(f"{cfg_path}: not an sdekit model bundle")
+    cfg = read_config(cfg_path, FORMAT, "model bundle")
     net = build(cfg)
     load_weights(net, folder / "model.safetensors", "model")
     model = Model(net.float(), cfg, cfg.get("name", folder.name))

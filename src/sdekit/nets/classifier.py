@@ -129,19 +129,14 @@ def save_classifier(folder, net: NoiseClassifier, shape, data_range=(-1.0, 1.0),
 
 def load_classifier(path=None, sde: SDE | None = None) -> NoiseClassifier:
     """A saved classifier (default: the bundled digits classifier); ``sde`` overrides its SDE."""
-    from ..bundle import load_weights
+    from ..bundle import load_weights, read_config
     folder = BUNDLED if path is None or str(path) in ("digits", "default") else Path(path)
     if folder.is_file():
         folder = folder.parent
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise UserError(f"{folder}: not a classifier folder (no config.json)")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{cfg_path}: invalid JSON ({e})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise UserError(f"{cfg_path}: not an sdekit classifier")
+    cfg = read_config(cfg_path, FORMAT, "classifier")
     try:
         net = NoiseClassifier(sde or get_sde(cfg["sde"]), **cfg["network"])
     except (KeyError, TypeError, ValueError) as e:
