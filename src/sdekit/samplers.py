@@ -12,6 +12,7 @@ One entry point, :func:`sample`. Two kinds of samplers:
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from dataclasses import dataclass
@@ -240,9 +241,7 @@ def heun(den: Denoiser, y, sigmas, generator=None, churn: float = 0.0, s_tmin: f
 def _exp_ab_weights(lams: list[float], lam_next: float, n_nodes: int = 12) -> list[float]:
     """w_j = int_{lam}^{lam'} e^{u - lam'} l_j(u) du, l_j the Lagrange basis on the nodes ``lams``
     (last = lam, the current point), by Gauss-Legendre quadrature (exact to rounding for these steps)."""
-    if n_nodes not in _GAUSS:
-        _GAUSS[n_nodes] = _leggauss(n_nodes)
-    xi, om = _GAUSS[n_nodes]
+    xi, om = _leggauss(n_nodes)
     lam, h = lams[-1], lam_next - lams[-1]
     u = [lam + h * (x + 1) / 2 for x in xi]
     ws = []
@@ -252,9 +251,7 @@ def _exp_ab_weights(lams: list[float], lam_next: float, n_nodes: int = 12) -> li
     return ws
 
 
-_GAUSS: dict = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _leggauss(n: int):
     import numpy as np
     xi, om = np.polynomial.legendre.leggauss(n)
