@@ -84,13 +84,13 @@ def test_canvas_at_an_exact_zoom_comes_back_unchanged():
     assert torch.allclose(web.load_canvas(png(half), (1, 16, 16)).pixels[0, 0, :, 0], torch.full((16,), 85 / 255), atol=1e-6)
 
 
-def test_mask_layer_alpha_marks_the_region_to_regenerate():
+def test_mask_layer_painted_is_regenerated_and_the_rest_kept():
     im = Image.new("RGBA", (160, 160), (0, 0, 0, 0))
     im.paste(Image.new("RGBA", (40, 160), (255, 0, 0, 255)), (0, 0))       # columns 0..3 of 16
-    m = web.regenerate_mask(png(im), (1, 16, 16))
+    m = web.keep_mask(png(im), (1, 16, 16))                                 # the library's masks: 1 = keep
     assert m.shape == (1, 1, 16, 16)
-    assert m[..., :4].all() and not m[..., 4:].any()
-    assert web.regenerate_mask(png(Image.new("RGB", (20, 20), "red")), (3, 16, 16)).all()
+    assert not m[..., :4].any() and m[..., 4:].all()
+    assert not web.keep_mask(png(Image.new("RGB", (20, 20), "red")), (3, 16, 16)).any()
 
 
 def test_bad_files_are_refused_with_a_message_naming_no_server_path():
@@ -155,7 +155,7 @@ def test_parse_task_edit(model):
                                "sampler": "EM", "image": data_url(stroke_canvas()), "mask": data_url(mask)})
     assert (t.kind, t.t0_frac, t.steps, t.n, t.seed, t.repeats, t.sampler) == ("edit", 0.4, 50, 3, 7, 2, "em")
     assert t.image.shape == (1, 1, 16, 16) and t.image[0, 0, 8:12].min() > 0.9 and t.image[0, 0, :6].max() < 0.05
-    assert t.mask[..., :8].all() and not t.mask[..., 8:].any()
+    assert not t.mask[..., :8].any() and t.mask[..., 8:].all()            # painted half: regenerated
     assert t.expected_nfe() == 50 * 2
 
 
@@ -164,30 +164,30 @@ def test_parse_task_edit(model):
 def test_run_task_edit_passes_model_space_guide_t0_and_mask(model, monkeypatch):
     fake = FakeEdit()
     monkeypatch.setitem(vars(sdekit), "sdedit", fake)
-    regen = torch.zeros(1, 1, 16, 16)
-    regen[..., 4:9, :] = 1
+    keep = torch.ones(1, 1, 16, 16)
+    keep[..., 4:9, :] = 0
     task = web.Task(kind="edit", n=3, steps=7, sampler="em", seed=1, t0_frac=0.25, repeats=2,
-                    image=torch.rand(1, 1, 16, 16), mask=regen)
+                    image=torch.rand(1, 1, 16, 16), mask=keep)
     seen = []
     out = web.run_task(model, task, seen.append)
     call = fake.calls[0]
     assert torch.allclose(call["x"], model.from_unit(task.image).expand(3, 1, 16, 16))
     assert call["t0"] == 0.25 and call["repeats"] == 2 and call["sampler"] == "em" and call["steps"] == 7
-    assert call["mask"].shape == (3, 1, 16, 16) and torch.equal(call["mask"][2], 1 - regen[0])   # 1 = keep
+    assert call["mask"].shape == (3, 1, 16, 16) and torch.equal(call["mask"][2], keep[0])   # 1 = keep
     assert seen == list(range(1, 8))                       # progress after every score evaluation
     assert torch.allclose(out["results"], task.image.flip(-1).expand(3, 1, 16, 16), atol=1e-6)
     assert out["guide"] is task.image
 
 
-def test_run_task_inpaint_turns_the_fill_mask_into_known_pixels(model, monkeypatch):
+def test_run_task_inpaint_keeps_the_pixels_the_mask_keeps(model, monkeypatch):
     fake = FakeEdit()
     monkeypatch.setitem(vars(sdekit), "inpaint", fake)
-    fill = torch.zeros(1, 1, 16, 16)
-    fill[..., :5] = 1
-    web.run_task(model, web.Task(kind="inpaint", n=2, steps=3, sampler="em", image=torch.rand(1, 1, 16, 16), mask=fill))
+    keep = torch.ones(1, 1, 16, 16)
+    keep[..., :5] = 0
+    web.run_task(model, web.Task(kind="inpaint", n=2, steps=3, sampler="em", image=torch.rand(1, 1, 16, 16), mask=keep))
     known = fake.calls[0]["args"][0]
     assert fake.calls[0]["sampler"] == "em"
-    assert known.shape == (2, 1, 16, 16) and torch.equal(known[0], 1 - fill[0])
+    assert known.shape == (2, 1, 16, 16) and torch.equal(known[0], keep[0])
 
 
 def test_run_task_sample_is_seeded(model):
@@ -208,6 +208,10 @@ def served(model):
     web.stop(srv)
 
 
+JSON = {"Content-Type": "application/json"}
+OCTETS = {"Content-Type": "application/octet-stream"}
+
+
 def call(url, data=None, method=None, headers=None):
     """(status, headers, body bytes) without raising on 4xx/5xx."""
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
@@ -219,8 +223,23 @@ def call(url, data=None, method=None, headers=None):
 
 
 def post_json(url, obj):
-    s, h, b = call(url, json.dumps(obj).encode(), "POST", {"Content-Type": "application/json"})
+    s, h, b = call(url, json.dumps(obj).encode(), "POST", JSON)
     return s, json.loads(b)
+
+
+def raw_request(base, method, path, headers, body=b"", send_body=False):
+    """(status, body) of a request whose headers are sent first; the body only when ``send_body``."""
+    import http.client
+    host, port = base.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.putrequest(method, path)
+    for k, v in {**headers, "Content-Length": str(len(body))}.items():
+        conn.putheader(k, v)
+    conn.endheaders(body if send_body else None)
+    r = conn.getresponse()
+    out = r.status, r.read()
+    conn.close()
+    return out
 
 
 def wait_done(base, job_id, timeout=60):
@@ -259,27 +278,28 @@ def test_info(served, model):
 
 def test_upload_validates_and_resizes(served):
     _, base = served
-    s, _, b = call(base + "/api/upload", png(stroke_canvas(160)), "POST")
+    s, _, b = call(base + "/api/upload", png(stroke_canvas(160)), "POST", OCTETS)
     assert s == 200
     out = json.loads(b)
     im = Image.open(io.BytesIO(base64.b64decode(out["image"].split(",", 1)[1])))
     assert im.size == (16, 16) and (out["width"], out["height"]) == (160, 160)
-    s, _, b = call(base + "/api/upload", b"%PDF-1.4 not an image", "POST")
+    s, _, b = call(base + "/api/upload", b"%PDF-1.4 not an image", "POST", {"Content-Type": "image/png"})
     assert s == 400 and json.loads(b)["error"].startswith("the file: not an image")
-    s, _, b = call(base + "/api/upload", b"\0" * 300_000, "POST")
-    assert s == 413 and "limit" in json.loads(b)["error"]
+    s, b = raw_request(base, "POST", "/api/upload", OCTETS, b"\0" * 300_000)    # answered before it is read
+    assert s == 413 and len(b.strip().splitlines()) == 1
     assert call(base + "/api/info")[0] == 200                     # still serving
 
 
 def test_bad_job_requests_get_messages(served):
     _, base = served
-    s, _, b = call(base + "/api/jobs", b"{not json", "POST")
+    s, _, b = call(base + "/api/jobs", b"{not json", "POST", JSON)
     assert s == 400 and "JSON" in json.loads(b)["error"]
     s, body = post_json(base + "/api/jobs", {"kind": "edit", "t0": 3, "image": "x"})
     assert s == 400 and "t0" in body["error"]
     assert call(base + "/api/jobs/nope")[0] == 404
     assert call(base + "/api/jobs/nope/result-0.png")[0] == 404
-    assert call(base + "/api/elsewhere", b"", "POST")[0] == 405
+    assert call(base + "/api/elsewhere", b"", "POST", JSON)[0] == 404
+    assert call(base + "/api/info", b"", "POST", JSON)[0] == 405
 
 
 def test_sample_job_end_to_end(served):
@@ -319,7 +339,7 @@ def test_queue_positions_busy_cancel_and_failures(served, monkeypatch):
     assert (second["position"], third["position"]) == (1, 2)
     s, body = post_json(base + "/api/jobs", req)                    # waiting list (2) is full
     assert s == 503 and "busy" in body["error"]
-    s, _, b = call(f"{base}/api/jobs/{second['id']}/cancel", b"", "POST")
+    s, _, b = call(f"{base}/api/jobs/{second['id']}/cancel", b"{}", "POST", JSON)
     assert s == 200 and json.loads(b)["status"] == "cancelled"
     assert json.loads(call(f"{base}/api/jobs/{third['id']}")[2])["position"] == 1
     gate.set()
@@ -349,7 +369,7 @@ def test_cancel_a_running_job(served, monkeypatch):
     monkeypatch.setitem(vars(sdekit), "sdedit", slow)
     job = post_json(base + "/api/jobs", {"kind": "edit", "n": 1, "steps": 5, "image": data_url(stroke_canvas())})[1]
     assert started.wait(20)
-    call(f"{base}/api/jobs/{job['id']}/cancel", b"", "POST")
+    call(f"{base}/api/jobs/{job['id']}/cancel", b"", "POST", JSON)
     assert wait_done(base, job["id"])["status"] == "cancelled"
 
 

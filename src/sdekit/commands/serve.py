@@ -9,6 +9,8 @@ def add_arguments(p):
     p.add_argument("--max-upload-mb", type=float, default=4.0, help="largest accepted upload (default: 4 MB)")
     p.add_argument("--max-waiting", type=int, default=8,
                    help="jobs that may wait behind the running one; more get a 'busy' answer (default: 8)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a host name the page may be opened by, besides localhost and IP addresses (repeatable)")
 
 
 def run(args):
@@ -25,16 +27,15 @@ def run(args):
             import torch
             torch.set_num_threads(args.threads)
         model = load(args.model, device=args.device)
-        server.app = App(model, Limits(upload_bytes=int(args.max_upload_mb * 1e6), waiting=args.max_waiting))
+        limits = Limits(upload_bytes=int(args.max_upload_mb * 1e6), waiting=args.max_waiting)
+        server.app = App(model, limits, bound=args.host, allow_hosts=args.allow_host)
         host, port = server.server_address[:2]
-        shown = "127.0.0.1" if host == "0.0.0.0" else host
+        shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
         print(f"sdekit serve: {model.name} {tuple(model.shape)} on http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
             print(f"sdekit serve: listening on {host}: anyone who can reach this machine can use the page")
-        server.serve_forever(poll_interval=0.25)
+        server.serve_forever()
     except KeyboardInterrupt:
         print("stopped")
     finally:
-        if server.app is not None:
-            server.app.queue.close()
         server.server_close()

@@ -1,1 +1,2 @@
-"""The stroke-painting web page (``sdekit serve``): a standard-library HTTP server and one static page."""
+"""The stroke-painting web page (``sdekit serve``): one static page, a Starlette app served by uvicorn,
+and the job queue and tasks underneath it."""

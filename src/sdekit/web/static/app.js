@@ -218,7 +218,7 @@ async function poll(job) {
 
 async function cancel() {
   if (!state.job) return;
-  try { await api(`/api/jobs/${state.job}/cancel`, { method: "POST", body: "{}" }); }
+  try { await api(`/api/jobs/${state.job}/cancel`, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" }); }
   catch (e) { message(e.message); }
 }
 

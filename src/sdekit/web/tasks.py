@@ -1,0 +1,152 @@
+"""The page's work without HTTP: a job request (decoded JSON) -> a validated :class:`Task` -> images.
+
+* ``parse_task(model, body)``: parameters and images (data URLs) -> a :class:`Task`; every problem is a
+  :class:`UserError` whose one-line message the page shows;
+* ``run_task(model, task, on_step)``: SDEdit, inpainting or sampling on ``model``.
+
+Masks follow the library's convention throughout: 1 = keep the guide, 0 = regenerate.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import UserError
+from .limits import Limits
+from .uploads import data_url_bytes, keep_mask, load_canvas
+
+KINDS = ("edit", "inpaint", "sample")
+
+
+@dataclass
+class Task:
+    """One request, validated. Images are in [0, 1] at the model's resolution, batch 1.
+
+    edit: SDEdit of ``image`` from t0_frac * T (mask [1, 1, H, W]: 1 = keep the guide, 0 = regenerate;
+    None = regenerate everything); inpaint: fill the pixels of ``image`` where ``mask`` is 0;
+    sample: n images from the prior."""
+    kind: str
+    n: int = 4
+    steps: int = 100
+    sampler: str = "reverse_diffusion"
+    seed: int = 0
+    t0_frac: float = 0.5
+    repeats: int = 1
+    label: int = -1
+    image: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+    def expected_nfe(self) -> int:
+        """Score evaluations a run should take, for the progress bar (an estimate: capped at 99%)."""
+        per_step = {"pc": 2, "heun": 2, "ode": 3}.get(self.sampler, 1)
+        return self.steps * per_step * (self.repeats if self.kind == "edit" else 1)
+
+
+def _show(v) -> str:
+    """A request's value for a one-line message: its repr, shortened."""
+    try:
+        s = repr(v)
+    except ValueError:                       # an int too long to print
+        s = type(v).__name__
+    return s if len(s) <= 24 else s[:20] + "..."
+
+
+def _int(body: dict, key: str, default: int, lo: int, hi: int) -> int:
+    v = body.get(key, default)
+    if v is None or v == "":
+        return default
+    try:
+        f = float(v)
+    except (TypeError, ValueError, OverflowError):
+        f = math.nan
+    if not math.isfinite(f) or f != int(f):
+        raise UserError(f"{key} must be a whole number, got {_show(v)}")
+    if not lo <= f <= hi:
+        raise UserError(f"{key} must lie in {lo}..{hi}, got {int(f)}")
+    return int(f)
+
+
+def _float(body: dict, key: str, default: float, lo: float, hi: float) -> float:
+    v = body.get(key, default)
+    try:
+        f = float(v)
+    except (TypeError, ValueError, OverflowError):
+        f = math.nan
+    if not (math.isfinite(f) and lo < f <= hi):
+        raise UserError(f"{key} must lie in ({lo}, {hi}], got {_show(v)}")
+    return f
+
+
+def samplers_for(kind: str) -> tuple[str, ...]:
+    """Sampler names a job kind accepts."""
+    from ..samplers import SAMPLERS
+    first = {"edit": "reverse_diffusion", "inpaint": "pc", "sample": "heun"}[kind]   # the library's defaults
+    return (first,) + tuple(s for s in SAMPLERS if s != first)
+
+
+def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
+    """Validate a job request (the decoded JSON object) into a Task; UserError with a one-line message
+    for anything out of range, of the wrong type, or an image that does not decode."""
+    if not isinstance(body, dict):
+        raise UserError("the request body must be a JSON object")
+    kind = body.get("kind")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise UserError(f"kind must be one of {', '.join(KINDS)}, got {_show(kind)}")
+    n_max = limits.samples if kind == "sample" else limits.results
+    t = Task(kind=kind,
+             n=_int(body, "n", 4, 1, n_max),
+             steps=_int(body, "steps", 20 if kind == "sample" else 100, 1, limits.steps),
+             seed=_int(body, "seed", int(time.time_ns() % 2**31), 0, 2**63 - 1),
+             label=_int(body, "label", -1, -1, max(model.num_classes - 1, -1)))
+    t.sampler = str(body.get("sampler") or samplers_for(kind)[0]).lower()
+    if t.sampler not in samplers_for(kind):
+        raise UserError(f"sampler must be one of {', '.join(samplers_for(kind))}, got {_show(t.sampler)}")
+    if kind == "edit":
+        t.t0_frac = _float(body, "t0", 0.5, 0.0, 1.0)
+        t.repeats = _int(body, "repeats", 1, 1, limits.repeats)
+    if kind in ("edit", "inpaint"):
+        if not body.get("image"):
+            raise UserError("paint something or upload an image first")
+        t.image = load_canvas(data_url_bytes(body["image"], "image"), model.shape, limits).pixels
+        if body.get("mask"):
+            t.mask = keep_mask(data_url_bytes(body["mask"], "mask"), model.shape, limits)
+            if t.mask.all():                 # nothing painted on the mask layer: no mask
+                t.mask = None
+        if kind == "inpaint" and t.mask is None:
+            raise UserError("paint the region to fill on the mask layer first")
+    return t
+
+
+def run_task(model, task: Task, on_step=None) -> dict:
+    """Run one task on ``model``. ``on_step(nfe)`` is called after every score evaluation (it may
+    raise to stop the run). Returns {"results": [n, C, H, W] in [0, 1], "guide": [1, C, H, W] or None,
+    "mask": [1, 1, H, W] (1 = kept) or None}."""
+    import sdekit
+    base = model.conditional(task.label) if task.label >= 0 else model.score_fn
+    nfe = 0
+
+    def score_fn(x, t):
+        nonlocal nfe
+        out = base(x, t)
+        nfe += 1
+        if on_step is not None:
+            on_step(nfe)
+        return out
+
+    g = torch.Generator(device="cpu").manual_seed(task.seed)
+    sde, n = model.sde, task.n
+    if task.kind == "sample":
+        out = sdekit.sample(sde, score_fn, (n, *model.shape), sampler=task.sampler, steps=task.steps,
+                            generator=g, device=model.device)
+        return {"results": model.to_unit(out), "guide": None, "mask": None}
+    x = model.from_unit(task.image).to(model.device).expand(n, *model.shape).contiguous()
+    keep = None if task.mask is None else task.mask.to(x.device).expand(n, 1, *model.shape[1:])
+    if task.kind == "edit":
+        out = sdekit.sdedit(sde, score_fn, x, t0=task.t0_frac, steps=task.steps, mask=keep,
+                            repeats=task.repeats, sampler=task.sampler, generator=g)
+    else:
+        out = sdekit.inpaint(sde, score_fn, x, keep, steps=task.steps, sampler=task.sampler, generator=g)
+    return {"results": model.to_unit(out), "guide": task.image, "mask": task.mask}
