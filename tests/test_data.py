@@ -64,7 +64,7 @@ def test_image_folder_bad_input(tmp_path):
     with pytest.raises(UserError, match="no such folder"):
         load_dataset(f"folder:{tmp_path}/missing")
     (tmp_path / "x.png").write_bytes(b"not a png")
-    with pytest.raises(UserError, match="not a readable image"):
+    with pytest.raises(UserError, match="not an image"):
         load_dataset(f"folder:{tmp_path}")
     with pytest.raises(UserError, match="unknown dataset"):
         load_dataset("imagenet")

@@ -4,9 +4,10 @@ Specs (``--data``):
   digits                scikit-learn's 8x8 digits (bundled), upsampled bilinearly to 16x16 (``size``),
                         values 0..16 -> [0, 1] -> model space [-1, 1]; light strokes on dark; 10 classes.
   toy:NAME              1-D / 2-D toy data: bimodal (1-D), gmm8, moons, circles, swissroll, checkerboard.
-  folder:PATH           every image under PATH (png, jpg, bmp, gif, webp), centre-cropped to a square and
-                        resized to ``size`` (default 32) with ``channels`` 1 or 3 (default 3); images in
-                        sub-folders get one class per sub-folder.
+  folder:PATH           every image under PATH (png, jpg, bmp, gif, webp, tif), read by the rule of
+                        sdekit.images (upright as a viewer shows it, transparency over black, centre-cropped
+                        to a square) at ``size`` (default 32) with ``channels`` 1 or 3 (default 3); images
+                        in sub-folders get one class per sub-folder.
   mnist:DIR, fashion-mnist:DIR   the idx files train-images-idx3-ubyte[.gz] / train-labels-idx1-ubyte[.gz].
   cifar10:DIR           the binary version: data_batch_1.bin .. data_batch_5.bin (optionally in
                         cifar-10-batches-bin/).
@@ -27,11 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
+from .images import EXTENSIONS, SCALE, grid_shape, load_image, picture, save_picture
 
 __all__ = ["Dataset", "load_dataset", "digits", "toy", "image_folder", "read_idx", "mnist", "cifar10",
            "save_grid", "grid", "fetch", "SOURCES", "TOYS", "IMAGE_EXTS"]
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+IMAGE_EXTS = set(EXTENSIONS)
 
 
 @dataclass
@@ -137,18 +139,8 @@ def toy(name: str, n: int = 8192, seed: int = 0) -> Dataset:
 # ---- image files ----------------------------------------------------------------------------------
 
 def _open_image(path: Path, size: int, channels: int) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB" if channels == 3 else "L")
-            w, h = im.size
-            m = min(w, h)
-            im = im.crop(((w - m) // 2, (h - m) // 2, (w - m) // 2 + m, (h - m) // 2 + m))
-            im = im.resize((size, size), Image.BICUBIC if m < size else Image.LANCZOS)
-            a = np.asarray(im, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"{path}: not a readable image ({e})") from None
-    return torch.from_numpy(a.reshape(size, size, channels)).permute(2, 0, 1)
+    """One image file -> [channels, size, size] in [0, 1], by the rule of :mod:`sdekit.images`."""
+    return load_image(path, (channels, size, size)).pixels[0]
 
 
 def image_folder(path, size: int | None = None, channels: int | None = None) -> Dataset:
@@ -309,8 +301,7 @@ def grid(u: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndarray:
     """Tile images u [B, C, H, W] in [0, 1] into one uint8 array [H', W', C]."""
     u = u.detach().float().clamp(0, 1).cpu()
     B, C, H, W = u.shape
-    nrow = nrow or math.ceil(math.sqrt(B))
-    rows = math.ceil(B / nrow)
+    rows, nrow = grid_shape(B, nrow)
     out = torch.zeros(C, rows * (H + pad) + pad, nrow * (W + pad) + pad)
     for i in range(B):
         r, c = divmod(i, nrow)
@@ -318,14 +309,7 @@ def grid(u: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndarray:
     return (out.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
 
 
-def save_grid(path, u: torch.Tensor, nrow: int | None = None, scale: int = 4) -> Path:
-    """Write images u [B, C, H, W] in [0, 1] as one PNG grid (atomically), enlarged ``scale`` times."""
-    from PIL import Image
-    from .io import atomic_path
-    a = grid(u, nrow)
-    im = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
-    if scale > 1:
-        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
-    with atomic_path(path) as tmp:
-        im.save(tmp, format="PNG")
-    return Path(path)
+def save_grid(path, u: torch.Tensor, nrow: int | None = None, scale: int = SCALE, overwrite: bool = True) -> Path:
+    """Write images u [B, C, H, W] in [0, 1] as one grid picture (atomically; format from the suffix),
+    enlarged ``scale`` times; an existing file is refused unless ``overwrite``."""
+    return save_picture(path, picture(u, nrow, scale), overwrite)

@@ -1,22 +1,37 @@
-"""Image files in and out: any PIL mode to the model's channels and resolution, safely.
+"""Image files in and out: the picture a viewer shows, at the model's channels and resolution.
 
-The rule for a guide of any size (stated once, used by ``sdekit edit``, the demo and the web page):
+The rule for an image file of any size and mode (stated once; used by ``sdekit edit``, ``inpaint``,
+``colorize``, the demo, the web page's uploads and ``folder:`` datasets):
 
-1. Refuse files that are not images, truncated files, and images with more than ``max_pixels``
-   pixels (decompression bombs) before decoding them.
-2. Mode: palette (P) images are expanded (to RGBA if they carry transparency); L, LA, I, F, 1
-   become grey, everything else RGB(A). An alpha channel, when not fully opaque, is returned
-   as a mask (opaque = 1 = keep); the colour is composited over black (the digits' background).
-3. Channels: grey -> C copies; colour -> grey by ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B)
-   for a 1-channel model.
-4. Size: centre-crop to the model's aspect ratio (square), then resize to H x W: Lanczos when
-   shrinking, bicubic when enlarging; a mask is resized bilinearly and thresholded at 1/2.
+1. Formats: only the raster formats of :data:`FORMATS` (PNG, JPEG, BMP, GIF, WebP, TIFF) are decoded;
+   anything else (EPS and PostScript, which Pillow would hand to Ghostscript, and every other
+   plugin) is refused unread. An image of more than ``max_pixels`` pixels (:data:`MAX_PIXELS` by
+   default) is refused from the size its header declares, before any pixel is decoded; a truncated
+   file is refused.
+2. Picture: what a viewer shows: the first frame, turned upright by its EXIF orientation
+   (``PIL.ImageOps.exif_transpose``).
+3. Values in [0, 1]: 8-bit modes v / 255; 16-bit grey (I;16, I;16B, I;16L, I;16N) and 32-bit
+   integers (I, as Pillow opens 16-bit PGM) v / 65535, clipped; 32-bit float (F) as is, clipped to
+   [0, 1]. Palette, CMYK, YCbCr, LAB and HSV images become RGB by Pillow's own conversion.
+   Transparency (an alpha band, a transparent palette entry, grey value or colour) is composited
+   over black (the digits' background) and, where not fully opaque, returned as a mask
+   (opaque = 1 = keep).
+4. Channels: grey -> C copies; colour -> grey by ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B) for a
+   1-channel model.
+5. Geometry: the centre crop with the model's aspect ratio (:func:`crop_box`: the whole width or the
+   whole height is kept) is resized to H x W, Lanczos when shrinking, bicubic when enlarging; a mask
+   is resized bilinearly and thresholded at 1/2. The rule is inverted by :func:`restore`: an output
+   resized back onto the crop box and pasted into the guide's frame, so it lines up with the guide
+   wherever the model saw it; outside the box the guide is kept.
 
 Pixels are returned as float tensors [1, C, H, W] in [0, 1]; the model's ``from_unit`` maps them to
-its space.
+its space. Pictures are written atomically by :func:`save_picture` (format from the file suffix).
 """
 from __future__ import annotations
 
+import io
+import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,88 +42,158 @@ import torch
 from .errors import UserError
 from .io import atomic_path
 
-__all__ = ["LoadedImage", "load_image", "load_mask", "save_image", "save_labelled_grid", "to_pil", "MAX_PIXELS"]
+__all__ = ["LoadedImage", "load_image", "load_mask", "read_image", "image_size", "crop_box", "restore",
+           "save_image", "save_picture", "picture", "grid_shape", "check_picture_size", "save_labelled_grid",
+           "to_pil", "FORMATS", "EXTENSIONS", "MAX_PIXELS", "MAX_OUTPUT_PIXELS", "SCALE"]
 
-MAX_PIXELS = 64_000_000          # a 8000 x 8000 painting; anything larger is refused unread
-GREY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "F"}
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")   # Pillow plugin names; nothing else is decoded
+SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".webp": "WEBP",
+            ".tif": "TIFF", ".tiff": "TIFF"}
+EXTENSIONS = tuple(SUFFIXES)                              # file names of the formats above
+MAX_PIXELS = 4096 * 4096          # largest decoded image (16.8 M pixels, ~64 MB as RGBA); larger: refused unread
+MAX_OUTPUT_PIXELS = 8192 * 8192   # largest written picture: below Pillow's decompression-bomb warning
+SCALE = 4                         # default enlargement of written pictures (nearest neighbour)
+
+GREY8 = ("1", "L", "LA", "La")
+DEEP = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}  # full scale
+ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 
 
 @dataclass
 class LoadedImage:
-    pixels: torch.Tensor              # [1, C, H, W] in [0, 1] at the model's resolution
-    alpha: torch.Tensor | None        # [1, 1, H, W] in {0, 1} (1 = opaque) or None
-    size: tuple[int, int]             # original (width, height)
+    pixels: torch.Tensor                  # [1, C, H, W] in [0, 1] at the model's resolution
+    alpha: torch.Tensor | None            # [1, 1, H, W] in {0, 1} (1 = opaque) or None
+    size: tuple[int, int]                 # the picture's (width, height) as a viewer shows it
+    box: tuple[int, int, int, int] | None = None   # the crop the model saw: (left, top, right, bottom)
+    frame: object = None                  # the whole picture over black, a PIL image (L, RGB or F on 0..255)
 
 
-def _open(path, max_pixels: int):
+# ---- reading --------------------------------------------------------------------------------------
+
+def _name(source) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else "image"
+
+
+def _source(source):
+    """A path, bytes or a binary file -> something Image.open reads from its start."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise UserError(f"{path}: no such file")
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder, not an image")
+        return path
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(source))
+    source.seek(0)
+    return source
+
+
+def _open(source, max_pixels: int):
+    """Open (not decode) ``source``: a path, bytes or a binary file; refuses other formats and images
+    of more than ``max_pixels`` pixels from the header."""
     from PIL import Image, UnidentifiedImageError
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, not an image")
+    name = _name(source)
+    source = _source(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
-            w, h = im.size
-            if w * h > max_pixels:
-                raise UserError(f"{path}: {w}x{h} image is too large ({w * h} pixels > {max_pixels}); "
-                                "downscale it first")
-            im.load()                   # decode now: a truncated file fails here
-    except UserError:
-        raise
+            im = Image.open(source, formats=FORMATS)
     except UnidentifiedImageError:
-        raise UserError(f"{path}: not an image file PIL can read") from None
+        raise UserError(f"{name}: not an image file of a supported format ({', '.join(FORMATS)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise UserError(f"{path}: refused as a decompression bomb ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"{path}: unreadable or truncated image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise UserError(f"{name}: refused as a decompression bomb ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise UserError(f"{name}: unreadable image ({_first_line(e)})") from None
+    w, h = im.size
+    if w * h > max_pixels:
+        im.close()
+        raise UserError(f"{name}: {w}x{h} image is too large ({w * h} pixels > {max_pixels}); downscale it first")
     return im
 
 
-def _split(im):
-    """(colour image in L or RGB, alpha array in [0, 1] or None)."""
-    if im.mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    if im.mode in ("LA", "La", "PA"):
-        im = im.convert("LA")
-        return im.getchannel("L"), np.asarray(im.getchannel("A"), dtype=np.float32) / 255
-    if im.mode in ("RGBA", "RGBa"):
-        im = im.convert("RGBA")
-        return im.convert("RGB"), np.asarray(im.getchannel("A"), dtype=np.float32) / 255
-    if im.mode in GREY_MODES:
-        if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-            a = np.asarray(im, dtype=np.float64)
-            hi = 65535.0 if a.max() > 255 else 255.0
-            from PIL import Image
-            im = Image.fromarray((np.clip(a / hi, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
-        return im.convert("L"), None
-    return im.convert("RGB"), None
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def _crop_resize(im, size_hw, resample=None):
+def image_size(source, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of the picture a viewer shows (EXIF orientation applied), read from the header
+    only. source: a path, bytes or a binary file. UserError as for :func:`read_image`."""
+    with _open(source, max_pixels) as im:
+        w, h = im.size
+        turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)       # orientations that swap the axes
+    return (h, w) if turned else (w, h)
+
+
+def read_image(source, max_pixels: int = MAX_PIXELS):
+    """Decode ``source`` (a path, bytes or a binary file) into the PIL image a viewer shows: the first
+    frame, upright by its EXIF orientation, in the file's own mode.
+
+    Raises UserError for a missing file, a folder, a format outside :data:`FORMATS`, more than
+    ``max_pixels`` pixels (checked before decoding) and a truncated or corrupt file."""
+    from PIL import Image, ImageOps
+    name = _name(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(bytes(source))
+    with _open(source, max_pixels) as im:
+        try:
+            im.load()                                          # a truncated file fails here
+            if im.format == "PNG":                             # and one that ends before IEND here
+                with Image.open(_source(source), formats=("PNG",)) as again:
+                    again.verify()
+            return ImageOps.exif_transpose(im)                 # a copy, upright
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise UserError(f"{name}: unreadable or truncated image ({_first_line(e)})") from None
+
+
+def _planes(im):
+    """(colour composited over black: L or RGB, or F on the 0..255 scale for deep modes; alpha as an
+    L image, or None when fully opaque) of a decoded image, by rule 3 of this module."""
     from PIL import Image
-    H, W = size_hw
-    w, h = im.size
-    target = W / H
-    if w / h > target:                           # too wide: crop the sides
-        cw, ch = max(1, round(h * target)), h
+    if im.mode in DEEP:
+        a = np.asarray(im, dtype=np.float32)
+        v = np.clip(a * (255.0 / DEEP[im.mode]), 0, 255)
+        t = im.info.get("transparency")
+        keep = (a != t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
+        if keep is None or keep.all():
+            return Image.fromarray(v.astype(np.float32), "F"), None
+        return (Image.fromarray((v * keep).astype(np.float32), "F"),
+                Image.fromarray((keep * 255).astype(np.uint8), "L"))
+    if im.mode == "1":
+        im = im.convert("L")
+    grey = im.mode in GREY8
+    plain = "L" if grey else "RGB"
+    if im.mode not in ALPHA_MODES and "transparency" not in im.info:
+        return im.convert(plain), None
+    im = im.convert("LA" if grey else "RGBA")               # Pillow applies palette / colour-key transparency
+    alpha = im.getchannel("A")
+    if alpha.getextrema()[0] == 255:
+        return im.convert(plain), None
+    bands = im.convert("La" if grey else "RGBa").split()     # premultiplied: colour over black
+    return (bands[0] if grey else Image.merge("RGB", bands[:3])), alpha
+
+
+def crop_box(size, shape_hw) -> tuple[int, int, int, int]:
+    """The centre crop (left, top, right, bottom) of a (width, height) picture with the aspect ratio of
+    shape_hw = (H, W): the whole height of a picture that is too wide, else the whole width."""
+    w, h = (int(s) for s in size)
+    H, W = (int(s) for s in shape_hw)
+    if w * H > h * W:                                        # too wide: crop the sides
+        cw, ch = max(1, round(h * W / H)), h
     else:
-        cw, ch = w, max(1, round(w / target))
+        cw, ch = w, max(1, round(w * H / W))
     left, top = (w - cw) // 2, (h - ch) // 2
-    im = im.crop((left, top, left + cw, top + ch))
-    if resample is None:
-        resample = Image.LANCZOS if cw >= W else Image.BICUBIC
-    return im.resize((W, H), resample)
+    return left, top, left + cw, top + ch
+
+
+def _resample(box_w: int, W: int):
+    from PIL import Image
+    return Image.LANCZOS if box_w >= W else Image.BICUBIC
 
 
 def _to_channels(a: np.ndarray, C: int) -> np.ndarray:
     """[H, W] or [H, W, 3] in [0, 1] -> [C, H, W]."""
-    if a.ndim == 2:
-        a = a[None]
-    else:
-        a = a.transpose(2, 0, 1)
+    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
     if a.shape[0] == C:
         return a
     if C == 1:
@@ -118,44 +203,60 @@ def _to_channels(a: np.ndarray, C: int) -> np.ndarray:
     raise UserError(f"cannot convert a {a.shape[0]}-channel image to {C} channels")
 
 
+def _mask(alpha, box, size_hw) -> torch.Tensor:
+    """An L image (255 = 1) -> [1, 1, H, W] in {0, 1}: the crop box resized bilinearly, threshold 1/2."""
+    from PIL import Image
+    H, W = size_hw
+    r = np.asarray(alpha.crop(box).convert("F").resize((W, H), Image.BILINEAR), dtype=np.float32)
+    return torch.from_numpy((r >= 127.5).astype(np.float32))[None, None]
+
+
 def load_image(path, shape=(1, 16, 16), max_pixels: int = MAX_PIXELS) -> LoadedImage:
-    """Read an image file and convert it to ``shape`` = (C, H, W) by the rule of this module."""
-    from PIL import Image
+    """Read an image file (a path, bytes or a binary file) and convert it to ``shape`` = (C, H, W) by
+    the rule of this module. Returns pixels [1, C, H, W] in [0, 1], the alpha mask [1, 1, H, W] in
+    {0, 1} (None when opaque), the picture's size, the crop box and the whole picture (for
+    :func:`restore`). Raises UserError as :func:`read_image` does."""
     C, H, W = (int(s) for s in shape)
-    im = _open(path, max_pixels)
-    size = im.size
-    colour, alpha = _split(im)
-    if alpha is not None and alpha.min() >= 1.0:
-        alpha = None
-    a = np.asarray(colour, dtype=np.float32) / 255
-    if alpha is not None:                        # over black: the digits' background
-        a = a * (alpha if a.ndim == 2 else alpha[..., None])
-    pil = Image.fromarray((a * 255 + 0.5).astype(np.uint8), "L" if a.ndim == 2 else "RGB")
-    px = np.asarray(_crop_resize(pil, (H, W)), dtype=np.float32) / 255
+    if min(C, H, W) < 1:
+        raise UserError(f"shape must be positive (C, H, W), got {tuple(shape)}")
+    colour, alpha = _planes(read_image(path, max_pixels))
+    box = crop_box(colour.size, (H, W))
+    small = colour.resize((W, H), _resample(box[2] - box[0], W), box=box)
+    px = np.asarray(small, dtype=np.float32) / 255
     pixels = torch.from_numpy(_to_channels(px, C).copy())[None].clamp(0, 1)
-    m = None
-    if alpha is not None:
-        m = _resize_mask(alpha, (H, W))
-    return LoadedImage(pixels, m, size)
-
-
-def _resize_mask(a: np.ndarray, size_hw) -> torch.Tensor:
-    from PIL import Image
-    im = Image.fromarray(a.astype(np.float32), "F")
-    r = np.asarray(_crop_resize(im, size_hw, Image.BILINEAR), dtype=np.float32)
-    return torch.from_numpy((r >= 0.5).astype(np.float32))[None, None]
+    mask = None if alpha is None else _mask(alpha, box, (H, W))
+    return LoadedImage(pixels, mask, colour.size, box, colour)
 
 
 def load_mask(path, size_hw=(16, 16), max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """A mask file -> [1, 1, H, W] in {0, 1}: white (>= 1/2 after the resize rule) = 1 = keep the
     guide. An image with transparency uses its alpha instead (opaque = keep)."""
-    im = _open(path, max_pixels)
-    colour, alpha = _split(im)
-    if alpha is not None and alpha.min() < 1.0:
-        return _resize_mask(alpha, size_hw)
-    a = np.asarray(colour.convert("L"), dtype=np.float32) / 255
-    return _resize_mask(a, size_hw)
+    colour, alpha = _planes(read_image(path, max_pixels))
+    box = crop_box(colour.size, size_hw)
+    if alpha is None:
+        alpha = colour if colour.mode == "F" else colour.convert("L")
+    return _mask(alpha, box, size_hw)
 
+
+def restore(img: LoadedImage, u: torch.Tensor):
+    """Invert the geometry of the rule: an output u ([C, H, W] or [1, C, H, W] in [0, 1], at the
+    model's resolution, from the guide ``img``) resized onto ``img.box`` and pasted into the guide's
+    frame (converted to u's channels). Returns a PIL image of ``img.size`` that lines up with the
+    guide; outside the crop box it is the guide."""
+    from PIL import Image
+    out = to_pil(u)
+    frame = img.frame
+    if frame is None:
+        raise UserError("this image was not loaded by sdekit.images.load_image; it has no frame to restore")
+    if frame.mode == "F":
+        frame = Image.fromarray((np.clip(np.asarray(frame), 0, 255) + 0.5).astype(np.uint8), "L")
+    frame = frame.convert(out.mode)                          # grey by the same ITU-R 601 luma
+    left, top, right, bottom = img.box
+    frame.paste(to_pil(u, (right - left, bottom - top)), (left, top))
+    return frame
+
+
+# ---- writing --------------------------------------------------------------------------------------
 
 def to_pil(u: torch.Tensor, size: tuple[int, int] | None = None):
     """One image [C, H, W] or [1, C, H, W] in [0, 1] -> PIL image (L or RGB), optionally resized
@@ -169,25 +270,62 @@ def to_pil(u: torch.Tensor, size: tuple[int, int] | None = None):
     im = Image.fromarray(a[0], "L") if a.shape[0] == 1 else Image.fromarray(a.transpose(1, 2, 0), "RGB")
     if size is not None and tuple(size) != im.size:
         w, h = size
-        im = im.resize((int(w), int(h)), Image.LANCZOS if w <= im.width else Image.BICUBIC)
+        im = im.resize((int(w), int(h)), _resample(im.width, int(w)))
     return im
 
 
-def save_image(path, u: torch.Tensor, size: tuple[int, int] | None = None, overwrite: bool = True) -> Path:
-    """Write one image in [0, 1] atomically (PNG, or the format the suffix names); an existing
-    file is refused unless ``overwrite``."""
+def picture_format(path) -> str:
+    """Pillow's format name for an output file, from its suffix; UserError for an unknown one."""
     path = Path(path)
-    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP",
-           ".tif": "TIFF", ".tiff": "TIFF"}.get(path.suffix.lower())
+    fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise UserError(f"{path}: unknown image type {path.suffix!r}; use .png or .jpg")
-    im = to_pil(u, size)
+    return fmt
+
+
+def save_picture(path, im, overwrite: bool = True) -> Path:
+    """Write a PIL image atomically in the format its suffix names; an existing file is refused
+    unless ``overwrite`` (UserError)."""
+    path = Path(path)
+    fmt = picture_format(path)
+    if fmt == "JPEG" and im.mode not in ("L", "RGB"):
+        im = im.convert("RGB")
     with atomic_path(path, overwrite=overwrite) as tmp:
         im.save(tmp, format=fmt)
     return path
 
 
-def save_labelled_grid(path, u: torch.Tensor, row_labels=None, col_labels=None, scale: int = 4, pad: int = 4) -> Path:
+def save_image(path, u: torch.Tensor, size: tuple[int, int] | None = None, overwrite: bool = True) -> Path:
+    """Write one image in [0, 1] atomically (PNG, or the format the suffix names); an existing
+    file is refused unless ``overwrite``."""
+    picture_format(path)
+    return save_picture(path, to_pil(u, size), overwrite)
+
+
+def grid_shape(n: int, nrow: int | None = None) -> tuple[int, int]:
+    """(rows, columns) of a grid of n images with nrow images per row (default: a square)."""
+    cols = int(nrow) if nrow else math.ceil(math.sqrt(n))
+    return math.ceil(n / cols), cols
+
+
+def check_picture_size(width: int, height: int, what: str = "picture") -> None:
+    """UserError when a picture to write would have more than :data:`MAX_OUTPUT_PIXELS` pixels."""
+    if width * height > MAX_OUTPUT_PIXELS:
+        raise UserError(f"the {what} would be {width}x{height} pixels (more than {MAX_OUTPUT_PIXELS}); "
+                        "use a smaller --scale or fewer images")
+
+
+def picture(u: torch.Tensor, nrow: int | None = None, scale: int = SCALE):
+    """Images u [B, C, H, W] in [0, 1] as one PIL grid (1-pixel black lines between them, ``nrow``
+    per row), enlarged ``scale`` times by nearest neighbour."""
+    from PIL import Image
+    from .data import grid
+    a = grid(u, nrow)
+    im = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
+    return im.resize((im.width * scale, im.height * scale), Image.NEAREST) if scale != 1 else im
+
+
+def save_labelled_grid(path, u: torch.Tensor, row_labels=None, col_labels=None, scale: int = SCALE, pad: int = 4) -> Path:
     """Write images u [R, K, C, H, W] in [0, 1] as an R x K table, each cell enlarged ``scale``
     times (nearest), with row labels on the left and column labels on top (PNG, atomically)."""
     from PIL import Image, ImageDraw, ImageFont
