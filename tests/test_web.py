@@ -2,6 +2,7 @@
 import base64
 import io
 import json
+import os
 import socket
 import threading
 import time
@@ -232,7 +233,7 @@ def raw_request(base, method, path, headers, body=b"", send_body=False):
     import http.client
     host, port = base.split("//")[1].split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    conn.putrequest(method, path)
+    conn.putrequest(method, path, skip_host="Host" in headers, skip_accept_encoding=True)
     for k, v in {**headers, "Content-Length": str(len(body))}.items():
         conn.putheader(k, v)
     conn.endheaders(body if send_body else None)
@@ -428,3 +429,300 @@ def test_many_clients_at_once_get_a_job_or_a_busy_answer(served):
     for s, b in answers:
         if s == 202:
             assert wait_done(base, b["id"])["status"] == "done"
+
+
+# ---- who may use the server ---------------------------------------------------------------------------
+
+SAMPLE_JOB = json.dumps({"kind": "sample", "n": 1, "steps": 1, "sampler": "em"}).encode()
+
+
+def test_other_sites_cannot_drive_the_server(served):
+    srv, base = served
+    evil = {"Origin": "http://evil.example"}
+    for path, body, ctype in [("/api/jobs", SAMPLE_JOB, "text/plain"),            # a form: no CORS preflight
+                              ("/api/jobs", SAMPLE_JOB, "application/json"),
+                              ("/api/upload", png(stroke_canvas(32)), "text/plain"),
+                              ("/api/upload", png(stroke_canvas(32)), "application/octet-stream")]:
+        s, _, b = call(base + path, body, "POST", {**evil, "Content-Type": ctype})
+        assert s == 403 and "refused" in json.loads(b)["error"], (path, ctype, s)
+    assert call(base + "/api/info", headers=evil)[0] == 403
+    assert call(base + "/api/jobs", SAMPLE_JOB, "POST", {**JSON, "Origin": "null"})[0] == 403
+    assert call(base + "/api/jobs", SAMPLE_JOB, "POST", {**JSON, "Sec-Fetch-Site": "cross-site"})[0] == 403
+    assert call(base + "/api/jobs", SAMPLE_JOB, "POST", {**JSON, "Sec-Fetch-Site": "same-site"})[0] == 403
+    assert not srv.app.queue.jobs                                                  # nothing was queued
+    assert call(base + "/api/jobs", SAMPLE_JOB, "POST", {**JSON, "Origin": base, "Sec-Fetch-Site": "same-origin"})[0] == 202
+    assert call(base + "/", headers={"Sec-Fetch-Site": "cross-site"})[0] == 200   # a link to the page is fine
+
+
+def test_the_json_api_takes_json_and_uploads_take_files(served):
+    _, base = served
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        s, _, b = call(base + "/api/jobs", SAMPLE_JOB, "POST", {"Content-Type": ctype})
+        assert s == 415 and "application/json" in json.loads(b)["error"]
+        s, _, b = call(base + "/api/upload", png(stroke_canvas(32)), "POST", {"Content-Type": ctype})
+        assert s == 415 and "octet-stream" in json.loads(b)["error"]
+    assert raw_request(base, "POST", "/api/jobs", {}, SAMPLE_JOB, send_body=True)[0] == 415   # no type at all
+    assert call(base + "/api/jobs/abc/cancel", b"{}", "POST", {"Content-Type": "text/plain"})[0] == 415
+    assert call(base + "/api/jobs", SAMPLE_JOB, "POST", {"Content-Type": "application/json; charset=utf-8"})[0] == 202
+    assert call(base + "/api/upload", png(stroke_canvas(32)), "POST", {"Content-Type": "image/png"})[0] == 200
+
+
+def test_the_host_header_must_name_this_server(served, model):
+    _, base = served
+    port = base.rsplit(":", 1)[1]
+    for host in ("attacker.example", f"attacker.example:{port}", f"127.0.0.1.nip.io:{port}", "",
+                 f"evil@127.0.0.1:{port}", f"10.1.2.3:{port}", "localhost.attacker.example"):
+        s, b = raw_request(base, "GET", "/api/info", {"Host": host})
+        assert s == 400 and "Host" in json.loads(b)["error"], host
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}", "127.0.0.2"):
+        assert raw_request(base, "GET", "/api/info", {"Host": host})[0] == 200, host
+    srv = web.make_server(model, "127.0.0.1", 0, allow_hosts=["sdekit.lan"])
+    web.start_in_thread(srv)
+    try:
+        other = f"http://127.0.0.1:{srv.server_address[1]}"
+        assert raw_request(other, "GET", "/api/info", {"Host": "sdekit.lan:80"})[0] == 200
+        assert raw_request(other, "GET", "/api/info", {"Host": "other.lan"})[0] == 400
+    finally:
+        web.stop(srv)
+
+
+def test_host_names_on_every_interface():
+    from sdekit.web.app import host_allowed, host_name
+    assert host_name("[::1]:7860") == "::1" and host_name("LocalHost.:80") == "localhost"
+    assert host_name("a b") is None and host_name("x@y") is None and host_name("") is None
+    assert host_allowed("192.168.1.5", "0.0.0.0") and host_allowed("fe80::1", "::")
+    assert not host_allowed("192.168.1.5", "127.0.0.1") and host_allowed("192.168.1.5", "192.168.1.5")
+    assert not host_allowed("my-pc.lan", "0.0.0.0") and host_allowed("my-pc.lan", "0.0.0.0", ["My-PC.lan"])
+
+
+def test_no_answer_may_be_framed(served):
+    _, base = served
+    answers = [call(base + "/"), call(base + "/static/app.js"), call(base + "/api/info"), call(base + "/nowhere"),
+               call(base + "/api/info", headers={"Origin": "http://evil.example"})]
+    for s, h, _ in answers:
+        assert h["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in h["Content-Security-Policy"], s
+        assert h["X-Content-Type-Options"] == "nosniff"
+
+
+# ---- bounded work ------------------------------------------------------------------------------------
+
+def test_bodies_are_bounded(served):
+    _, base = served
+    for path, headers in (("/api/upload", OCTETS), ("/api/jobs", JSON)):
+        assert raw_request(base, "POST", path, headers, b"x" * 200_001)[0] == 413
+    assert raw_request(base, "POST", "/api/jobs/abc/cancel", JSON, b" " * 2000)[0] == 413
+    import http.client                                       # no Content-Length: counted as it arrives
+    conn = http.client.HTTPConnection(*base.split("//")[1].split(":"), timeout=30)
+    conn.request("POST", "/api/jobs", body=iter([b" " * 50_000] * 5), headers=JSON, encode_chunked=True)
+    r = conn.getresponse()
+    assert r.status == 413 and "limit of 0.2 MB" in json.loads(r.read())["error"]
+    conn.close()
+
+
+def test_image_decodes_run_at_most_limits_decodes_at_once(model, monkeypatch):
+    from sdekit.web import app as web_app
+    lock, release = threading.Lock(), threading.Semaphore(0)
+    running, peak = [0], [0]
+
+    def decode(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        release.acquire(timeout=30)
+        with lock:
+            running[0] -= 1
+        return web.load_upload(*args, **kwargs)
+    monkeypatch.setattr(web_app, "load_upload", decode)
+    srv = web.make_server(model, "127.0.0.1", 0, web.Limits(decodes=2))
+    web.start_in_thread(srv)
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    codes = []
+    clients = [threading.Thread(target=lambda: codes.append(call(base + "/api/upload", png(stroke_canvas(32)), "POST", OCTETS)[0]))
+               for _ in range(6)]
+    try:
+        for c in clients:
+            c.start()
+        t = time.monotonic()
+        while running[0] < 2 and time.monotonic() - t < 30:
+            time.sleep(0.01)
+        time.sleep(0.3)                                     # room for a third decode to start, if one could
+        assert running[0] == 2
+    finally:
+        for _ in clients:
+            release.release()
+        for c in clients:
+            c.join(30)
+        web.stop(srv)
+    assert peak[0] == 2 and codes == [200] * 6
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the resident size from /proc")
+def test_the_memory_of_uploads_is_returned(model):
+    srv = web.make_server(model, "127.0.0.1", 0, web.Limits(upload_bytes=4_000_000, pixels=4096 * 4096))
+    web.start_in_thread(srv)
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    data = png(Image.linear_gradient("L").resize((4096, 4096)).convert("RGBA"))      # 16.8 M pixels, 0.1 MB
+    send = lambda: call(base + "/api/upload", data, "POST", OCTETS)[0]
+    try:
+        assert send() == 200                                                         # imports, caches
+        before = _rss_mb()
+        codes = []
+        clients = [threading.Thread(target=lambda: codes.append(send())) for _ in range(4)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(120)
+        after = _rss_mb()
+    finally:
+        web.stop(srv)
+    assert codes == [200] * 4
+    assert after - before < 50, (before, after)          # each decode took ~150 MB; it is given back
+
+
+# ---- bad requests ----------------------------------------------------------------------------------------
+
+BAD_JOBS = [
+    (b"[" * 50_000 + b"]" * 50_000, "nests too deeply"),
+    (b"{" * 50_000, "not valid JSON"),
+    (b"{not json", "not valid JSON"),
+    (b'{"kind": "\xff"}', "not valid JSON"),
+    (b"", "not valid JSON"),
+    (b"[1, 2]", "JSON object"),
+    (b'"edit"', "JSON object"),
+    (b'{"kind": "sample", "n": ' + b"9" * 4000 + b"}", "n must be a whole number"),
+    (b'{"kind": "sample", "n": ' + b"9" * 5000 + b"}", "not valid JSON"),
+    (b'{"kind": "sample", "n": 1e999}', "n must be a whole number"),
+    (b'{"kind": "sample", "steps": NaN}', "steps must be a whole number"),
+    (b'{"kind": "sample", "seed": -Infinity}', "seed must be a whole number"),
+    (b'{"kind": ["sample"]}', "kind must be one of"),
+    (b'{"kind": {"a": 1}}', "kind must be one of"),
+    (b'{"kind": "sample", "sampler": "' + b"x\\n" * 5000 + b'"}', "sampler must be one of"),
+    (b'{"kind": "edit", "t0": {"a": 1}, "image": "x"}', "t0 must lie in"),
+    (b'{"kind": "edit", "t0": 1e400, "image": "x"}', "t0 must lie in"),
+    (b'{"kind": "edit", "image": 12}', "data URL"),
+    (b'{"kind": "edit", "image": "data:image/png;base64,' + base64.b64encode(b"\0" * 50_000) + b'"}', "image: "),
+    (b'{"kind": "edit", "image": "data:image/png;base64,' + base64.b64encode(png(Image.new("L", (5000, 5000)))) + b'"}', "too large"),
+]
+
+
+def test_every_bad_request_gets_a_4xx_with_one_line(served):
+    _, base = served
+    for body, match in BAD_JOBS:
+        s, _, b = call(base + "/api/jobs", body, "POST", JSON)
+        error = json.loads(b)["error"]
+        assert s == 400 and match in error and "\n" not in error and len(error) < 300, (body[:40], s, error)
+    for data in (b"", b"GIF89a", png(Image.effect_noise((64, 64), 50))[:200], b"%!PS-Adobe-3.0 EPSF-3.0\n"):
+        s, _, b = call(base + "/api/upload", data, "POST", OCTETS)
+        assert s == 400 and "\n" not in json.loads(b)["error"]
+    assert call(base + "/api/jobs/abc/cancel", b"[" * 500, "POST", JSON)[0] == 400
+    assert call(base + "/api/info")[0] == 200                                      # still serving
+
+
+def _read_until_closed(sock) -> bytes:
+    out = b""
+    while chunk := sock.recv(65536):
+        out += chunk
+    return out
+
+
+def test_idle_and_short_bodied_connections_time_out(model):
+    srv = web.make_server(model, "127.0.0.1", 0, web.Limits(head_seconds=0.5, body_seconds=0.5))
+    web.start_in_thread(srv)
+    addr = srv.server_address[:2]
+    try:
+        head = b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        for sent, answer in [(b"", b""),                                           # connects, says nothing
+                             (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n", b""),     # headers never end
+                             (head + b"Content-Length: 100\r\n\r\n{\"kind\"", b"HTTP/1.1 408")]:  # body too short
+            with socket.create_connection(addr, timeout=30) as s:
+                s.sendall(sent)
+                assert _read_until_closed(s).startswith(answer), sent      # closed by the server, not by our timeout
+    finally:
+        web.stop(srv)
+
+
+def test_connections_beyond_the_limit_are_answered_busy(model):
+    srv = web.make_server(model, "127.0.0.1", 0, web.Limits(connections=4, head_seconds=30))
+    web.start_in_thread(srv)
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    idle = [socket.create_connection(srv.server_address[:2], timeout=30) for _ in range(4)]
+    try:
+        assert call(base + "/api/info")[0] == 503
+        for s in idle:
+            s.close()
+        t = time.monotonic()
+        while call(base + "/api/info")[0] != 200:
+            assert time.monotonic() - t < 30
+            time.sleep(0.05)
+    finally:
+        web.stop(srv)
+
+
+# ---- faults ------------------------------------------------------------------------------------------------
+
+def test_an_upload_is_decoded_without_writing_a_file(served, tmp_path, monkeypatch):
+    import sdekit.images
+    import tempfile
+    _, base = served
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    real, seen = sdekit.images.load_image, []
+
+    def load_image(*args, **kwargs):                     # what a kill at this moment would leave behind
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(sdekit.images, "load_image", load_image)
+    assert call(base + "/api/upload", png(stroke_canvas(32)), "POST", OCTETS)[0] == 200
+    assert seen == [[]]
+
+
+def test_upload_folders_left_by_killed_servers_are_removed_on_start(tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    old, recent, other = (tmp_path / f"sdekit-web-{k}" for k in ("a1", "b2", "c3"))
+    for d in (old, recent, other):
+        d.mkdir()
+        (d / "upload").write_bytes(b"\x89PNG half an upload")
+    (other / "notes.txt").write_text("not ours")
+    for d in (old, other):
+        os.utime(d, (time.time() - 3600, time.time() - 3600))
+    web.bind("127.0.0.1", 0).server_close()
+    assert not old.exists() and recent.exists() and other.exists()
+
+
+def test_tasks_and_the_queue_need_no_http():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", "import sys, sdekit.web.tasks, sdekit.web.jobs; "
+                          "print(sorted(m for m in ('starlette', 'uvicorn', 'anyio') if m in sys.modules))"],
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stderr[-500:]
+
+
+# ---- one mask convention -------------------------------------------------------------------------------
+
+def test_a_jobs_mask_png_is_white_where_the_guide_is_kept(served, monkeypatch):
+    from sdekit.images import load_mask
+    _, base = served
+    fake = FakeEdit()
+    monkeypatch.setitem(vars(sdekit), "sdedit", fake)
+    layer = Image.new("RGBA", (384, 384), (0, 0, 0, 0))
+    layer.paste(Image.new("RGBA", (96, 384), (255, 59, 48, 255)), (0, 0))   # columns 0..3 painted: regenerate
+    s, job = post_json(base + "/api/jobs", {"kind": "edit", "n": 1, "steps": 2, "image": data_url(stroke_canvas()),
+                                            "mask": data_url(layer)})
+    st = wait_done(base, job["id"])
+    mask_png = call(base + st["images"]["mask"])[2]
+    m = Image.open(io.BytesIO(mask_png))
+    assert m.getpixel((1, 5)) == 0 and m.getpixel((10, 5)) == 255      # black = regenerated, white = kept
+    given = fake.calls[0]["mask"]                                       # what sdedit was told to keep
+    assert not given[0, 0, :, :4].any() and given[0, 0, :, 4:].all()
+    f = io.BytesIO(mask_png)
+    import tempfile
+    with tempfile.NamedTemporaryFile(suffix=".png") as tmp:             # `sdekit edit --mask` reads it the same
+        tmp.write(f.getvalue())
+        tmp.flush()
+        assert torch.equal(load_mask(tmp.name, (16, 16)), given[:1])

@@ -40,7 +40,7 @@ from ..errors import UserError
 from .jobs import Busy, Job, JobQueue
 from .limits import Limits
 from .tasks import KINDS, parse_task, samplers_for
-from .uploads import load_upload, png_bytes
+from .uploads import load_upload, png_bytes, return_memory
 
 STATIC = Path(__file__).parent / "static"
 CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
@@ -204,8 +204,12 @@ class App:
         return d
 
     async def decode(self, fn, *args):
-        """Run ``fn(*args)`` (image decoding) in a worker thread, at most ``limits.decodes`` at a time."""
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self.decoders)
+        """Run ``fn(*args)`` (image decoding) in a worker thread, at most ``limits.decodes`` at a time,
+        and return the memory it used to the system afterwards."""
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self.decoders)
+        finally:
+            return_memory()
 
     # -- routes --
     async def page(self, request: Request) -> Response:
