@@ -44,8 +44,9 @@ def page(served):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         pg = browser.new_page(viewport={"width": 1180, "height": 900})
-        pg.requests = []
+        pg.requests, pg.posts = [], []
         pg.on("request", lambda r: pg.requests.append(r.url))
+        pg.on("request", lambda r: pg.posts.append(r.url) if r.method == "POST" else None)
         pg.errors = []
         pg.on("pageerror", lambda e: pg.errors.append(str(e)))
         pg.goto(base)
@@ -124,6 +125,17 @@ def test_a_bad_upload_shows_a_message(page, tmp_path):
     assert not page.errors
 
 
+def test_an_upload_reports_its_size(page, tmp_path):
+    from PIL import Image
+    im = Image.new("RGB", (300, 200), "black")
+    im.paste(Image.new("RGB", (60, 120), "white"), (120, 40))
+    im.save(tmp_path / "bar.png")
+    page.set_input_files("#upload", str(tmp_path / "bar.png"))
+    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('bar.png')", timeout=10000)
+    assert page.inner_text("#status").startswith("bar.png: 300×200, resized") and "undefined" not in page.inner_text("#status")
+    assert not page.errors
+
+
 def test_sampling_tab(served, page):
     model, _ = served
     page.click("#tabs button[data-tab=sample]")
@@ -134,6 +146,24 @@ def test_sampling_tab(served, page):
     wait_for_images(page, 4)
     assert page.eval_on_selector_all("#results img.result", "els => els.map(e => e.naturalWidth)") == [model.shape[2]] * 4
     assert not page.is_hidden("#grid-link")
+
+
+def results(page):
+    return page.eval_on_selector_all("#results img.result", "els => els.length")
+
+
+def test_each_tab_keeps_its_own_inputs_results_and_status(page):
+    page.click("#tabs button[data-tab=edit]")         # the results of test_paint_a_stroke_and_run_sdedit, then an upload
+    assert results(page) == 3 and page.inner_text("#status").startswith("bar.png: 300×200")
+    assert page.input_value("#n") == "3" and page.input_value("#t0") == "0.3"
+    page.click("#tabs button[data-tab=inpaint]")              # never run: nothing of the other tabs
+    assert results(page) == 0 and page.inner_text("#status") == "ready" and page.is_hidden("#grid-link")
+    assert page.eval_on_selector("#progress", "e => e.value") == 0 and page.input_value("#steps") == "100"
+    set_value(page, "#steps", 7)
+    page.click("#tabs button[data-tab=sample]")
+    assert results(page) == 4 and page.input_value("#steps") == "5" and page.input_value("#n") == "4"
+    page.click("#tabs button[data-tab=inpaint]")
+    assert page.input_value("#steps") == "7"                  # switching tabs does not reset inputs
 
 
 def stand_in_inpaint(sde, score_fn, x, known, steps=10, generator=None, **options):
@@ -164,8 +194,32 @@ def test_inpaint_tab_with_a_painted_mask(served, page, monkeypatch):
         const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;
         const g = c.getContext('2d'); g.drawImage(i, 0, 0); const d = g.getImageData(0, 0, c.width, c.height).data;
         return [d[(1 * c.width + 8) * 4], d[(10 * c.width + 8) * 4]]; }""")
-    assert m == [255, 0]                                   # row 1 is marked, row 10 is not
+    assert m == [0, 255]                  # mask.png as the library reads it: row 1 regenerated (black), row 10 kept (white)
+    assert "white = keep" in page.inner_text("#mask-rule")
     page.click("text=undo")                                # the mask stroke is undone
     assert page.evaluate("""() => { const c = document.getElementById('mask');
         return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.every(v => v === 0); }""")
+    assert not page.errors
+
+
+def test_a_refused_run_does_not_read_done(page):
+    page.click("#tabs button[data-tab=inpaint]")             # its last run is done
+    assert page.inner_text("#status").startswith("done")
+    set_value(page, "#steps", 0)
+    page.click("#run")
+    page.wait_for_function("() => document.getElementById('message').textContent.includes('steps')", timeout=10000)
+    assert page.inner_text("#status") == "not run" and page.eval_on_selector("#progress", "e => e.value") == 0
+    assert not page.errors
+
+
+def test_an_empty_canvas_asks_before_running(page):
+    page.click("#tabs button[data-tab=edit]")
+    page.check("input[name=layer][value=paint]")
+    page.click("#clear")
+    asked = []
+    page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+    posts = len(page.posts)
+    page.click("#run")
+    page.wait_for_timeout(300)
+    assert asked and "empty" in asked[0] and len(page.posts) == posts       # dismissed: nothing sent
     assert not page.errors

@@ -1,14 +1,51 @@
 // The SDEdit page: a paint layer (the guide) and a mask layer over it, drawn at the model's
 // resolution times `zoom`; jobs go to /api/jobs and are polled until their PNGs are ready.
+// The canvas is shared by the Edit and Inpaint tabs; everything else (inputs, job, status, results)
+// belongs to one tab.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { info: null, tab: "edit", zoom: 24, undo: [], job: null, drawing: null };
+const state = { info: null, tab: "edit", zoom: 24, undo: [], drawing: null, tabs: {}, initial: null, rendered: null };
 const DISPLAY = 384;          // target canvas size in CSS pixels
 const MASK_RGB = "#ff3b30";
+const INPUTS = ["steps", "n", "seed", "sampler", "t0", "repeats", "label"];
 
-function message(text) { $("message").textContent = text || ""; }
-function status(text) { $("status").textContent = text; }
+// ---- per-tab state ---------------------------------------------------------------------------------
+
+function tabState(tab) {
+  if (!state.tabs[tab]) state.tabs[tab] = { inputs: null, job: null, status: "ready", progress: 0, message: "", shown: null };
+  return state.tabs[tab];
+}
+
+function update(tab, changes) {
+  Object.assign(tabState(tab), changes);
+  if (tab === state.tab) render();
+}
+
+function message(text) { update(state.tab, { message: text || "" }); }
+function status(text) { update(state.tab, { status: text }); }
+
+function render() {
+  const t = tabState(state.tab);
+  $("status").textContent = t.status;
+  $("progress").value = t.progress;
+  $("message").textContent = t.message;
+  $("run").disabled = !!t.job; $("cancel").disabled = !t.job;
+  if (state.rendered !== t.shown) { show(t.shown); state.rendered = t.shown; }
+}
+
+function saveInputs(tab) {
+  tabState(tab).inputs = Object.fromEntries(INPUTS.map((id) => [id, $(id).value]));
+}
+
+function loadInputs(tab) {
+  const sel = $("sampler"); sel.innerHTML = "";
+  for (const s of state.info.samplers[tab]) sel.add(new Option(s, s));
+  $("n").max = tab === "sample" ? state.info.limits.samples : state.info.limits.results;
+  const v = tabState(tab).inputs || { ...state.initial, ...DEFAULTS[tab], sampler: state.info.samplers[tab][0] };
+  for (const id of INPUTS) $(id).value = v[id];
+  $("t0-out").textContent = (+$("t0").value).toFixed(2);
+}
 
 async function api(path, options = {}) {
   const r = await fetch(path, options);
@@ -120,7 +157,7 @@ async function upload(file) {
   try {
     const r = await api("/api/upload", { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } });
     await drawImageOnPaint(r.image);
-    status(`${file.name}: ${r.width}×${r.height} ${r.format}, resized to the model's resolution; paint over it`);
+    status(`${file.name}: ${r.width}×${r.height}, resized to the model's resolution; paint over it`);
   } catch (e) { message(`${file.name}: ${e.message}`); status("ready"); }
 }
 
@@ -130,16 +167,16 @@ const RUN_LABEL = { edit: "Run SDEdit", inpaint: "Inpaint", sample: "Sample" };
 const DEFAULTS = { edit: { steps: 50, n: 4 }, inpaint: { steps: 100, n: 4 }, sample: { steps: 20, n: 16 } };
 
 function setTab(tab) {
+  if (state.initial) saveInputs(state.tab);
+  else state.initial = Object.fromEntries(INPUTS.map((id) => [id, $(id).value]));    // the page's own defaults
   state.tab = tab;
   document.body.className = `tab-${tab}`;
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.tab === tab);
   $("run").textContent = RUN_LABEL[tab];
-  $("steps").value = DEFAULTS[tab].steps; $("n").value = DEFAULTS[tab].n;
-  $("n").max = tab === "sample" ? state.info.limits.samples : state.info.limits.results;
-  const sel = $("sampler"); sel.innerHTML = "";
-  for (const s of state.info.samplers[tab]) sel.add(new Option(s, s));
+  loadInputs(tab);
   if (tab === "inpaint") document.querySelector("input[name=layer][value=mask]").click();
   updateLayer();
+  render();
 }
 
 function updateLayer() { document.body.classList.toggle("layer-mask", layer() === "mask"); }
@@ -174,59 +211,65 @@ function setupControls() {
 
 // ---- jobs --------------------------------------------------------------------------------------
 
-function request() {
-  const body = { kind: state.tab, steps: +$("steps").value, n: +$("n").value, sampler: $("sampler").value,
+function request(tab) {
+  const body = { kind: tab, steps: +$("steps").value, n: +$("n").value, sampler: $("sampler").value,
                  label: +$("label").value };
   if ($("seed").value !== "") body.seed = +$("seed").value;
-  if (state.tab === "edit") { body.t0 = +$("t0").value; body.repeats = +$("repeats").value; }
-  if (state.tab !== "sample") {
+  if (tab === "edit") { body.t0 = +$("t0").value; body.repeats = +$("repeats").value; }
+  if (tab !== "sample") {
     body.image = paint().toDataURL("image/png");
     if (!maskIsEmpty()) body.mask = mask().toDataURL("image/png");
   }
   return body;
 }
 
-function busy(on) { $("run").disabled = on; $("cancel").disabled = !on; }
-
-async function run() {
-  message("");
-  let job;
-  try {
-    job = await api("/api/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(request()) });
-  } catch (e) { message(e.message); return; }
-  state.job = job.id; busy(true);
-  $("progress").value = 0;
-  poll(job);
+function canvasIsEmpty() {
+  const d = ctx(paint()).getImageData(0, 0, paint().width, paint().height).data;
+  for (let i = 0; i < d.length; i += 4) if (d[i] || d[i + 1] || d[i + 2]) return false;
+  return true;
 }
 
-async function poll(job) {
-  while (state.job === job.id) {
-    if (job.status === "queued") status(`waiting: number ${job.position} in the queue`);
-    else if (job.status === "running") status(`working… ${Math.round(job.progress * 100)}% (${job.nfe} score evaluations)`);
-    $("progress").value = job.progress;
+async function run() {
+  const tab = state.tab;
+  if (tab !== "sample" && canvasIsEmpty() &&
+      !window.confirm("The canvas is empty: nothing is painted or uploaded. Run on a black image anyway?")) return;
+  update(tab, { message: "", status: "sending…", progress: 0 });
+  let job;
+  try {
+    job = await api("/api/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(request(tab)) });
+  } catch (e) { update(tab, { status: "not run", progress: 0, message: e.message }); return; }
+  update(tab, { job: job.id });
+  poll(tab, job);
+}
+
+async function poll(tab, job) {
+  const t = tabState(tab);
+  while (t.job === job.id) {
     if (["done", "error", "cancelled"].includes(job.status)) break;
+    update(tab, { progress: job.progress, status: job.status === "queued" ? `waiting: number ${job.position} in the queue`
+                                                   : `working… ${Math.round(job.progress * 100)}% (${job.nfe} score evaluations)` });
     await new Promise((r) => setTimeout(r, 250));
     try { job = await api(`/api/jobs/${job.id}`); }
-    catch (e) { message(e.message); break; }
+    catch (e) { update(tab, { job: null, status: "lost track of the job", progress: 0, message: e.message }); return; }
   }
-  if (state.job !== job.id) return;
-  state.job = null; busy(false);
-  if (job.status === "done") { status(`done: ${job.message}; seed ${job.seed}`); show(job); }
-  else if (job.status === "error") { status("failed"); message(job.message); }
-  else status(job.status === "cancelled" ? "cancelled" : status.textContent);
+  if (t.job !== job.id) return;
+  if (job.status === "done") update(tab, { job: null, status: `done: ${job.message}; seed ${job.seed}`, progress: 1, shown: job });
+  else if (job.status === "error") update(tab, { job: null, status: "failed", progress: 0, message: job.message });
+  else update(tab, { job: null, status: "cancelled", progress: 0 });
 }
 
 async function cancel() {
-  if (!state.job) return;
-  try { await api(`/api/jobs/${state.job}/cancel`, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" }); }
+  const id = tabState(state.tab).job;
+  if (!id) return;
+  try { await api(`/api/jobs/${id}/cancel`, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" }); }
   catch (e) { message(e.message); }
 }
 
-function figure(url, caption, name, extra) {
+function figure(job, url, caption, name, extra) {
   const [, H, W] = state.info.shape;
   const f = document.createElement("figure");
   const img = document.createElement("img");
-  const size = Math.max(64, Math.min(state.tab === "sample" ? 96 : 160, 8 * Math.max(H, W)));
+  const size = Math.max(64, Math.min(job.kind === "sample" ? 96 : 160, 8 * Math.max(H, W)));
   img.src = url; img.alt = caption; img.width = Math.round(size * W / Math.max(H, W)); img.height = Math.round(size * H / Math.max(H, W));
   const cap = document.createElement("figcaption");
   cap.append(caption);
@@ -239,18 +282,25 @@ function figure(url, caption, name, extra) {
 
 function show(job) {
   const box = $("results"); box.innerHTML = "";
+  $("grid-link").hidden = !job;
+  if (!job) return;
   const tag = `${job.kind}-seed${job.seed}`;
-  if (job.images.guide) { const [f] = figure(job.images.guide, "guide", `${tag}-guide.png`); f.classList.add("guide"); box.append(f); }
-  if (job.images.mask) { const [f] = figure(job.images.mask, "mask", `${tag}-mask.png`); f.classList.add("guide"); box.append(f); }
+  if (job.images.guide) { const [f] = figure(job, job.images.guide, "guide", `${tag}-guide.png`); f.classList.add("guide"); box.append(f); }
+  if (job.images.mask) {
+    const [f, img] = figure(job, job.images.mask, "mask", `${tag}-mask.png`);
+    img.alt = "mask"; img.title = "white = kept from the guide, black = regenerated";
+    f.querySelector("figcaption").firstChild.textContent = "mask (white = kept)";
+    f.classList.add("guide"); box.append(f);
+  }
   job.results.forEach((url, i) => {
     const use = document.createElement("button");
     use.textContent = "edit"; use.title = "load into the canvas as the new guide";
     use.addEventListener("click", async () => { if (state.tab === "sample") setTab("edit"); await drawImageOnPaint(url); });
-    const [f, img] = figure(url, `#${i + 1}`, `${tag}-${i + 1}.png`, use);
+    const [f, img] = figure(job, url, `#${i + 1}`, `${tag}-${i + 1}.png`, use);
     img.classList.add("result");
     box.append(f);
   });
-  $("grid-link").href = job.images.grid; $("grid-link").download = `${tag}-grid.png`; $("grid-link").hidden = false;
+  $("grid-link").href = job.images.grid; $("grid-link").download = `${tag}-grid.png`;
 }
 
 // ---- start -------------------------------------------------------------------------------------
