@@ -3,23 +3,20 @@
 config.json holds everything needed to rebuild the model: the SDE's config, the network's config,
 the preconditioning, the data shape, the number of classes and the data transform (model space
 x = lo + (hi - lo) u for pixels u in [0, 1]). The weights are the EMA weights (optionally stored
-in float16 and converted back to float32 on load). Nothing is ever unpickled.
+in float16 and converted back to float32 on load). Reading and writing go through
+:mod:`sdekit.persist` (nothing is ever unpickled), and :func:`load` checks every field of the config
+against its type, its range and the weights before the model is built.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-try:
-    from safetensors import SafetensorError as SafetensorsError
-except ImportError:                                      # older safetensors
-    SafetensorsError = Exception
-from safetensors.torch import load_file, save_file
 
 from .errors import UserError
-from .io import atomic_path, atomic_write_text
 from .nets import Preconditioned, build_net
+from .persist import check_fields, folder_of, load_module, read_config, save_folder
+from .persist import load_weights  # noqa: F401  (sdekit.bundle.load_weights, as before)
 from .sde import SDE, get_sde
 
 __all__ = ["Model", "load", "save_bundle", "random_model", "generate", "export_bundle", "BUNDLED", "FORMAT"]
@@ -124,77 +121,37 @@ def save_bundle(folder, net: Preconditioned, sde: SDE | None = None, shape=(1, 1
         if sde is None:
             raise ValueError("save_bundle needs the SDE for a bare network")
         net = Preconditioned(net, sde)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     cfg = bundle_config(net, shape, name, data_range, data, extra)
     cfg["dtype"] = str(dtype).replace("torch.", "")
-    state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu()
-             for k, v in net.state_dict().items()}
-    with atomic_path(folder / "model.safetensors") as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT})
-    atomic_write_text(folder / "config.json", json.dumps(cfg, indent=2) + "\n")
-    return folder
+    return save_folder(folder, cfg, net.state_dict(), dtype)
 
 
 def build(config: dict) -> Preconditioned:
-    """The (untrained) preconditioned network a config describes."""
-    try:
-        sde = get_sde(config["sde"])
-        pre = config.get("precond", {"kind": "edm"})
-        return Preconditioned(build_net(config["network"]), sde, pre.get("kind", "edm"), pre.get("sigma_data", 0.5))
-    except (KeyError, TypeError) as e:
-        raise UserError(f"model config is incomplete or invalid ({type(e).__name__}: {e})") from None
-
-
-def load_weights(module: torch.nn.Module, path, what: str = "checkpoint") -> None:
-    """Load safetensors weights into ``module``; any mismatch is a one-line UserError."""
-    try:
-        state = load_file(str(path))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (SafetensorsError, OSError, ValueError, RuntimeError) as e:
-        raise UserError(f"{path}: corrupt or truncated {what} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    own = module.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        first = (missing or unexpected or wrong)[0]
-        raise UserError(f"{path}: {what} is of another architecture ({len(missing)} missing, "
-                        f"{len(unexpected)} unexpected, {len(wrong)} mis-shaped tensors, e.g. {first!r})")
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
-
-
-def _resolve(path) -> Path:
-    if path is None or str(path) in ("digits", "default"):
-        return BUNDLED
-    p = Path(path)
-    if p.is_file() and p.name in ("config.json", "model.safetensors"):
-        p = p.parent
-    return p
-
-
-def read_config(cfg_path: Path, format_: str, what: str) -> dict:
-    """A saved folder's config.json, checked to be JSON of the expected ``format``."""
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{cfg_path}: invalid JSON ({e})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != format_:
-        raise UserError(f"{cfg_path}: not an sdekit {what}")
-    return cfg
+    """The (untrained) preconditioned network a config describes. An unknown SDE, network or
+    preconditioning, a bad parameter, a data shape the network does not take or a num_classes unlike
+    the network's: ValueError / TypeError / KeyError (:func:`load` turns them into a UserError)."""
+    pre = config.get("precond", {"kind": "edm"})
+    net = Preconditioned(build_net(config["network"]), get_sde(config["sde"]), pre.get("kind", "edm"),
+                         pre.get("sigma_data", 0.5))
+    net.net.check_shape(tuple(config["shape"]))
+    num_classes = config.get("num_classes", 0)
+    if num_classes != net.num_classes:
+        raise ValueError(f"num_classes {num_classes} is not the network's {net.num_classes}")
+    return net
 
 
 def load(path=None, device=None) -> Model:
-    """Load a model bundle folder; no argument loads the bundled digits model."""
-    folder = _resolve(path)
-    cfg_path = folder / "config.json"
-    if not cfg_path.is_file():
-        if folder == BUNDLED:
-            raise UserError("the bundled digits model is not installed with this copy of sdekit")
-        raise UserError(f"{folder}: not a model bundle (no config.json)")
-    cfg = read_config(cfg_path, FORMAT, "model bundle")
-    net = build(cfg)
-    load_weights(net, folder / "model.safetensors", "model")
+    """Load a model bundle folder; no argument loads the bundled digits model.
+
+    Every field of config.json is checked (:func:`sdekit.persist.check_fields`), then against the network it
+    describes and the weights' names and shapes, before any real memory is spent: a defect is one
+    UserError line naming the file."""
+    folder = folder_of(path, BUNDLED)
+    if folder == BUNDLED and not (folder / "config.json").is_file():
+        raise UserError("the bundled digits model is not installed with this copy of sdekit")
+    cfg = read_config(folder, FORMAT, "model bundle")
+    check_fields(cfg, folder / "config.json", required=("shape", "sde", "network"))
+    net = load_module(lambda: build(cfg), folder, "model")
     model = Model(net.float(), cfg, cfg.get("name", folder.name))
     return model.to(device) if device is not None else model
 

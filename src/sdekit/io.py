@@ -1,8 +1,14 @@
-"""Atomic file output: write to a temporary file beside the target, then rename."""
+"""Atomic file output: write to a temporary file beside the target, then rename.
+
+The temporary file of ``name`` is ``.{name}.XXXXXXXX.tmp{suffix}`` in the target's folder (8 random
+characters, ``suffix`` the target's own, e.g. ``.checkpoint.safetensors.k2j4x9_a.tmp.safetensors``).
+A process killed mid-write leaves it behind; :func:`remove_stale_temps` removes exactly those names.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -18,7 +24,7 @@ def atomic_path(path, overwrite: bool = True):
     if not overwrite and path.exists():
         raise UserError(f"{path} exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP + path.suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -27,6 +33,28 @@ def atomic_path(path, overwrite: bool = True):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+_TMP = ".tmp"
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}" + re.escape(_TMP) + r"(?P<suffix>.*)")   # mkstemp's 8 characters
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is that of a temporary file :func:`atomic_path` makes."""
+    m = _TEMP_NAME.fullmatch(name)
+    return m is not None and m["suffix"] == Path(m["name"]).suffix
+
+
+def remove_stale_temps(folder) -> list[Path]:
+    """Delete the temporary files a killed :func:`atomic_path` left in ``folder`` (not below it);
+    return their paths. Call it only while no other process writes there. Other files are kept."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in sorted(folder.iterdir()) if is_temp_name(p.name) and p.is_file() and not p.is_symlink()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def _umask() -> int:

@@ -4,11 +4,10 @@ Like the score networks (precond.py), it sees the scaled input c_in y, y = x / s
 1/sqrt(sigma^2 + sigma_data^2), and the noise label c_noise = ln(sigma(t)) / 4, so one trained
 classifier serves every SDE of the family. Trained by cross-entropy on x_t ~ p_0t(x_t | x_0)
 (Song et al. 2021, sec. 5 and App. I.1), with log sigma uniform over the SDE's range.
-Saved as ``config.json`` + ``model.safetensors`` (never pickled).
+Saved as ``config.json`` + ``model.safetensors`` through :mod:`sdekit.persist` (never pickled).
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
+from ..persist import check_fields, folder_of, load_module, read_config, save_folder
 from ..sde import SDE, _as_t, _bcast, get_sde
 from .embedding import make_embedding
 from .unet import Down, ResBlock, _groups
@@ -52,6 +51,12 @@ class NoiseClassifier(nn.Module):
 
     def config(self) -> dict:
         return dict(self.cfg)
+
+    def check_shape(self, shape: tuple) -> None:
+        """ValueError unless images of ``shape`` (C, H, W) have this network's in_channels."""
+        C = self.cfg["in_channels"]
+        if len(shape) != 3 or shape[0] != C:
+            raise ValueError(f"data shape {list(shape)} does not fit the classifier, which takes [{C}, H, W]")
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
         t = _as_t(t, x)
@@ -114,34 +119,30 @@ def accuracy_by_noise(net: NoiseClassifier, x: torch.Tensor, labels: torch.Tenso
 
 def save_classifier(folder, net: NoiseClassifier, shape, data_range=(-1.0, 1.0), data: str | None = None,
                     extra: dict | None = None) -> Path:
-    from safetensors.torch import save_file
-    from ..io import atomic_path, atomic_write_text
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / "model.safetensors") as tmp:
-        save_file({k: v.contiguous().cpu() for k, v in net.state_dict().items()}, str(tmp), metadata={"format": FORMAT})
+    """Write ``folder/model.safetensors`` and ``folder/config.json`` (atomically); ``shape`` is the
+    data's (C, H, W), ``data_range`` its model-space [lo, hi]."""
     cfg = {"format": FORMAT, "version": 1, "shape": [int(s) for s in shape], "num_classes": net.num_classes,
            "data_range": [float(v) for v in data_range], "data": data, "sde": net.sde.config(),
            "network": net.config(), **(extra or {})}
-    atomic_write_text(folder / "config.json", json.dumps(cfg, indent=2) + "\n")
-    return folder
+    return save_folder(folder, cfg, net.state_dict())
+
+
+def _build(cfg: dict, sde: SDE | None) -> NoiseClassifier:
+    net = NoiseClassifier(sde or get_sde(cfg["sde"]), **cfg["network"])
+    net.check_shape(tuple(cfg["shape"]))
+    if cfg["num_classes"] != net.num_classes:
+        raise ValueError(f"num_classes {cfg['num_classes']} is not the network's {net.num_classes}")
+    return net
 
 
 def load_classifier(path=None, sde: SDE | None = None) -> NoiseClassifier:
-    """A saved classifier (default: the bundled digits classifier); ``sde`` overrides its SDE."""
-    from ..bundle import load_weights, read_config
-    folder = BUNDLED if path is None or str(path) in ("digits", "default") else Path(path)
-    if folder.is_file():
-        folder = folder.parent
-    cfg_path = folder / "config.json"
-    if not cfg_path.is_file():
-        raise UserError(f"{folder}: not a classifier folder (no config.json)")
-    cfg = read_config(cfg_path, FORMAT, "classifier")
-    try:
-        net = NoiseClassifier(sde or get_sde(cfg["sde"]), **cfg["network"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{cfg_path}: invalid classifier config ({type(e).__name__}: {e})") from None
-    load_weights(net, folder / "model.safetensors", "classifier")
-    net.shape = tuple(cfg.get("shape", ()))
+    """A saved classifier (default: the bundled digits classifier) in eval mode, with ``.shape``
+    the data's (C, H, W); ``sde`` overrides its SDE. Every config field is checked, and against the
+    weights: a missing, corrupt or inconsistent folder is one UserError line."""
+    folder = folder_of(path, BUNDLED)
+    cfg = read_config(folder, FORMAT, "classifier")
+    check_fields(cfg, folder / "config.json", required=("shape", "num_classes", "sde", "network"))
+    net = load_module(lambda: _build(cfg, sde), folder, "classifier")
+    net.shape = tuple(cfg["shape"])
     return net.eval()
 

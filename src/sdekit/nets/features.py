@@ -8,7 +8,6 @@ network takes pixels u in [0, 1], shape [B, 1, 16, 16], and returns ``num_featur
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -16,9 +15,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..persist import check_fields, folder_of, load_module, read_config, save_folder
 
 __all__ = ["DigitsFeatures", "load_features", "train_features", "split_digits", "FEATURES_DIR"]
 
+FORMAT = "sdekit-features"
 FEATURES_DIR = Path(__file__).resolve().parent.parent / "assets" / "digits-features"
 
 
@@ -80,9 +81,7 @@ def _augment(u: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def train_features(out=FEATURES_DIR, epochs: int = 40, seed: int = 0, progress: bool = True) -> dict:
     """Train the classifier on the digits' training split; save it; return its test accuracy."""
-    from safetensors.torch import save_file
     from tqdm.auto import tqdm
-    from ..io import atomic_path, atomic_write_text
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     tr_u, tr_y, te_u, te_y = split_digits(seed)
@@ -101,30 +100,21 @@ def train_features(out=FEATURES_DIR, epochs: int = 40, seed: int = 0, progress: 
     with torch.no_grad():
         acc = float((net.logits(te_u).argmax(1) == te_y).float().mean())
         net.scale.fill_(float(net.body(net._prep(tr_u)).pow(2).mean().sqrt()))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "model.safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    cfg = {"format": "sdekit-features", "network": net.cfg, "input": "pixels in [0, 1], [B, 1, 16, 16]",
+    cfg = {"format": FORMAT, "network": net.cfg, "input": "pixels in [0, 1], [B, 1, 16, 16]",
            "data": "digits", "split_seed": seed, "test_fraction": 0.2, "epochs": epochs,
            "test_accuracy": round(acc, 4)}
-    atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")
+    save_folder(out, cfg, net.state_dict())
     return cfg
 
 
 def load_features(path=None) -> DigitsFeatures:
-    """The shipped feature network (or one saved by :func:`train_features` at ``path``), in eval mode."""
-    from ..bundle import load_weights
-    folder = Path(path) if path is not None else FEATURES_DIR
-    cfg_path = folder / "config.json"
-    if not cfg_path.is_file():
-        raise UserError(f"{folder}: no feature network here (config.json missing)")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-        net = DigitsFeatures(**cfg["network"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise UserError(f"{cfg_path}: invalid feature-network config ({e})") from None
-    load_weights(net, folder / "model.safetensors", "feature network")
+    """The shipped feature network (or one saved by :func:`train_features` at ``path``), in eval mode,
+    with ``.test_accuracy`` (in [0, 1], or None). Every config field is checked, and against the
+    weights: a missing, corrupt or inconsistent folder is one UserError line."""
+    folder = folder_of(path, FEATURES_DIR)
+    cfg = read_config(folder, FORMAT, "feature network")
+    check_fields(cfg, folder / "config.json", required=("network",))
+    net = load_module(lambda: DigitsFeatures(**cfg["network"]), folder, "feature network")
     net.test_accuracy = cfg.get("test_accuracy")
     return net.eval().requires_grad_(False)
 

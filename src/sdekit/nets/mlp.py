@@ -1,6 +1,8 @@
 """A small score network for toy 1-D / 2-D data: an MLP on [x, embed(c_noise)(, embed(label))]."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,11 @@ class ScoreMLP(nn.Module):
 
     def config(self) -> dict:
         return {"type": "mlp", **self.kwargs}
+
+    def check_shape(self, shape: tuple) -> None:
+        """ValueError unless data of ``shape`` has ``dim`` numbers (the MLP flattens a sample)."""
+        if math.prod(shape) != self.kwargs["dim"]:
+            raise ValueError(f"data shape {list(shape)} does not fit the MLP, which takes {self.kwargs['dim']} numbers")
 
     def forward(self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None = None):
         B = x.shape[0]

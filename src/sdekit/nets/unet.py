@@ -133,6 +133,13 @@ class UNet(nn.Module):
     def config(self) -> dict:
         return {"type": "unet", **self.kwargs}
 
+    def check_shape(self, shape: tuple) -> None:
+        """ValueError unless data of ``shape`` (C, H, W) is what this network takes:
+        C = in_channels and H = W = resolution."""
+        C, R = self.kwargs["in_channels"], self.kwargs["resolution"]
+        if tuple(shape) != (C, R, R):
+            raise ValueError(f"data shape {list(shape)} does not fit the U-Net, which takes [{C}, {R}, {R}]")
+
     def forward(self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None = None):
         emb = self.noise_embed(noise_labels.reshape(-1).expand(x.shape[0]))
         if self.class_embed is not None:
