@@ -1,0 +1,77 @@
+"""What a training run is told: the hyper-parameters, which a resumed run must keep, and the rest."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..errors import UserError
+from ..losses import get_loss
+
+__all__ = ["TrainConfig", "HPARAMS_IGNORED", "hparams", "validate"]
+
+
+@dataclass
+class TrainConfig:
+    data: str = "digits"
+    sde: str = "vp"
+    out: str = "runs/run"
+    steps: int = 10000
+    batch_size: int = 128
+    seed: int = 0
+    lr: float = 2e-4
+    warmup: int = 500              # linear learning-rate warm-up steps
+    grad_clip: float = 1.0         # max gradient norm (0: off)
+    ema: float = 0.999             # EMA decay, warmed up as min(ema, (1 + k) / (10 + k))
+    loss: str = "dsm"              # dsm | edm | smld | ddpm
+    weighting: str = "sigma2"      # dsm: sigma2 | likelihood
+    reduce: str = "mean"           # mean | sum over a sample's dimensions
+    P_mean: float = -1.2           # edm loss: ln sigma ~ N(P_mean, P_std^2)
+    P_std: float = 1.2
+    precond: str = "edm"           # edm | eps | scaled_score | score
+    sigma_data: float = 0.5
+    net: str = "auto"              # unet for images, mlp for toy data
+    ch: int = 32
+    ch_mult: tuple = (1, 2, 2)
+    num_res_blocks: int = 2
+    attn: tuple = (8,)
+    dropout: float = 0.1
+    embedding: str = "fourier"
+    hidden: int = 128              # mlp
+    depth: int = 3
+    class_cond: bool = False
+    label_dropout: float = 0.0     # probability of the null label (classifier-free guidance)
+    image_size: int | None = None
+    channels: int | None = None
+    # not hyper-parameters (may change on --resume):
+    sample_every: int = 1000
+    ckpt_every: int = 500
+    log_every: int = 50
+    max_minutes: float | None = None
+    progress: bool = True
+    resume: bool = False
+    download: bool = False         # fetch MNIST / Fashion-MNIST / CIFAR-10 files missing from DIR
+    threads: int | None = None     # torch CPU threads; None: sdekit.threads.default_threads (or the checkpoint's)
+
+
+HPARAMS_IGNORED = {"out", "steps", "sample_every", "ckpt_every", "log_every", "max_minutes", "progress", "resume",
+                   "download", "threads"}
+
+
+def hparams(cfg: TrainConfig) -> dict:
+    """The hyper-parameters of ``cfg`` as JSON-able values (tuples as lists)."""
+    d = dataclasses.asdict(cfg)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if k not in HPARAMS_IGNORED}
+
+
+def validate(cfg: TrainConfig) -> None:
+    """UserError for a number out of its range or an unknown loss."""
+    checks = [(cfg.steps >= 1, "--steps must be >= 1"), (cfg.batch_size >= 1, "--batch-size must be >= 1"),
+              (cfg.lr > 0, "--lr must be > 0"), (0 <= cfg.ema < 1, "--ema must lie in [0, 1)"),
+              (0 <= cfg.label_dropout < 1, "--label-dropout must lie in [0, 1)"),
+              (cfg.warmup >= 0 and cfg.grad_clip >= 0, "--warmup and --grad-clip must be >= 0"),
+              (min(cfg.ckpt_every, cfg.log_every, cfg.sample_every) >= 0, "intervals must be >= 0"),
+              (cfg.threads is None or cfg.threads >= 1, "--threads must be >= 1")]
+    for ok, msg in checks:
+        if not ok:
+            raise UserError(msg)
+    get_loss(cfg.loss)

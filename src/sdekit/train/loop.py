@@ -1,0 +1,161 @@
+"""The training loop: Adam with warm-up and clipping, EMA, logs, checkpoints, pictures, DDP."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..bundle import save_bundle
+from ..data import load_dataset
+from ..errors import UserError
+from ..io import atomic_write_text, remove_stale_temps
+from ..sde import get_sde
+from ..threads import default_threads, torch_threads
+from .checkpoint import CKPT, check_hparams, read_checkpoint, restore, save_checkpoint
+from .config import TrainConfig, hparams, validate
+from .distributed import all_mean, barrier, dist_env, distributed
+from .ema import EMA
+from .log import LOG_FIELDS, prepare_log, tensorboard
+from .model import LossModule, build_model
+from .pictures import sample_pictures
+from .seeds import Batches, draw_randomness, step_seed
+
+__all__ = ["train"]
+
+
+def train(cfg: TrainConfig, device=None) -> dict:
+    """Train per ``cfg``; returns a summary {"step", "seconds", "img_per_s", "loss", "out", "threads",
+    "removed"} ("removed": how many temporary files of killed writes were deleted from the run folder).
+
+    Everything is checked before any work (UserError): the numbers of ``cfg``, that ``cfg.out``
+    holds no run unless ``cfg.resume`` (and a valid checkpoint if it does), that a resumed run
+    keeps its hyper-parameters and has steps left to train (``cfg.steps`` above the checkpoint's).
+    torch uses ``cfg.threads`` CPU threads while it trains; by default those of the checkpoint on
+    --resume (the same count keeps a resumed run bitwise exact), else :func:`sdekit.threads.default_threads`."""
+    validate(cfg)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(cfg.out)
+    ckpt_path = out / CKPT
+    if ckpt_path.exists() and not cfg.resume:
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    saved = read_checkpoint(ckpt_path) if cfg.resume else None
+    try:
+        sde = get_sde(cfg.sde)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    data = load_dataset(cfg.data, cfg.image_size, cfg.channels, seed=cfg.seed, download=cfg.download)
+    if len(data) == 0:
+        raise UserError(f"{cfg.data}: the dataset is empty")
+    if saved is not None:
+        check_hparams(saved, cfg)
+    threads = cfg.threads or (saved.threads if saved is not None else None) or default_threads(dist_env()[1])
+
+    with torch_threads(threads), distributed(device) as (rank, world):
+        if cfg.batch_size % world:
+            raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {world} processes")
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, data).to(device)
+        ema = EMA(model, cfg.ema)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        start = restore(saved, model, ema, opt) if saved is not None else 0
+        if cfg.steps <= start:
+            raise UserError(f"{ckpt_path}: the run is at step {start} already; --steps {cfg.steps} leaves "
+                            f"nothing to train (pass a larger --steps to continue it)")
+        step_module = LossModule(model, cfg)
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)
+        removed = []
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            for folder in (out, out / "model", out / "samples"):   # what killed writes left
+                removed += remove_stale_temps(folder)
+            atomic_write_text(out / "config.json", json.dumps({"hparams": hparams(cfg), "steps": cfg.steps}, indent=2) + "\n")
+            prepare_log(out / "log.csv", start)
+        summary = _loop(cfg, data, sde, model, ema, opt, step_module, start, rank, world, device, out, threads)
+    return {**summary, "threads": threads, "removed": len(removed)}
+
+
+def _loop(cfg, data, sde, model, ema, opt, step_module, start, rank, world, device, out, threads) -> dict:
+    from tqdm.auto import tqdm
+    B, b = cfg.batch_size, cfg.batch_size // world
+    batches = Batches(len(data), B, cfg.seed)
+    null = model.num_classes
+    bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and rank == 0), unit="step",
+               mininterval=1.0 if os.isatty(2) else 30.0, dynamic_ncols=True)
+    t0, seen, losses, step, stop = time.time(), 0, [], start, False
+    log = open(out / "log.csv", "a", newline="") if rank == 0 else None
+    writer = csv.DictWriter(log, LOG_FIELDS) if log else None
+    tb = tensorboard(out) if rank == 0 else None
+    model.train()
+    try:
+        while step < cfg.steps and not stop:
+            g = torch.Generator().manual_seed(step_seed(cfg.seed, step))
+            idx = batches.indices(step)
+            x0 = data.x[idx]
+            labels = None
+            if null:
+                labels = data.labels[idx].clone()
+                labels[torch.rand(B, generator=g) < cfg.label_dropout] = null
+            draws = draw_randomness(cfg, sde, B, data.shape, g)
+            sl = slice(rank * b, (rank + 1) * b)                        # this rank's shard
+            x0 = x0[sl].to(device)
+            labels = labels[sl].to(device) if labels is not None else None
+            draws = {k: v[sl].to(device) for k, v in draws.items()}
+            torch.manual_seed(step_seed(cfg.seed, step, 2 + rank))      # network dropout
+            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss = step_module(x0, labels, draws)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gn = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip else float("inf"))
+            opt.step()
+            ema.update(model, step)
+            step += 1
+            seen += B
+            losses.append(loss.item())
+            elapsed = time.time() - t0
+            if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.steps):
+                mean_loss = all_mean(sum(losses) / len(losses), world)
+                losses = []
+                if rank == 0:
+                    writer.writerow({"step": step, "loss": f"{mean_loss:.6g}", "lr": f"{lr:.3g}", "grad_norm": f"{float(gn):.4g}",
+                                     "ema_decay": f"{ema.rate(step - 1):.6g}", "img_per_s": f"{seen / elapsed:.1f}",
+                                     "elapsed_s": f"{elapsed:.1f}"})
+                    log.flush()
+                    if tb is not None:
+                        tb.add_scalar("loss", mean_loss, step)
+                        tb.add_scalar("img_per_s", seen / elapsed, step)
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{seen / elapsed:.0f}")
+            bar.update(1)
+            if cfg.max_minutes is not None:
+                stop = bool(all_mean(float(elapsed > 60 * cfg.max_minutes), world) > 0)
+            last = step == cfg.steps or stop
+            if rank == 0 and ((cfg.ckpt_every and step % cfg.ckpt_every == 0) or last):
+                save_checkpoint(out / CKPT, model, ema, opt, step, cfg, extra={"threads": threads})
+                save_bundle(out / "model", ema.model, shape=data.shape, name=Path(cfg.out).name,
+                            data_range=data.data_range or (-1.0, 1.0), data=cfg.data,
+                            extra={"train": hparams(cfg), "step": step})
+            if rank == 0 and cfg.sample_every and (step % cfg.sample_every == 0 or last):
+                try:
+                    sample_pictures(ema.model, data, out / "samples", step, cfg.seed)
+                except (UserError, FloatingPointError) as e:      # a diverged model: keep training, say so
+                    print(f"warning: no sample grid at step {step}: {e}", file=sys.stderr)
+                model.train()
+            barrier(world) if last or (cfg.ckpt_every and step % cfg.ckpt_every == 0) else None
+    finally:
+        bar.close()
+        if log:
+            log.close()
+        if tb is not None:
+            tb.close()
+    elapsed = time.time() - t0
+    return {"step": step, "seconds": elapsed, "img_per_s": seen / max(elapsed, 1e-9), "out": str(out),
+            "loss": loss.item() if step > start else float("nan")}
