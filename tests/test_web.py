@@ -623,6 +623,26 @@ def test_every_bad_request_gets_a_4xx_with_one_line(served):
     assert call(base + "/api/info")[0] == 200                                      # still serving
 
 
+def test_corrupt_images_are_client_errors(model):
+    import random
+    rng = random.Random(0)
+    files = [png(stroke_canvas())]
+    for fmt in ("JPEG", "GIF", "WEBP", "TIFF"):
+        buf = io.BytesIO()
+        Image.effect_noise((96, 96), 60).convert("RGB").save(buf, format=fmt)
+        files.append(buf.getvalue())
+    for data in files:
+        for k in range(40):
+            bad = bytearray(data[: rng.randrange(8, len(data))] if k % 2 else data)
+            for _ in range(k % 2 == 0 and 3):
+                bad[rng.randrange(len(bad))] = rng.randrange(256)
+            url = "data:image/png;base64," + base64.b64encode(bytes(bad)).decode()
+            try:
+                web.parse_task(model, {"kind": "edit", "image": url})
+            except UserError as e:
+                assert "\n" not in str(e)
+
+
 def _read_until_closed(sock) -> bytes:
     out = b""
     while chunk := sock.recv(65536):

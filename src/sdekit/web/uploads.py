@@ -81,6 +81,8 @@ def load_upload(data: bytes, shape, limits: Limits = Limits(), what: str = "imag
         im = load_image(data, shape, max_pixels=limits.pixels)
     except UserError as e:                   # sdekit.images calls bytes "image"
         raise UserError(str(e).replace("image: ", f"{what}: ", 1)) from None
+    except (OSError, SyntaxError, EOFError, ValueError) as e:      # a decoder's own complaint: still a bad file
+        raise UserError(f"{what}: unreadable image ({type(e).__name__})") from None
     return type(im)(im.pixels, im.alpha, im.size)            # without the whole picture
 
 
@@ -89,7 +91,7 @@ def _zoom(data: bytes, H: int, W: int, limits: Limits) -> int:
     from ..images import image_size
     try:
         w, h = image_size(data, limits.pixels)            # the header only
-    except UserError:
+    except Exception:                                     # not a canvas; the decode says what is wrong
         return 0
     return w // W if w % W == 0 and h % H == 0 and w // W == h // H else 0
 
