@@ -25,6 +25,7 @@ COMMANDS = {
     "inpaint": ("inpaint", "fill the masked region of an image"),
     "colorize": ("colorize", "colorize a grey image"),
     "train-classifier": ("train_classifier", "train a noise-conditional classifier for guidance"),
+    "train-features": ("train_features", "train the judge of a dataset: features for KID/FID, class fidelity"),
     "serve": ("serve", "the stroke-painting web page"),
 }
 

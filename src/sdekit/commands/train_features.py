@@ -1,0 +1,33 @@
+"""sdekit train-features: the judge (features for KID / FID, classes for class fidelity) of a dataset."""
+
+
+def add_arguments(p):
+    p.add_argument("--data", default="digits", help="digits or mnist:DIR (default: digits)")
+    p.add_argument("--out", required=True, help="output folder (config.json + model.safetensors)")
+    p.add_argument("--epochs", type=int, default=None, help="default: the dataset's own (digits 40, MNIST 4)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--float16", action="store_true", help="store the weights in float16 (half the size)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: bitwise reproducible)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing network in --out")
+
+
+def run(args):
+    from pathlib import Path
+
+    import torch
+
+    from ..errors import UserError
+    from ..judge import judged
+    from ..nets.features import train_features
+
+    judged(args.data)
+    if (args.epochs is not None and args.epochs < 1) or args.batch_size < 1 or not args.lr > 0 or args.threads < 1:
+        raise UserError("--epochs, --batch-size, --lr and --threads must be positive")
+    if not args.overwrite and any((Path(args.out) / f).exists() for f in ("config.json", "model.safetensors")):
+        raise UserError(f"{args.out} holds a network; pass --overwrite to replace it")
+    torch.set_num_threads(args.threads)
+    cfg = train_features(args.out, args.epochs, args.seed, data=args.data, batch_size=args.batch_size, lr=args.lr,
+                         dtype=torch.float16 if args.float16 else torch.float32)
+    print(f"features -> {args.out}: test accuracy {cfg['test_accuracy']:.4f} on {cfg['test_images']} images")
