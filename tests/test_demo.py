@@ -85,14 +85,13 @@ def test_evaluate_cli(tmp_path, bundle, capsys):
                  "--out", str(out)]) == 0
     rows = list(csv.DictReader(open(out / "results.csv")))
     methods = [r["method"] for r in rows]
-    assert methods[:2] == ["SDEdit", "SDEdit"] and "nearest training image" in methods and "stroke itself" in methods
-    stroke = next(r for r in rows if r["method"] == "stroke itself")
+    assert methods[:2] == ["SDEdit", "SDEdit"] and "nearest training image" in methods and "raw strokes" in methods
+    stroke = next(r for r in rows if r["method"] == "raw strokes")
     assert float(stroke["l2"]) == 0
-    real = next(r for r in rows if r["method"] == "hidden real image")
-    assert float(real["l2_to_real"]) == 0
+    assert "real images (real vs real)" in methods
     for f in ("tradeoff.png", "grid.png", "index.html", "results.md"):
         assert (out / f).stat().st_size > 200
     data = json.loads((out / "results.json").read_text())
-    assert data["meta"]["n_guides"] == 16
+    assert data["meta"]["n"] == 16 and data["meta"]["data"] == "digits" and data["meta"]["strokes"] == "pen"
     assert main(["evaluate", "--model", str(bundle), "--t0", "0.2,abc", "--out", str(out)]) == 2
     assert main(["evaluate", "--model", str(bundle), "--t0", "0", "--out", str(out)]) == 2

@@ -18,12 +18,14 @@ import math
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .errors import UserError
 
-__all__ = ["l2", "l2_downsampled", "mean_ci", "kid", "fid", "KIDResult", "features"]
+__all__ = ["l2", "l2_downsampled", "mean_ci", "bootstrap_ci", "binomial_ci", "kid", "fid", "KIDResult",
+           "features"]
 
 
 def _check_pair(u: torch.Tensor, v: torch.Tensor):
@@ -56,6 +58,29 @@ def mean_ci(values: torch.Tensor, z: float = 1.96) -> tuple[float, float]:
     return float(v.mean()), half
 
 
+def bootstrap_ci(values, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, lo, hi): the mean of ``values`` and its percentile-bootstrap confidence interval
+    (scipy.stats.bootstrap, ``resamples`` resamples drawn with ``seed``). One value: lo = hi = it."""
+    from scipy.stats import bootstrap
+    v = torch.as_tensor(values, dtype=torch.float64).flatten().numpy()
+    if v.size == 0:
+        raise UserError("no values")
+    if v.size == 1 or v.min() == v.max():
+        return float(v.mean()), float(v.min()), float(v.max())
+    ci = bootstrap((v,), np.mean, confidence_level=level, n_resamples=resamples, method="percentile",
+                   random_state=np.random.default_rng(seed)).confidence_interval
+    return float(v.mean()), float(ci.low), float(ci.high)
+
+
+def binomial_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float, float]:
+    """(p, lo, hi): the fraction successes / n and its Wilson score interval (scipy.stats.binomtest)."""
+    from scipy.stats import binomtest
+    if n < 1 or not 0 <= successes <= n:
+        raise UserError(f"need 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return successes / n, float(ci.low), float(ci.high)
+
+
 @dataclass
 class KIDResult:
     mean: float
@@ -65,6 +90,13 @@ class KIDResult:
 
     def __str__(self) -> str:
         return f"{self.mean:.4f} ± {self.std:.4f}"
+
+    def ci(self, z: float = 1.96) -> tuple[float, float]:
+        """mean -/+ z std: a confidence interval (95% for z = 1.96) when each subset holds about half of
+        each set (:func:`kid`'s default), since the spread of half-sample estimates approximates the
+        sampling spread of the full-sample one (McCarthy's half-sampling); conservative, as the
+        reference's share of the spread is counted at half its size, too."""
+        return self.mean - z * self.std, self.mean + z * self.std
 
 
 def _feature_net(feature):

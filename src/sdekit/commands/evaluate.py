@@ -1,31 +1,56 @@
-"""sdekit evaluate: the t0 sweep of SDEdit, realism (KID) vs faithfulness (L2), with plots."""
+"""sdekit evaluate: SDEdit's t0 sweep on held-out strokes: class fidelity, realism (KID), faithfulness (L2)."""
 
 
 def add_arguments(p):
-    p.add_argument("--model", default=None, help="model bundle folder (default: the bundled digits model)")
-    p.add_argument("--data", default="digits", help="dataset of the model (default: digits)")
+    p.add_argument("--model", default=None, help="model bundle folder (default: the bundled model)")
+    p.add_argument("--data", default=None,
+                   help="the model's dataset, which picks the judge and the KID reference: digits or mnist:DIR "
+                        "(default: the bundle's \"data\")")
+    p.add_argument("--strokes", default="pen", choices=("pen", "simulated", "package"),
+                   help="held-out strokes: pen (digits drawn as pen strokes), simulated (the paper's simulation "
+                        "from held-out real images), package (the shipped stroke paintings) (default: pen)")
     p.add_argument("--t0", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0",
                    help="comma-separated t0 values in (0, 1] (default: 0.1,...,1.0)")
-    p.add_argument("-n", type=int, default=200, help="number of guides (default: 200)")
+    p.add_argument("-n", type=int, default=200, help="number of strokes edited per t0 (default: 200)")
     p.add_argument("--sampler", default="reverse_diffusion", help="SDEdit's sampler (default: reverse_diffusion)")
     p.add_argument("--steps-per-unit", type=int, default=50,
                    help="SDEdit steps = this x t0, at least 4 (default: 50)")
+    p.add_argument("--batch-size", type=int, default=100, help="strokes edited at once (default: 100)")
+    p.add_argument("--n-reference", type=int, default=None,
+                   help="use only the first N held-out reference images for KID/FID (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="sdekit-eval", help="output folder (default: sdekit-eval)")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
+    p.add_argument("--write-t0", action="store_true",
+                   help="write the default t0 (the largest with >= 95%% class fidelity) into the --model bundle's "
+                        "config.json as \"sdedit\": {\"t0\": ...}")
 
 
 def run(args):
+    import sys
+
     from ..bundle import load
     from ..errors import UserError
-    from ..evaluation import evaluate, parse_t0s
-    from ..samplers import SAMPLERS
+    from ..evaluation import bundle_config, check_outputs, evaluate, parse_t0s, write_t0
+    from .. import SAMPLERS
     if args.sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if args.steps_per_unit < 1:
-        raise UserError("--steps-per-unit must be positive")
+    if args.steps_per_unit < 1 or args.batch_size < 1:
+        raise UserError("--steps-per-unit and --batch-size must be positive")
     t0s = parse_t0s(args.t0)
+    check_outputs(args.out, args.overwrite)
+    if args.write_t0:
+        if args.model is None:
+            raise UserError("--write-t0 needs --model FOLDER: the bundle whose config.json gets the t0")
+        bundle_config(args.model)
     model = load(args.model)
-    rows, index = evaluate(model, args.data, t0s, n=args.n, sampler=args.sampler,
-                           steps_per_unit=args.steps_per_unit, seed=args.seed, out=args.out)
-    print((index.parent / "results.md").read_text(), end="")
-    print(f"report: {index}")
+    res = evaluate(model, args.data, t0s, n=args.n, strokes=args.strokes, sampler=args.sampler,
+                   steps_per_unit=args.steps_per_unit, seed=args.seed, out=args.out, batch_size=args.batch_size,
+                   overwrite=args.overwrite, n_reference=args.n_reference)
+    print((res.index.parent / "results.md").read_text(), end="")
+    print(f"report: {res.index}")
+    if args.write_t0:
+        if res.default_t0 is None:
+            print("sdekit evaluate: warning: no default t0 found; the bundle is unchanged", file=sys.stderr)
+        else:
+            print(f"t0 = {res.default_t0:g} -> {write_t0(args.model, res.default_t0)}")

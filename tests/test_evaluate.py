@@ -1,0 +1,148 @@
+"""`sdekit evaluate`: the t0 sweep on held-out strokes, its intervals, its report and --write-t0."""
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from sdekit import UserError
+from sdekit.bundle import random_model, save_bundle
+from sdekit.cli import main
+from sdekit.evaluation import Estimate, EvalResult, evaluate, pick_t0, sample_warnings, write_t0
+from sdekit.metrics import KIDResult, binomial_ci, bootstrap_ci
+
+MNIST = Path(os.environ.get("SDEKIT_MNIST", "/work/shared/data/mnist"))
+DATA = f"mnist:{MNIST}"
+needs_mnist = pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
+                                 reason="MNIST's idx files are not here (set SDEKIT_MNIST)")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(shape=(1, 28, 28), num_classes=10, ch=4)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, model):
+    return save_bundle(tmp_path_factory.mktemp("m") / "model", model.net, shape=model.shape, name="tiny", data=DATA)
+
+
+def test_binomial_interval_is_wilsons():
+    p, lo, hi = binomial_ci(95, 100)
+    z = 1.959964
+    centre, half = (0.95 + z * z / 200) / (1 + z * z / 100), z / (1 + z * z / 100) * math.sqrt(0.95 * 0.05 / 100 + z * z / 4e4)
+    assert p == 0.95 and math.isclose(lo, centre - half, rel_tol=1e-5) and math.isclose(hi, centre + half, rel_tol=1e-5)
+    assert binomial_ci(10, 10)[2] == 1.0 and binomial_ci(0, 10)[1] == 0.0
+    with pytest.raises(UserError):
+        binomial_ci(3, 2)
+
+
+def test_bootstrap_interval_of_a_mean():
+    x = torch.randn(400, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    m, lo, hi = bootstrap_ci(x)
+    se = float(x.std()) / 20
+    assert lo < m < hi and math.isclose(hi - lo, 2 * 1.96 * se, rel_tol=0.15)
+    assert bootstrap_ci(torch.zeros(5)) == (0.0, 0.0, 0.0)
+    assert bootstrap_ci(x) == (m, lo, hi)                              # seeded
+
+
+def test_kid_interval():
+    assert KIDResult(0.1, 0.02, 100, 50).ci() == pytest.approx((0.1 - 0.0392, 0.1 + 0.0392))
+
+
+def _row(t0, p):
+    e = Estimate(p, p, p)
+    return EvalResult("SDEdit", t0, e, e, None, e, None)
+
+
+def test_default_t0_is_the_largest_that_keeps_the_class():
+    rows = [_row(0.1, 1.0), _row(0.2, 0.97), _row(0.3, 0.9), _row(0.4, 0.95), _row(0.5, 0.5)]
+    assert pick_t0(rows) == 0.4
+    baseline = EvalResult("raw strokes", None, Estimate(1, 1, 1), Estimate(0, 0, 0), None, Estimate(0, 0, 0), None)
+    assert pick_t0(rows + [baseline]) == 0.4                           # baselines have no t0
+    assert pick_t0([_row(0.1, 0.8)]) is None
+
+
+def test_small_samples_are_flagged():
+    assert len(sample_warnings(50)) == 2                               # KID noisy, FID empty
+    assert len(sample_warnings(120)) == 1 and "FID" in sample_warnings(120)[0]
+    assert sample_warnings(200) == []
+
+
+def test_write_t0_touches_only_the_config(tmp_path, model):
+    folder = save_bundle(tmp_path / "b", model.net, shape=model.shape, data=DATA)
+    weights = (folder / "model.safetensors").read_bytes()
+    before = json.loads((folder / "config.json").read_text())
+    write_t0(folder, 0.4)
+    after = json.loads((folder / "config.json").read_text())
+    assert after.pop("sdedit") == {"t0": 0.4} and after == before
+    assert (folder / "model.safetensors").read_bytes() == weights
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]     # no temporary file left
+    with pytest.raises(UserError):
+        write_t0(folder, 1.5)
+    with pytest.raises(UserError):
+        write_t0(tmp_path, 0.3)                                          # not a bundle
+
+
+@needs_mnist
+def test_evaluate_end_to_end_on_a_tiny_model(tmp_path, model):
+    out = tmp_path / "e"
+    res = evaluate(model, DATA, (0.3, 1.0), n=8, strokes="pen", steps_per_unit=4, out=out, progress=False,
+                   n_reference=500)
+    methods = [r.method for r in res.rows]
+    assert methods == ["SDEdit", "SDEdit", "raw strokes", "real images (real vs real)", "nearest training image",
+                       "plain samples (no guide)"]
+    raw = res.rows[2]
+    assert raw.l2.value == 0 and raw.fidelity.value >= 0.5          # the judge reads most strokes themselves
+    for r in res.rows:
+        for e in (r.fidelity, r.kid, r.l2, r.l2_down):
+            assert e.lo <= e.value <= e.hi
+        assert 0 <= r.fidelity.lo and r.fidelity.hi <= 1 and r.fid is None
+    assert res.rows[0].nfe == 4 and res.rows[1].nfe == 4
+    assert any("KID from n = 8" in w for w in res.warnings) and any("no FID" in w for w in res.warnings)
+    for f in ("results.json", "results.md", "results.csv", "tradeoff.png", "grid.png", "index.html"):
+        assert (out / f).stat().st_size > 200
+    report = json.loads((out / "results.json").read_text())
+    assert report["meta"]["n"] == 8 and report["meta"]["strokes"] == "pen" and "default_t0" in report
+    assert report["meta"]["n_reference"] == 500
+    assert report["rows"][0]["fidelity"].keys() == {"value", "lo", "hi"}
+    md = (out / "results.md").read_text()
+    assert "Warning: KID from n = 8" in md and "no FID" in md and "real vs real" in md
+    assert len(list(csv.DictReader(open(out / "results.csv")))) == 6
+    with pytest.raises(UserError, match="overwrite"):             # an existing report is kept
+        evaluate(model, DATA, (0.3,), n=8, out=out, progress=False)
+    with pytest.raises(UserError, match="stroke set"):
+        evaluate(model, DATA, (0.3,), n=8, strokes="crayon", out=tmp_path / "x", progress=False)
+
+
+@needs_mnist
+def test_evaluate_cli_writes_the_default_t0(tmp_path, bundle, capsys):
+    cfg = json.loads((bundle / "config.json").read_text())
+    weights = (bundle / "model.safetensors").read_bytes()
+    out = tmp_path / "e"
+    # at t0 = 0.01 SDEdit hardly changes the package's clean paintings, so the judge keeps their digits
+    args = ["evaluate", "--model", str(bundle), "--strokes", "package", "--t0", "0.01", "-n", "8",
+            "--steps-per-unit", "4", "--n-reference", "500", "--out", str(out), "--write-t0"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "report:" in captured.out and "warning: KID from n = 8" in captured.err
+    got = json.loads((bundle / "config.json").read_text())
+    assert got.pop("sdedit") == {"t0": 0.01} and got == cfg
+    assert (bundle / "model.safetensors").read_bytes() == weights
+
+
+@needs_mnist
+def test_evaluate_cli_refuses_bad_input_before_work(tmp_path, bundle, capsys):
+    out = tmp_path / "e"
+    base = ["evaluate", "--model", str(bundle), "-n", "8", "--steps-per-unit", "4", "--out", str(out)]
+    for extra, msg in [(["--t0", "0"], "t0"), (["--t0", "0.2,x"], "t0"), (["--sampler", "nope"], "sampler"),
+                       (["--data", "cifar10:/x"], "no judge"), (["--batch-size", "0"], "positive")]:
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1
+    assert main(["evaluate", "-n", "8", "--write-t0", "--out", str(out)]) == 2
+    assert "--write-t0 needs --model" in capsys.readouterr().err
+    assert not out.exists()
