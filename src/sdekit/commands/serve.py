@@ -19,6 +19,10 @@ def run(args):
         raise UserError(f"--port must lie in 0..65535, got {args.port}")
     if args.max_upload_mb <= 0 or args.max_waiting < 0 or (args.threads is not None and args.threads < 1):
         raise UserError("--max-upload-mb and --threads must be positive, --max-waiting non-negative")
+    from ..web.app import host_name
+    for name in args.allow_host:
+        if host_name(name) != name.lower().rstrip("."):
+            raise UserError(f"--allow-host takes a host name such as my-pc.lan, got {name!r}")
     from ..web.server import App, Limits, bind
     server = bind(args.host, args.port)          # fail fast on a busy port, before loading the model
     try:
