@@ -70,7 +70,7 @@ class EvalResult:
     fid: float | None             # None: too few images (see the report's notes)
     l2: Estimate                  # L2 to the stroke, pixels in [0, 1]
     l2_down: Estimate | None      # the same after 4x average pooling (None if 4 does not divide the size)
-    nfe: int = 0                  # score evaluations per image
+    steps: int = 0                # solver steps per image (0: no sampling)
 
 
 @dataclass
@@ -101,9 +101,9 @@ def parse_t0s(spec) -> tuple[float, ...]:
 
 def reference_data(spec: str, shape, seed: int = 0):
     """(train_u, reference_u) of a judged dataset at the model's shape (C, H, W), pixels in [0, 1]
-    (:func:`sdekit.judge.held_out`: for digits the judge's own 80/20 split)."""
+    (:func:`sdekit.judge.held_out`: for digits the judge's own 80/20 split; ``seed`` is ignored)."""
     from .judge import held_out
-    h = held_out(spec, _size(shape), seed)
+    h = held_out(spec, _size(shape))
     return h.train, h.reference
 
 
@@ -184,7 +184,7 @@ class _Scorer:
         self.ref = features(reference, judge)
         self.pool = strokes.shape[-1] % 4 == 0
 
-    def __call__(self, method: str, t0, out: torch.Tensor, nfe: int = 0) -> EvalResult:
+    def __call__(self, method: str, t0, out: torch.Tensor, steps: int = 0) -> EvalResult:
         from .judge import predict
         f = features(out, self.judge)
         k = kid(self.ref, f, feature=nn.Identity(), subsets=100, seed=self.seed)
@@ -192,7 +192,7 @@ class _Scorer:
         down = Estimate(*bootstrap_ci(l2_downsampled(out, self.strokes, 4), seed=self.seed)) if self.pool else None
         return EvalResult(method, t0, Estimate(*binomial_ci(right, len(out))), Estimate(k.mean, *k.ci()),
                           fid(self.ref, f, nn.Identity()), Estimate(*bootstrap_ci(l2(out, self.strokes), seed=self.seed)),
-                          down, nfe)
+                          down, steps)
 
 
 def check_outputs(out, overwrite: bool) -> Path:
@@ -235,7 +235,7 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
     size = _size(model.shape)
     out = check_outputs(out, overwrite)
     judge = load_judge(data)
-    held = held_out(data, size, seed)
+    held = held_out(data, size)
     reference = held.reference[:n_reference]
     notes = sample_warnings(min(n, len(reference)))
     for w in notes if progress else ():
@@ -245,21 +245,10 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
         edit_strokes(model, guides[:1], t0, 1, sampler, torch.Generator().manual_seed(0))
     score = _Scorer(judge, reference, guides, labels, seed)
 
-    rows, outputs = [], {}
-    batches = guides.split(batch_size)
-    bar = tqdm(total=len(t0s) * len(batches), desc="SDEdit", unit="batch", disable=not progress)
-    for j, t0 in enumerate(t0s):
-        steps = max(4, round(steps_per_unit * t0))
-        g = torch.Generator().manual_seed(seed * 1_000_003 + j)
-        bar.set_postfix(t0=t0)
-        res = []
-        for b in batches:
-            res.append(edit_strokes(model, b, t0, steps, sampler, g))
-            bar.update()
-        outputs[t0] = torch.cat(res)
-        rows.append(score("SDEdit", t0, outputs[t0], steps))
-    bar.close()
-    near = held.train[torch.cdist(guides.flatten(1), held.train.flatten(1)).argmin(1)]
+    steps = {t0: max(4, round(steps_per_unit * t0)) for t0 in t0s}
+    outputs = _sweep(model, guides, steps, sampler, seed, batch_size, progress)
+    rows = [score("SDEdit", t0, outputs[t0], steps[t0]) for t0 in t0s]
+    near = _nearest(held.train, guides)
     plain = model.to_unit(generate(model, n, "dpm_solver", 20, seed=seed, batch_size=batch_size))
     rows += [score("raw strokes", None, guides),
              score("real images (real vs real)", None, real),
@@ -272,6 +261,39 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
             "n_reference": len(score.ref), "sampler": sampler, "steps_per_unit": steps_per_unit, "seed": seed,
             "judge_test_accuracy": getattr(judge, "test_accuracy", None), "fidelity_level": FIDELITY,
             "seconds": round(time.time() - t_begin, 1)}
+    index = _report(out, rows, meta, best, notes, [guides, *outputs.values(), real, near], labels,
+                    ["stroke"] + [f"t0={t:g}" for t in t0s] + ["real", "nearest"])
+    return Evaluation(rows, best, notes, meta, index, outputs)
+
+
+def _sweep(model, guides, steps: dict, sampler, seed, batch_size, progress) -> dict:
+    """t0 -> SDEdit outputs of all guides with steps[t0] steps, in batches (a tqdm bar per batch)."""
+    batches = guides.split(batch_size)
+    outputs = {}
+    with tqdm(total=len(steps) * len(batches), desc="SDEdit", unit="batch", disable=not progress) as bar:
+        for j, (t0, k) in enumerate(steps.items()):
+            g = torch.Generator().manual_seed(seed * 1_000_003 + j)
+            bar.set_postfix(t0=t0)
+            res = []
+            for b in batches:
+                res.append(edit_strokes(model, b, t0, k, sampler, g))
+                bar.update()
+            outputs[t0] = torch.cat(res)
+    return outputs
+
+
+def _nearest(train: torch.Tensor, q: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """The training image nearest to each query in pixel L2 (queries in chunks, to bound memory)."""
+    flat = train.flatten(1)
+    return train[torch.cat([torch.cdist(c.flatten(1), flat).argmin(1) for c in q.split(chunk)])]
+
+
+# ---- the report ---------------------------------------------------------------------------------
+
+def _report(out: Path, rows, meta, best, notes, columns, labels, names) -> Path:
+    """Write results.{md,json,csv}, tradeoff.png, grid.png (the first 8 guides; ``columns``: image
+    sets [n, C, H, W] named ``names``) and index.html into ``out``; return index.html's path."""
+    from .images import save_labelled_grid
     out.mkdir(parents=True, exist_ok=True)
     md = _markdown(rows, meta, best, notes)
     atomic_write_text(out / "results.md", md)
@@ -279,16 +301,10 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
                                                         "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
     _write_csv(out / "results.csv", rows)
     _plot(out / "tradeoff.png", rows, best)
-    from .images import save_labelled_grid
-    k = min(8, n)
-    cols = [guides[:k]] + [outputs[t][:k] for t in t0s] + [real[:k], near[:k]]
-    save_labelled_grid(out / "grid.png", torch.stack(cols, 1), [f"{int(y)}" for y in labels[:k]],
-                       ["stroke"] + [f"t0={t:g}" for t in t0s] + ["real", "nearest"])
-    index = _html(out, md, meta)
-    return Evaluation(rows, best, notes, meta, index, outputs)
+    save_labelled_grid(out / "grid.png", torch.stack([c[:8] for c in columns], 1), [f"{int(y)}" for y in labels[:8]],
+                       names)
+    return _html(out, md, meta)
 
-
-# ---- the report ---------------------------------------------------------------------------------
 
 def _ci(e: Estimate | None, nd: int = 3) -> str:
     return "" if e is None else f"{e.value:.{nd}f} [{e.lo:.{nd}f}, {e.hi:.{nd}f}]"
@@ -298,23 +314,23 @@ def _write_csv(path, rows):
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["method", "t0", "fidelity", "fidelity_lo", "fidelity_hi", "kid", "kid_lo", "kid_hi", "fid",
-                "l2", "l2_lo", "l2_hi", "l2_down4", "l2_down4_lo", "l2_down4_hi", "nfe"])
+                "l2", "l2_lo", "l2_hi", "l2_down4", "l2_down4_lo", "l2_down4_hi", "steps"])
     for r in rows:
         ests = [r.fidelity, r.kid]
         cells = [f"{v:.5f}" for e in ests for v in (e.value, e.lo, e.hi)]
         cells.append("" if r.fid is None else f"{r.fid:.4f}")
         cells += [f"{v:.5f}" for v in (r.l2.value, r.l2.lo, r.l2.hi)]
         cells += ["", "", ""] if r.l2_down is None else [f"{v:.5f}" for v in (r.l2_down.value, r.l2_down.lo, r.l2_down.hi)]
-        w.writerow([r.method, "" if r.t0 is None else r.t0, *cells, r.nfe])
+        w.writerow([r.method, "" if r.t0 is None else r.t0, *cells, r.steps])
     atomic_write_text(path, buf.getvalue())
 
 
 def _markdown(rows, meta, best, notes) -> str:
     lines = ["| method | t0 | class fidelity [95% CI] | KID [95% CI] | FID | L2 to stroke [95% CI] | "
-             "L2 4x down [95% CI] | NFE |", "|---|---|---|---|---|---|---|---|"]
+             "L2 4x down [95% CI] | steps |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.method} | {'' if r.t0 is None else f'{r.t0:g}'} | {_ci(r.fidelity)} | {_ci(r.kid, 4)} | "
-                     f"{'—' if r.fid is None else f'{r.fid:.2f}'} | {_ci(r.l2)} | {_ci(r.l2_down)} | {r.nfe} |")
+                     f"{'—' if r.fid is None else f'{r.fid:.2f}'} | {_ci(r.l2)} | {_ci(r.l2_down)} | {r.steps} |")
     lines += ["", f"{meta['n']} {meta['strokes']} strokes of the digits 0-9 (held out, never trained on); judge and "
               f"KID/FID reference: {meta['data']} ({meta['n_reference']} held-out images; judge test accuracy "
               f"{meta['judge_test_accuracy']}); SDEdit with {meta['sampler']}, max(4, {meta['steps_per_unit']} x t0) "

@@ -139,12 +139,12 @@ class HeldOut:
         return self.real[idx]
 
 
-def held_out(data, size: int | None = None, seed: int = 0) -> HeldOut:
-    """The :class:`HeldOut` images of ``data`` at ``size`` (default the judge's). MNIST's test split
-    is halved by a fixed permutation (seed 0): the first half is the reference, the second the real
-    images. ``seed`` is the digits' split seed."""
+def held_out(data, size: int | None = None) -> HeldOut:
+    """The :class:`HeldOut` images of ``data`` at ``size`` (default the judge's), split as the shipped
+    judge was trained (seed 0). MNIST's test split is halved by a fixed permutation (seed 0): the first
+    half is the reference, the second the real images."""
     spec = judged(data)
-    tr, tr_y, te, te_y = split(data, seed, size)
+    tr, tr_y, te, te_y = split(data, 0, size)
     if not spec.real_from_test:
         return HeldOut(te, tr, tr_y, tr, tr_y)
     perm = torch.randperm(len(te), generator=torch.Generator().manual_seed(0))
