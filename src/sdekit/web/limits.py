@@ -17,7 +17,7 @@ class Limits:
     samples: int = 64                        # images per sampling job
     repeats: int = 10
     waiting: int = 8                         # jobs waiting behind the running one
-    decodes: int = 2                         # image decodes at once (each may briefly take ~0.5 GB)
+    decodes: int = 2                         # image decodes at once (~150 MB each at the pixel limit)
     connections: int = 64                    # open connections; more are answered 503 by uvicorn
     head_seconds: float = 10.0               # to send a request's line and headers, once connected
     body_seconds: float = 30.0               # to send a request's body, once its headers are in

@@ -33,8 +33,8 @@ class DeadlineProtocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol with one more timeout: a connection on which no request is being
     answered is closed ``head_seconds`` after it opened or after its last answer, whatever it sends
     meanwhile. uvicorn's keep-alive timeout restarts at every byte, so without this a client that
-    connects and sends nothing, or trickles its headers (or the unread body of a refused request),
-    would hold a connection forever. The app bounds the time to receive a body it reads."""
+    connects and sends nothing, or trickles its headers, would hold a connection forever. The app
+    bounds the time to receive a body (``Limits.body_seconds``)."""
 
     def __init__(self, *args, head_seconds: float = 10.0, **kwargs):
         super().__init__(*args, **kwargs)
