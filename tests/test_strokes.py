@@ -68,7 +68,7 @@ def test_package_refuses_unnamed(tmp_path):
 def test_simulated_strokes_come_from_held_out_mnist_test_images():
     from sdekit.judge import held_out
     data = f"mnist:{MNIST}"
-    u, y = simulated(20, seed=1, data=data)
+    u, y = simulated(20, data, seed=1)
     _check(u, y, 20)
     h = held_out(data)
     real, y_real = h.pick(20, 1)
@@ -76,7 +76,7 @@ def test_simulated_strokes_come_from_held_out_mnist_test_images():
     assert all(len(torch.unique(im)) <= 3 for im in u)               # flat colours: a stroke painting
     # not a copy of the image: the median filter and the palette change it, coarsely
     assert 0.5 < float((u - real).flatten(1).norm(dim=1).mean()) < 6
-    assert torch.equal(simulated(20, seed=1, data=data)[0], u)
+    assert torch.equal(simulated(20, data, seed=1)[0], u)
     # the real images are MNIST test images outside the KID reference
     ref = {bytes(r.numpy()) for r in (h.reference * 255).round().byte()}
     assert not any(bytes(r.numpy()) in ref for r in (real * 255).round().byte())

@@ -61,7 +61,7 @@ def _join(*parts):
 
 def _eight_in_one():
     th = np.linspace(0, 2 * np.pi, 48)
-    return np.stack([0.5 - 0.27 * np.sin(2 * th) * 0.9, 0.5 - 0.5 * np.cos(th)], 1)
+    return np.stack([0.5 - 0.24 * np.sin(2 * th), 0.5 - 0.5 * np.cos(th)], 1)       # a figure 8 in one stroke
 
 
 def glyphs() -> list[list[list[np.ndarray]]]:
@@ -161,10 +161,11 @@ def pen(n: int, seed: int = 0, size: int = 28) -> tuple[torch.Tensor, torch.Tens
     return torch.from_numpy(np.stack(images))[:, None], labels
 
 
-def simulated(n: int, seed: int = 0, size: int = 28, data: str = "mnist:/work/shared/data/mnist",
-              median: int = 3, colors: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stroke paintings simulated from n held-out real images of ``data`` (MNIST: its test split),
-    picked by ``seed``: a ``median`` x ``median`` median filter, then ``colors`` flat colours per image.
+def simulated(n: int, data: str, seed: int = 0, size: int = 28, median: int = 3,
+              colors: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stroke paintings simulated from n held-out real images of ``data`` ("mnist:DIR": its test
+    split; "digits"), picked by ``seed``: a ``median`` x ``median`` median filter, then ``colors`` flat
+    colours per image.
     At 28x28 a 3x3 median keeps MNIST's 2-3 px pen lines while smoothing them into blocky strokes
     (5x5 erases them). Images [n, 1, size, size] in [0, 1], labels [n]."""
     from .judge import held_out
