@@ -44,7 +44,7 @@ def run_recipe(name, recipe, args, tmp, real):
     from sdekit.train import TrainConfig, train
     out = Path(tmp) / f"recipe{list(RECIPES).index(name)}"
     cfg = TrainConfig(out=str(out), steps=10 ** 7, max_minutes=args.minutes, seed=args.seed, sample_every=0,
-                      ckpt_every=0, log_every=100, progress=False, **COMMON, **recipe)
+                      ckpt_every=0, log_every=100, progress=False, threads=torch.get_num_threads(), **COMMON, **recipe)
     summary = train(cfg)
     model = load(out / "model")
     g = torch.Generator().manual_seed(args.seed)

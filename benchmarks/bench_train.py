@@ -62,7 +62,8 @@ def main(argv=None):
     for r in range(args.rounds):                       # alternate which loop goes first (warm caches, drift)
         with tempfile.TemporaryDirectory() as tmp:
             cfg = TrainConfig(out=str(Path(tmp) / "run"), steps=args.steps, batch_size=args.batch, sample_every=0,
-                              ckpt_every=0, log_every=args.steps, progress=False, **RECIPE)
+                              ckpt_every=0, log_every=args.steps, progress=False,
+                              threads=torch.get_num_threads(), **RECIPE)      # the plain loop's threads
             if r % 2:
                 plain.append(plain_loop(cfg, args.steps))
             ours.append(float(train(cfg)["img_per_s"]))

@@ -47,7 +47,10 @@ def default_threads(world: int = 1, cap: int = 8) -> int:
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
-    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    try:
+        busy = round(os.getloadavg()[0])
+    except (AttributeError, OSError):             # no load average on this platform
+        busy = 0
     free = max(1, available_cpus() - busy)
     return max(1, min(cap, free // max(1, world)))
 
