@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import F64, Timer, fmt, load_k_diffusion_sampling, machine, md_table, mixture, save_json, save_text  # noqa: E402
 
 from sdekit.likelihood import likelihood  # noqa: E402
-from sdekit.samplers import Denoiser  # noqa: E402
+from sdekit.denoisers import ScoreDenoiser as Denoiser  # noqa: E402
 from sdekit.sde import VPSDE  # noqa: E402
 
 EPS = 1e-5

@@ -24,7 +24,7 @@ from common import (fmt, load_diffusers, load_k_diffusion_sampling, machine, md_
                     save_json, save_text)
 
 from sdekit import sample  # noqa: E402
-from sdekit.samplers import CountedScore, Denoiser  # noqa: E402
+from sdekit.denoisers import Counted, ScoreDenoiser  # noqa: E402
 from sdekit.sde import VPSDE  # noqa: E402
 
 
@@ -117,12 +117,11 @@ def peers(model, batch, nfe, g):
 
         def run(fn, steps):
             def go(score):
-                score = CountedScore(score)
-                den = Denoiser(sde, score)
+                den = Counted(ScoreDenoiser(sde, score))
                 sigmas = ks.get_sigmas_karras(steps, ends[0], ends[1])
                 x = torch.randn(shape, generator=g) * sigmas[0]
                 getattr(ks, fn)(lambda y, s: den(y, float(s[0])), x, sigmas, disable=True)
-                return score.nfe
+                return den.nfe
             return go
         out.update({"k-diff euler": run("sample_euler", nfe), "k-diff heun": run("sample_heun", (nfe + 1) // 2),
                     "k-diff dpmpp_2m": run("sample_dpmpp_2m", nfe), "k-diff lms": run("sample_lms", nfe)})

@@ -80,7 +80,8 @@ def test_every_sampler_keeps_the_known_pixels(sampler, gen):
     image = gmm.sample(2, generator=gen)
     mask = torch.zeros(1, 1, 4, 4)
     mask[..., :2] = 1
-    out = inpaint(sde, gmm.score_fn(sde), image, mask, steps=4, sampler=sampler, generator=gen, resample=1)
+    out = inpaint(sde, gmm.score_fn(sde), image, mask, steps=4, sampler=sampler, generator=gen,
+                  resample=0 if sampler == "ode" else 1)
     assert out.shape == image.shape and torch.isfinite(out).all()
     assert torch.allclose(out[..., :2], image[..., :2])
 

@@ -55,8 +55,22 @@ def test_hutchinson_is_unbiased_and_reports_its_error(gen):
         se = info["bpd_se"]
         assert (se > 0).all() and info["bpd_probes"].shape == (4, 16)
         assert ((bpd - ref).abs() < 4 * se + 1e-3).all()
-    _, one = likelihood(sde, gmm.score_fn(sde), x, n_probes=1, rtol=1e-3, atol=1e-3, generator=gen, return_info=True)
+    _, one = likelihood(sde, gmm.score_fn(sde), x, probes="rademacher", n_probes=1, rtol=1e-3, atol=1e-3,
+                        generator=gen, return_info=True)
     assert torch.isnan(one["bpd_se"]).all()
+
+
+def test_low_dimension_uses_the_exact_divergence_by_default(gen):
+    """2-D: one probe's noise was 0.13 bits/dim per sample; the default is now the exact divergence."""
+    sde = SDES["vp"]
+    gmm = sdekit.GaussianMixture(torch.tensor([[-1.5, 0.0], [1.5, 0.5]]), 0.3)
+    x = gmm.sample(64, generator=gen).double()
+    exact = -gmm.log_prob(x) / (2 * math.log(2))
+    bpd, info = likelihood(sde, gmm.score_fn(sde), x, generator=gen, return_info=True)
+    assert info["probes"] == "exact" and (info["bpd_se"] == 0).all()
+    assert float((bpd - exact).abs().median()) < 0.01
+    noisy = likelihood(sde, gmm.score_fn(sde), x, probes="rademacher", generator=gen)
+    assert float((noisy - exact).abs().median()) > 0.03
 
 
 def test_8bit_offset_matches_discrete_probabilities(gen):

@@ -76,7 +76,7 @@ def test_edm_loss_by_hand_and_through_the_score():
         lam = (sg ** 2 + sd ** 2) / (sg * sd) ** 2
         want += lam * float(((c_skip * (x0[i] + sg * z[i]) - x0[i]) ** 2).mean()) / 2
     assert edm_loss(model, sde, x0, sigma=sigma, z=z, sigma_data=sd).item() == pytest.approx(want, rel=1e-5)
-    score_only = lambda x, t, y=None: model(x, t, y)     # no .denoise: Tweedie from the score
+    score_only = lambda x, t, y=None: model.score(x, t, y)     # a plain score: Tweedie from it
     assert edm_loss(score_only, sde, x0, sigma=sigma, z=z, sigma_data=sd).item() == pytest.approx(want, rel=1e-4)
 
 

@@ -5,7 +5,7 @@ import torch
 
 import sdekit
 from sdekit.nets import Preconditioned, ScoreMLP, UNet, build_net
-from sdekit.samplers import Denoiser
+from sdekit.denoisers import ScoreDenoiser
 
 SDES = [sdekit.VESDE(), sdekit.VPSDE(), sdekit.SubVPSDE(), sdekit.EDMSDE()]
 
@@ -43,7 +43,7 @@ def test_edm_precond_with_zero_net_is_exact_gaussian_score(sde):
     pre = Preconditioned(Zero(), sde, "edm", sigma_data=sd)
     x = torch.randn(7, 6, dtype=torch.float64) * 3
     t = _times(sde)
-    torch.testing.assert_close(pre(x, t), exact.score_fn(sde)(x, t), rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(pre.score(x, t), exact.score_fn(sde)(x, t), rtol=1e-7, atol=1e-10)
 
 
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
@@ -53,12 +53,13 @@ def test_eps_and_scaled_score_parametrisations(sde):
     x, t = torch.randn(7, 5, dtype=torch.float64), _times(sde)
     ref = exact.score_fn(sde)(x, t)
     eps = Preconditioned(ExactEps(sd), sde, "eps", sigma_data=sd)
-    torch.testing.assert_close(eps(x, t), ref, rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(eps.score(x, t), ref, rtol=1e-7, atol=1e-10)
 
     class Neg(ExactEps):
         def forward(self, u, c, labels=None):
             return -super().forward(u, c)
-    torch.testing.assert_close(Preconditioned(Neg(sd), sde, "scaled_score", sigma_data=sd)(x, t), ref, rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(Preconditioned(Neg(sd), sde, "scaled_score", sigma_data=sd).score(x, t), ref,
+                               rtol=1e-7, atol=1e-10)
 
 
 @pytest.mark.parametrize("kind", ["edm", "eps"])
@@ -68,7 +69,7 @@ def test_denoise_is_tweedie_of_the_score(kind):
     pre = Preconditioned(ScoreMLP(dim=3, hidden=16, depth=2), sde, kind).double()
     torch.nn.init.normal_(pre.net.out.weight, std=0.3)
     x, t = torch.randn(5, 3, dtype=torch.float64), torch.rand(5, dtype=torch.float64) * 0.9 + 0.05
-    torch.testing.assert_close(pre.denoise(x, t), Denoiser(sde, pre).x0_from_x(x, t))
+    torch.testing.assert_close(pre.x0(x, t), ScoreDenoiser(sde, pre.score).x0(x, t))
 
 
 def test_unknown_kind():

@@ -154,7 +154,7 @@ def test_bad_input_gives_clear_errors():
         sdekit.sample(sde, score, None, x_T=torch.full((2, 2), float("nan")))
     with pytest.raises(UserError, match="takes no option"):
         sdekit.sample(sde, score, (4, 2), sampler="heun", steps=3, snr=0.1)
-    with pytest.raises(UserError, match="unknown predictor"):
+    with pytest.raises(UserError, match="predictor must be one of"):
         sdekit.sample(sde, score, (4, 2), sampler="pc", steps=3, predictor="rk4")
     with pytest.raises(UserError, match="NaN/Inf"):
         sdekit.sample(sde, lambda x, t: x * float("nan"), (4, 2), sampler="ddim", steps=3)

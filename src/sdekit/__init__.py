@@ -1,7 +1,9 @@
 """sdekit: score-based generative modeling through SDEs, and SDEdit."""
 from .sde import SDE, VESDE, VPSDE, SubVPSDE, EDMSDE, ReverseSDE, get_sde
 from .gmm import GaussianMixture
-from .samplers import sample, SAMPLERS
+from .sampling import sample
+from .registry import SAMPLERS, get_sampler
+from .denoisers import Denoiser
 from .errors import UserError
 # Functions named like their modules are bound eagerly: importing a submodule sets the package
 # attribute of the same name, which would otherwise hide the function.

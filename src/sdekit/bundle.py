@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .model import Model, generate  # noqa: F401  (sdekit.bundle.Model / generate, as before)
 from .nets import Preconditioned, build_net
 from .persist import check_fields, folder_of, load_module, read_config, save_folder
 from .persist import load_weights  # noqa: F401  (sdekit.bundle.load_weights, as before)
@@ -23,83 +24,6 @@ __all__ = ["Model", "load", "save_bundle", "random_model", "generate", "export_b
 
 FORMAT = "sdekit-bundle"
 BUNDLED = Path(__file__).parent / "assets" / "digits"
-
-
-class Model:
-    """A trained score model: ``score_fn(x, t)`` for ``sde``, plus the data transform.
-
-    Conditional models (num_classes > 0) take ``class_labels=`` (int tensor [B] or an int; None or
-    -1 means unconditional) and ``guidance=w`` for classifier-free guidance,
-    score = (1 + w) score(x | y) - w score(x)  (Ho & Salimans 2022).
-    """
-
-    def __init__(self, net: Preconditioned, config: dict, name: str = "model"):
-        self.net, self.config, self.name = net.eval(), config, name
-        for p in self.net.parameters():          # a fixed model: gradients flow only to inputs (x)
-            p.requires_grad_(False)
-        self.sde: SDE = net.sde
-        self.shape = tuple(config["shape"])
-        self.num_classes = int(config.get("num_classes", 0))
-        self.data_range = tuple(config.get("data_range", (-1.0, 1.0)))
-
-    def __repr__(self) -> str:
-        n = sum(p.numel() for p in self.net.parameters())
-        return f"Model({self.name!r}, shape={self.shape}, sde={self.sde!r}, classes={self.num_classes}, params={n})"
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def to(self, device) -> "Model":
-        self.net.to(device)
-        return self
-
-    def _labels(self, class_labels, x):
-        if class_labels is None:
-            return None
-        if self.num_classes == 0:
-            raise UserError("this model is unconditional; it takes no class labels")
-        y = torch.as_tensor(class_labels, device=x.device).long().reshape(-1).expand(x.shape[0])
-        if ((y < -1) | (y >= self.num_classes)).any():
-            raise UserError(f"class labels must lie in 0..{self.num_classes - 1} (or -1 for none)")
-        return torch.where(y < 0, torch.full_like(y, self.num_classes), y)   # -1 -> the null label
-
-    def score_fn(self, x: torch.Tensor, t, class_labels=None, guidance: float = 0.0) -> torch.Tensor:
-        y = self._labels(class_labels, x)
-        x = x.to(self.device)
-        if y is None or guidance == 0:
-            return self.net(x, t, y)
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
-        null = torch.full_like(y, self.num_classes)
-        both = self.net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
-        cond, uncond = both.chunk(2)
-        return (1 + guidance) * cond - guidance * uncond
-
-    def conditional(self, class_labels, guidance: float = 0.0):
-        """A plain score_fn(x, t) for fixed labels, to hand to samplers and editors."""
-        return lambda x, t: self.score_fn(x, t, class_labels=class_labels, guidance=guidance)
-
-    def denoise(self, x: torch.Tensor, t, class_labels=None) -> torch.Tensor:
-        """E[x0 | x_t = x] in model space."""
-        return self.net.denoise(x, t, self._labels(class_labels, x))
-
-    def from_unit(self, u: torch.Tensor) -> torch.Tensor:
-        """Pixels in [0, 1], [B, C, H, W] -> model space."""
-        lo, hi = self.data_range
-        return lo + (hi - lo) * u
-
-    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
-        """Model space -> pixels in [0, 1] (clamped)."""
-        lo, hi = self.data_range
-        return ((x - lo) / (hi - lo)).clamp(0, 1)
-
-    def sample(self, n: int, sampler: str = "heun", steps: int = 20, generator=None, class_labels=None,
-               guidance: float = 0.0, **options) -> torch.Tensor:
-        """n samples in model space, shape [n, C, H, W]."""
-        from .samplers import sample
-        fn = self.conditional(class_labels, guidance) if class_labels is not None else self.score_fn
-        return sample(self.sde, fn, (n, *self.shape), sampler=sampler, steps=steps, generator=generator,
-                      device=self.device, **options)
 
 
 def bundle_config(net: Preconditioned, shape, name: str = "model", data_range=(-1.0, 1.0),
@@ -173,43 +97,6 @@ def random_model(shape=(1, 16, 16), sde="vp", num_classes: int = 0, seed: int = 
         torch.random.set_rng_state(torch_state)
     cfg = bundle_config(net, shape, name="random")
     return Model(net, cfg, "random")
-
-
-def generate(model: Model, n: int, sampler: str = "heun", steps: int = 20, seed: int = 0, class_labels=None,
-             guidance: float = 0.0, batch_size: int = 256, progress: bool = False, **options) -> torch.Tensor:
-    """n samples in model space, drawn in chunks of ``batch_size``; chunk c uses the generator seeded
-    with (seed, c), so the result does not depend on how chunks are spread over processes. Under
-    torchrun, rank r draws chunks r, r + K, ... and every rank returns the whole set (gathered).
-    ``class_labels``: None, an int for all samples, or an int tensor [n]."""
-    from tqdm.auto import tqdm
-    import torch.distributed as dist
-    from .samplers import sample
-    if n < 1 or batch_size < 1:
-        raise UserError(f"need n >= 1 and batch_size >= 1, got {n}, {batch_size}")
-    if class_labels is not None and not torch.is_tensor(class_labels):
-        class_labels = torch.full((n,), int(class_labels), dtype=torch.long)
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    rank = dist.get_rank() if world > 1 else 0
-    chunks = [(c, min(batch_size, n - c * batch_size)) for c in range((n + batch_size - 1) // batch_size)]
-    mine = chunks[rank::world]
-    per_rank = len(chunks[0::world])
-    out = torch.zeros(per_rank * batch_size, *model.shape)
-    for j, (c, size) in enumerate(tqdm(mine, disable=not (progress and rank == 0), desc="sampling", unit="batch")):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + c)
-        fn = model.score_fn
-        if class_labels is not None:
-            fn = model.conditional(class_labels[c * batch_size: c * batch_size + size].to(model.device), guidance)
-        x = sample(model.sde, fn, (size, *model.shape), sampler=sampler, steps=steps, generator=g, **options)
-        out[j * batch_size: j * batch_size + size] = x.cpu()
-    if world == 1:
-        return out[:n]
-    parts = [torch.zeros_like(out) for _ in range(world)]
-    dist.all_gather(parts, out)
-    res = torch.zeros(n, *model.shape)
-    for r in range(world):
-        for j, (c, size) in enumerate(chunks[r::world]):
-            res[c * batch_size: c * batch_size + size] = parts[r][j * batch_size: j * batch_size + size]
-    return res
 
 
 def export_bundle(src, dst, dtype=torch.float16, name: str | None = None) -> Path:

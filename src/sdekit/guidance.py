@@ -1,23 +1,22 @@
 """Controllable generation: imputation / inpainting, colorization, classifier and classifier-free guidance.
 
 Imputation (Song et al. 2021, sec. 5 and App. I.2). Known coordinates Omega (mask = 1) of x(0) are
-given. At every time t_i of the sampler's grid the known part of the state is replaced by a fresh
-sample of the forward kernel,  x_Omega(t_i) ~ N(s(t_i) x_Omega, s(t_i)^2 sigma(t_i)^2 I),  and the solver
-then steps the whole state from t_i to t_{i+1}; at the end the known part is the data itself.
-Any sampler of sdekit.sample does one interval at a time (sample(..., t_start=t_i, eps=t_{i+1})),
-so every SDE and every sampler works; a multistep solver (dpm_solver) restarts each step, i.e.
-runs its first-order step, because the replaced state has no consistent history.
+given. After every solver step to t_i the known part of the state is replaced by a fresh sample of
+the forward kernel,  x_Omega(t_i) ~ N(s(t_i) x_Omega, s(t_i)^2 sigma(t_i)^2 I),  and the solver goes
+on from there: the replacement is a step hook (:class:`Impute`, sdekit.sampling), so every SDE and
+every sampler runs on its own grid in one call, keeping its multistep history and its count of
+evaluations; at the end the known part is the data itself.
 
 Resampling (RePaint, Lugmayr et al. 2022, jump length 1): after the step to t_{i+1} the state is
-sent back to t_i with the forward transition  x(t_i) = s_i/s_{i+1} x(t_{i+1}) + s_i sqrt(sigma_i^2 -
-sigma_{i+1}^2) z,  re-imputed and stepped again, ``resample`` extra times; this lets the unknown part
-harmonise with the known one.
+sent back to t_i with the forward transition (sde.transition), re-imputed and the step is redone,
+``resample`` extra times; this lets the unknown part harmonise with the known one.
 
 Colorization: imputation after an orthogonal change of colour coordinates whose first channel is the
 grey level, (r + g + b)/sqrt(3) = sqrt(3) grey (score_sde's decoupling matrix). An orthogonal map
 commutes with the isotropic forward kernel, so imputing there is exact in the same sense.
 
-Guidance (Song et al. eq. 14; Dhariwal & Nichol 2021; Ho & Salimans 2022):
+Guidance (Song et al. eq. 14; Dhariwal & Nichol 2021; Ho & Salimans 2022), as denoisers in
+sdekit.denoisers (ClassifierGuided, ClassifierFree):
     classifier:       grad log p_t(x | y) ~ score(x, t) + w grad_x log p_t(y | x)
     classifier-free:  (1 + w) score(x, t | y) - w score(x, t | null)
 """
@@ -26,14 +25,15 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm.auto import tqdm
 
+from .denoisers import ClassifierFree, ClassifierGuided, ScoreView, as_denoiser
 from .errors import UserError
-from .samplers import FAST, SAMPLERS, _noise, sample, sigma_schedule
-from .sde import SDE, _bcast
+from .registry import get_sampler
+from .sampling import Rewind, sample
+from .sde import SDE
 
 __all__ = ["inpaint", "colorize", "impute", "classifier_guided_score", "classifier_free_score",
-           "DECOUPLE", "decouple", "couple", "renoise", "time_grid"]
+           "DECOUPLE", "decouple", "couple", "renoise", "Impute"]
 
 # Orthogonal colour transform: columns (1,1,1)/sqrt3 (grey), (-2,1,1)/sqrt6, (0,1,-1)/sqrt2.
 DECOUPLE = torch.tensor([[1 / math.sqrt(3), -2 / math.sqrt(6), 0.0],
@@ -51,23 +51,43 @@ def couple(x: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bi...,ji->bj...", x, DECOUPLE.to(x))
 
 
-def time_grid(sde: SDE, sampler: str, steps: int, eps: float | None = None, schedule: str | None = None,
-              rho: float = 7.0) -> list[float]:
-    """The times sample() visits: uniform t for the SDE samplers and "ode", the sampler's noise schedule
-    (ending at sigma = 0, i.e. t = 0) for the fast solvers."""
-    eps = sde.eps if eps is None else float(eps)
-    if sampler in FAST:
-        sig = sigma_schedule(sde, steps, schedule or FAST[sampler][1], eps, rho)
-        ts = sde.sigma_inv(sig).clamp(0, sde.T).tolist()
-        return [sde.T] + ts[1:] + [0.0]
-    return torch.linspace(sde.T, eps, steps + 1, dtype=torch.float64).tolist()
-
-
 def renoise(sde: SDE, x: torch.Tensor, t_from: float, t_to: float, generator=None) -> torch.Tensor:
-    """Forward transition p(x(t_to) | x(t_from)), t_to > t_from: s_to/s_from x + s_to sqrt(sig_to^2 - sig_from^2) z."""
-    t = torch.tensor([t_from, t_to], dtype=torch.float64)
-    s, sig = sde.scale(t).tolist(), sde.sigma(t).tolist()
-    return s[1] / s[0] * x + s[1] * math.sqrt(max(sig[1] ** 2 - sig[0] ** 2, 0.0)) * _noise(x, generator)
+    """Forward transition p(x(t_to) | x(t_from)), t_to > t_from (sde.transition)."""
+    return sde.transition(x, t_from, t_to, generator)
+
+
+def _identity(v):
+    return v
+
+
+class Impute:
+    """Step hook that keeps the known part: after each step to time t the state becomes
+    back(mask * to(x_known(t)) + (1 - mask) * to(x)), x_known(t) ~ p_0t(. | known) (sde.perturb).
+    ``to``/``back``: an orthogonal change of coordinates and its inverse (identity by default).
+    ``resample``: RePaint rounds per step (jump length 1). ``then``: a further hook (progress)."""
+
+    def __init__(self, sde: SDE, known: torch.Tensor, mask: torch.Tensor, generator=None, resample: int = 0,
+                 to=_identity, back=_identity, then=None):
+        self.sde, self.known, self.mask, self.generator = sde, known, mask, generator
+        self.resample, self.to, self.back, self.then = int(resample), to, back, then
+        self.rounds = {}
+
+    def project(self, x: torch.Tensor, t) -> torch.Tensor:
+        known, mask = self.known.to(x), self.mask.to(x)
+        xk = self.sde.perturb(known, t, self.generator)
+        return self.back(mask * self.to(xk) + (1 - mask) * self.to(x))
+
+    def __call__(self, state):
+        if self.then is not None:
+            self.then(state)
+        last = state.i == state.n - 1
+        if self.resample and not last and state.i >= 0:
+            done = self.rounds.get(state.i, 0)
+            if done < self.resample:
+                self.rounds[state.i] = done + 1
+                back = self.sde.transition(state.x, state.t, state.t_prev, self.generator)
+                return Rewind(self.project(back, state.t_prev))
+        return self.project(state.x, state.t)
 
 
 def _check_mask(known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -82,49 +102,43 @@ def _check_mask(known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def impute(sde: SDE, score_fn, known: torch.Tensor, mask: torch.Tensor, sampler: str = "pc", steps: int = 1000,
+def impute(sde: SDE, score_fn, known: torch.Tensor, mask: torch.Tensor, sampler: str = "pc", steps: int | None = None,
            resample: int = 0, generator: torch.Generator | None = None, transform: str | None = None,
-           eps: float | None = None, progress: bool = False, **options) -> torch.Tensor:
+           eps: float | None = None, progress: bool = False, return_info: bool = False, callback=None, **options):
     """Sample x with x = known where mask = 1 (in the coordinates ``transform``: None or "decouple").
 
-    known, mask: [B, ...] (mask broadcastable). Returns x [B, ...] in the original coordinates."""
-    sampler = str(sampler).lower()
-    if sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if int(steps) < 1 or int(resample) < 0:
-        raise UserError(f"steps must be positive and resample non-negative, got {steps}, {resample}")
+    known: [B, ...] model space (any floating dtype; the output has its dtype); mask: broadcastable,
+    1 = known. sampler, steps, options: as :func:`sdekit.sample`. resample: RePaint rounds per step.
+    Returns x [B, ...] in the original coordinates (or (x, info) with info["nfe"])."""
+    spec = get_sampler(sampler)
+    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or int(steps) < 1):
+        raise UserError(f"steps must be a positive integer, got {steps}")
+    if isinstance(resample, bool) or int(resample) != resample or int(resample) < 0:
+        raise UserError(f"resample must be a non-negative integer, got {resample}")
+    if resample and spec.kind == "adaptive":
+        raise UserError("RePaint resampling needs a sampler with a fixed grid, not the adaptive 'ode'")
+    if not torch.is_tensor(known) or not known.is_floating_point():
+        raise UserError("the known image must be a floating-point tensor")
     if not torch.isfinite(known).all():
         raise UserError("the known image contains NaN or Inf")
     mask = _check_mask(known, mask)
-    to, back = (decouple, couple) if transform == "decouple" else (lambda v: v, lambda v: v)
-    schedule, rho = options.pop("schedule", None), options.pop("rho", 7.0)
-    ts = time_grid(sde, sampler, int(steps), eps, schedule, rho)
-
-    def project(x, t):                                   # replace the known part by a forward sample at t
-        mean, std = sde.marginal_prob(known, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device))
-        xk = mean + _bcast(std, known) * _noise(known, generator)
-        return back(mask * to(xk) + (1 - mask) * to(x))
-
+    to, back = (decouple, couple) if transform == "decouple" else (_identity, _identity)
+    hook = Impute(sde, known, mask, generator, int(resample), to, back, then=callback)
     x = sde.prior_sampling(known.shape, generator=generator, device=known.device, dtype=known.dtype)
-    n = len(ts) - 1
-    for i in tqdm(range(n), disable=not progress, desc=f"imputation ({sampler})"):
-        last = i == n - 1
-        for r in range(int(resample) + 1 if not last else 1):
-            if r > 0:
-                x = renoise(sde, x, ts[i + 1], ts[i], generator)
-            x = sample(sde, score_fn, x_T=project(x, ts[i]), sampler=sampler, steps=1, t_start=ts[i],
-                       eps=ts[i + 1], denoise=last, generator=generator, **options)
-    return back(mask * to(known) + (1 - mask) * to(x))
+    x, info = sample(sde, as_denoiser(sde, score_fn), x_T=hook.project(x, sde.T), sampler=spec.name, steps=steps,
+                     eps=eps, generator=generator, progress=progress, callback=hook, return_info=True, **options)
+    x = back(mask * to(known) + (1 - mask) * to(x))
+    return (x, info) if return_info else x
 
 
-def inpaint(sde: SDE, score_fn, image: torch.Tensor, mask: torch.Tensor, steps: int = 1000, sampler: str = "pc",
+def inpaint(sde: SDE, score_fn, image: torch.Tensor, mask: torch.Tensor, steps: int | None = None, sampler: str = "pc",
             resample: int = 0, generator: torch.Generator | None = None, **options) -> torch.Tensor:
     """Fill the pixels where mask = 0 given those where mask = 1 (image in model space, [B, ...])."""
     return impute(sde, score_fn, image, mask, sampler=sampler, steps=steps, resample=resample,
                   generator=generator, **options)
 
 
-def colorize(sde: SDE, score_fn, gray: torch.Tensor, steps: int = 1000, sampler: str = "pc", resample: int = 0,
+def colorize(sde: SDE, score_fn, gray: torch.Tensor, steps: int | None = None, sampler: str = "pc", resample: int = 0,
              generator: torch.Generator | None = None, **options) -> torch.Tensor:
     """RGB [B, 3, H, W] whose channel mean is ``gray`` ([B, 1, H, W] grey, or [B, 3, H, W] averaged);
     model space. The score must be that of a 3-channel model."""
@@ -137,27 +151,16 @@ def colorize(sde: SDE, score_fn, gray: torch.Tensor, steps: int = 1000, sampler:
                   generator=generator, transform="decouple", **options)
 
 
-def _labels(y, x: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(y, device=x.device).long().reshape(-1).expand(x.shape[0])
-
-
-def classifier_guided_score(score_fn, classifier, y, scale: float = 1.0):
+def classifier_guided_score(score_fn, classifier, y, scale: float = 1.0, sde: SDE | None = None):
     """score(x, t) + scale grad_x log p_t(y | x); classifier(x, t) -> logits [B, K]; y an int or [B]."""
-    def score(x: torch.Tensor, t) -> torch.Tensor:
-        labels = _labels(y, x)
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            logp = classifier(xg, t).log_softmax(1).gather(1, labels[:, None]).sum()
-            grad = torch.autograd.grad(logp, xg)[0]
-        return score_fn(x, t) + scale * grad.to(x.dtype)
-    return score
+    return _view(ClassifierGuided(as_denoiser(sde, score_fn), classifier, y, scale))
 
 
-def classifier_free_score(score_fn, y, scale: float = 1.0, null_label=-1):
+def classifier_free_score(score_fn, y, scale: float = 1.0, null_label=-1, sde: SDE | None = None):
     """(1 + scale) score(x, t | y) - scale score(x, t | null) for score_fn(x, t, class_labels=...)."""
-    def score(x: torch.Tensor, t) -> torch.Tensor:
-        cond = score_fn(x, t, class_labels=_labels(y, x))
-        if scale == 0:
-            return cond
-        return (1 + scale) * cond - scale * score_fn(x, t, class_labels=_labels(null_label, x))
-    return score
+    return _view(ClassifierFree(as_denoiser(sde, score_fn), y, scale, null_label))
+
+
+def _view(den):
+    """A score function of ``den``; it carries the denoiser only when it knows its SDE."""
+    return ScoreView(den) if den.sde is not None else (lambda x, t: den.score(x, t))

@@ -32,12 +32,15 @@ from tqdm.auto import tqdm
 
 from .errors import UserError
 from .ode import rk45
-from .samplers import CountedScore, Denoiser, sample, sigma_schedule
+from .denoisers import Counted, ScoreDenoiser, as_denoiser
+from .noise import sigma_schedule
+from .sampling import sample
 from .sde import SDE, _bcast
 
 __all__ = ["likelihood", "encode", "decode", "interpolate", "bits_per_dim", "uniform_dequantize", "slerp"]
 
-PROBES = ("rademacher", "gaussian", "exact")
+PROBES = ("auto", "rademacher", "gaussian", "exact")
+EXACT_MAX_DIM = 8       # "auto": the exact divergence (D backward passes) up to this many dimensions
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -45,6 +48,14 @@ PROBES = ("rademacher", "gaussian", "exact")
 def default_eps(sde: SDE) -> float:
     """score_sde integrates likelihoods from t = 1e-5 (on t in [0, 1]); EDM-type SDEs from sigma_min."""
     return 1e-5 if sde.T == 1.0 else sde.eps
+
+
+def _counted(sde: SDE, score_fn) -> Counted:
+    """The model's counted denoiser, with autograd through a wrapped score function (_differentiable)."""
+    den = as_denoiser(sde, score_fn)
+    if isinstance(den, ScoreDenoiser):
+        den = ScoreDenoiser(sde, _differentiable(den.score_fn))
+    return Counted(den)
 
 
 def _differentiable(score_fn):
@@ -112,7 +123,7 @@ def _rk45_path(sde, score, x, eps, probes, rtol, atol):
 
     def f(t, state):
         xt = state[:n].reshape(x.shape)
-        v, div = _drift_div(lambda z, tt: sde.ode_drift(score, z, tt), xt, torch.full((B,), t, dtype=x.dtype,
+        v, div = _drift_div(lambda z, tt: sde.ode_drift(score.score, z, tt), xt, torch.full((B,), t, dtype=x.dtype,
                                                                                         device=x.device), probes)
         return torch.cat([v.reshape(-1), div.reshape(-1)])
 
@@ -125,7 +136,7 @@ def _heun_path(sde, score, x, eps, probes, steps, progress=False, schedule="karr
     """(ll) in y = x/s with sigma as time: Heun (2nd order) on the ascending Karras grid sigma(eps) -> sigma(T).
     Returns x(T), int div_x dt [B, K] (including the -D log s terms), steps."""
     B, D = x.shape[0], x[0].numel()
-    den = Denoiser(sde, score)
+    den = score.denoise
     sigmas = sigma_schedule(sde, steps + 1, schedule, eps).flip(0).tolist()
     t_eps, t_T = (torch.full((B,), v, dtype=x.dtype, device=x.device) for v in (eps, sde.T))
     y = x / _bcast(sde.scale(t_eps), x)
@@ -149,7 +160,7 @@ def _heun_path(sde, score, x, eps, probes, steps, progress=False, schedule="karr
 # ---- public API -------------------------------------------------------------------------------------
 
 def likelihood(sde: SDE, score_fn, x: torch.Tensor, data_scale: float | None = None, data_range=None,
-               probes: str = "rademacher", n_probes: int = 1, solver: str = "rk45", rtol: float = 1e-5,
+               probes: str = "auto", n_probes: int = 1, solver: str = "rk45", rtol: float = 1e-5,
                atol: float = 1e-5, steps: int = 64, schedule: str = "karras", eps: float | None = None,
                dequantize: bool = False,
                generator: torch.Generator | None = None, return_info: bool = False, progress: bool = False,
@@ -159,7 +170,9 @@ def likelihood(sde: SDE, score_fn, x: torch.Tensor, data_scale: float | None = N
     data_scale: model-space width of the pixel range [0, 1] (2 for data in [-1, 1]); given (or given
     ``data_range=(lo, hi)``), x is 8-bit image data and the result is score_sde's 8-bit bits/dim.
     dequantize: first replace x by its uniform dequantisation (needs data_range).
-    probes (alias hutchinson): "rademacher" | "gaussian" | "exact" divergence; n_probes estimates each.
+    probes (alias hutchinson): "auto" (default: the exact divergence when a sample has at most
+    max(8, n_probes) dimensions, where it costs no more than the probes, else one Rademacher probe),
+    "rademacher" | "gaussian" (Hutchinson, n_probes estimates each) or "exact".
     solver: "rk45" (rtol, atol; score_sde's default 1e-5) or "heun" (``steps`` fixed steps, 2 NFE each,
     on the noise levels of ``schedule``, see sigma_schedule).
     eps: starting time (default 1e-5 on t in [0, 1], as score_sde; sde.eps for EDM).
@@ -170,6 +183,8 @@ def likelihood(sde: SDE, score_fn, x: torch.Tensor, data_scale: float | None = N
     probes = str(hutchinson or probes).lower()
     if probes not in PROBES:
         raise UserError(f"unknown divergence estimator {probes!r}; choose one of {', '.join(PROBES)}")
+    if probes == "auto" and torch.is_tensor(x) and x.dim() >= 1:
+        probes = "exact" if x[0].numel() <= max(EXACT_MAX_DIM, int(n_probes)) else "rademacher"
     if solver not in ("rk45", "heun"):
         raise UserError(f"unknown likelihood solver {solver!r}; choose rk45 or heun")
     if int(n_probes) < 1 or int(steps) < 1:
@@ -193,7 +208,7 @@ def likelihood(sde: SDE, score_fn, x: torch.Tensor, data_scale: float | None = N
             raise UserError("dequantize needs data_range=(lo, hi)")
         x = uniform_dequantize(x, data_range, generator)
 
-    score = CountedScore(_differentiable(score_fn))
+    score = _counted(sde, score_fn)
     e = None if probes == "exact" else _probes(x, probes, int(n_probes), generator)
     if solver == "rk45":
         z, delta, n_steps = _rk45_path(sde, score, x, eps, e, rtol, atol)
@@ -207,7 +222,10 @@ def likelihood(sde: SDE, score_fn, x: torch.Tensor, data_scale: float | None = N
     if not return_info:
         return bpd
     K = bpd_k.shape[1]
-    se = bpd_k.std(1) / math.sqrt(K) if K > 1 else torch.full_like(bpd, float("nan"))
+    if probes == "exact":
+        se = torch.zeros_like(bpd)                          # no probe noise (the solver's error remains)
+    else:
+        se = bpd_k.std(1) / math.sqrt(K) if K > 1 else torch.full_like(bpd, float("nan"))
     return bpd, {"nfe": score.nfe, "steps": n_steps, "logp": logp.mean(1), "prior_logp": prior,
                  "bpd_se": se, "bpd_probes": bpd_k, "z": z, "eps": eps, "solver": solver, "probes": probes}
 
@@ -217,18 +235,17 @@ def encode(sde: SDE, score_fn, x: torch.Tensor, eps: float | None = None, rtol: 
            solver: str = "rk45", steps: int = 64, return_info: bool = False):
     """The latent z = x(T) of data x (at t = eps) under the probability-flow ODE (Song et al. sec. 4.3)."""
     eps = default_eps(sde) if eps is None else float(eps)
-    score = CountedScore(score_fn)
+    score = Counted(as_denoiser(sde, score_fn))
     if solver == "rk45":
         def f(t, y):
             y = y.reshape(x.shape)
-            return sde.ode_drift(score, y, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)).reshape(-1)
+            return sde.ode_drift(score.score, y, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)).reshape(-1)
         z = rk45(f, x.reshape(-1), eps, sde.T, rtol=rtol, atol=atol)[0].reshape(x.shape)
     elif solver == "heun":
-        from .samplers import heun
-        sigmas = sigma_schedule(sde, steps + 1, "karras", eps).flip(0).tolist()
-        t_eps, t_T = (torch.full((x.shape[0],), v, dtype=x.dtype, device=x.device) for v in (eps, sde.T))
-        y = heun(Denoiser(sde, score), x / _bcast(sde.scale(t_eps), x), sigmas)
-        z = _bcast(sde.scale(t_T), y) * y
+        from .samplers import Grid, Heun
+        from .sampling import solve
+        sigmas = sigma_schedule(sde, steps + 1, "karras", eps).flip(0)
+        z = solve(Heun(score, Grid(sde, sigmas=sigmas)), x, denoise=False)
     else:
         raise UserError(f"unknown solver {solver!r}; choose rk45 or heun")
     return (z, {"nfe": score.nfe}) if return_info else z

@@ -1,7 +1,8 @@
 """Training losses for score models of any SDE in the family.
 
-A "score model" is called as model(x, t, class_labels) and returns the score; a Preconditioned model
-also offers model.denoise(x, t, class_labels) (nets/precond.py). Every loss returns the batch mean
+A model is a :class:`~sdekit.denoisers.Denoiser` (e.g. a Preconditioned network) or any score
+function model(x, t, class_labels); losses use its score or its denoised estimate E[x0 | x_t]
+(sdekit.denoisers). Every loss returns the batch mean
 of a per-sample loss; ``reduce`` says how a sample's dimensions are combined: "mean" (score_sde's
 reduce_mean=True) or "sum" (the summed loss on -eps/sigma, whose scale grows with the dimension).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from .errors import UserError
+from .denoisers import as_denoiser
 from .sde import SDE, VESDE, VPSDE, _bcast
 
 __all__ = ["dsm_loss", "edm_loss", "smld_loss", "ddpm_loss", "LOSSES", "get_loss"]
@@ -50,7 +52,7 @@ def dsm_loss(model, sde: SDE, x0: torch.Tensor, class_labels=None, weighting: st
     z = _randn(x0, generator) if z is None else z
     mean, std = sde.marginal_prob(x0, t)
     std_ = _bcast(std, x0)
-    score = model(mean + std_ * z, t, class_labels)
+    score = _score(model, sde, mean + std_ * z, t, class_labels)
     if weighting == "sigma2":
         return _reduce((std_ * score + z) ** 2, reduce).mean()
     if weighting == "likelihood":
@@ -58,11 +60,8 @@ def dsm_loss(model, sde: SDE, x0: torch.Tensor, class_labels=None, weighting: st
     raise UserError(f"unknown weighting {weighting!r}; choose sigma2 or likelihood")
 
 
-def _denoise(model, sde: SDE, x, t, class_labels):
-    if hasattr(model, "denoise"):
-        return model.denoise(x, t, class_labels)
-    from .samplers import Denoiser
-    return Denoiser(sde, lambda x_, t_: model(x_, t_, class_labels)).x0_from_x(x, t)
+def _score(model, sde: SDE, x, t, class_labels):
+    return as_denoiser(sde, model).score(x, t, class_labels)
 
 
 def edm_loss(model, sde: SDE, x0: torch.Tensor, class_labels=None, P_mean: float = -1.2, P_std: float = 1.2,
@@ -80,7 +79,7 @@ def edm_loss(model, sde: SDE, x0: torch.Tensor, class_labels=None, P_mean: float
     s = _bcast(sde.scale(t), x0)
     x = s * (x0 + _bcast(sigma, x0) * z)
     weight = (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
-    return (weight * _reduce((_denoise(model, sde, x, t, class_labels) - x0) ** 2, reduce)).mean()
+    return (weight * _reduce((as_denoiser(sde, model).x0(x, t, class_labels) - x0) ** 2, reduce)).mean()
 
 
 def smld_loss(model, sde: VESDE, x0: torch.Tensor, class_labels=None, reduce: str = "mean",
@@ -94,7 +93,7 @@ def smld_loss(model, sde: VESDE, x0: torch.Tensor, class_labels=None, reduce: st
     t = i.to(x0.dtype) / (N - 1)
     sig = _bcast(sde.sigma(t), x0)
     z = _randn(x0, generator) if z is None else z
-    score = model(x0 + sig * z, t, class_labels)
+    score = _score(model, sde, x0 + sig * z, t, class_labels)
     return _reduce((sig * score + z) ** 2, reduce).mean()
 
 
@@ -117,7 +116,7 @@ def ddpm_loss(model, sde: VPSDE, x0: torch.Tensor, class_labels=None, reduce: st
     z = _randn(x0, generator) if z is None else z
     std = _bcast((1 - a).sqrt(), x0)
     x = _bcast(a.sqrt(), x0) * x0 + std * z
-    eps_hat = -std * model(x, (i + 1).to(x0.dtype) / N, class_labels)
+    eps_hat = -std * _score(model, sde, x, (i + 1).to(x0.dtype) / N, class_labels)
     return _reduce((eps_hat - z) ** 2, reduce).mean()
 
 

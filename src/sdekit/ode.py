@@ -30,8 +30,12 @@ def _rms(x: torch.Tensor) -> float:
 
 
 def rk45(f: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor, t0: float, t1: float,
-         rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 100_000, first_step: float | None = None):
-    """Integrate dy/dt = f(t, y) from t0 to t1 (either direction). Returns (y(t1), nfe, n_steps)."""
+         rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 100_000, first_step: float | None = None,
+         on_step: Callable[[float, torch.Tensor], torch.Tensor | None] | None = None):
+    """Integrate dy/dt = f(t, y) from t0 to t1 (either direction). Returns (y(t1), nfe, n_steps).
+
+    on_step(t, y), called after every accepted step, may return a replaced state (the derivative is
+    then evaluated afresh at it)."""
     direction = 1.0 if t1 >= t0 else -1.0
     t, y = float(t0), y0
     k1 = f(t, y)
@@ -74,6 +78,13 @@ def rk45(f: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor, t0:
         if err_norm <= 1.0:
             t, y, k1 = (t1 if last else t + direction * h), y_new, k_new
             steps += 1
+            if on_step is not None:
+                replaced = on_step(t, y)
+                if replaced is not None:
+                    y = replaced
+                    if not last:
+                        k1 = f(t, y)
+                        nfe += 1
             factor = 10.0 if err_norm == 0 else min(10.0, 0.9 * err_norm ** -0.2)
         else:
             factor = max(0.2, 0.9 * err_norm ** -0.2)

@@ -1,241 +1,216 @@
-"""Samplers for any SDE of the family, each a small function over (sde, score, x, grid).
+"""Samplers for any SDE of the family: one small stepper each, moving x from grid point i to i + 1.
 
-One entry point, :func:`sample`. Two kinds of samplers:
+A stepper holds the model (a :class:`~sdekit.denoisers.Denoiser`), the grid (times t_i and noise
+levels sigma_i, descending) and the generator; ``step(i, x)`` returns (x_{i+1}, x_mean), the new
+state and its noise-free mean. The loop around them (step hooks, RePaint rewinds, progress,
+counting) is :func:`sdekit.sampling.solve`; the records that name them are sdekit.registry.
 
-* on the SDE's own time grid t_0 = T > ... > t_N = eps (Song et al. 2021): Euler-Maruyama,
-  reverse diffusion, ancestral sampling, Langevin correctors, predictor-corrector, and the
-  probability-flow ODE with adaptive RK45;
-* fast solvers on a noise-level grid sigma_0 > ... > sigma_N, in the scaled variable y = x / s(t),
-  where every member of the family is EDM's ODE  dy/dsigma = (y - D(y; sigma)) / sigma  with the
-  denoiser  D(y; sigma) = y + sigma^2 s(t) score(s(t) y, t),  t = t(sigma)  (Karras et al. eq. 3-4):
-  DDIM, EDM's Heun, DPM-Solver++(2M).
+* On the SDE's own time grid (Song et al. 2021): Euler-Maruyama, reverse diffusion, ancestral
+  sampling, the Langevin correctors and predictor-corrector, all one :class:`PC` stepper.
+* In y = x / s(t) with sigma as time, where every member is EDM's ODE
+  dy/dsigma = (y - D(y; sigma)) / sigma  (Karras et al. eq. 4): DDIM, EDM's Heun, DPM-Solver++.
 """
 from __future__ import annotations
 
 import functools
-import inspect
 import math
-from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
+from .denoisers import Denoiser
 from .errors import UserError
-from .ode import rk45
-from .sde import SDE, _bcast
+from .noise import bcast, randn
 
-__all__ = ["sample", "SAMPLERS", "sigma_schedule", "Denoiser", "CountedScore"]
-
-
-class NonFiniteError(UserError, FloatingPointError):
-    """The score or the state became NaN/Inf."""
+__all__ = ["Grid", "Stepper", "PC", "DDIM", "Heun", "DPMSolver", "PREDICTORS", "CORRECTORS",
+           "euler_maruyama_step", "reverse_diffusion_step", "ancestral_step", "langevin_step",
+           "annealed_langevin_step", "ddim_step"]
 
 
-class CountedScore:
-    """Wraps score_fn: counts evaluations (NFE) and refuses non-finite output."""
+class Grid:
+    """Times ts [n+1] (float64, descending) and their noise levels sigmas; the last may be sigma = 0
+    (t = 0), where every member has s = 1."""
 
-    def __init__(self, score_fn):
-        self.score_fn, self.nfe = score_fn, 0
+    def __init__(self, sde, ts=None, sigmas=None):
+        if sigmas is None:
+            ts = torch.as_tensor(ts, dtype=torch.float64)
+            sigmas = sde.sigma(ts)
+        else:
+            sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
+            pos = sigmas > 0
+            ts = torch.zeros_like(sigmas)
+            ts[pos] = sde.sigma_inv(sigmas[pos]).clamp(0, sde.T)
+        self.ts, self.sigmas = ts.tolist(), sigmas.tolist()
+        self.scales = [1.0 if s == 0 else float(v) for s, v in zip(self.sigmas, sde.scale(ts).tolist())]
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        self.nfe += 1
-        out = self.score_fn(x, t)
-        if out.shape != x.shape:
-            raise UserError(f"score_fn returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
-        if not torch.isfinite(out).all():
-            raise NonFiniteError(f"score is NaN/Inf at t={float(t.flatten()[0]):.4g} (evaluation {self.nfe})")
+    def __len__(self) -> int:
+        return len(self.ts) - 1           # number of steps
+
+
+class Stepper:
+    """Base: ``model`` (Denoiser), ``grid`` (Grid), ``generator``; subclasses define ``step``."""
+
+    def __init__(self, model: Denoiser, grid: Grid, generator=None):
+        self.model, self.sde, self.grid, self.generator = model, model.sde, grid, generator
+        self.denoised = None                      # the last denoised estimate E[x0 | x], model space
+
+    def t(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0],), self.grid.ts[i], dtype=x.dtype, device=x.device)
+
+    def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The model's score, remembering the Tweedie estimate (x + std^2 score) / s for hooks."""
+        out = self.model.score(x, t)
+        s, std = self.sde.scale(t), self.sde.marginal_std(t)
+        self.denoised = (x + bcast(std ** 2, x) * out) / bcast(s, x)
         return out
 
+    def step(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
 
-def _noise(x: torch.Tensor, generator) -> torch.Tensor:
-    if generator is None or generator.device == x.device:
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
-
-
-def _tvec(t, x: torch.Tensor) -> torch.Tensor:
-    return torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
+    def rewind(self, i: int) -> None:
+        """Forget what step i left behind (multistep history); the state is back at grid point i."""
 
 
-# ------------------------------------------------------------------------------------------------
-# Predictors and correctors on the SDE's time grid. Each takes x at t and returns (x, x_mean) at
-# t - dt; x_mean is the step without its noise, returned at the last step when denoising.
-# ------------------------------------------------------------------------------------------------
+# ---- predictors and correctors on the time grid: (x at t) -> (x, x_mean) at t - dt ------------------
 
-def euler_maruyama_step(sde: SDE, score, x, t, dt, generator):
+def euler_maruyama_step(st: Stepper, x, t, dt):
     """x <- x - [f - g^2 score] dt + g sqrt(dt) z  (reverse SDE, Song et al. eq. 6)."""
-    drift, g = sde.reverse(score).sde(x, t)
+    drift, g = st.sde.reverse(st.score).sde(x, t)
     x_mean = x - drift * dt
-    return x_mean + _bcast(g, x) * math.sqrt(dt) * _noise(x, generator), x_mean
+    return x_mean + bcast(g, x) * math.sqrt(dt) * randn(x, st.generator), x_mean
 
 
-def reverse_diffusion_step(sde: SDE, score, x, t, dt, generator):
+def reverse_diffusion_step(st: Stepper, x, t, dt):
     """x <- x - f_i + G_i^2 score + G_i z with the SDE's own discretisation (Song et al. eq. 45)."""
-    rev_f, G = sde.reverse(score).discretize(x, t, dt)
+    rev_f, G = st.sde.reverse(st.score).discretize(x, t, dt)
     x_mean = x - rev_f
-    return x_mean + _bcast(G, x) * _noise(x, generator), x_mean
+    return x_mean + bcast(G, x) * randn(x, st.generator), x_mean
 
 
-def ancestral_step(sde: SDE, score, x, t, dt, generator):
-    """Sample the Gaussian posterior p(x_{t-dt} | x_t, x0 = Tweedie estimate).
+def ancestral_step(st: Stepper, x, t, dt):
+    """Sample the Gaussian posterior p(x_{t-dt} | x_t, x0 = D): SMLD's ancestral step for VE (Song et al.
+    eq. 47), DDPM's posterior for VP, DDIM with eta = 1 for any member."""
+    sde = st.sde
+    t_next = (t - dt).clamp_min(0)
+    s, s_next, sig, sig_next = sde.scale(t), sde.scale(t_next), sde.sigma(t), sde.sigma(t_next)
+    y = x / bcast(s, x)
+    d = st.model.denoise(y, sig)
+    st.denoised = d
+    y_mean, y = ddim_step(y, d, sig, sig_next, 1.0, randn(x, st.generator))
+    return bcast(s_next, x) * y, bcast(s_next, x) * y_mean
 
-    For VE this is SMLD's ancestral step x + (sig_i^2 - sig_{i-1}^2) score + ... (Song et al.
-    eq. 47); for VP the DDPM posterior with variance beta-tilde; for any member, DDIM with eta=1."""
-    den = Denoiser(sde, score)
-    s, s_next = sde.scale(t), sde.scale(t - dt)
-    sig, sig_next = sde.sigma(t), sde.sigma(t - dt)
-    y = x / _bcast(s, x)
-    d = den.from_t(y, t)
-    y_mean, y = _ddim_step(y, d, sig, sig_next, 1.0, _noise(x, generator))
-    return _bcast(s_next, x) * y, _bcast(s_next, x) * y_mean
 
-
-def langevin_step(sde: SDE, score, x, t, dt, generator, snr: float):
-    """Langevin corrector with target signal-to-noise ratio (Song et al. Alg. 4), per-sample step
-    eps_i = 2 alpha (snr ||z|| / ||score||)^2 with alpha = (s(t)/s(t-dt))^2 (1 - beta_i for VP).
-    The rule is meant for high dimension, where ||score|| concentrates; in low dimension the
-    x-dependent step biases the chain (e.g. +3% std on a 64-D Gaussian mixture)."""
-    alpha = (sde.scale(t) / sde.scale((t - dt).clamp_min(0))) ** 2
-    grad = score(x, t)
-    z = _noise(x, generator)
-    g_norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-    z_norm = z.flatten(1).norm(dim=1)
-    step = _bcast(2 * alpha * (snr * z_norm / g_norm) ** 2, x)
+def langevin_step(st: Stepper, x, t, dt, snr: float):
+    """Langevin corrector (Song et al. Alg. 4 as in score_sde's code): step
+    eps = 2 alpha (snr ||z|| / ||score||)^2 with the norms averaged over the batch and
+    alpha = (s(t) / s(t - dt))^2 (1 - beta_i for VP). The step therefore depends on the batch; with
+    a batch-wide step the chain is unadjusted Langevin with one step size, unbiased as eps -> 0."""
+    alpha = (st.sde.scale(t) / st.sde.scale((t - dt).clamp_min(0))) ** 2
+    grad = st.score(x, t)
+    z = randn(x, st.generator)
+    g_norm = grad.flatten(1).norm(dim=1).mean().clamp_min(1e-12)
+    z_norm = z.flatten(1).norm(dim=1).mean()
+    step = bcast(2 * alpha * (snr * z_norm / g_norm) ** 2, x)
     x_mean = x + step * grad
     return x_mean + (2 * step).sqrt() * z, x_mean
 
 
-def annealed_langevin_step(sde: SDE, score, x, t, dt, generator, snr: float):
+def annealed_langevin_step(st: Stepper, x, t, dt, snr: float):
     """Annealed Langevin dynamics of NCSN (Song & Ermon 2019): step 2 alpha (snr std(t))^2."""
-    alpha = (sde.scale(t) / sde.scale((t - dt).clamp_min(0))) ** 2
-    grad = score(x, t)
-    step = _bcast(2 * alpha * (snr * sde.marginal_std(t)) ** 2, x)
+    alpha = (st.sde.scale(t) / st.sde.scale((t - dt).clamp_min(0))) ** 2
+    grad = st.score(x, t)
+    step = bcast(2 * alpha * (snr * st.sde.marginal_std(t)) ** 2, x)
     x_mean = x + step * grad
-    return x_mean + (2 * step).sqrt() * _noise(x, generator), x_mean
+    return x_mean + (2 * step).sqrt() * randn(x, st.generator), x_mean
 
 
-PREDICTORS = {"em": euler_maruyama_step, "euler_maruyama": euler_maruyama_step,
-              "reverse_diffusion": reverse_diffusion_step, "ancestral": ancestral_step, "none": None}
+PREDICTORS = {"em": euler_maruyama_step, "reverse_diffusion": reverse_diffusion_step,
+              "ancestral": ancestral_step, "none": None}
 CORRECTORS = {"langevin": langevin_step, "ald": annealed_langevin_step, "none": None}
 
 
-def pc_sampler(sde, score, x, ts, generator, predictor="reverse_diffusion", corrector="langevin",
-               snr: float = 0.16, n_corrector: int = 1, denoise=True, progress=False):
-    """Predictor-corrector (Song et al. Alg. 1): at each t_i, n corrector steps then one predictor."""
-    if predictor not in PREDICTORS:
-        raise UserError(f"unknown predictor {predictor!r}; choose one of {', '.join(PREDICTORS)}")
-    if corrector not in CORRECTORS:
-        raise UserError(f"unknown corrector {corrector!r}; choose one of {', '.join(CORRECTORS)}")
-    pred, corr = PREDICTORS[predictor], CORRECTORS[corrector]
-    x_mean = x
-    for i in tqdm(range(len(ts) - 1), disable=not progress, desc="sampling"):
-        t, dt = _tvec(ts[i], x), float(ts[i] - ts[i + 1])
-        if corr is not None:
-            for _ in range(n_corrector):
-                x, x_mean = corr(sde, score, x, t, dt, generator, snr)
-        if pred is not None:
-            x, x_mean = pred(sde, score, x, t, dt, generator)
-    return x_mean if denoise else x
+class PC(Stepper):
+    """Predictor-corrector (Song et al. Alg. 1): at each t_i, ``n_corrector`` corrector steps then one
+    predictor step. Plain predictors and plain Langevin are PC with "none" on the other side."""
+
+    def __init__(self, model, grid, generator=None, predictor="reverse_diffusion", corrector="langevin",
+                 snr: float = 0.16, n_corrector: int = 1):
+        super().__init__(model, grid, generator)
+        self.predictor, self.corrector = PREDICTORS[predictor], CORRECTORS[corrector]
+        self.snr, self.n_corrector = float(snr), int(n_corrector)
+
+    def step(self, i, x):
+        t, dt = self.t(i, x), self.grid.ts[i] - self.grid.ts[i + 1]
+        x_mean = x
+        if self.corrector is not None:
+            for _ in range(self.n_corrector):
+                x, x_mean = self.corrector(self, x, t, dt, self.snr)
+        if self.predictor is not None:
+            x, x_mean = self.predictor(self, x, t, dt)
+        return x, x_mean
 
 
-def ode_sampler(sde, score, x, eps, generator=None, rtol=1e-5, atol=1e-5, denoise=True, progress=False,
-                t_start=None):
-    """Probability-flow ODE dx/dt = f x - g^2 score / 2 from t_start (default T) to eps by adaptive
-    RK45 (score_sde's sampler, in torch); then the Tweedie denoiser at eps."""
-    shape = x.shape
+# ---- fast solvers in y = x / s with sigma as time ---------------------------------------------------
 
-    def f(t, y):
-        y = y.reshape(shape)
-        return sde.ode_drift(score, y, _tvec(t, y)).reshape(-1)
-
-    y, _, _ = rk45(f, x.reshape(-1), sde.T if t_start is None else t_start, eps, rtol=rtol, atol=atol)
-    x = y.reshape(shape)
-    if denoise:
-        t = _tvec(eps, x)
-        x = Denoiser(sde, score).x0_from_x(x, t)
-    return x
-
-
-# ------------------------------------------------------------------------------------------------
-# Fast solvers in y = x / s, sigma as time.
-# ------------------------------------------------------------------------------------------------
-
-@dataclass
-class Denoiser:
-    """D(y; sigma) = y + sigma^2 grad_y log p(y; sigma), with grad_y log p = s(t) score(s y, t)."""
-
-    sde: SDE
-    score: object
-
-    def from_t(self, y, t):
-        s, sig = self.sde.scale(t), self.sde.sigma(t)
-        return y + _bcast(sig ** 2 * s, y) * self.score(_bcast(s, y) * y, t)
-
-    def __call__(self, y, sigma: float):
-        t = self.sde.sigma_inv(torch.full((y.shape[0],), float(sigma), dtype=y.dtype, device=y.device))
-        return self.from_t(y, t)
-
-    def x0_from_x(self, x, t):
-        """Tweedie: E[x0 | x_t] = (x + std^2 score) / s."""
-        return self.from_t(x / _bcast(self.sde.scale(t), x), t)
-
-
-def sigma_schedule(sde: SDE, n: int, kind: str = "karras", eps: float | None = None, rho: float = 7.0,
-                   dtype=torch.float64, t_start: float | None = None) -> torch.Tensor:
-    """n noise levels from sigma(t_start) (default sigma(T)) down to sigma(eps): "karras" (EDM eq. 5,
-    rho=7), "logsnr" (uniform in log sigma = -half log-SNR, DPM-Solver), or "uniform" (uniform in t)."""
-    eps = sde.eps if eps is None else eps
-    t_start = sde.T if t_start is None else t_start
-    T = torch.tensor([t_start, eps], dtype=dtype)
-    smax, smin = sde.sigma(T).tolist()
-    if n == 1:
-        return torch.tensor([smax], dtype=dtype)
-    u = torch.linspace(0, 1, n, dtype=dtype)
-    if kind == "karras":
-        return (smax ** (1 / rho) + u * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
-    if kind == "logsnr":
-        return torch.exp(math.log(smax) + u * (math.log(smin) - math.log(smax)))
-    if kind == "uniform":
-        return sde.sigma(t_start + u * (eps - t_start))
-    raise UserError(f"unknown schedule {kind!r}; choose karras, logsnr or uniform")
-
-
-def _ddim_step(y, d, sig, sig_next, eta: float, z):
-    """DDIM in sigma: y' = D + sigma_down (y - D)/sigma + sigma_up z, with the ancestral split
+def ddim_step(y, d, sig, sig_next, eta: float, z):
+    """DDIM in sigma: y' = D + sigma_down (y - D) / sigma + sigma_up z, with the ancestral split
     sigma_up = eta sqrt(sig'^2 (sig^2 - sig'^2) / sig^2), sigma_down = sqrt(sig'^2 - sigma_up^2).
-    eta = 0 is the Euler step of the ODE; eta = 1 samples the exact Gaussian posterior."""
+    eta = 0 is the Euler step of the ODE; eta = 1 samples the exact Gaussian posterior.
+    Returns (y_mean, y')."""
     sig, sig_next = torch.as_tensor(sig, dtype=y.dtype), torch.as_tensor(sig_next, dtype=y.dtype)
     up = (eta * (sig_next ** 2 * (sig ** 2 - sig_next ** 2) / sig ** 2).clamp_min(0).sqrt()).minimum(sig_next)
     down = (sig_next ** 2 - up ** 2).clamp_min(0).sqrt()
-    y_mean = d + _bcast(down / sig, y) * (y - d)
-    return y_mean, y_mean + _bcast(up, y) * z if eta > 0 else y_mean
+    y_mean = d + bcast(down / sig, y) * (y - d)
+    return y_mean, (y_mean + bcast(up, y) * z if eta > 0 else y_mean)
 
 
-def ddim(den: Denoiser, y, sigmas, generator=None, eta: float = 0.0, progress=False):
-    """DDIM (Song, Meng & Ermon 2021) as a first-order solver in sigma; eta > 0 adds noise."""
-    for i in tqdm(range(len(sigmas) - 1), disable=not progress, desc="ddim"):
-        d = den(y, sigmas[i])
-        _, y = _ddim_step(y, d, sigmas[i], sigmas[i + 1], eta, _noise(y, generator) if eta > 0 else None)
-    return y
+class _InY(Stepper):
+    """A solver in y = x / s: ``step_y(i, y) -> (y', y_mean)`` at sigma_i -> sigma_{i+1}."""
+
+    def den(self, y, sig: float):
+        d = self.model.denoise(y, sig)
+        self.denoised = d
+        return d
+
+    def step(self, i, x):
+        g = self.grid
+        y_next, y_mean = self.step_y(i, x / g.scales[i])
+        return g.scales[i + 1] * y_next, g.scales[i + 1] * y_mean
 
 
-def heun(den: Denoiser, y, sigmas, generator=None, churn: float = 0.0, s_tmin: float = 0.0,
-         s_tmax: float = float("inf"), s_noise: float = 1.0, progress=False):
+class DDIM(_InY):
+    """DDIM (Song, Meng & Ermon 2021) as the first-order solver in sigma; eta > 0 adds noise."""
+
+    def __init__(self, model, grid, generator=None, eta: float = 0.0):
+        super().__init__(model, grid, generator)
+        self.eta = float(eta)
+
+    def step_y(self, i, y):
+        sig, sig_next = self.grid.sigmas[i], self.grid.sigmas[i + 1]
+        d = self.den(y, sig)
+        y_mean, y_next = ddim_step(y, d, sig, sig_next, self.eta, randn(y, self.generator) if self.eta > 0 else None)
+        return y_next, y_mean
+
+
+class Heun(_InY):
     """EDM's 2nd-order sampler (Karras et al. Alg. 2); churn > 0 adds its stochastic step."""
-    n = len(sigmas) - 1
-    for i in tqdm(range(n), disable=not progress, desc="heun"):
-        sig, sig_next = float(sigmas[i]), float(sigmas[i + 1])
-        gamma = min(churn / n, math.sqrt(2) - 1) if s_tmin <= sig <= s_tmax else 0.0
-        sig_hat = sig * (1 + gamma)                                               # eq. line 5
+
+    def __init__(self, model, grid, generator=None, churn: float = 0.0, s_tmin: float = 0.0,
+                 s_tmax: float = float("inf"), s_noise: float = 1.0):
+        super().__init__(model, grid, generator)
+        self.churn, self.s_tmin, self.s_tmax, self.s_noise = float(churn), float(s_tmin), float(s_tmax), float(s_noise)
+
+    def step_y(self, i, y):
+        n, sig, sig_next = len(self.grid), self.grid.sigmas[i], self.grid.sigmas[i + 1]
+        gamma = min(self.churn / n, math.sqrt(2) - 1) if self.s_tmin <= sig <= self.s_tmax else 0.0
+        sig_hat = sig * (1 + gamma)                                                     # Alg. 2 line 5
         if gamma > 0:
-            y = y + math.sqrt(sig_hat ** 2 - sig ** 2) * s_noise * _noise(y, generator)   # line 6
-        d = (y - den(y, sig_hat)) / sig_hat                                        # line 7
-        y_next = y + (sig_next - sig_hat) * d                                      # line 8
-        if sig_next > 0:                                                           # lines 9-11
-            d_next = (y_next - den(y_next, sig_next)) / sig_next
+            y = y + math.sqrt(sig_hat ** 2 - sig ** 2) * self.s_noise * randn(y, self.generator)  # line 6
+        d = (y - self.den(y, sig_hat)) / sig_hat                                           # line 7
+        y_next = y + (sig_next - sig_hat) * d                                              # line 8
+        if sig_next > 0:                                                                   # lines 9-11
+            d_next = (y_next - self.den(y_next, sig_next)) / sig_next
             y_next = y + (sig_next - sig_hat) * 0.5 * (d + d_next)
-        y = y_next
-    return y
+        return y_next, y_next
 
 
 def _exp_ab_weights(lams: list[float], lam_next: float, n_nodes: int = 12) -> list[float]:
@@ -258,7 +233,7 @@ def _leggauss(n: int):
     return xi.tolist(), om.tolist()
 
 
-def dpm_solver(den: Denoiser, y, sigmas, generator=None, order: int = 2, progress=False):
+class DPMSolver(_InY):
     """DPM-Solver++ multistep (Lu et al. 2022) in lambda = -log sigma with data prediction D:
     y' = e^-h y + int_lam^lam' e^(u - lam') D(u) du  with D extrapolated from past evaluations.
 
@@ -266,132 +241,42 @@ def dpm_solver(den: Denoiser, y, sigmas, generator=None, order: int = 2, progres
     order=3: D interpolated by a polynomial in lambda through the last 3 evaluations and the integral
     taken exactly (exponential Adams-Bashforth); a last step to sigma = 0 extrapolates D along the
     path to sigma = 0 in sigma^2 (D(y(sigma), sigma) is even in sigma), with no extra evaluation."""
-    if order not in (2, 3):
-        raise UserError(f"dpm_solver order must be 2 or 3, got {order}")
-    d_prev, h_prev = None, None
-    hist = []                                                       # (lambda, sigma, D) of past steps
-    for i in tqdm(range(len(sigmas) - 1), disable=not progress, desc="dpm_solver"):
-        sig, sig_next = float(sigmas[i]), float(sigmas[i + 1])
-        d = den(y, sig)
+
+    def __init__(self, model, grid, generator=None, order: int = 2):
+        super().__init__(model, grid, generator)
+        if order not in (2, 3):
+            raise UserError(f"dpm_solver order must be 2 or 3, got {order}")
+        self.order, self.hist = int(order), []            # hist: (i, lambda, sigma, D) of past steps
+
+    def rewind(self, i):
+        self.hist = [h for h in self.hist if h[0] < i]
+
+    def step_y(self, i, y):
+        sig, sig_next = self.grid.sigmas[i], self.grid.sigmas[i + 1]
+        d = self.den(y, sig)
+        past = [h for h in self.hist if h[0] < i][-2:]
+        self.hist = past + [(i, -math.log(sig), sig, d)]
         if sig_next == 0:
-            y = d
-            if order == 3 and hist:                                 # D(0) ~ D + (D - D_prev) s^2 / (s_prev^2 - s^2)
-                s_prev = hist[-1][1]
-                y = d + (d - hist[-1][2]) * (sig ** 2 / (s_prev ** 2 - sig ** 2))
-            break
-        h = math.log(sig / sig_next)                                 # lambda_next - lambda
-        if order == 3 and hist:
-            past = hist[-2:]
-            lams = [p[0] for p in past] + [-math.log(sig)]
+            if self.order == 3 and past:          # D(0) ~ D + (D - D_prev) s^2 / (s_prev^2 - s^2)
+                s_prev = past[-1][2]
+                d = d + (d - past[-1][3]) * (sig ** 2 / (s_prev ** 2 - sig ** 2))
+            return d, d
+        h = math.log(sig / sig_next)                                          # lambda' - lambda
+        if self.order == 3 and past:
+            lams = [p[1] for p in past] + [-math.log(sig)]
             ws = _exp_ab_weights(lams, -math.log(sig_next))
-            y = (sig_next / sig) * y + sum(w * dd for w, dd in zip(ws, [p[2] for p in past] + [d]))
-        else:
-            if d_prev is None:
-                d_hat = d
-            else:
-                r = h_prev / h
-                d_hat = (1 + 1 / (2 * r)) * d - (1 / (2 * r)) * d_prev
-            y = (sig_next / sig) * y - math.expm1(-h) * d_hat       # y' = (s'/s) y + (1 - e^-h) D
-        d_prev, h_prev = d, h
-        hist = (hist + [(-math.log(sig), sig, d)])[-2:]
-    return y
+            y = (sig_next / sig) * y + sum(w * dd for w, dd in zip(ws, [p[3] for p in past] + [d]))
+            return y, y
+        d_hat = d
+        if past:
+            r = (-math.log(sig) - past[-1][1]) / h
+            d_hat = (1 + 1 / (2 * r)) * d - (1 / (2 * r)) * past[-1][3]
+        y = (sig_next / sig) * y - math.expm1(-h) * d_hat                      # (s'/s) y + (1 - e^-h) D
+        return y, y
 
 
-FAST = {"ddim": (ddim, "uniform"), "heun": (heun, "karras"), "dpm_solver": (dpm_solver, "logsnr")}
-GRID = {"em": "em", "euler_maruyama": "em", "reverse_diffusion": "reverse_diffusion",
-        "ancestral": "ancestral", "langevin": None, "ald": None, "pc": None}
-SAMPLERS = tuple(GRID) + ("ode",) + tuple(FAST)
-
-
-def _check_options(fn, options: dict, sampler: str, extra=()):
-    allowed = set(inspect.signature(fn).parameters) - {"den", "y", "sigmas", "sde", "score", "x", "ts",
-                                                       "generator", "denoise", "progress", "eps", "t_start"}
-    allowed |= set(extra)
-    bad = sorted(set(options) - allowed)
-    if bad:
-        raise UserError(f"sampler {sampler!r} takes no option {', '.join(bad)}; it takes {', '.join(sorted(allowed)) or 'none'}")
-
-
-@torch.no_grad()
-def sample(sde: SDE, score_fn, shape=None, sampler: str = "pc", steps: int = 1000,
-           generator: torch.Generator | None = None, x_T: torch.Tensor | None = None, denoise: bool = True,
-           return_info: bool = False, clip: tuple[float, float] | None = None, eps: float | None = None,
-           progress: bool = False, device=None, dtype=torch.float32, t_start: float | None = None, **options):
-    """Draw samples by solving the reverse-time SDE or the probability-flow ODE from T to eps.
-
-    shape: output shape [B, ...] (or None with ``x_T``). sampler: one of SAMPLERS.
-    steps: number of solver steps (grid intervals; NFE = steps x (1 + corrector steps) for "pc",
-    steps for "ddim"/"dpm_solver", 2 steps - 1 for "heun"; "ode" is adaptive and ignores it).
-    x_T: start from this noise. denoise: finish with the noise-free mean / Tweedie estimate.
-    clip: clamp the final output to (lo, hi) only when given.
-    t_start: solve from this time instead of T (``x_T`` is then the state at t_start; SDEdit).
-    options: predictor, corrector, snr, n_corrector (pc); rtol, atol (ode); schedule, rho, eta
-    (ddim), churn, s_tmin, s_tmax, s_noise (heun), order (dpm_solver: 2 or 3).
-    Returns x, or (x, info) with info["nfe"] when return_info.
-    """
-    sampler = str(sampler).lower()
-    if sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if int(steps) < 1:
-        raise UserError(f"steps must be a positive integer, got {steps}")
-    steps = int(steps)
-    eps = sde.eps if eps is None else float(eps)
-    t_start = sde.T if t_start is None else float(t_start)
-    if not 0 < t_start <= sde.T:
-        raise UserError(f"t_start must lie in (0, T={sde.T}], got {t_start}")
-    if not 0 <= eps < t_start:
-        raise UserError(f"eps must lie in [0, t_start={t_start}), got {eps}")
-    if x_T is None:
-        if t_start != sde.T:
-            raise UserError("t_start before T needs the state x_T at t_start")
-        if shape is None:
-            raise UserError("give a shape or x_T")
-        shape = tuple(int(s) for s in shape)
-        if not shape or any(s < 1 for s in shape):
-            raise UserError(f"shape must be positive integers [B, ...], got {shape}")
-        x = sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)
-        if device is not None:
-            x = x.to(device)
-    else:
-        if shape is not None and tuple(x_T.shape) != tuple(shape):
-            raise UserError(f"x_T has shape {tuple(x_T.shape)} but shape is {tuple(shape)}")
-        if x_T.dim() < 1:
-            raise UserError("x_T must have a batch dimension")
-        if not torch.isfinite(x_T).all():
-            raise UserError("x_T contains NaN or Inf")
-        x = x_T.clone()
-    score = CountedScore(score_fn)
-
-    if sampler in FAST:
-        fn, default_schedule = FAST[sampler]
-        schedule, rho = options.pop("schedule", default_schedule), options.pop("rho", 7.0)
-        _check_options(fn, options, sampler)
-        n_levels = steps if denoise else steps + 1           # denoise: last step goes to sigma = 0
-        sigmas = sigma_schedule(sde, n_levels, schedule, eps, rho, t_start=t_start)
-        if denoise:
-            sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
-        den = Denoiser(sde, score)
-        t_T = torch.full((x.shape[0],), t_start, dtype=x.dtype, device=x.device)
-        y = fn(den, x / _bcast(sde.scale(t_T), x), sigmas.tolist(), generator=generator, progress=progress, **options)
-        t_end = sde.sigma_inv(torch.full((x.shape[0],), float(sigmas[-1]), dtype=x.dtype, device=x.device)) \
-            if not denoise else torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        x = _bcast(sde.scale(t_end), y) * y
-    elif sampler == "ode":
-        _check_options(ode_sampler, options, sampler)
-        x = ode_sampler(sde, score, x, eps, denoise=denoise, progress=progress, t_start=t_start, **options)
-    else:
-        if sampler in ("langevin", "ald"):
-            options.setdefault("predictor", "none")
-            options.setdefault("corrector", sampler)
-        elif sampler != "pc":
-            options.setdefault("predictor", GRID[sampler])
-            options.setdefault("corrector", "none")
-        _check_options(pc_sampler, options, sampler)
-        ts = torch.linspace(t_start, eps, steps + 1, dtype=torch.float64).tolist()
-        x = pc_sampler(sde, score, x, ts, generator, denoise=denoise, progress=progress, **options)
-
-    if not torch.isfinite(x).all():
-        raise NonFiniteError(f"sampler {sampler!r} produced NaN/Inf")
-    if clip is not None:
-        x = x.clamp(*clip)
-    return (x, {"nfe": score.nfe, "sampler": sampler, "steps": steps}) if return_info else x
+def __getattr__(name):                       # the entry point and the names, defined above this layer
+    if name in ("sample", "solve", "SAMPLERS", "sigma_schedule", "CountedScore", "NonFiniteError"):
+        from . import sampling
+        return getattr(sampling, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

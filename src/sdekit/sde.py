@@ -17,21 +17,14 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "EDMSDE", "ReverseSDE", "get_sde"]
+from .noise import as_batch, bcast, randn
+
+__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "EDMSDE", "DiscreteVPSDE", "ReverseSDE", "get_sde",
+           "BETA_SCHEDULES"]
 
 
-def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Shape a per-sample [B] (or scalar) coefficient to broadcast against x [B, ...]."""
-    v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
-    return v.reshape(v.shape + (1,) * (x.dim() - v.dim()))
-
-
-def _as_t(t, x: torch.Tensor) -> torch.Tensor:
-    """Times as a float tensor of shape [B] on x's device."""
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    if t.dim() == 0:
-        t = t.expand(x.shape[0])
-    return t
+# Kept for callers of the older private names.
+_bcast, _as_t = bcast, as_batch
 
 
 class SDE:
@@ -74,23 +67,41 @@ class SDE:
     # -- derived, once for the whole family ---------------------------------------------------
     def sde(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward SDE coefficients: drift f(t) x and diffusion g(t) (shape [B])."""
-        t = _as_t(t, x)
-        return _bcast(self.drift_coef(t), x) * x, self.diffusion_sq(t).sqrt()
+        t = as_batch(t, x)
+        return bcast(self.drift_coef(t), x) * x, self.diffusion_sq(t).sqrt()
 
     def marginal_prob(self, x0: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean s(t) x0 and std s(t) sigma(t) (shape [B]) of p_0t(x_t | x_0)."""
-        t = _as_t(t, x0)
+        t = as_batch(t, x0)
         s = self.scale(t)
-        return _bcast(s, x0) * x0, s * self.sigma(t)
+        return bcast(s, x0) * x0, s * self.sigma(t)
 
     def marginal_std(self, t: torch.Tensor) -> torch.Tensor:
         return self.scale(t) * self.sigma(t)
 
-    def prior_sampling(self, shape, generator: torch.Generator | None = None,
-                       device=None, dtype=torch.float32) -> torch.Tensor:
-        if generator is not None and device is None:
-            device = generator.device
-        return self.prior_std * torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    def perturb(self, x0: torch.Tensor, t, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """A draw of x_t ~ p_0t(. | x0) = N(s(t) x0, s(t)^2 sigma(t)^2 I) (kernel); ``noise`` may be given.
+
+        x0: [B, ...]; t: float or [B]. The one place the forward kernel is sampled (training,
+        SDEdit, imputation and classifiers all call it)."""
+        mean, std = self.marginal_prob(x0, t)
+        return mean + bcast(std, x0) * (randn(x0, generator) if noise is None else noise)
+
+    def transition(self, x: torch.Tensor, t_from, t_to, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A draw of x(t_to) ~ p(. | x(t_from) = x) for t_to >= t_from (forward transition):
+        s_to / s_from x + s_to sqrt(sigma_to^2 - sigma_from^2) z."""
+        a, b = as_batch(t_from, x), as_batch(t_to, x)
+        s_a, s_b, sig_a, sig_b = self.scale(a), self.scale(b), self.sigma(a), self.sigma(b)
+        std = s_b * (sig_b ** 2 - sig_a ** 2).clamp_min(0).sqrt()
+        return bcast(s_b / s_a, x) * x + bcast(std, x) * randn(x, generator)
+
+    def prior_sampling(self, shape, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
+        """z ~ N(0, prior_std^2 I) of ``shape`` on ``device`` (default: the generator's, else CPU);
+        ``generator`` may be one generator or a list with one per sample (noise.randn)."""
+        if device is None:
+            device = generator.device if isinstance(generator, torch.Generator) else "cpu"
+        return self.prior_std * randn(torch.empty(tuple(shape), device=device, dtype=dtype), generator)
 
     def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
         """log N(z; 0, prior_std^2 I), summed over all but the batch dimension: shape [B]."""
@@ -135,18 +146,18 @@ class ReverseSDE:
         return self.fwd.T
 
     def sde(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
-        t = _as_t(t, x)
+        t = as_batch(t, x)
         drift, g = self.fwd.sde(x, t)
         w = 0.5 if self.probability_flow else 1.0
-        drift = drift - _bcast(g ** 2 * w, x) * self.score_fn(x, t)
+        drift = drift - bcast(g ** 2 * w, x) * self.score_fn(x, t)
         return drift, torch.zeros_like(g) if self.probability_flow else g
 
     def discretize(self, x: torch.Tensor, t, dt: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Reverse of :meth:`SDE.discretize`: x_{t-dt} = x - rev_f + rev_G z."""
-        t = _as_t(t, x)
+        t = as_batch(t, x)
         f, G = self.fwd.discretize(x, t, dt)
         w = 0.5 if self.probability_flow else 1.0
-        rev_f = f - _bcast(G ** 2 * w, x) * self.score_fn(x, t)
+        rev_f = f - bcast(G ** 2 * w, x) * self.score_fn(x, t)
         return rev_f, torch.zeros_like(G) if self.probability_flow else G
 
 
@@ -183,7 +194,7 @@ class VESDE(SDE):
     def discretize(self, x, t, dt=None):
         """SMLD: x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z  (Song et al. eq. 46)."""
         dt = self.T / self.N if dt is None else dt
-        t = _as_t(t, x)
+        t = as_batch(t, x)
         sig = self.sigma(t)
         prev = torch.where(t - dt > 0, self.sigma((t - dt).clamp_min(0)), torch.zeros_like(t))
         return torch.zeros_like(x), (sig ** 2 - prev ** 2).sqrt()
@@ -244,9 +255,9 @@ class VPSDE(_BetaLinear):
     def discretize(self, x, t, dt=None):
         """DDPM: x_i = sqrt(1 - b_i) x_{i-1} + sqrt(b_i) z with b_i = beta(t) dt (Song et al. eq. 47)."""
         dt = self.T / self.N if dt is None else dt
-        t = _as_t(t, x)
+        t = as_batch(t, x)
         b = (self.beta(t) * dt).clamp(max=1.0)
-        return (_bcast(torch.sqrt(1 - b), x) - 1) * x, torch.sqrt(b)
+        return (bcast(torch.sqrt(1 - b), x) - 1) * x, torch.sqrt(b)
 
 
 class SubVPSDE(_BetaLinear):
@@ -298,11 +309,140 @@ class EDMSDE(SDE):
                 "sigma_data": self.sigma_data, "N": self.N}
 
 
-_SDES = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE, "edm": EDMSDE}
+def _cosine_betas(n: int, max_beta: float = 0.999) -> torch.Tensor:
+    """Nichol & Dhariwal's cosine schedule as betas (diffusers' "squaredcos_cap_v2"):
+    beta_i = min(1 - abar((i+1)/n) / abar(i/n), max_beta), abar(u) = cos((u + 0.008) / 1.008 pi/2)^2."""
+    def abar(u):
+        return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+    return torch.tensor([min(1 - abar((i + 1) / n) / abar(i / n), max_beta) for i in range(n)], dtype=torch.float64)
+
+
+# Beta schedules by the names diffusers' scheduler configs use: (N, beta_start, beta_end) -> betas [N].
+BETA_SCHEDULES = {
+    "linear": lambda n, b0, b1: torch.linspace(b0, b1, n, dtype=torch.float64),
+    "scaled_linear": lambda n, b0, b1: torch.linspace(b0 ** 0.5, b1 ** 0.5, n, dtype=torch.float64) ** 2,
+    "squaredcos_cap_v2": lambda n, b0, b1: _cosine_betas(n),
+}
+
+
+class DiscreteVPSDE(SDE):
+    """A discrete-time VP (DDPM) schedule as a member of the family (k-diffusion's DiscreteSchedule).
+
+    The N noise levels of the timesteps i = 0..N-1 are sigma_i = sqrt((1 - abar_i) / abar_i), abar the
+    cumulative product of (1 - beta); between grid points log sigma is interpolated linearly in the
+    fractional timestep tau = t (N - 1), t in [0, 1] (and extrapolated with the end slopes outside, so
+    that sigma and sigma_inv stay inverse of each other). s(t) = 1 / sqrt(1 + sigma(t)^2), so at a grid
+    timestep the kernel is DDPM's  x_i = sqrt(abar_i) x0 + sqrt(1 - abar_i) eps.
+
+    Build it from ``alphas_cumprod`` [N] (strictly decreasing in (0, 1)), from ``betas`` [N] (diffusers'
+    ``trained_betas``), or from a named ``schedule`` ("linear", "scaled_linear", "squaredcos_cap_v2")
+    with ``N``, ``beta_start``, ``beta_end``. :meth:`timestep` maps a noise level to the network's
+    fractional timestep (clamped to [0, N - 1]). Bad values: UserError.
+    """
+
+    T = 1.0
+    eps = 0.0              # timestep 0; its noise level sigma_0 > 0 is the smallest the network knows
+
+    def __init__(self, alphas_cumprod=None, schedule: str | None = None, N: int = 1000, beta_start: float = 1e-4,
+                 beta_end: float = 0.02, betas=None):
+        from .errors import UserError
+        given = [v is not None for v in (alphas_cumprod, schedule, betas)]
+        if sum(given) != 1:
+            raise UserError("DiscreteVPSDE takes exactly one of alphas_cumprod, betas or schedule")
+        if schedule is not None:
+            if schedule not in BETA_SCHEDULES:
+                raise UserError(f"unknown beta schedule {schedule!r}; choose one of {', '.join(BETA_SCHEDULES)}")
+            if not (isinstance(N, int) and N >= 2 and 0 < beta_start <= beta_end < 1):
+                raise UserError(f"beta schedule needs N >= 2 and 0 < beta_start <= beta_end < 1, "
+                                f"got {N}, {beta_start}, {beta_end}")
+            betas = BETA_SCHEDULES[schedule](N, float(beta_start), float(beta_end))
+            self._spec = {"schedule": schedule, "beta_start": float(beta_start), "beta_end": float(beta_end), "N": N}
+        elif betas is not None:
+            betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
+            if not (torch.isfinite(betas).all() and (betas > 0).all() and (betas < 1).all()):
+                raise UserError("betas must lie in (0, 1)")
+            self._spec = {"betas": betas.tolist()}
+        if betas is not None:
+            alphas_cumprod = torch.cumprod(1 - betas, 0)
+        abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten()
+        if len(abar) < 2 or not torch.isfinite(abar).all() or (abar <= 0).any() or (abar >= 1).any() \
+                or (abar[1:] >= abar[:-1]).any():
+            raise UserError("alphas_cumprod must be at least 2 values in (0, 1), strictly decreasing")
+        if not hasattr(self, "_spec"):
+            self._spec = {"alphas_cumprod": abar.tolist()}
+        self.alphas_cumprod = abar
+        self.N = len(abar)
+        self.log_sigmas = (0.5 * (torch.log1p(-abar) - torch.log(abar)))   # log sigma_i, increasing
+
+    # -- the schedule as a function of t ---------------------------------------------------------------
+    def _segment(self, tau: torch.Tensor):
+        """(k, w): tau = k + w with k the grid segment (end segments extend beyond the grid)."""
+        k = tau.floor().clamp(0, self.N - 2)
+        return k.long(), tau - k
+
+    def _log_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        ls = self.log_sigmas.to(t.device)
+        k, w = self._segment(t.double() * (self.N - 1))
+        return ls[k] + w * (ls[k + 1] - ls[k])
+
+    def _dlog_sigma_dt(self, t: torch.Tensor) -> torch.Tensor:
+        ls = self.log_sigmas.to(t.device)
+        k, _ = self._segment(t.double() * (self.N - 1))
+        return (ls[k + 1] - ls[k]) * (self.N - 1)
+
+    def sigma(self, t):
+        return self._log_sigma(t).exp().to(t.dtype)
+
+    def sigma_inv(self, sigma):
+        ls = self.log_sigmas.to(sigma.device)
+        x = sigma.double().log()
+        k = (torch.searchsorted(ls, x.contiguous(), right=True) - 1).clamp(0, self.N - 2)
+        tau = k + (x - ls[k]) / (ls[k + 1] - ls[k])
+        return (tau / (self.N - 1)).to(sigma.dtype)
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The network's fractional timestep of noise level sigma: tau in [0, N - 1] (clamped), shape of sigma."""
+        return (self.sigma_inv(sigma).double() * (self.N - 1)).clamp(0, self.N - 1).to(sigma.dtype)
+
+    def scale(self, t):
+        return torch.rsqrt(1 + self._log_sigma(t).mul(2).exp()).to(t.dtype)
+
+    def drift_coef(self, t):
+        """d log s / dt = -sigma^2 / (1 + sigma^2) d log sigma / dt (piecewise constant slope)."""
+        s2 = self._log_sigma(t).mul(2).exp()
+        return (-s2 / (1 + s2) * self._dlog_sigma_dt(t)).to(t.dtype)
+
+    def diffusion_sq(self, t):
+        """s^2 d sigma^2 / dt = 2 sigma^2 / (1 + sigma^2) d log sigma / dt."""
+        s2 = self._log_sigma(t).mul(2).exp()
+        return (2 * s2 / (1 + s2) * self._dlog_sigma_dt(t)).to(t.dtype)
+
+    @property
+    def prior_std(self):
+        return 1.0
+
+    def discretize(self, x, t, dt=None):
+        """DDPM: x_t = sqrt(1 - b) x_{t-dt} + sqrt(b) z with 1 - b = abar(t) / abar(t - dt), b = beta_i on the grid."""
+        dt = self.T / (self.N - 1) if dt is None else dt
+        t = as_batch(t, x)
+        ratio = (self.scale(t).double() / self.scale((t - dt).clamp_min(0)).double()) ** 2
+        b = (1 - ratio).clamp(0, 1).to(x.dtype)
+        return (bcast(torch.sqrt(1 - b), x) - 1) * x, torch.sqrt(b)
+
+    def config(self):
+        return {"name": "discrete_vp", **self._spec}
+
+    def __repr__(self) -> str:
+        spec = {k: v for k, v in self._spec.items() if not isinstance(v, list)}
+        inner = ", ".join(f"{k}={v!r}" for k, v in spec.items()) or f"N={self.N}"
+        return f"DiscreteVPSDE({inner})"
+
+
+_SDES = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE, "edm": EDMSDE, "discretevp": DiscreteVPSDE}
 
 
 def get_sde(name: str | dict, **kwargs) -> SDE:
-    """An SDE by name ("ve", "vp", "subvp", "edm") or from its :meth:`SDE.config`."""
+    """An SDE by name ("ve", "vp", "subvp", "edm", "discrete_vp") or from its :meth:`SDE.config`."""
     if isinstance(name, dict):
         kwargs = {**{k: v for k, v in name.items() if k != "name"}, **kwargs}
         name = name["name"]

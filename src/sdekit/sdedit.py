@@ -1,19 +1,30 @@
 """SDEdit (Meng et al. 2022): guided synthesis and editing by perturbing and denoising.
 
 A guide x^(g) (a stroke painting, an edited or a composited image) is perturbed with the SDE's own
-kernel to an intermediate time t = t0 * T,
+kernel to an intermediate time t(t0),
 
     x(t) = s(t) x^(g) + s(t) sigma(t) z,    z ~ N(0, I)                      (perturbation kernel)
 
 and the reverse-time SDE (or any solver of :func:`sdekit.sample`) is run from t back to 0. Noise
 at time t washes out the details of the guide while the coarse layout survives: small t0 keeps the
-output faithful to the guide, t0 = 1 forgets it and samples the data distribution (realism). For
-VE, VP and sub-VP, T = 1, so t0 *is* the time; for EDM (T = sigma_max) t0 is a fraction of T.
-``steps`` counts solver steps over [eps, t]: Algorithm 1's  Delta t = t0 / N.
+output faithful to the guide, t0 = 1 forgets it and samples the data distribution (realism).
 
-With a mask (1 = keep the guide, 0 = regenerate), after every solver step the kept region is
-replaced by the guide perturbed to the new time, so the generated region is conditioned on it
-(the replacement trick of Song et al. 2021, App. I); the output equals the guide where mask = 1.
+The policy, defined once here and read by the CLI, the page, the demo and ``evaluate``:
+
+* **t0 means a noise level, the same for every SDE**: the noise-to-signal ratio sigma that the
+  standard VP SDE (beta from 0.1 to 20, DDPM's linear schedule) reaches at time t0,
+  sigma_ref(t0) = sqrt(exp(0.1 t0 + 9.95 t0^2) - 1) (0.32 at t0 = 0.1, 1.2 at 0.3, 3.4 at 0.5, 152 at 1).
+  Each SDE starts from the time where its own sigma(t) equals it (:func:`sdedit_time`), clamped to
+  [eps, T]; for the VP SDE that is t0 itself (DDPM: timestep t0 N), for EDM sigma_ref(t0).
+* **default t0**: the model bundle's calibrated value (``config.json`` "sdedit": {"t0": ...}, written by
+  ``sdekit evaluate --write-t0``), else :data:`DEFAULT_T0`.
+* **default steps**: the sampler's default steps (sdekit.registry) times t0, at least
+  :data:`MIN_STEPS` (Algorithm 1's Delta t = t0 / N for the SDE samplers).
+
+With a mask (1 = keep the guide, 0 = regenerate), the kept region of the state is replaced after
+every solver step by the guide perturbed to the new time (the replacement trick of Song et al. 2021,
+App. I), inside one solver call that keeps its grid and history; the output equals the guide where
+mask = 1.
 """
 from __future__ import annotations
 
@@ -21,19 +32,52 @@ import math
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from .denoisers import as_denoiser
 from .errors import UserError
-from .samplers import _noise, sample
-from .sde import SDE
+from .guidance import Impute
+from .registry import get_sampler
+from .sampling import sample
+from .sde import SDE, VPSDE
 
-__all__ = ["sdedit", "perturb", "composite", "simulate_strokes", "median_filter", "quantize_colors"]
+__all__ = ["sdedit", "perturb", "composite", "simulate_strokes", "median_filter", "quantize_colors",
+           "sdedit_time", "sdedit_steps", "default_t0", "DEFAULT_T0", "MIN_STEPS", "DEFAULT_SAMPLER"]
+
+DEFAULT_T0 = 0.5                       # for a model without a calibrated value
+MIN_STEPS = 4
+DEFAULT_SAMPLER = "reverse_diffusion"  # Algorithm 1's stochastic update
+REFERENCE_SDE = VPSDE(0.1, 20.0)
+
+
+def sdedit_time(sde: SDE, t0: float) -> float:
+    """The time of ``sde`` at which SDEdit starts for t0 in (0, 1]: sigma(t) = sigma_ref(t0) (module
+    docstring), clamped to T. Raises UserError when that noise level lies below the SDE's eps."""
+    ref = REFERENCE_SDE.sigma(torch.tensor([float(t0)], dtype=torch.float64))
+    if type(sde) is VPSDE and (sde.beta_min, sde.beta_max) == (0.1, 20.0):
+        return float(t0) * sde.T
+    lo, hi = sde.sigma(torch.tensor([sde.eps, sde.T], dtype=torch.float64)).tolist()
+    if float(ref) >= hi:
+        return sde.T
+    if float(ref) <= lo:
+        raise UserError(f"t0 = {t0} is a noise level (sigma {float(ref):.3g}) below this SDE's smallest ({lo:.3g})")
+    return float(sde.sigma_inv(ref).clamp(sde.eps, sde.T))
+
+
+def default_t0(model=None) -> float:
+    """The calibrated t0 of a bundle (``model.config["sdedit"]["t0"]``) or DEFAULT_T0."""
+    cfg = getattr(model, "config", None) or {}
+    t0 = (cfg.get("sdedit") or {}).get("t0") if isinstance(cfg, dict) else None
+    return float(t0) if isinstance(t0, (int, float)) and 0 < t0 <= 1 else DEFAULT_T0
+
+
+def sdedit_steps(sampler: str, t0: float) -> int:
+    """Default solver steps for an edit from t0: the sampler's default steps times t0, at least MIN_STEPS."""
+    return max(MIN_STEPS, math.ceil(get_sampler(sampler).default_steps * float(t0)))
 
 
 def perturb(sde: SDE, x0: torch.Tensor, t: float, generator=None) -> torch.Tensor:
-    """A draw of x(t) ~ p_0t(. | x0) = N(s(t) x0, s(t)^2 sigma(t)^2 I)."""
-    mean, std = sde.marginal_prob(x0, torch.full((x0.shape[0],), float(t), dtype=x0.dtype, device=x0.device))
-    return mean + std.reshape(-1, *([1] * (x0.dim() - 1))) * _noise(x0, generator)
+    """A draw of x(t) ~ p_0t(. | x0) = N(s(t) x0, s(t)^2 sigma(t)^2 I) (sde.perturb)."""
+    return sde.perturb(x0, t, generator)
 
 
 def _check(sde: SDE, guide, t0, steps, mask, repeats):
@@ -49,11 +93,9 @@ def _check(sde: SDE, guide, t0, steps, mask, repeats):
         raise UserError(f"t0 must be a number in (0, 1], got {t0!r}") from None
     if not 0 < t0 <= 1:
         raise UserError(f"t0 must lie in (0, 1], got {t0}")
-    if t0 * sde.T <= sde.eps:
-        raise UserError(f"t0 = {t0} is at or below the SDE's smallest time eps = {sde.eps / sde.T:g} T")
-    if int(steps) != steps or int(steps) < 1:
+    if isinstance(steps, bool) or int(steps) != steps or int(steps) < 1:
         raise UserError(f"steps must be a positive integer, got {steps}")
-    if int(repeats) != repeats or int(repeats) < 1:
+    if isinstance(repeats, bool) or int(repeats) != repeats or int(repeats) < 1:
         raise UserError(f"repeats must be a positive integer, got {repeats}")
     if mask is not None:
         if not torch.is_tensor(mask):
@@ -66,47 +108,47 @@ def _check(sde: SDE, guide, t0, steps, mask, repeats):
     return t0, int(steps), int(repeats)
 
 
-def _masked_solve(sde, score_fn, x, guide, mask, t, steps, sampler, generator, eps, denoise, options, progress=False):
-    """Solve from t to eps one grid interval at a time (uniform in time), re-imposing the guide,
-    perturbed to each new time, where mask = 1. Each interval is one call of :func:`sample`."""
-    ts = torch.linspace(t, eps, steps + 1, dtype=torch.float64).tolist()
-    for i in tqdm(range(steps), disable=not progress, desc="sdedit (masked)"):
-        last = i == steps - 1
-        x = sample(sde, score_fn, x_T=x, t_start=ts[i], eps=ts[i + 1], steps=1, sampler=sampler,
-                   generator=generator, denoise=denoise and last, **dict(options))
-        if not last:
-            x = mask * perturb(sde, guide, ts[i + 1], generator) + (1 - mask) * x
-    return x
+def sdedit(sde: SDE, score_fn, guide: torch.Tensor, t0: float | None = None, steps: int | None = None, mask=None,
+           repeats: int = 1, sampler: str = DEFAULT_SAMPLER, generator: torch.Generator | None = None,
+           denoise: bool = True, eps: float | None = None, progress: bool = False, return_info: bool = False,
+           callback=None, model=None, **options):
+    """SDEdit: perturb ``guide`` to the noise level of t0 and solve the reverse SDE back to time 0.
 
-
-def sdedit(sde: SDE, score_fn, guide: torch.Tensor, t0: float = 0.5, steps: int = 500, mask=None,
-           repeats: int = 1, sampler: str = "reverse_diffusion", generator: torch.Generator | None = None,
-           denoise: bool = True, eps: float | None = None, progress: bool = False, **options) -> torch.Tensor:
-    """SDEdit: perturb ``guide`` to time t0 * T and solve the reverse SDE back to time 0.
-
-    guide: [B, ...] in the model's space. t0 in (0, 1]: the fraction of [0, T] to go back from.
-    steps: solver steps over [eps, t0 T]. mask: 1 = keep the guide exactly, 0 = regenerate; any
-    shape broadcasting to the guide's. repeats: K rounds of perturb-and-denoise, each starting from
-    the previous output (Meng et al. Alg. 3). sampler, options: any sampler of :func:`sdekit.sample`
-    (default: the reverse-diffusion predictor, Algorithm 1's update for VE, ancestral DDPM for VP).
+    guide: [B, ...] in the model's space (any floating dtype; the output has the guide's dtype).
+    t0 in (0, 1]: the noise level to go back from, the same for every SDE (module docstring; for the
+    VP SDE the time t0); default: ``model``'s calibrated value or DEFAULT_T0. steps: solver steps
+    from there to eps (default :func:`sdedit_steps`). mask: 1 = keep the guide exactly, 0 = regenerate;
+    any shape broadcasting to the guide's. repeats: K rounds of perturb-and-denoise, each from the
+    previous output (Meng et al. Alg. 3). sampler, options: any sampler of :func:`sdekit.sample`
+    (default: reverse diffusion, Algorithm 1's update for VE, ancestral DDPM for VP). callback: a step
+    hook (sdekit.sampling.solve). model: a bundle, for its calibrated t0.
+    Returns the edits [B, ...], or (edits, info) with info["nfe"], ["t"], ["t0"], ["steps"].
+    Raises UserError on bad input (before any work).
     """
-    t0, steps, repeats = _check(sde, guide, t0, steps, mask, repeats)
-    t = t0 * sde.T
+    t0 = default_t0(model if model is not None else getattr(score_fn, "model", None)) if t0 is None else t0
+    get_sampler(sampler)
+    t0, _, repeats = _check(sde, guide, t0, 1 if steps is None else steps, mask, repeats)
+    steps = sdedit_steps(sampler, t0) if steps is None else int(steps)
+    t = sdedit_time(sde, t0)
     eps = sde.eps if eps is None else float(eps)
+    if not 0 <= eps < t:
+        raise UserError(f"t0 = {t0} starts at t = {t:.3g}, at or below the SDE's smallest time eps = {eps:g}")
+    den = as_denoiser(sde, score_fn)
+    hook = callback
     if mask is not None:
         mask = mask.to(guide.dtype).to(guide.device)
-    x = guide
+        hook = Impute(sde, guide, mask, generator, then=callback)
+    x, nfe = guide, 0
     for _ in range(repeats):
-        xt = perturb(sde, x, t, generator)
-        if mask is None:
-            x = sample(sde, score_fn, x_T=xt, t_start=t, eps=eps, steps=steps, sampler=sampler,
-                       generator=generator, denoise=denoise, progress=progress, **dict(options))
-        else:
-            xt = mask * perturb(sde, guide, t, generator) + (1 - mask) * xt
-            x = _masked_solve(sde, score_fn, xt, guide, mask, t, steps, sampler, generator, eps, denoise, options,
-                              progress)
+        xt = sde.perturb(x, t, generator)
+        if mask is not None:
+            xt = hook.project(xt, t)
+        x, info = sample(sde, den, x_T=xt, t_start=t, eps=eps, steps=steps, sampler=sampler, generator=generator,
+                         denoise=denoise, progress=progress, callback=hook, return_info=True, **options)
+        nfe += info["nfe"]
+        if mask is not None:
             x = mask * guide + (1 - mask) * x
-    return x
+    return (x, {"nfe": nfe, "t": t, "t0": t0, "steps": steps, "sampler": get_sampler(sampler).name}) if return_info else x
 
 
 def _dilate(m: torch.Tensor, radius: int) -> torch.Tensor:

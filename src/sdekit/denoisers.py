@@ -1,0 +1,299 @@
+"""The model interface: a model of the data is its denoiser D(y; sigma).
+
+Every SDE of the family has the kernel x_t = s(t) (x0 + sigma(t) n) (sde.py), so in the scaled
+variable y = x / s(t) a model only has to remove Gaussian noise of level sigma. Its denoiser
+
+    D(y; sigma) = E[x0 | x0 + sigma n = y]
+
+is the primitive every solver, the likelihood, guidance and SDEdit use (EDM, Karras et al. 2022,
+eqs. 2-3; k-diffusion's convention). The score is a derived view, by Tweedie's formula:
+
+    score(x, t) = grad_x log p_t(x) = (D(x / s; sigma) - x / s) / (s sigma^2),   sigma = sigma(t),
+    D(y; sigma) = y + sigma^2 s score(s y, t(sigma)).
+
+A :class:`Denoiser` defines one of the two and inherits the other. Adapters turn a network's own
+output F into D, one small class per parametrisation (epsilon, x0, v, score, std * score, EDM's
+F-preconditioning), and a :class:`NetInput` states what the network is fed (EDM's c_in y and
+c_noise, or the model-space x with t, sigma or a discrete timestep). Shapes: y, x [B, ...];
+sigma, t float or [B]; class_labels None or int [B].
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import UserError
+from .noise import Counter, as_batch, bcast
+from .sde import SDE
+
+__all__ = ["Denoiser", "ScoreDenoiser", "NetworkDenoiser", "Preconditioned", "Counted", "Conditional",
+           "ClassifierFree", "ClassifierGuided", "ScoreView", "as_denoiser", "EDMInput", "ModelSpaceInput", "PREDICTIONS",
+           "TIME_INPUTS", "labels_for"]
+
+
+def labels_for(class_labels, x: torch.Tensor) -> torch.Tensor | None:
+    """Class labels (None, an int, or a tensor [B] / [1]) as a long tensor [B] on x's device."""
+    if class_labels is None:
+        return None
+    y = torch.as_tensor(class_labels, device=x.device).long().reshape(-1)
+    return y.expand(x.shape[0]) if y.numel() == 1 else y
+
+
+class Denoiser(nn.Module):
+    """D(y; sigma) and score(x, t) of one model under ``sde``. Subclasses override one of the two."""
+
+    def __init__(self, sde: SDE):
+        super().__init__()
+        self.sde = sde
+
+    def denoise(self, y: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
+        """D(y; sigma) = E[x0 | y], y = x / s(t): [B, ...] like y. Default: from the score (Tweedie)."""
+        sigma = as_batch(sigma, y)
+        t = self.sde.sigma_inv(sigma)
+        s = self.sde.scale(t)
+        return y + bcast(sigma ** 2 * s, y) * self.score(bcast(s, y) * y, t, class_labels)
+
+    def score(self, x: torch.Tensor, t, class_labels=None) -> torch.Tensor:
+        """grad_x log p_t(x): [B, ...] like x. Default: from the denoiser (Tweedie)."""
+        t = as_batch(t, x)
+        s, sig = self.sde.scale(t), self.sde.sigma(t)
+        y = x / bcast(s, x)
+        return (self.denoise(y, sig, class_labels) - y) / bcast(s * sig ** 2, x)
+
+    def x0(self, x: torch.Tensor, t, class_labels=None) -> torch.Tensor:
+        """E[x0 | x_t = x], the denoised estimate of a model-space state x at time t."""
+        t = as_batch(t, x)
+        return self.denoise(x / bcast(self.sde.scale(t), x), self.sde.sigma(t), class_labels)
+
+    def forward(self, y: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
+        return self.denoise(y, sigma, class_labels)
+
+    def __call__(self, *args, **kwargs):            # plain call: no module hooks on the solvers' hot path
+        return self.forward(*args, **kwargs)
+
+
+class ScoreDenoiser(Denoiser):
+    """A Denoiser from any ``score_fn(x, t)`` (an exact mixture score, a user's function, ...)."""
+
+    def __init__(self, sde: SDE, score_fn):
+        super().__init__(sde)
+        self.score_fn = score_fn
+
+    def score(self, x, t, class_labels=None):
+        t = as_batch(t, x)
+        if class_labels is None:
+            return self.score_fn(x, t)
+        return self.score_fn(x, t, class_labels=class_labels)
+
+
+def as_denoiser(sde: SDE, model) -> Denoiser:
+    """The Denoiser behind ``model``: a Denoiser itself, an object with a ``.denoiser`` (e.g. a bundle's
+    ``model.score_fn``), or any callable score_fn(x, t), wrapped. Raises UserError otherwise."""
+    if isinstance(model, Denoiser):
+        return model
+    inner = getattr(model, "denoiser", None)
+    if isinstance(inner, Denoiser):
+        return inner
+    if not callable(model):
+        raise UserError(f"expected a score function score_fn(x, t) or a Denoiser, got {type(model).__name__}")
+    return ScoreDenoiser(sde, model)
+
+
+class ScoreView:
+    """A Denoiser seen as a score function: ``view(x, t, class_labels=None, guidance=0.0)`` is
+    grad_x log p_t(x [| class]) [B, ...]; ``guidance`` w > 0 applies classifier-free guidance.
+    ``view.denoiser`` is what samplers use directly (no score round trip)."""
+
+    def __init__(self, denoiser: Denoiser):
+        self.denoiser = denoiser
+
+    def __call__(self, x: torch.Tensor, t, class_labels=None, guidance: float = 0.0) -> torch.Tensor:
+        if class_labels is not None and guidance:
+            return ClassifierFree(self.denoiser, class_labels, guidance).score(x, t)
+        return self.denoiser.score(x, t, labels_for(class_labels, x))
+
+
+# ---- wrappers: counting, labels, guidance -----------------------------------------------------------
+
+class Counted(Denoiser):
+    """Counts evaluations (``nfe``) of ``inner`` and refuses NaN/Inf or mis-shaped outputs."""
+
+    def __init__(self, inner: Denoiser):
+        super().__init__(inner.sde)
+        self.inner, self.counter = inner, Counter()
+
+    @property
+    def nfe(self) -> int:
+        return self.counter.nfe
+
+    def denoise(self, y, sigma, class_labels=None):
+        where = f"sigma={float(as_batch(sigma, y).flatten()[0]):.4g}"
+        return self.counter.check(self.inner.denoise(y, sigma, class_labels), y, where)
+
+    def score(self, x, t, class_labels=None):
+        where = f"t={float(as_batch(t, x).flatten()[0]):.4g}"
+        return self.counter.check(self.inner.score(x, t, class_labels), x, where)
+
+
+class Conditional(Denoiser):
+    """``inner`` with its class labels fixed (an int or a tensor [B])."""
+
+    def __init__(self, inner: Denoiser, class_labels):
+        super().__init__(inner.sde)
+        self.inner, self.class_labels = inner, class_labels
+
+    def denoise(self, y, sigma, class_labels=None):
+        return self.inner.denoise(y, sigma, labels_for(self.class_labels, y))
+
+    def score(self, x, t, class_labels=None):
+        return self.inner.score(x, t, labels_for(self.class_labels, x))
+
+
+class ClassifierFree(Denoiser):
+    """Classifier-free guidance (Ho & Salimans 2022): (1 + w) D(y | c) - w D(y | null), the same
+    combination of scores since the two differ by an affine map. ``null_label``: the label the
+    network was trained with for "no label" (-1 for sdekit's bundles)."""
+
+    def __init__(self, inner: Denoiser, class_labels, scale: float, null_label=-1):
+        super().__init__(inner.sde)
+        self.inner, self.class_labels, self.scale, self.null_label = inner, class_labels, float(scale), null_label
+
+    def _combine(self, fn, x, v):
+        c = labels_for(self.class_labels, x)
+        cond = fn(x, v, c)
+        if self.scale == 0:
+            return cond
+        return (1 + self.scale) * cond - self.scale * fn(x, v, torch.full_like(c, int(self.null_label)))
+
+    def denoise(self, y, sigma, class_labels=None):
+        return self._combine(self.inner.denoise, y, sigma)
+
+    def score(self, x, t, class_labels=None):
+        return self._combine(self.inner.score, x, t)
+
+
+class ClassifierGuided(Denoiser):
+    """score(x, t) + w grad_x log p_t(c | x) (Song et al. 2021 eq. 14; Dhariwal & Nichol 2021) with a
+    noise-conditional ``classifier(x, t) -> logits [B, K]``."""
+
+    def __init__(self, inner: Denoiser, classifier, class_labels, scale: float = 1.0):
+        super().__init__(inner.sde)
+        self.inner, self.classifier, self.class_labels, self.scale = inner, classifier, class_labels, float(scale)
+
+    def score(self, x, t, class_labels=None):
+        c = labels_for(self.class_labels, x)
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            logp = self.classifier(xg, as_batch(t, x)).log_softmax(1).gather(1, c[:, None]).sum()
+            grad = torch.autograd.grad(logp, xg)[0]
+        return self.inner.score(x, t) + self.scale * grad.to(x.dtype)
+
+
+# ---- networks: what they are fed, and what they predict ---------------------------------------------
+
+class EDMInput:
+    """EDM's input scaling (Karras et al. Table 1): the network sees c_in y with
+    c_in = 1 / sqrt(sigma^2 + sigma_data^2), and the noise condition c_noise = ln(sigma) / 4."""
+
+    def __init__(self, sigma_data: float = 0.5):
+        self.sigma_data = float(sigma_data)
+
+    def __call__(self, sde: SDE, y, sigma):
+        return bcast((sigma ** 2 + self.sigma_data ** 2).rsqrt(), y) * y, sigma.log() / 4
+
+
+TIME_INPUTS = {
+    "sigma": lambda sde, sigma: sigma,                        # NCSN / score_sde VE: the noise level itself
+    "t": lambda sde, sigma: sde.sigma_inv(sigma),             # continuous time in [0, T]
+    "timestep": lambda sde, sigma: sde.timestep(sigma),       # discrete: fractional index into alphas_cumprod
+}
+
+
+class ModelSpaceInput:
+    """The network sees the model-space state x = s(t) y and its own time variable: ``time`` is one of
+    TIME_INPUTS ("sigma", "t", "timestep"), optionally multiplied by ``time_scale`` (e.g. 999)."""
+
+    def __init__(self, time: str = "t", time_scale: float = 1.0):
+        if time not in TIME_INPUTS:
+            raise UserError(f"unknown time input {time!r}; choose one of {', '.join(TIME_INPUTS)}")
+        self.time, self.time_scale = time, float(time_scale)
+
+    def __call__(self, sde: SDE, y, sigma):
+        s = sde.scale(sde.sigma_inv(sigma))
+        return bcast(s, y) * y, TIME_INPUTS[self.time](sde, sigma) * self.time_scale
+
+
+# Each prediction maps the network output F (for input y at level sigma, scale s) to D(y; sigma).
+def _edm(F, y, sigma, s, sigma_data):
+    sd2 = sigma_data ** 2
+    return bcast(sd2 / (sigma ** 2 + sd2), y) * y + bcast(sigma * sigma_data * (sigma ** 2 + sd2).rsqrt(), y) * F
+
+
+def _v(F, y, sigma, s, sd):
+    """v-prediction (Salimans & Ho 2022) in the variance-preserving sense of k-diffusion:
+    x0 = alpha x - sigma_t v with alpha = 1/sqrt(1 + sigma^2), sigma_t = sigma alpha, x = alpha y."""
+    a = (1 + sigma ** 2).rsqrt()
+    return bcast(a ** 2, y) * y - bcast(sigma * a, y) * F
+
+
+PREDICTIONS = {
+    "edm": _edm,                                                                   # EDM eq. 7
+    "eps": lambda F, y, sigma, s, sd: y - bcast(sigma, y) * F,                     # y = x0 + sigma eps
+    "x0": lambda F, y, sigma, s, sd: F,
+    "v": _v,
+    "score": lambda F, y, sigma, s, sd: y + bcast(sigma ** 2 * s, y) * F,          # F = grad_x log p_t
+    "scaled_score": lambda F, y, sigma, s, sd: y + bcast(sigma, y) * F,            # F = std * score
+}
+
+
+class NetworkDenoiser(Denoiser):
+    """D from a network ``net(input, noise_condition[, class_labels]) -> F`` with a ``prediction``
+    (a key of PREDICTIONS: "edm", "eps", "x0", "v", "score", "scaled_score") and a ``net_input``
+    (EDMInput or ModelSpaceInput). The network is stored as ``self.net`` (weights under "net.")."""
+
+    def __init__(self, net: nn.Module, sde: SDE, prediction: str = "edm", net_input=None, sigma_data: float = 0.5):
+        super().__init__(sde)
+        if prediction not in PREDICTIONS:
+            raise UserError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+        self.net, self.prediction, self.sigma_data = net, prediction, float(sigma_data)
+        self._to_d = PREDICTIONS[prediction]
+        self.net_input = net_input if net_input is not None else EDMInput(sigma_data)
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.net, "num_classes", 0))
+
+    def denoise(self, y, sigma, class_labels=None):
+        sigma = as_batch(sigma, y)
+        inp, cond = self.net_input(self.sde, y, sigma)
+        F = self.net(inp, cond) if class_labels is None else self.net(inp, cond, class_labels)
+        s = self.sde.scale(self.sde.sigma_inv(sigma)) if self.prediction == "score" else None
+        return self._to_d(F.to(y.dtype), y, sigma, s, self.sigma_data)
+
+
+class Preconditioned(NetworkDenoiser):
+    """sdekit's own networks: F(c_in y, ln(sigma)/4, class_labels) with the parametrisation ``kind``
+    ("edm" preconditioning, "eps", "scaled_score" or "score"); see nets/precond.py."""
+
+    KINDS = ("edm", "eps", "scaled_score", "score")
+
+    def __init__(self, net: nn.Module, sde: SDE, kind: str = "edm", sigma_data: float = 0.5):
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown preconditioning {kind!r}; choose one of {', '.join(self.KINDS)}")
+        super().__init__(net, sde, kind, EDMInput(sigma_data), sigma_data)
+        self.kind = kind
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "sigma_data": self.sigma_data}
+
+    def denoise(self, y, sigma, class_labels=None):
+        """As NetworkDenoiser; class label -1 means "no label" (the embedding's extra null row)."""
+        if class_labels is not None:
+            k = self.num_classes
+            if k == 0:
+                raise UserError("this model is unconditional; it takes no class labels")
+            class_labels = labels_for(class_labels, y)
+            if ((class_labels < -1) | (class_labels >= k)).any():
+                raise UserError(f"class labels must lie in 0..{k - 1} (or -1 for none)")
+            class_labels = torch.where(class_labels < 0, torch.full_like(class_labels, k), class_labels)
+        return super().denoise(y, sigma, class_labels)

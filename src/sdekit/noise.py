@@ -1,0 +1,100 @@
+"""The noise-level core: broadcasting, noise draws, noise-level schedules and evaluation counting.
+
+Everything between a model and a solver speaks in these terms. Times t are float tensors of shape
+[B]; noise levels sigma are those of the scaled variable y = x / s(t), in which every SDE of the
+family is x0 + sigma n (sde.py). A schedule is a descending list of noise levels
+sigma_0 > ... > sigma_{n-1}; solvers may append sigma = 0.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import UserError
+
+__all__ = ["bcast", "as_batch", "randn", "sigma_schedule", "SCHEDULES", "NonFiniteError", "Counter"]
+
+
+def bcast(v, x: torch.Tensor) -> torch.Tensor:
+    """Shape a per-sample [B] (or scalar) coefficient to broadcast against x [B, ...]."""
+    v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+    return v.reshape(v.shape + (1,) * (x.dim() - v.dim()))
+
+
+def as_batch(v, x: torch.Tensor) -> torch.Tensor:
+    """A time or noise level (float, 0-d or [B] tensor) as a float tensor [B] on x's device and dtype."""
+    v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+    if v.dim() == 0:
+        v = v.expand(x.shape[0])
+    return v
+
+
+def randn(x: torch.Tensor, generator=None) -> torch.Tensor:
+    """Standard normal noise shaped like x [B, ...], drawn from ``generator`` (on its own device) and
+    moved to x's. ``generator`` may also be a list of B generators, one stream per sample (row b is
+    drawn from generator b), which makes a sample independent of the batch it is drawn in."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != x.shape[0]:
+            raise UserError(f"{len(generator)} generators for a batch of {x.shape[0]}")
+        return torch.stack([torch.randn(x.shape[1:], generator=g, device=g.device, dtype=x.dtype)
+                            for g in generator]).to(x.device)
+    if generator is None or generator.device == x.device:
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+
+
+# ---- noise-level schedules: n levels from sigma_max down to sigma_min -------------------------------
+
+def karras(smax: float, smin: float, n: int, rho: float = 7.0, dtype=torch.float64) -> torch.Tensor:
+    """EDM's schedule (Karras et al. 2022, eq. 5): uniform in sigma^(1/rho)."""
+    u = torch.linspace(0, 1, n, dtype=dtype)
+    return (smax ** (1 / rho) + u * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
+
+
+def logsnr(smax: float, smin: float, n: int, rho: float = 7.0, dtype=torch.float64) -> torch.Tensor:
+    """Uniform in log sigma, i.e. in half the log-SNR (DPM-Solver's default)."""
+    u = torch.linspace(0, 1, n, dtype=dtype)
+    return torch.exp(math.log(smax) + u * (math.log(smin) - math.log(smax)))
+
+
+SCHEDULES = {"karras": karras, "logsnr": logsnr, "uniform": None}   # uniform: uniform in t, needs the SDE
+
+
+def sigma_schedule(sde, n: int, kind: str = "karras", eps: float | None = None, rho: float = 7.0,
+                   dtype=torch.float64, t_start: float | None = None) -> torch.Tensor:
+    """n noise levels [n] from sigma(t_start) (default sigma(T)) down to sigma(eps).
+
+    kind: "karras" (EDM eq. 5, ``rho``), "logsnr" (uniform in log sigma), "uniform" (uniform in t,
+    score_sde's grid). Raises UserError for an unknown kind."""
+    if kind not in SCHEDULES:
+        raise UserError(f"unknown schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
+    eps = sde.eps if eps is None else eps
+    t_start = sde.T if t_start is None else t_start
+    smax, smin = sde.sigma(torch.tensor([t_start, eps], dtype=dtype)).tolist()
+    if n == 1:
+        return torch.tensor([smax], dtype=dtype)
+    if kind == "uniform":
+        return sde.sigma(torch.linspace(t_start, eps, n, dtype=dtype))
+    return SCHEDULES[kind](smax, smin, n, rho, dtype)
+
+
+# ---- evaluation counting ----------------------------------------------------------------------------
+
+class NonFiniteError(UserError, FloatingPointError):
+    """The model's output or the solver's state became NaN/Inf."""
+
+
+class Counter:
+    """Counts model evaluations (NFE) and refuses non-finite or mis-shaped outputs."""
+
+    def __init__(self):
+        self.nfe = 0
+
+    def check(self, out: torch.Tensor, x: torch.Tensor, where: str) -> torch.Tensor:
+        self.nfe += 1
+        if out.shape != x.shape:
+            raise UserError(f"the model returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
+        if not torch.isfinite(out).all():
+            raise NonFiniteError(f"the model's output is NaN/Inf at {where} (evaluation {self.nfe})")
+        return out

@@ -1,0 +1,154 @@
+"""The one registry of samplers: a record per sampler with everything the rest of sdekit needs to know.
+
+The library's validation, the CLI's choices, defaults and help, the web page's choices and progress
+estimate and the README's table all read these records; no sampler name or trait is written
+anywhere else. Look a record up with :func:`get_sampler` (aliases accepted, unknown names refused).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .errors import UserError
+from .noise import SCHEDULES
+from .samplers import CORRECTORS, DDIM, PC, PREDICTORS, DPMSolver, Heun
+
+__all__ = ["Option", "SamplerSpec", "REGISTRY", "SAMPLERS", "ALIASES", "get_sampler", "check_options"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A sampler option: its ``default``, a ``check`` returning an error text (or None), and ``help``."""
+    default: object
+    check: Callable[[object], str | None]
+    help: str
+
+
+def _positive(v):
+    return None if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 \
+        else "a positive number"
+
+
+def _nonneg(v):
+    return None if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 \
+        else "a non-negative number"
+
+
+def _count(v):
+    return None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "a non-negative integer"
+
+
+def _one_of(choices):
+    return lambda v: None if v in choices else f"one of {', '.join(map(str, choices))}"
+
+
+SCHEDULE = Option(None, _one_of(tuple(SCHEDULES)), "noise-level grid: karras | logsnr | uniform (in t)")
+RHO = Option(7.0, _positive, "exponent of the karras grid")
+PC_OPTIONS = {
+    "predictor": Option("reverse_diffusion", _one_of(tuple(PREDICTORS)), "predictor of each step"),
+    "corrector": Option("langevin", _one_of(tuple(CORRECTORS)), "corrector before each predictor step"),
+    "snr": Option(0.16, _positive, "Langevin target signal-to-noise ratio"),
+    "n_corrector": Option(1, _count, "corrector steps per grid point"),
+}
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One sampler. ``kind``: "sde" (time grid, stochastic steps), "fast" (noise-level grid, ends at
+    sigma = 0 when denoising), "adaptive" (RK45; ``steps`` ignored). ``evals_per_step(options)``: score
+    evaluations per step; ``fixed`` options are set by the record and cannot be changed."""
+    name: str
+    summary: str
+    kind: str
+    stepper: type | None
+    schedule: str
+    stochastic: bool
+    default_steps: int
+    evals_per_step: Callable[[dict], float]
+    options: dict = field(default_factory=dict)
+    fixed: dict = field(default_factory=dict)
+    aliases: tuple = ()
+
+    def evaluations(self, steps: int, options: dict | None = None) -> int | None:
+        """Expected evaluations for ``steps`` steps (None for the adaptive solver)."""
+        if self.kind == "adaptive":
+            return None
+        opts = {**self.defaults(), **(options or {})}
+        n = self.evals_per_step(opts) * steps
+        return int(round(n - 1)) if self.name == "heun" else int(round(n))   # Heun's last step to 0 is Euler
+
+    def defaults(self) -> dict:
+        return {k: o.default for k, o in self.options.items() if o.default is not None}
+
+
+def _pc_evals(o):
+    p = 0 if o.get("predictor", "reverse_diffusion") == "none" else 1
+    c = 0 if o.get("corrector", "langevin") == "none" else int(o.get("n_corrector", 1))
+    return p + c
+
+
+_SPECS = [
+    SamplerSpec("em", "Euler-Maruyama on the reverse SDE", "sde", PC, "uniform", True, 500,
+                lambda o: 1, {"schedule": SCHEDULE, "rho": RHO}, {"predictor": "em", "corrector": "none"},
+                aliases=("euler_maruyama",)),
+    SamplerSpec("reverse_diffusion", "reverse diffusion predictor (the SDE's own discretisation)", "sde", PC,
+                "uniform", True, 500, lambda o: 1, {"schedule": SCHEDULE, "rho": RHO},
+                {"predictor": "reverse_diffusion", "corrector": "none"}),
+    SamplerSpec("ancestral", "ancestral sampling (posterior of the discretised chain)", "sde", PC, "uniform",
+                True, 500, lambda o: 1, {"schedule": SCHEDULE, "rho": RHO},
+                {"predictor": "ancestral", "corrector": "none"}),
+    SamplerSpec("langevin", "Langevin corrector alone (snr rule, batch-averaged norms)", "sde", PC, "uniform",
+                True, 1000, _pc_evals, {"snr": PC_OPTIONS["snr"], "n_corrector": Option(1, _count, "Langevin steps per grid point"),
+                                        "schedule": SCHEDULE, "rho": RHO},
+                {"predictor": "none", "corrector": "langevin"}),
+    SamplerSpec("ald", "annealed Langevin dynamics (NCSN)", "sde", PC, "uniform", True, 1000, _pc_evals,
+                {"snr": PC_OPTIONS["snr"], "n_corrector": Option(1, _count, "Langevin steps per grid point"),
+                 "schedule": SCHEDULE, "rho": RHO},
+                {"predictor": "none", "corrector": "ald"}),
+    SamplerSpec("pc", "predictor-corrector (reverse diffusion + Langevin by default)", "sde", PC, "uniform",
+                True, 500, _pc_evals, {**PC_OPTIONS, "schedule": SCHEDULE, "rho": RHO}),
+    SamplerSpec("ode", "probability-flow ODE, adaptive RK45", "adaptive", None, "uniform", False, 1,
+                lambda o: 1, {"rtol": Option(1e-5, _positive, "relative tolerance"),
+                              "atol": Option(1e-5, _positive, "absolute tolerance")}),
+    SamplerSpec("ddim", "DDIM (eta > 0: stochastic)", "fast", DDIM, "uniform", False, 50, lambda o: 1,
+                {"eta": Option(0.0, _nonneg, "noise of each step (1: ancestral)"), "schedule": SCHEDULE, "rho": RHO}),
+    SamplerSpec("heun", "EDM's 2nd-order Heun, Karras grid", "fast", Heun, "karras", False, 20, lambda o: 2,
+                {"churn": Option(0.0, _nonneg, "EDM's S_churn (stochasticity)"),
+                 "s_tmin": Option(0.0, _nonneg, "churn only above this sigma"),
+                 "s_tmax": Option(float("inf"), lambda v: None if isinstance(v, (int, float)) and v >= 0 else "a number >= 0",
+                                  "churn only below this sigma"),
+                 "s_noise": Option(1.0, _positive, "EDM's S_noise"), "schedule": SCHEDULE, "rho": RHO}),
+    SamplerSpec("dpm_solver", "DPM-Solver++(2M), log-SNR grid", "fast", DPMSolver, "logsnr", False, 20, lambda o: 1,
+                {"order": Option(2, _one_of((2, 3)), "multistep order"), "schedule": SCHEDULE, "rho": RHO}),
+]
+
+REGISTRY: dict[str, SamplerSpec] = {s.name: s for s in _SPECS}
+ALIASES: dict[str, str] = {a: s.name for s in _SPECS for a in s.aliases}
+SAMPLERS: tuple[str, ...] = tuple(REGISTRY)
+
+
+def get_sampler(name) -> SamplerSpec:
+    """The record of sampler ``name`` (case-insensitive; aliases accepted). UserError if unknown."""
+    key = str(name).lower()
+    key = ALIASES.get(key, key)
+    if key not in REGISTRY:
+        raise UserError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    return REGISTRY[key]
+
+
+def check_options(spec: SamplerSpec, options: dict) -> dict:
+    """``options`` checked against the record; returns them with defaults filled in. UserError on an
+    unknown option, a bad value, or a change of a value the record fixes."""
+    for k, v in options.items():
+        if k in spec.fixed:
+            if v != spec.fixed[k]:
+                raise UserError(f"sampler {spec.name!r} fixes {k}={spec.fixed[k]!r}; use sampler 'pc' to choose it")
+            continue
+        if k not in spec.options:
+            allowed = ", ".join(sorted(spec.options)) or "none"
+            raise UserError(f"sampler {spec.name!r} takes no option {k!r}; it takes {allowed}")
+        err = spec.options[k].check(v)
+        if err:
+            raise UserError(f"sampler {spec.name!r}: {k} must be {err}, got {v!r}")
+    return {**spec.defaults(), **options, **spec.fixed}
