@@ -119,7 +119,7 @@ def test_sample_cli_png_and_npz(bundle_dir, tmp_path, capsys):
                  "--out", str(tmp_path / "s.npz")]) == 0
     z = np.load(tmp_path / "s.npz")
     assert z["samples"].shape == (5, 16, 16, 1) and z["samples"].dtype == np.uint8 and (z["labels"] == 3).all()
-    for change, msg in [({"--class": "10"}, "0..9"), ({"--out": str(tmp_path / "x.jpg")}, ".png or .npz"),
+    for change, msg in [({"--class": "10"}, "0..9"), ({"--out": str(tmp_path / "x.txt")}, ".tiff or .npz"),
                         ({"--model": str(tmp_path / "none")}, "not a model bundle"),
                         ({"--sampler": "rk4"}, "unknown sampler")]:
         opts = {"--model": str(bundle_dir), "-n": "2", "--steps": "2", "--out": str(tmp_path / "e.png"), **change}

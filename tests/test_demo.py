@@ -39,7 +39,7 @@ def test_edit_cli(tmp_path, bundle):
     out = tmp_path / "o.png"
     args = ["edit", "--model", str(bundle), "--guide", str(g), "--t0", "0.3", "--steps", "3", "--out", str(out)]
     assert main(args) == 0
-    assert Image.open(out).size == (16, 16)
+    assert Image.open(out).size == (64, 64)                 # enlarged --scale 4 times by default
     before = out.read_bytes()
     assert main(args) == 2                             # exists: refused, untouched
     assert out.read_bytes() == before
@@ -51,7 +51,7 @@ def test_edit_cli(tmp_path, bundle):
     mk = _png(tmp_path / "m.png", m)
     out2 = tmp_path / "o2.png"
     assert main(["edit", "--model", str(bundle), "--guide", str(g), "--mask", str(mk), "--t0", "0.5",
-                 "--steps", "3", "--out", str(out2)]) == 0
+                 "--steps", "3", "--scale", "1", "--out", str(out2)]) == 0
     from sdekit.images import load_image
     got = np.asarray(Image.open(out2), dtype=np.float32) / 255
     want = load_image(g, (1, 16, 16)).pixels[0, 0].numpy()

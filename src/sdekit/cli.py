@@ -2,12 +2,15 @@
 
 Each subcommand lives in ``sdekit.commands.<name>`` with two functions:
 ``add_arguments(parser)`` (cheap: argparse only) and ``run(args)`` (imports the library lazily).
-Bad input raises UserError (or ValueError/OSError) in the library; main() prints it on one line
-and exits with code 2.
+Bad input is refused on one line with exit code 2: argparse's own errors (types and ranges are
+checked while parsing), UserError from the commands and the library, and the file-system errors
+of the user's paths (missing, a folder, no permission, disk full). Anything else is a bug in
+sdekit and ends in a traceback.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -30,8 +33,15 @@ COMMANDS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: ``sdekit <command>: error: <message>``, exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sdekit", description="Score-based generative models through SDEs, and SDEdit.")
+    p = Parser(prog="sdekit", description="Score-based generative models through SDEs, and SDEdit.")
     sub = p.add_subparsers(dest="command", required=True)
     for name, (module, help_) in COMMANDS.items():
         try:
@@ -46,8 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-ERRORS = (UserError, ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-          PermissionError, FileExistsError)
+ERRORS = (UserError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
+FULL = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG}       # the user's disk or path, not a bug
+
+
+def is_user_error(e: BaseException) -> bool:
+    """Whether ``e`` is bad input (printed on one line, exit 2) rather than a bug (a traceback)."""
+    return isinstance(e, ERRORS) or (isinstance(e, OSError) and e.errno in FULL)
 
 
 def main(argv=None) -> int:
@@ -55,7 +70,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except ERRORS as e:
+    except (UserError, OSError) as e:
+        if not is_user_error(e):
+            raise
         text = str(e).strip()
         msg = text.splitlines()[0] if text else type(e).__name__
         print(f"sdekit {args.command}: error: {msg}", file=sys.stderr)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .images import load_image, save_labelled_grid
+from .images import SCALE, load_image, save_labelled_grid
 from .io import atomic_write_text
 from .sdedit import composite, sdedit, simulate_strokes
 
@@ -50,9 +50,10 @@ def _steps(s: Settings, t0: float) -> int:
 
 
 def demo(out="sdekit-demo", seed: int = 0, model=None, small: bool = False, toy: bool = True,
-         progress: bool = True) -> Path:
+         progress: bool = True, scale: int = SCALE) -> Path:
     """Write the demo report into folder ``out``; returns the path of its index.html.
-    model: a :class:`sdekit.Model` (default: the bundled digits model); small: a quick version."""
+    model: a :class:`sdekit.Model` (default: the bundled digits model); small: a quick version;
+    scale: enlargement of the pictures (nearest neighbour)."""
     from .bundle import generate, load
     from .nets.features import split_digits
     t_start = time.time()
@@ -72,7 +73,7 @@ def demo(out="sdekit-demo", seed: int = 0, model=None, small: bool = False, toy:
     # 1. samples
     x = generate(model, s.n_samples, "dpm_solver", s.sample_steps, seed=seed)
     from .data import save_grid
-    save_grid(out / "samples.png", U(x), scale=4)
+    save_grid(out / "samples.png", U(x), scale=scale)
     figs.append(("Samples", "samples.png", f"{s.n_samples} samples, DPM-Solver++(2M), {s.sample_steps} steps"))
     bar.update()
 
@@ -81,7 +82,7 @@ def demo(out="sdekit-demo", seed: int = 0, model=None, small: bool = False, toy:
     k = s.seeds_per_guide
     res = edit(guides.repeat_interleave(k, 0), s.t0).reshape(len(names), k, *shape)
     save_labelled_grid(out / "strokes.png", torch.cat([guides[:, None], res], 1), names,
-                       ["guide"] + [f"seed {i + 1}" for i in range(k)])
+                       ["guide"] + [f"seed {i + 1}" for i in range(k)], scale=scale)
     figs.append(("Stroke painting to image", "strokes.png",
                  f"hand-made stroke paintings (sdekit/assets/strokes) and SDEdit outputs at t0 = {s.t0}"))
     bar.update()
@@ -93,7 +94,8 @@ def demo(out="sdekit-demo", seed: int = 0, model=None, small: bool = False, toy:
         real = torch.nn.functional.interpolate(real, size=shape[-2:], mode="bilinear").expand(-1, shape[0], -1, -1)
     strokes = simulate_strokes(real)
     res = edit(strokes, s.t0)
-    save_labelled_grid(out / "simulated.png", torch.stack([real, strokes, res]), ["real", "stroke", "SDEdit"])
+    save_labelled_grid(out / "simulated.png", torch.stack([real, strokes, res]), ["real", "stroke", "SDEdit"],
+                       scale=scale)
     figs.append(("Stroke painting to image", "simulated.png",
                  "strokes simulated from held-out digits (median filter + 3-colour quantisation), then SDEdit "
                  f"at t0 = {s.t0}: the output follows the stroke, not the hidden real image"))
@@ -109,7 +111,7 @@ def demo(out="sdekit-demo", seed: int = 0, model=None, small: bool = False, toy:
     mask[..., : H // 2, :] = 1
     res = edit(guide, s.t0, mask=mask)
     save_labelled_grid(out / "masked.png", torch.stack([real, guide, mask.expand(n, *shape), res]),
-                       ["source", "guide", "mask (white = keep)", "SDEdit"])
+                       ["source", "guide", "mask (white = keep)", "SDEdit"], scale=scale)
     figs.append(("Stroke-based editing", "masked.png",
                  f"the bottom half is painted over with strokes and regenerated at t0 = {s.t0}; "
                  "the top half (mask = 1) is kept exactly"))
@@ -122,7 +124,7 @@ def demo(out="sdekit-demo", seed: int = 0, model=None, small: bool = False, toy:
     patch = real.roll(2, 0)
     res, pasted = composite(sde, score, X(real), X(patch), region, t0=0.4, border=1, steps=_steps(s, 0.4), generator=g)
     save_labelled_grid(out / "composite.png", torch.stack([real, patch, U(pasted), U(res)]),
-                       ["source", "patch", "pasted", "harmonised"])
+                       ["source", "patch", "pasted", "harmonised"], scale=scale)
     figs.append(("Image compositing", "composite.png",
                  "the right half of another digit pasted onto the source; SDEdit at t0 = 0.4 regenerates the "
                  "pasted half and a 1-pixel seam, the rest of the source is kept"))
@@ -132,7 +134,7 @@ def demo(out="sdekit-demo", seed: int = 0, model=None, small: bool = False, toy:
     rows = torch.cat([guides[:2], strokes[:1]])
     cols = [rows] + [edit(rows, t0) for t0 in s.strip_t0]
     save_labelled_grid(out / "t0_strip.png", torch.stack(cols, 1), [names[0], names[1], "simulated"],
-                       ["guide"] + [f"t0={t0:g}" for t0 in s.strip_t0])
+                       ["guide"] + [f"t0={t0:g}" for t0 in s.strip_t0], scale=scale)
     figs.append(("Realism vs faithfulness: the choice of t0", "t0_strip.png",
                  "small t0 stays faithful to the guide (and as unrealistic as it), t0 near 1 forgets it"))
     bar.update()

@@ -7,7 +7,7 @@ The rule for an image file of any size and mode (stated once; used by ``sdekit e
    anything else (EPS and PostScript, which Pillow would hand to Ghostscript, and every other
    plugin) is refused unread. An image of more than ``max_pixels`` pixels (:data:`MAX_PIXELS` by
    default) is refused from the size its header declares, before any pixel is decoded; a truncated
-   file is refused.
+   file (for PNG also one that ends before its IEND chunk) is refused.
 2. Picture: what a viewer shows: the first frame, turned upright by its EXIF orientation
    (``PIL.ImageOps.exif_transpose``).
 3. Values in [0, 1]: 8-bit modes v / 255; 16-bit grey (I;16, I;16B, I;16L, I;16N) and 32-bit
@@ -43,8 +43,9 @@ from .errors import UserError
 from .io import atomic_path
 
 __all__ = ["LoadedImage", "load_image", "load_mask", "read_image", "image_size", "crop_box", "restore",
-           "save_image", "save_picture", "picture", "grid_shape", "check_picture_size", "save_labelled_grid",
-           "to_pil", "FORMATS", "EXTENSIONS", "MAX_PIXELS", "MAX_OUTPUT_PIXELS", "SCALE"]
+           "guide_frame", "save_image", "save_picture", "picture", "enlarge", "grid_shape", "grid_size",
+           "check_picture_size", "save_labelled_grid", "to_pil", "from_pil", "FORMATS", "EXTENSIONS",
+           "MAX_PIXELS", "MAX_OUTPUT_PIXELS", "SCALE"]
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")   # Pillow plugin names; nothing else is decoded
 SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".webp": "WEBP",
@@ -238,19 +239,25 @@ def load_mask(path, size_hw=(16, 16), max_pixels: int = MAX_PIXELS) -> torch.Ten
     return _mask(alpha, box, size_hw)
 
 
+def guide_frame(img: LoadedImage, channels: int):
+    """The whole picture ``img`` was read from, over black, as a PIL image (L for 1 channel, else RGB;
+    grey by the same ITU-R 601 luma) of ``img.size``."""
+    from PIL import Image
+    frame = img.frame
+    if frame is None:
+        raise UserError("this image was not read by sdekit.images.load_image; it has no frame")
+    if frame.mode == "F":
+        frame = Image.fromarray((np.clip(np.asarray(frame), 0, 255) + 0.5).astype(np.uint8), "L")
+    return frame.convert("L" if channels == 1 else "RGB")
+
+
 def restore(img: LoadedImage, u: torch.Tensor):
     """Invert the geometry of the rule: an output u ([C, H, W] or [1, C, H, W] in [0, 1], at the
     model's resolution, from the guide ``img``) resized onto ``img.box`` and pasted into the guide's
-    frame (converted to u's channels). Returns a PIL image of ``img.size`` that lines up with the
-    guide; outside the crop box it is the guide."""
-    from PIL import Image
+    frame (:func:`guide_frame`). Returns a PIL image of ``img.size`` that lines up with the guide;
+    outside the crop box it is the guide."""
     out = to_pil(u)
-    frame = img.frame
-    if frame is None:
-        raise UserError("this image was not loaded by sdekit.images.load_image; it has no frame to restore")
-    if frame.mode == "F":
-        frame = Image.fromarray((np.clip(np.asarray(frame), 0, 255) + 0.5).astype(np.uint8), "L")
-    frame = frame.convert(out.mode)                          # grey by the same ITU-R 601 luma
+    frame = guide_frame(img, 1 if out.mode == "L" else 3)
     left, top, right, bottom = img.box
     frame.paste(to_pil(u, (right - left, bottom - top)), (left, top))
     return frame
@@ -302,10 +309,29 @@ def save_image(path, u: torch.Tensor, size: tuple[int, int] | None = None, overw
     return save_picture(path, to_pil(u, size), overwrite)
 
 
+def from_pil(im) -> torch.Tensor:
+    """A PIL image (L or RGB) -> [C, H, W] in [0, 1]."""
+    a = np.asarray(im, dtype=np.float32) / 255
+    return torch.from_numpy((a[None] if a.ndim == 2 else a.transpose(2, 0, 1)).copy())
+
+
 def grid_shape(n: int, nrow: int | None = None) -> tuple[int, int]:
     """(rows, columns) of a grid of n images with nrow images per row (default: a square)."""
     cols = int(nrow) if nrow else math.ceil(math.sqrt(n))
     return math.ceil(n / cols), cols
+
+
+def grid_size(n: int, image_hw, nrow: int | None = None, scale: int = SCALE, pad: int = 1) -> tuple[int, int]:
+    """(width, height) in pixels of :func:`picture` of n images of image_hw = (H, W)."""
+    rows, cols = grid_shape(n, nrow)
+    H, W = image_hw
+    return (cols * (W + pad) + pad) * scale, (rows * (H + pad) + pad) * scale
+
+
+def enlarge(im, scale: int = SCALE):
+    """A PIL image enlarged ``scale`` times by nearest neighbour (every pixel a scale x scale block)."""
+    from PIL import Image
+    return im if scale == 1 else im.resize((im.width * scale, im.height * scale), Image.NEAREST)
 
 
 def check_picture_size(width: int, height: int, what: str = "picture") -> None:
@@ -321,8 +347,7 @@ def picture(u: torch.Tensor, nrow: int | None = None, scale: int = SCALE):
     from PIL import Image
     from .data import grid
     a = grid(u, nrow)
-    im = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
-    return im.resize((im.width * scale, im.height * scale), Image.NEAREST) if scale != 1 else im
+    return enlarge(Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a), scale)
 
 
 def save_labelled_grid(path, u: torch.Tensor, row_labels=None, col_labels=None, scale: int = SCALE, pad: int = 4) -> Path:

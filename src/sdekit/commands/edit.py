@@ -1,66 +1,79 @@
 """sdekit edit: SDEdit a stroke painting or an edited image with a model bundle."""
+from .common import add_overwrite, add_sampler, add_scale, add_seed, count, int_range, positive_int
 
 
 def add_arguments(p):
     p.add_argument("--model", default=None, help="model bundle folder (default: the bundled digits model)")
-    p.add_argument("--guide", required=True, help="guide image (PNG/JPEG, any size and mode)")
+    p.add_argument("--guide", required=True,
+                   help="guide image (PNG, JPEG, BMP, GIF, WebP or TIFF; any size and mode), read upright as a "
+                        "viewer shows it; the model sees its centre crop of the model's aspect ratio")
     p.add_argument("--mask", default=None,
                    help="mask image, white = keep the guide there (default: the guide's alpha if it has one)")
-    p.add_argument("--t0", type=float, default=0.5, help="perturbation time in (0, 1] (default: 0.5)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="solver steps over [0, t0] (default: 100 x t0 for the stochastic samplers, 20 otherwise)")
-    p.add_argument("--repeats", type=int, default=1, help="perturb-and-denoise rounds K (default: 1)")
-    p.add_argument("--sampler", default="reverse_diffusion", help="any sampler of sdekit.sample (default: reverse_diffusion)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-n", type=int, default=1, help="number of outputs; more than one writes a grid (default: 1)")
-    p.add_argument("--class", dest="class_label", type=int, default=None, help="class label (conditional models)")
-    p.add_argument("--resize-back", action="store_true", help="write the output at the guide's original size")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--out", required=True, help="output image (.png or .jpg)")
+    p.add_argument("--t0", type=float, default=None,
+                   help="noise level to start from, in (0, 1]: the VP SDE's noise level at time t0, the same for "
+                        "every SDE (default: the model's calibrated t0, else 0.5)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="solver steps from t0 down to 0 (default: the sampler's default steps x t0, at least 4)")
+    p.add_argument("--repeats", type=positive_int, default=1, help="perturb-and-denoise rounds K (default: 1)")
+    add_sampler(p, "reverse_diffusion")
+    add_seed(p)
+    p.add_argument("-n", type=int_range(1, 256), default=1,
+                   help="number of outputs, 1..256; more than one writes a grid: the guide, then the outputs (default: 1)")
+    p.add_argument("--class", dest="class_label", type=count, default=None,
+                   help="class label K of a class-conditional model (default: none, unconditional)")
+    p.add_argument("--resize-back", action="store_true",
+                   help="write at the guide's own size, without enlargement: the output resized back onto the part "
+                        "of the guide the model saw (its centre crop) and pasted into the guide, so it lines up with it")
+    add_scale(p)
+    add_overwrite(p)
+    p.add_argument("--out", required=True, help="output picture (.png, .jpg, .bmp, .gif, .webp or .tif)")
 
 
 def run(args):
     import math
-    from pathlib import Path
 
     import torch
 
     from ..bundle import load
     from ..errors import UserError
-    from ..images import load_image, load_mask, save_image
-    from ..samplers import SAMPLERS
-    from ..sdedit import sdedit
+    from ..images import (EXTENSIONS, check_picture_size, enlarge, from_pil, guide_frame, load_image, load_mask,
+                          restore, save_picture, to_pil)
+    from ..sdedit import default_t0, sdedit
+    from .common import check_class, check_row, file_out, save_row, scale_of
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise UserError(f"{out} exists; pass --overwrite to replace it")
-    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-        raise UserError(f"--out must end in .png or .jpg, got {out.name}")
-    if args.sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if not (math.isfinite(args.t0) and 0 < args.t0 <= 1):
+    out = file_out(args.out, args.overwrite, EXTENSIONS)
+    if args.t0 is not None and not (math.isfinite(args.t0) and 0 < args.t0 <= 1):
         raise UserError(f"--t0 must lie in (0, 1], got {args.t0}")
-    if args.n < 1 or args.n > 256:
-        raise UserError(f"-n must lie in 1..256, got {args.n}")
+    if args.resize_back and args.scale is not None:
+        raise UserError("--scale does not apply with --resize-back: the output keeps the guide's own size")
     model = load(args.model)
+    check_class(model, args.class_label)
     C, H, W = model.shape
     img = load_image(args.guide, model.shape)
     mask = img.alpha
     if args.mask is not None:
         mask = load_mask(args.mask, (H, W))
-    steps = args.steps
-    if steps is None:
-        stochastic = args.sampler in ("em", "euler_maruyama", "reverse_diffusion", "ancestral", "pc")
-        steps = max(4, round(100 * args.t0)) if stochastic else 20
+    scale = 1 if args.resize_back else scale_of(args)
+    cell = (img.size[1], img.size[0]) if args.resize_back else (H, W)
+    if args.n > 1:
+        check_row(args.n + 1, cell, scale)
+    else:
+        check_picture_size(cell[1] * scale, cell[0] * scale, "output picture")
+    t0 = default_t0(model) if args.t0 is None else args.t0
     score = model.score_fn if args.class_label is None else model.conditional(args.class_label)
     guide = model.from_unit(img.pixels).expand(args.n, -1, -1, -1).contiguous()
-    x = sdedit(model.sde, score, guide, t0=args.t0, steps=steps, mask=mask, repeats=args.repeats,
-               sampler=args.sampler, generator=torch.Generator().manual_seed(args.seed), progress=True)
-    u = model.to_unit(x)
+    x, info = sdedit(model.sde, score, guide, t0=t0, steps=args.steps, mask=mask, repeats=args.repeats,
+                     sampler=args.sampler, generator=torch.Generator().manual_seed(args.seed), progress=True,
+                     return_info=True)
+    u = model.to_unit(x).cpu()
     if args.n == 1:
-        save_image(out, u, size=img.size if args.resize_back else None, overwrite=args.overwrite)
+        im = restore(img, u[0]) if args.resize_back else enlarge(to_pil(u[0]), scale)
+        save_picture(out, im, overwrite=args.overwrite)
+    elif args.resize_back:
+        u = torch.stack([from_pil(restore(img, ui)) for ui in u])
+        save_row(out, from_pil(guide_frame(img, C))[None], u, 1, args.overwrite)
     else:
-        from ..data import grid
-        save_image(out, torch.from_numpy(grid(u)).permute(2, 0, 1).float()[None] / 255, overwrite=args.overwrite)
+        save_row(out, img.pixels, u, scale, args.overwrite)
     what = "masked " if mask is not None else ""
-    print(f"{what}SDEdit t0={args.t0} ({args.sampler}, {steps} steps, {args.repeats} round(s)) -> {out}")
+    print(f"{what}SDEdit t0={t0:g} ({args.sampler}, {info['steps']} steps, {args.repeats} round(s), "
+          f"{info['nfe']} evaluations) -> {out}")

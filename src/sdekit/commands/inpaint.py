@@ -1,21 +1,28 @@
 """sdekit inpaint: fill the unknown region of an image (imputation by the reverse SDE)."""
+from .common import add_overwrite, add_sampler, add_scale, add_seed, count, int_range, positive_int
 
 SHAPES = ("left", "right", "top", "bottom", "centre", "center")
 
 
 def add_arguments(p):
     p.add_argument("--model", default=None, help="model bundle folder (default: the bundled digits model)")
-    p.add_argument("--image", required=True, help="image file, converted to the model's size and channels")
+    p.add_argument("--image", required=True,
+                   help="image file (PNG, JPEG, BMP, GIF, WebP or TIFF), converted to the model's size and channels "
+                        "by the rule of sdekit.images")
     p.add_argument("--mask", required=True,
                    help="mask file: white = known pixels to keep, black = to fill; or one of "
                         "left/right/top/bottom/centre (the half / the centre square to fill)")
-    p.add_argument("--out", required=True, help="output PNG: the input with its hole, then n completions")
-    p.add_argument("--sampler", default="pc", help="any sampler of sdekit.sample (default: pc)")
-    p.add_argument("--steps", type=int, default=None, help="solver steps (default: 500 for SDE samplers, 50 fast)")
-    p.add_argument("--resample", type=int, default=0, help="RePaint resampling rounds per step (default: 0)")
-    p.add_argument("-n", type=int, default=8, help="number of completions (default: 8)")
-    p.add_argument("--class", dest="class_label", type=int, default=None, help="class label (conditional models)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True,
+                   help="output grid picture (.png, .jpg, ...): the input with its hole in grey, then n completions")
+    add_sampler(p, "pc")
+    p.add_argument("--steps", type=positive_int, default=None, help="solver steps (default: the sampler's own)")
+    p.add_argument("--resample", type=count, default=0, help="RePaint resampling rounds per step (default: 0)")
+    p.add_argument("-n", type=int_range(1, 256), default=8, help="number of completions, 1..256 (default: 8)")
+    p.add_argument("--class", dest="class_label", type=count, default=None,
+                   help="class label K of a class-conditional model (default: none, unconditional)")
+    add_seed(p)
+    add_scale(p)
+    add_overwrite(p)
 
 
 def _shape_mask(name, H, W):
@@ -34,26 +41,13 @@ def _shape_mask(name, H, W):
     return m
 
 
-def steps_for(sampler, steps):
-    if steps is not None:
-        return steps
-    return 50 if sampler in ("ddim", "heun", "dpm_solver") else 500
-
-
 def check_args(args):
     """The checks inpaint and colorize share; returns the output path."""
-    from pathlib import Path
-
     from ..errors import UserError
-    from ..samplers import SAMPLERS
+    from ..images import EXTENSIONS
+    from .common import file_out
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise UserError(f"--out must end in .png, got {out.name}")
-    if args.sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if not 1 <= args.n <= 256 or args.resample < 0 or (args.steps is not None and args.steps < 1):
-        raise UserError("-n must lie in 1..256, --steps be positive and --resample non-negative")
+    out = file_out(args.out, args.overwrite, EXTENSIONS)
     return out
 
 
@@ -64,20 +58,24 @@ def run(args):
     from ..errors import UserError
     from ..guidance import inpaint
     from ..images import load_image, load_mask
+    from .common import check_class, check_row, save_row, scale_of
 
     out = check_args(args)
     model = load(args.model)
+    check_class(model, args.class_label)
+    scale = scale_of(args)
+    check_row(args.n + 1, model.shape[-2:], scale)
     C, H, W = model.shape
     img = load_image(args.image, model.shape)
     mask = _shape_mask(args.mask, H, W) if args.mask in SHAPES else load_mask(args.mask, (H, W))
     if mask.sum() == 0:
         raise UserError("the mask keeps no pixel (white = known)")
+    if mask.min() == 1:
+        raise UserError("the mask leaves no pixel to fill (black = unknown)")
     score = model.score_fn if args.class_label is None else model.conditional(args.class_label)
     x0 = model.from_unit(img.pixels).expand(args.n, -1, -1, -1).contiguous()
-    x = inpaint(model.sde, score, x0, mask, steps=steps_for(args.sampler, args.steps), sampler=args.sampler,
+    x = inpaint(model.sde, score, x0, mask, steps=args.steps, sampler=args.sampler,
                 resample=args.resample, generator=torch.Generator().manual_seed(args.seed), progress=True)
     holed = img.pixels * mask + 0.5 * (1 - mask)                     # grey where unknown
-    from ..data import save_grid
-    u = torch.cat([holed, model.to_unit(x)])
-    save_grid(out, u, nrow=len(u), scale=4)
+    save_row(out, holed, model.to_unit(x), scale, args.overwrite)
     print(f"{args.n} completions ({args.sampler}, resample {args.resample}) -> {out}")

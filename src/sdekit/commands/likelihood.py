@@ -1,20 +1,27 @@
 """sdekit likelihood: bits/dim of a dataset under a model, through the probability-flow ODE."""
+from .common import add_seed, positive, positive_int
+
+RTOL = ATOL = 1e-5            # score_sde's tolerances
+HEUN_STEPS = 64
 
 
 def add_arguments(p):
     p.add_argument("--model", default=None, help="model bundle folder (default: the bundled digits model)")
     p.add_argument("--data", default="digits", help="dataset spec, as for `sdekit train` (default: digits)")
-    p.add_argument("-n", type=int, default=64, help="number of data points, taken at random (default: 64)")
+    p.add_argument("-n", type=positive_int, default=64, help="number of data points, taken at random (default: 64)")
     p.add_argument("--solver", default="rk45", choices=("rk45", "heun"), help="ODE solver (default: rk45)")
-    p.add_argument("--rtol", type=float, default=1e-5, help="RK45 tolerances, as score_sde (default: 1e-5)")
-    p.add_argument("--atol", type=float, default=1e-5)
-    p.add_argument("--steps", type=int, default=64, help="Heun steps (2 NFE each; default: 64)")
+    p.add_argument("--rtol", type=positive, default=None, help=f"RK45 relative tolerance, as score_sde (default: {RTOL})")
+    p.add_argument("--atol", type=positive, default=None, help=f"RK45 absolute tolerance, as score_sde (default: {ATOL})")
+    p.add_argument("--steps", type=positive_int, default=None, help=f"Heun steps (2 NFE each; default: {HEUN_STEPS})")
     p.add_argument("--probes", default="rademacher", choices=("rademacher", "gaussian", "exact"),
-                   help="divergence estimator (default: rademacher)")
-    p.add_argument("--n-probes", type=int, default=1, help="Hutchinson probes per point (default: 1)")
-    p.add_argument("--no-dequantize", action="store_true", help="skip uniform dequantisation of 8-bit images")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+                   help="divergence estimator: Hutchinson with rademacher or gaussian probes, or the exact "
+                        "divergence (default: rademacher)")
+    p.add_argument("--n-probes", type=positive_int, default=None,
+                   help="Hutchinson probes per point, with rademacher or gaussian probes (default: 1)")
+    p.add_argument("--no-dequantize", action="store_true",
+                   help="skip uniform dequantisation of 8-bit images (bits/dim of the continuous density)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="data points per ODE solve (default: 64)")
+    add_seed(p)
 
 
 def run(args):
@@ -28,8 +35,15 @@ def run(args):
     from ..errors import UserError
     from ..likelihood import likelihood
 
-    if args.n < 1 or args.batch_size < 1 or args.n_probes < 1 or args.steps < 1:
-        raise UserError("-n, --batch-size, --n-probes and --steps must be positive")
+    unused = [flag for flag, value, applies in (("--rtol", args.rtol, args.solver == "rk45"),
+                                                  ("--atol", args.atol, args.solver == "rk45"),
+                                                  ("--steps", args.steps, args.solver == "heun"),
+                                                  ("--n-probes", args.n_probes, args.probes != "exact"))
+              if value is not None and not applies]
+    if unused:
+        raise UserError(f"{unused[0]} does nothing with --solver {args.solver} --probes {args.probes}")
+    rtol, atol = args.rtol or RTOL, args.atol or ATOL
+    steps, n_probes = args.steps or HEUN_STEPS, args.n_probes or 1
     model = load(args.model)
     ds = load_dataset(args.data, size=model.shape[-1] if len(model.shape) == 3 else None,
                       channels=model.shape[0] if len(model.shape) == 3 else None)
@@ -38,17 +52,19 @@ def run(args):
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(ds), generator=g)[: args.n]
     image = ds.is_image and ds.data_range is not None
+    if args.no_dequantize and not image:
+        raise UserError(f"--no-dequantize applies to 8-bit images; {args.data} is not image data")
     bpd, nfe = [], 0
     for i in tqdm(range(0, len(idx), args.batch_size), desc="bits/dim", unit="batch"):
         x = ds.x[idx[i: i + args.batch_size]].to(model.device)
         b, info = likelihood(model.sde, model.score_fn, x, data_range=model.data_range if image else None,
                              dequantize=image and not args.no_dequantize, probes=args.probes,
-                             n_probes=args.n_probes, solver=args.solver, rtol=args.rtol, atol=args.atol,
-                             steps=args.steps, generator=g, return_info=True)
+                             n_probes=n_probes, solver=args.solver, rtol=rtol, atol=atol,
+                             steps=steps, generator=g, return_info=True)
         bpd.append(b.cpu())
         nfe = max(nfe, info["nfe"])
     bpd = torch.cat(bpd).double()
     se = float(bpd.std() / math.sqrt(len(bpd))) if len(bpd) > 1 else float("nan")
     unit = "bits/dim (8-bit, dequantised)" if image and not args.no_dequantize else "bits/dim"
     print(f"{float(bpd.mean()):.4f} +- {se:.4f} {unit}  (n={len(bpd)}, {args.solver}, NFE per batch <= {nfe}, "
-          f"{args.probes} x{args.n_probes}; +- is the standard error over data points and probes)")
+          f"{args.probes} x{n_probes}; +- is the standard error over data points and probes)")

@@ -1,41 +1,50 @@
-"""sdekit sample: draw samples from a model bundle into a PNG grid or an .npz file."""
+"""sdekit sample: draw samples from a model bundle into a grid picture or an .npz file."""
+import argparse
+
+from .common import add_device, add_overwrite, add_sampler, add_scale, add_seed, finite, positive_int
 
 
 def add_arguments(p):
     p.add_argument("--model", default=None, help="model bundle folder (default: the bundled digits model)")
-    p.add_argument("--sampler", default="heun", help="any sampler of sdekit.sample (default: heun)")
-    p.add_argument("--steps", type=int, default=20, help="solver steps (default: 20)")
-    p.add_argument("-n", type=int, default=64, help="number of samples (default: 64)")
-    p.add_argument("--seed", type=int, default=0)
+    add_sampler(p, "heun")
+    p.add_argument("--steps", type=positive_int, default=None, help="solver steps (default: the sampler's own; "
+                   "the adaptive 'ode' ignores it)")
+    p.add_argument("-n", type=positive_int, default=64, help="number of samples (default: 64)")
+    add_seed(p)
     p.add_argument("--class", dest="class_label", default=None,
                    help="class label for every sample, or 'all' for the classes in turn (conditional models)")
-    p.add_argument("--guidance", "--guidance-scale", dest="guidance", type=float, default=0.0,
-                   help="guidance weight w: classifier-free for a conditional model, or with --classifier "
-                        "score + w grad log p_t(y|x) (default: 0)")
+    p.add_argument("--guidance", dest="guidance", type=finite, default=0.0,
+                   help="guidance weight w towards --class: classifier-free for a conditional model, or with "
+                        "--classifier score + w grad log p_t(y|x) (default: 0, no guidance)")
+    p.add_argument("--guidance-scale", dest="guidance", type=finite, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)                           # the same option, by its older name
     p.add_argument("--classifier", default=None,
                    help="noise-conditional classifier folder for classifier guidance ('digits': the bundled one)")
-    p.add_argument("--batch-size", type=int, default=256, help="samples per solver batch (default: 256)")
-    p.add_argument("--nrow", type=int, default=None, help="images per grid row (default: square)")
-    p.add_argument("--scale", type=int, default=4, help="grid enlargement factor (default: 4)")
-    p.add_argument("--out", required=True, help="grid.png, or samples.npz (uint8 NHWC 'samples' + 'labels')")
-    p.add_argument("--device", default=None)
+    p.add_argument("--batch-size", type=positive_int, default=256, help="samples per solver batch (default: 256)")
+    p.add_argument("--nrow", type=positive_int, default=None,
+                   help="images per grid row, 1..n (default: square; with --class all, one class per column)")
+    add_scale(p)
+    add_overwrite(p)
+    p.add_argument("--out", required=True,
+                   help="grid picture (.png, .jpg, ...), or samples.npz (uint8 NHWC 'samples' + 'labels'; "
+                        "float 'samples' in model space for vector data)")
+    add_device(p)
 
 
 def _labels(spec, n, model):
     import torch
     from ..errors import UserError
+    from .common import check_class
     if spec is None:
         return None
-    if model.num_classes == 0:
-        raise UserError("--class needs a class-conditional model; this one is unconditional")
     if spec == "all":
+        check_class(model, 0)
         return torch.arange(n) % model.num_classes
     try:
         k = int(spec)
     except ValueError:
         raise UserError(f"--class must be an integer or 'all', got {spec!r}") from None
-    if not 0 <= k < model.num_classes:
-        raise UserError(f"--class must lie in 0..{model.num_classes - 1}, got {k}")
+    check_class(model, k)
     return torch.full((n,), k, dtype=torch.long)
 
 
@@ -62,51 +71,64 @@ def _classifier_guided(model, args):
 def run(args):
     import io
     import os
-    from pathlib import Path
 
     import numpy as np
     import torch
 
     from ..bundle import generate, load
-    from ..data import save_grid
     from ..errors import UserError
+    from ..images import EXTENSIONS, check_picture_size, grid_size, picture, save_picture
     from ..io import atomic_path
+    from .common import file_out, scale_of
 
-    out = Path(args.out)
-    if out.suffix.lower() not in (".png", ".npz"):
-        raise UserError(f"--out must end in .png or .npz, got {out.name}")
-    from ..samplers import SAMPLERS
-    if args.sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if args.n < 1 or args.steps < 1:
-        raise UserError("-n and --steps must be positive")
-    if out.suffix.lower() == ".png" and args.n > 4096:
-        raise UserError(f"-n {args.n} is too many for one PNG grid; write an .npz")
+    out = file_out(args.out, args.overwrite, EXTENSIONS + (".npz",))
+    npz = out.suffix.lower() == ".npz"
+    if npz and (args.nrow is not None or args.scale is not None):
+        raise UserError("--nrow and --scale lay out a grid picture; an .npz file holds the samples themselves")
+    if not npz and args.n > 4096:
+        raise UserError(f"-n {args.n} is too many for one grid picture; write an .npz")
+    if args.nrow is not None and args.nrow > args.n:
+        raise UserError(f"--nrow must lie in 1..{args.n} (-n), got {args.nrow}")
+    if args.guidance != 0 and args.class_label is None:
+        raise UserError("--guidance needs --class K (or 'all'): the class to guide towards")
+    if args.classifier is not None and args.guidance == 0:
+        raise UserError("--classifier needs --guidance w: with w = 0 the classifier is not used")
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     model = load(args.model, device=args.device)
+    image = len(model.shape) == 3
+    if not npz and not image:
+        raise UserError(f"{model.name} draws vectors of shape {tuple(model.shape)}, not images; write an .npz")
     if args.classifier is not None:
         model, labels = _classifier_guided(model, args)
     else:
         labels = _labels(args.class_label, args.n, model)
+    nrow = args.nrow or (model.num_classes if args.class_label == "all" else None)
+    if not npz:
+        check_picture_size(*grid_size(args.n, model.shape[-2:], nrow, scale_of(args)), "grid picture")
     if world > 1:
         import torch.distributed as dist
         dist.init_process_group("nccl" if model.device.type == "cuda" else "gloo")
+    import time
+
+    from ..registry import get_sampler
     try:
-        x = generate(model, args.n, args.sampler, args.steps, args.seed, labels, args.guidance,
-                     args.batch_size, progress=True)
+        started = time.perf_counter()
+        x, info = generate(model, args.n, args.sampler, args.steps, args.seed, labels, args.guidance,
+                           args.batch_size, progress=True, return_info=True)
+        seconds = time.perf_counter() - started
         if rank == 0:
-            u = model.to_unit(x)
-            if out.suffix.lower() == ".png":
-                nrow = args.nrow or (model.num_classes if args.class_label == "all" else None)
-                save_grid(out, u, nrow=nrow, scale=args.scale)
+            if not npz:
+                save_picture(out, picture(model.to_unit(x), nrow, scale_of(args)), overwrite=args.overwrite)
             else:
-                arr = (u.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+                arr = (model.to_unit(x).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8) if image \
+                    else x.numpy().astype(np.float32)
                 buf = io.BytesIO()
                 np.savez(buf, samples=arr, labels=(labels if labels is not None else torch.full((args.n,), -1)).numpy())
-                with atomic_path(out) as tmp:
+                with atomic_path(out, overwrite=args.overwrite) as tmp:
                     tmp.write_bytes(buf.getvalue())
-            print(f"{args.n} samples ({args.sampler}, {args.steps} steps) -> {out}")
+            how = "adaptive RK45" if get_sampler(args.sampler).kind == "adaptive" else f"{info['steps']} steps"
+            print(f"{args.n} samples ({args.sampler}, {how}, {info['nfe']} evaluations, {seconds:.1f} s) -> {out}")
     finally:
         if world > 1:
             dist.barrier()

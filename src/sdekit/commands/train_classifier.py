@@ -1,16 +1,19 @@
 """sdekit train-classifier: a noise-conditional classifier p_t(y | x) for classifier guidance."""
+from .common import add_overwrite, add_seed, fraction, positive, positive_int
 
 
 def add_arguments(p):
     p.add_argument("--data", default="digits", help="labelled dataset spec, as for `sdekit train` (default: digits)")
     p.add_argument("--sde", default="vp", help="SDE whose noise levels to train on: vp, ve, subvp, edm (default: vp)")
     p.add_argument("--out", required=True, help="output folder (config.json + model.safetensors)")
-    p.add_argument("--steps", type=int, default=3000, help="training steps (default: 3000)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--ch", type=int, default=16, help="base channels (default: 16)")
-    p.add_argument("--holdout", type=float, default=0.15, help="fraction held out to measure accuracy (default: 0.15)")
-    p.add_argument("--seed", type=int, default=0)
+    add_overwrite(p, "the classifier in --out")
+    p.add_argument("--steps", type=positive_int, default=3000, help="training steps (default: 3000)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per training step (default: 64)")
+    p.add_argument("--lr", type=positive, default=2e-3, help="Adam learning rate (default: 0.002)")
+    p.add_argument("--ch", type=positive_int, default=16, help="base channels (default: 16)")
+    p.add_argument("--holdout", type=fraction, default=0.15,
+                   help="fraction in [0, 1) held out to measure accuracy (default: 0.15)")
+    add_seed(p)
 
 
 def run(args):
@@ -22,9 +25,9 @@ def run(args):
     from ..errors import UserError
     from ..nets.classifier import NoiseClassifier, accuracy_by_noise, save_classifier, train_classifier
     from ..sde import get_sde
+    from .common import folder_out
 
-    if args.steps < 1 or args.batch_size < 1 or not 0 <= args.holdout < 1:
-        raise UserError("--steps and --batch-size must be positive and --holdout in [0, 1)")
+    folder_out(args.out, args.overwrite)
     try:
         sde = get_sde(args.sde)
     except ValueError as e:

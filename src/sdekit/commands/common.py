@@ -1,0 +1,169 @@
+"""What the commands share: argument types that refuse bad values while the command line is parsed,
+the output (``--out`` with ``--overwrite``), picture enlargement (``--scale``), ``--seed`` and
+``--device``.
+
+Everything here runs before a command starts its work: a refusal is one line on stderr and exit
+code 2, and nothing has been written.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+from ..errors import UserError
+
+SEED_LIMIT = 2 ** 32
+
+
+def _number(kind, ok, what: str):
+    """An argparse type: ``kind(text)`` that must satisfy ``ok``, else the message 'must be <what>'."""
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return v
+    parse.__name__ = what
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+count = _number(int, lambda v: v >= 0, "an integer >= 0")
+seed = _number(int, lambda v: 0 <= v < SEED_LIMIT, "an integer in 0..2^32-1")
+finite = _number(float, math.isfinite, "a finite number")
+positive = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+fraction = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def int_range(lo: int, hi: int):
+    return _number(int, lambda v: lo <= v <= hi, f"an integer in {lo}..{hi}")
+
+
+def device(text: str) -> str:
+    """An argparse type: a torch device this machine has (cpu, cuda, cuda:1, mps, ...)."""
+    import torch
+    try:
+        d = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (cpu, cuda, cuda:1, mps, ...)") from None
+    if d.type == "cpu":
+        return text
+    have = torch.accelerator.current_accelerator()
+    if have is None or have.type != d.type:
+        raise argparse.ArgumentTypeError(f"{text}: this machine has no {d.type} device "
+                                         f"(available: cpu{', ' + have.type if have is not None else ''})")
+    if d.index is not None and d.index >= torch.accelerator.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.accelerator.device_count()} {d.type} device(s)")
+    return text
+
+
+# ---- the options themselves ------------------------------------------------------------------------
+
+def add_seed(p) -> None:
+    p.add_argument("--seed", type=seed, default=0, help="random seed, an integer in 0..2^32-1 (default: 0)")
+
+
+def add_device(p) -> None:
+    p.add_argument("--device", type=device, default=None,
+                   help="torch device: cpu, cuda, cuda:1, mps, ...; refused when this machine has none (default: cpu)")
+
+
+def add_scale(p) -> None:
+    from ..images import SCALE
+    p.add_argument("--scale", type=positive_int, default=None,
+                   help=f"enlarge the written pictures this many times, nearest neighbour (default: {SCALE})")
+
+
+def add_overwrite(p, what: str = "--out") -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace {what} if it exists (default: refuse, before any work)")
+
+
+def scale_of(args) -> int:
+    from ..images import SCALE
+    return SCALE if args.scale is None else args.scale
+
+
+# ---- outputs ---------------------------------------------------------------------------------------
+
+def _writable_folder(folder: Path) -> None:
+    """The nearest existing folder at or above ``folder`` must be a folder we may write into."""
+    p = folder
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise UserError(f"{p} is not a folder; cannot write below it")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UserError(f"{p}: no permission to write here")
+
+
+def file_out(path, overwrite: bool, suffixes) -> Path:
+    """The output file ``path``, checked before any work: its suffix one of ``suffixes``, not a folder,
+    not an existing file unless ``overwrite``, and in a folder we may write into."""
+    out = Path(path)
+    if out.suffix.lower() not in suffixes:
+        listed = ", ".join(suffixes[:-1]) + f" or {suffixes[-1]}" if len(suffixes) > 1 else suffixes[0]
+        raise UserError(f"--out must end in {listed}, got {out.name}")
+    if out.is_dir():
+        raise UserError(f"{out} is a folder; --out names a file")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    _writable_folder(out.parent)
+    return out
+
+
+def folder_out(path, overwrite: bool) -> Path:
+    """The output folder ``path``, checked before any work: not a file, and empty (or absent) unless
+    ``overwrite`` (then the files the command writes replace those of the same name)."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; --out names a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out} exists and is not empty; pass --overwrite to write into it")
+    _writable_folder(out)
+    return out
+
+
+def check_row(n: int, image_hw, scale: int) -> None:
+    """A row of n pictures of image_hw = (H, W), enlarged ``scale`` times, must be a picture one can open."""
+    from ..images import check_picture_size, grid_size
+    check_picture_size(*grid_size(n, image_hw, n, scale), "output picture")
+
+
+def save_row(out, first, u, scale: int, overwrite: bool) -> None:
+    """Write ``first`` [1, C, H, W] (the input) and u [n, C, H, W] (the results), in [0, 1], as one row."""
+    import torch
+
+    from ..images import picture, save_picture
+    save_picture(out, picture(torch.cat([first.cpu(), u.cpu()]), nrow=len(u) + 1, scale=scale), overwrite)
+
+
+def check_class(model, label) -> None:
+    """A class label for ``model``: None, or an integer in 0..num_classes-1 of a conditional model."""
+    if label is None:
+        return
+    if model.num_classes == 0:
+        raise UserError("--class needs a class-conditional model; this one is unconditional")
+    if not 0 <= label < model.num_classes:
+        raise UserError(f"--class must lie in 0..{model.num_classes - 1}, got {label}")
+
+
+def sampler_name(text: str) -> str:
+    """An argparse type: a sampler of the registry (aliases accepted), returned by its own name."""
+    from ..registry import get_sampler
+    try:
+        return get_sampler(text).name
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_sampler(p, default: str, what: str = "solver") -> None:
+    """--sampler with its choices, defaults and steps read from the registry."""
+    from ..registry import REGISTRY
+    listing = "; ".join(f"{s.name} ({s.summary}, {s.default_steps} steps)" for s in REGISTRY.values())
+    p.add_argument("--sampler", type=sampler_name, default=default, metavar="NAME",
+                   help=f"{what}: {listing} (default: {default})")
