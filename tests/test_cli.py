@@ -281,3 +281,12 @@ def test_every_option_has_help_and_one_name():
             assert len([o for o in a.option_strings if o.startswith("--")]) <= 1, (name, a.option_strings)
             if name not in HELP_ELSEWHERE:
                 assert a.help and not a.help.strip().startswith("(default"), (name, a.option_strings)
+
+
+def test_an_ode_tolerance_too_tight_is_bad_input():
+    import math
+
+    from sdekit.ode import rk45
+    with pytest.raises(UserError, match="loosen rtol/atol"):
+        rk45(lambda t, y: math.cos(50 * t) * torch.ones_like(y), torch.zeros(1), 0.0, 1.0, rtol=1e-9, atol=1e-9,
+             max_steps=5)

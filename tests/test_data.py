@@ -95,6 +95,12 @@ def test_idx_truncated_and_missing(tmp_path):
         read_idx(tmp_path / "f")
     with pytest.raises(UserError, match="found"):
         load_dataset(f"mnist:{tmp_path}")
+    (tmp_path / "h").write_bytes(bytes([0, 0, 8, 3, 0, 0]))            # cut inside the sizes
+    with pytest.raises(UserError, match="not an idx file"):
+        read_idx(tmp_path / "h")
+    (tmp_path / "g.gz").write_bytes(b"not gzip")
+    with pytest.raises(UserError, match="gzip"):
+        read_idx(tmp_path / "g.gz")
 
 
 def test_cifar10_binary(tmp_path):

@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import math
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,8 +176,11 @@ def _find(root: Path, names) -> Path:
 def read_idx(path) -> np.ndarray:
     """An idx file (MNIST's format): magic 0 0 dtype ndim, big-endian sizes, then the data."""
     path = Path(path)
-    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+    try:
+        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise UserError(f"{path}: not a readable gzip file ({e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or len(raw) < 4 + 4 * raw[3]:
         raise UserError(f"{path}: not an idx file of unsigned bytes")
     ndim = raw[3]
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])

@@ -10,6 +10,8 @@ from typing import Callable
 
 import torch
 
+from .errors import UserError
+
 # Dormand & Prince (1980) tableau; c, A, and the 5th/4th order weights.
 _C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0)
 _A = (
@@ -59,7 +61,7 @@ def rk45(f: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor, t0:
     steps = 0
     while direction * (t1 - t) > 0:
         if steps >= max_steps:
-            raise RuntimeError(f"rk45: more than {max_steps} steps; loosen rtol/atol")
+            raise UserError(f"rk45: more than {max_steps} steps; loosen rtol/atol")
         h = min(h, abs(t1 - t))
         last = h >= abs(t1 - t)
         ks = [k1]
