@@ -85,6 +85,8 @@ BUNDLE_DEFECTS = [
     ("name", 7, "name must be"),
     ("step", -3, "step must be"),
     ("version", 2, "version 2"),
+    ("sdedit", {"t0": 1.5}, "sdedit must be"),
+    ("sdedit", 0.3, "sdedit must be"),
     ("format", "sdekit-classifier", "not an sdekit model bundle"),
 ]
 

@@ -98,6 +98,8 @@ FIELDS = {
     "step": (lambda v: is_int(v, 0), "an integer >= 0"),
     "train": (lambda v: isinstance(v, dict), "an object"),
     "test_accuracy": (lambda v: v is None or (is_number(v) and 0 <= v <= 1), "a number in [0, 1] or null"),
+    "sdedit": (lambda v: isinstance(v, dict) and (v.get("t0") is None or (is_number(v["t0"]) and 0 < v["t0"] <= 1)),
+               'an object {"t0": the calibrated SDEdit t0, a number in (0, 1]}'),
 }
 
 
