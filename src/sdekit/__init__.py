@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 # Heavier parts load on first use: name -> module that defines it.
 _LAZY = {
-    "load": "bundle", "Model": "bundle",
+    "load": "bundle", "Model": "bundle", "wrap": "pretrained",
     "inpaint": "guidance", "colorize": "guidance", "classifier_guided_score": "guidance",
     "classifier_free_score": "guidance",
 }

@@ -64,12 +64,23 @@ def build(config: dict) -> Preconditioned:
     return net
 
 
-def load(path=None, device=None) -> Model:
+def load(path=None, device=None, dtype=None, **options) -> Model:
     """Load a model bundle folder; no argument loads the bundled digits model.
+
+    ``path`` may also be a diffusers folder (a UNet2DModel with a DDPM/DDIM-style or ScoreSdeVe
+    scheduler config, e.g. one written by ``sdekit convert``); ``options`` are that loader's
+    (sdekit.pretrained.folder.load_diffusers: ``sigma_min``, ``sigma_max``, ``prediction_type``).
+    ``device``, ``dtype``: where and in which precision the network runs.
 
     Every field of config.json is checked (:func:`sdekit.persist.check_fields`), then against the network it
     describes and the weights' names and shapes, before any real memory is spent: a defect is one
     UserError line naming the file."""
+    from .pretrained.folder import find_diffusers, load_diffusers
+    found = find_diffusers(path)
+    if found is not None:
+        return load_diffusers(found, device=device, dtype=dtype, **options)
+    if options:
+        raise UserError(f"option {sorted(options)[0]!r} applies to diffusers folders, not to sdekit bundles")
     folder = folder_of(path, BUNDLED)
     if folder == BUNDLED and not (folder / "config.json").is_file():
         raise UserError("the bundled digits model is not installed with this copy of sdekit")
@@ -77,7 +88,7 @@ def load(path=None, device=None) -> Model:
     check_fields(cfg, folder / "config.json", required=("shape", "sde", "network"))
     net = load_module(lambda: build(cfg), folder, "model")
     model = Model(net.float(), cfg, cfg.get("name", folder.name))
-    return model.to(device) if device is not None else model
+    return model.to(device, dtype) if device is not None or dtype is not None else model
 
 
 def random_model(shape=(1, 16, 16), sde="vp", num_classes: int = 0, seed: int = 0, ch: int = 8) -> Model:
