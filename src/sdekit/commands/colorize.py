@@ -24,7 +24,7 @@ def run(args):
     from ..guidance import colorize
     from ..images import load_image
     from .common import check_row, save_row, scale_of
-    from .inpaint import check_args, steps_for
+    from .inpaint import check_args
 
     out = check_args(args)
     model = load(args.model)

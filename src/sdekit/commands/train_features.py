@@ -1,15 +1,17 @@
 """sdekit train-features: the judge (features for KID / FID, classes for class fidelity) of a dataset."""
+from .common import add_seed, positive, positive_int
 
 
 def add_arguments(p):
     p.add_argument("--data", default="digits", help="digits or mnist:DIR (default: digits)")
     p.add_argument("--out", required=True, help="output folder (config.json + model.safetensors)")
-    p.add_argument("--epochs", type=int, default=None, help="default: the dataset's own (digits 40, MNIST 4)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="passes over the training images (default: the dataset's own: digits 40, MNIST 4)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per training step (default: 64)")
+    p.add_argument("--lr", type=positive, default=2e-3, help="Adam learning rate (default: 0.002)")
+    add_seed(p)
     p.add_argument("--float16", action="store_true", help="store the weights in float16 (half the size)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: bitwise reproducible)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1: bitwise reproducible)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing network in --out")
 
 
