@@ -235,8 +235,11 @@ def test_guidance_without_a_class_is_refused_not_ignored(tmp_path, files, capsys
                      "--out", tmp_path / "g.png")
     assert code == 2 and "--class" in err
     code, err = _run(capsys, files, "sample", "--model", "GREY", "-n", "2", "--steps", "1", "--guidance-scale", "3",
+                     "--out", tmp_path / "g.png")
+    assert code == 2 and "--class" in err
+    code, err = _run(capsys, files, "sample", "--model", "GREY", "-n", "2", "--steps", "1", "--guidance", "3",
                      "--class", "1", "--out", tmp_path / "g.png")
-    assert code == 0, err                                              # the older name of the option still works
+    assert code == 0, err                                              # the shorter name of the option works too
 
 
 # ---- bad input versus bugs ---------------------------------------------------------------------------

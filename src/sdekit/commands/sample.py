@@ -13,11 +13,11 @@ def add_arguments(p):
     add_seed(p)
     p.add_argument("--class", dest="class_label", default=None,
                    help="class label for every sample, or 'all' for the classes in turn (conditional models)")
-    p.add_argument("--guidance", dest="guidance", type=finite, default=0.0,
+    p.add_argument("--guidance-scale", dest="guidance", type=finite, default=0.0, metavar="W",
                    help="guidance weight w towards --class: classifier-free for a conditional model, or with "
                         "--classifier score + w grad log p_t(y|x) (default: 0, no guidance)")
-    p.add_argument("--guidance-scale", dest="guidance", type=finite, default=argparse.SUPPRESS,
-                   help=argparse.SUPPRESS)                           # the same option, by its older name
+    p.add_argument("--guidance", dest="guidance", type=finite, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)                           # the same option, by a shorter name
     p.add_argument("--classifier", default=None,
                    help="noise-conditional classifier folder for classifier guidance ('digits': the bundled one)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="samples per solver batch (default: 256)")
@@ -90,9 +90,9 @@ def run(args):
     if args.nrow is not None and args.nrow > args.n:
         raise UserError(f"--nrow must lie in 1..{args.n} (-n), got {args.nrow}")
     if args.guidance != 0 and args.class_label is None:
-        raise UserError("--guidance needs --class K (or 'all'): the class to guide towards")
+        raise UserError("--guidance-scale needs --class K (or 'all'): the class to guide towards")
     if args.classifier is not None and args.guidance == 0:
-        raise UserError("--classifier needs --guidance w: with w = 0 the classifier is not used")
+        raise UserError("--classifier needs --guidance-scale w: with w = 0 the classifier is not used")
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     model = load(args.model, device=args.device)
