@@ -41,7 +41,7 @@ def plain_loop(cfg, steps: int) -> float:
     for _ in range(steps):
         idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
         labels = data.labels[idx].clone()
-        labels[torch.rand(cfg.batch_size, generator=g) < cfg.label_dropout] = data.num_classes
+        labels[torch.rand(cfg.batch_size, generator=g) < cfg.label_dropout] = -1     # no label
         loss = loss_fn(model, model.sde, data.x[idx], labels, P_mean=cfg.P_mean, P_std=cfg.P_std,
                        sigma_data=cfg.sigma_data)
         opt.zero_grad(set_to_none=True)

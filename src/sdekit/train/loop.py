@@ -86,7 +86,7 @@ def _loop(cfg, data, sde, model, ema, opt, step_module, start, rank, world, devi
     from tqdm.auto import tqdm
     B, b = cfg.batch_size, cfg.batch_size // world
     batches = Batches(len(data), B, cfg.seed)
-    null = model.num_classes
+    conditional = model.num_classes > 0
     bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and rank == 0), unit="step",
                mininterval=1.0 if os.isatty(2) else 30.0, dynamic_ncols=True)
     t0, seen, losses, step, stop = time.time(), 0, [], start, False
@@ -100,9 +100,9 @@ def _loop(cfg, data, sde, model, ema, opt, step_module, start, rank, world, devi
             idx = batches.indices(step)
             x0 = data.x[idx]
             labels = None
-            if null:
+            if conditional:
                 labels = data.labels[idx].clone()
-                labels[torch.rand(B, generator=g) < cfg.label_dropout] = null
+                labels[torch.rand(B, generator=g) < cfg.label_dropout] = -1     # no label: the null embedding
             draws = draw_randomness(cfg, sde, B, data.shape, g)
             sl = slice(rank * b, (rank + 1) * b)                        # this rank's shard
             x0 = x0[sl].to(device)
