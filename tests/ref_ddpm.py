@@ -113,7 +113,8 @@ class Model(nn.Module):
         self.norm_out, self.conv_out = norm(cin), nn.Conv2d(cin, channels, 3, padding=1)
 
     def forward(self, x, t):
-        temb = self.temb.dense[1](swish(self.temb.dense[0](timestep_embedding(t, self.ch))))
+        emb = timestep_embedding(t, self.ch).to(self.conv_in.weight.dtype)      # float32, then the model's dtype
+        temb = self.temb.dense[1](swish(self.temb.dense[0](emb)))
         hs = [self.conv_in(x)]
         for i in range(self.levels):
             for j in range(self.nrb):

@@ -30,6 +30,7 @@ COMMANDS = {
     "train-classifier": ("train_classifier", "train a noise-conditional classifier for guidance"),
     "train-features": ("train_features", "train the judge of a dataset: features for KID/FID, class fidelity"),
     "serve": ("serve", "the stroke-painting web page"),
+    "convert": ("convert", "an original SDEdit or score_sde checkpoint into a folder sdekit loads"),
 }
 
 
@@ -67,7 +68,10 @@ def is_user_error(e: BaseException) -> bool:
 
 def main(argv=None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:                   # --help (0), or an argument refused on one line (2)
+        return 0 if e.code is None else int(e.code)
     try:
         args.func(args)
     except (UserError, OSError) as e:
