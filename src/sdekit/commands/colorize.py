@@ -1,9 +1,10 @@
 """sdekit colorize: colour a grey image with a 3-channel model (imputation in a decoupled colour space)."""
-from .common import add_overwrite, add_sampler, add_scale, add_seed, count, int_range, positive_int
+from .common import (add_device, add_dtype, add_overwrite, add_sampler, add_scale, add_seed, count, int_range,
+                     positive_int)
 
 
 def add_arguments(p):
-    p.add_argument("--model", default=None, help="a 3-channel model bundle folder")
+    p.add_argument("--model", default=None, help="a 3-channel model: bundle folder or diffusers folder")
     p.add_argument("--image", required=True,
                    help="image file (PNG, JPEG, BMP, GIF, WebP or TIFF); its grey level (mean of R, G, B) is kept")
     p.add_argument("--out", required=True, help="output grid picture (.png, .jpg, ...): the grey input, then n colourings")
@@ -14,6 +15,8 @@ def add_arguments(p):
     add_seed(p)
     add_scale(p)
     add_overwrite(p)
+    add_device(p)
+    add_dtype(p)
 
 
 def run(args):
@@ -23,17 +26,17 @@ def run(args):
     from ..errors import UserError
     from ..guidance import colorize
     from ..images import load_image
-    from .common import check_row, save_row, scale_of
+    from .common import check_row, placement, save_row, scale_of
     from .inpaint import check_args
 
     out = check_args(args)
-    model = load(args.model)
+    model = load(args.model, *placement(args))
     if model.shape[0] != 3:
         raise UserError(f"colorize needs a 3-channel (RGB) model; {model.name} has {model.shape[0]} channel(s)")
     scale = scale_of(args)
     check_row(args.n + 1, model.shape[-2:], scale)
     img = load_image(args.image, model.shape)                       # grey images become 3 equal channels
-    gray = model.from_unit(img.pixels).mean(1, keepdim=True).expand(args.n, -1, -1, -1).contiguous()
+    gray = model.from_unit(img.pixels.to(model.device)).mean(1, keepdim=True).expand(args.n, -1, -1, -1).contiguous()
     x = colorize(model.sde, model.score_fn, gray, steps=args.steps, sampler=args.sampler,
                  resample=args.resample, generator=torch.Generator().manual_seed(args.seed), progress=True)
     save_row(out, img.pixels.mean(1, keepdim=True).expand(-1, 3, -1, -1), model.to_unit(x), scale, args.overwrite)

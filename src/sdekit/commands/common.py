@@ -61,6 +61,24 @@ def device(text: str) -> str:
     return text
 
 
+DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+
+def placement(args):
+    """(device, torch dtype or None) of ``--device`` / ``--dtype``, refusing a precision the device cannot
+    run (bfloat16 on a CUDA GPU without it, float64 on MPS) before any work."""
+    import torch
+    device = getattr(args, "device", None)
+    name = getattr(args, "dtype", None)
+    dtype = getattr(torch, name) if name else None
+    kind = torch.device(device).type if device else "cpu"
+    if dtype is torch.bfloat16 and kind == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError(f"--dtype bfloat16: {device} does not support it; use float16 or float32")
+    if dtype is torch.float64 and kind == "mps":
+        raise UserError("--dtype float64: MPS devices have no float64; use float32")
+    return device, dtype
+
+
 # ---- the options themselves ------------------------------------------------------------------------
 
 def add_seed(p) -> None:
@@ -70,6 +88,11 @@ def add_seed(p) -> None:
 def add_device(p) -> None:
     p.add_argument("--device", type=device, default=None,
                    help="torch device: cpu, cuda, cuda:1, mps, ...; refused when this machine has none (default: cpu)")
+
+
+def add_dtype(p) -> None:
+    p.add_argument("--dtype", choices=DTYPES, default=None,
+                   help="precision of the network: float32, float16, bfloat16 or float64 (default: float32)")
 
 
 def add_scale(p) -> None:

@@ -1,9 +1,11 @@
 """sdekit edit: SDEdit a stroke painting or an edited image with a model bundle."""
-from .common import add_overwrite, add_sampler, add_scale, add_seed, count, int_range, positive_int
+from .common import (add_device, add_dtype, add_overwrite, add_sampler, add_scale, add_seed, count, int_range,
+                     positive_int)
 
 
 def add_arguments(p):
-    p.add_argument("--model", default=None, help="model bundle folder (default: the bundled digits model)")
+    p.add_argument("--model", default=None, help="model bundle folder, or a diffusers folder (as written by "
+                   "sdekit convert) (default: the bundled digits model)")
     p.add_argument("--guide", required=True,
                    help="guide image (PNG, JPEG, BMP, GIF, WebP or TIFF; any size and mode), read upright as a "
                         "viewer shows it; the model sees its centre crop of the model's aspect ratio")
@@ -27,6 +29,8 @@ def add_arguments(p):
     add_scale(p)
     add_overwrite(p)
     p.add_argument("--out", required=True, help="output picture (.png, .jpg, .bmp, .gif, .webp or .tif)")
+    add_device(p)
+    add_dtype(p)
 
 
 def run(args):
@@ -39,14 +43,14 @@ def run(args):
     from ..images import (EXTENSIONS, check_picture_size, enlarge, from_pil, guide_frame, load_image, load_mask,
                           restore, save_picture, to_pil)
     from ..sdedit import default_t0, sdedit
-    from .common import check_class, check_row, file_out, save_row, scale_of
+    from .common import check_class, check_row, file_out, placement, save_row, scale_of
 
     out = file_out(args.out, args.overwrite, EXTENSIONS)
     if args.t0 is not None and not (math.isfinite(args.t0) and 0 < args.t0 <= 1):
         raise UserError(f"--t0 must lie in (0, 1], got {args.t0}")
     if args.resize_back and args.scale is not None:
         raise UserError("--scale does not apply with --resize-back: the output keeps the guide's own size")
-    model = load(args.model)
+    model = load(args.model, *placement(args))
     check_class(model, args.class_label)
     C, H, W = model.shape
     img = load_image(args.guide, model.shape)
@@ -61,7 +65,7 @@ def run(args):
         check_picture_size(cell[1] * scale, cell[0] * scale, "output picture")
     t0 = default_t0(model) if args.t0 is None else args.t0
     score = model.score_fn if args.class_label is None else model.conditional(args.class_label)
-    guide = model.from_unit(img.pixels).expand(args.n, -1, -1, -1).contiguous()
+    guide = model.from_unit(img.pixels.to(model.device)).expand(args.n, -1, -1, -1).contiguous()
     x, info = sdedit(model.sde, score, guide, t0=t0, steps=args.steps, mask=mask, repeats=args.repeats,
                      sampler=args.sampler, generator=torch.Generator().manual_seed(args.seed), progress=True,
                      return_info=True)

@@ -1,11 +1,13 @@
 """sdekit inpaint: fill the unknown region of an image (imputation by the reverse SDE)."""
-from .common import add_overwrite, add_sampler, add_scale, add_seed, count, int_range, positive_int
+from .common import (add_device, add_dtype, add_overwrite, add_sampler, add_scale, add_seed, count, int_range,
+                     positive_int)
 
 SHAPES = ("left", "right", "top", "bottom", "centre", "center")
 
 
 def add_arguments(p):
-    p.add_argument("--model", default=None, help="model bundle folder (default: the bundled digits model)")
+    p.add_argument("--model", default=None, help="model bundle folder, or a diffusers folder (as written by "
+                   "sdekit convert) (default: the bundled digits model)")
     p.add_argument("--image", required=True,
                    help="image file (PNG, JPEG, BMP, GIF, WebP or TIFF), converted to the model's size and channels "
                         "by the rule of sdekit.images")
@@ -23,6 +25,8 @@ def add_arguments(p):
     add_seed(p)
     add_scale(p)
     add_overwrite(p)
+    add_device(p)
+    add_dtype(p)
 
 
 def _shape_mask(name, H, W):
@@ -58,10 +62,10 @@ def run(args):
     from ..errors import UserError
     from ..guidance import inpaint
     from ..images import load_image, load_mask
-    from .common import check_class, check_row, save_row, scale_of
+    from .common import check_class, check_row, placement, save_row, scale_of
 
     out = check_args(args)
-    model = load(args.model)
+    model = load(args.model, *placement(args))
     check_class(model, args.class_label)
     scale = scale_of(args)
     check_row(args.n + 1, model.shape[-2:], scale)
@@ -73,7 +77,7 @@ def run(args):
     if mask.min() == 1:
         raise UserError("the mask leaves no pixel to fill (black = unknown)")
     score = model.score_fn if args.class_label is None else model.conditional(args.class_label)
-    x0 = model.from_unit(img.pixels).expand(args.n, -1, -1, -1).contiguous()
+    x0 = model.from_unit(img.pixels.to(model.device)).expand(args.n, -1, -1, -1).contiguous()
     x = inpaint(model.sde, score, x0, mask, steps=args.steps, sampler=args.sampler,
                 resample=args.resample, generator=torch.Generator().manual_seed(args.seed), progress=True)
     holed = img.pixels * mask + 0.5 * (1 - mask)                     # grey where unknown

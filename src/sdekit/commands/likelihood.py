@@ -1,12 +1,13 @@
 """sdekit likelihood: bits/dim of a dataset under a model, through the probability-flow ODE."""
-from .common import add_seed, positive, positive_int
+from .common import add_device, add_dtype, add_seed, positive, positive_int
 
 RTOL = ATOL = 1e-5            # score_sde's tolerances
 HEUN_STEPS = 64
 
 
 def add_arguments(p):
-    p.add_argument("--model", default=None, help="model bundle folder (default: the bundled digits model)")
+    p.add_argument("--model", default=None, help="model bundle folder, or a diffusers folder (as written by "
+                   "sdekit convert) (default: the bundled digits model)")
     p.add_argument("--data", default="digits", help="dataset spec, as for `sdekit train` (default: digits)")
     p.add_argument("-n", type=positive_int, default=64, help="number of data points, taken at random (default: 64)")
     p.add_argument("--solver", default="rk45", choices=("rk45", "heun"), help="ODE solver (default: rk45)")
@@ -22,6 +23,8 @@ def add_arguments(p):
                    help="skip uniform dequantisation of 8-bit images (bits/dim of the continuous density)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="data points per ODE solve (default: 64)")
     add_seed(p)
+    add_device(p)
+    add_dtype(p)
 
 
 def run(args):
@@ -44,7 +47,8 @@ def run(args):
         raise UserError(f"{unused[0]} does nothing with --solver {args.solver} --probes {args.probes}")
     rtol, atol = args.rtol or RTOL, args.atol or ATOL
     steps, n_probes = args.steps or HEUN_STEPS, args.n_probes or 1
-    model = load(args.model)
+    from .common import placement
+    model = load(args.model, *placement(args))
     ds = load_dataset(args.data, size=model.shape[-1] if len(model.shape) == 3 else None,
                       channels=model.shape[0] if len(model.shape) == 3 else None)
     if tuple(ds.shape) != tuple(model.shape):
@@ -56,7 +60,7 @@ def run(args):
         raise UserError(f"--no-dequantize applies to 8-bit images; {args.data} is not image data")
     bpd, nfe = [], 0
     for i in tqdm(range(0, len(idx), args.batch_size), desc="bits/dim", unit="batch"):
-        x = ds.x[idx[i: i + args.batch_size]].to(model.device)
+        x = ds.x[idx[i: i + args.batch_size]].to(model.device, model.dtype)
         b, info = likelihood(model.sde, model.score_fn, x, data_range=model.data_range if image else None,
                              dequantize=image and not args.no_dequantize, probes=args.probes,
                              n_probes=n_probes, solver=args.solver, rtol=rtol, atol=atol,

@@ -1,11 +1,12 @@
 """sdekit sample: draw samples from a model bundle into a grid picture or an .npz file."""
 import argparse
 
-from .common import add_device, add_overwrite, add_sampler, add_scale, add_seed, finite, positive_int
+from .common import add_device, add_dtype, add_overwrite, add_sampler, add_scale, add_seed, finite, positive_int
 
 
 def add_arguments(p):
-    p.add_argument("--model", default=None, help="model bundle folder (default: the bundled digits model)")
+    p.add_argument("--model", default=None, help="model bundle folder, or a diffusers folder (as written by "
+                   "sdekit convert) (default: the bundled digits model)")
     add_sampler(p, "heun")
     p.add_argument("--steps", type=positive_int, default=None, help="solver steps (default: the sampler's own; "
                    "the adaptive 'ode' ignores it)")
@@ -29,6 +30,7 @@ def add_arguments(p):
                    help="grid picture (.png, .jpg, ...), or samples.npz (uint8 NHWC 'samples' + 'labels'; "
                         "float 'samples' in model space for vector data)")
     add_device(p)
+    add_dtype(p)
 
 
 def _labels(spec, n, model):
@@ -95,7 +97,8 @@ def run(args):
         raise UserError("--classifier needs --guidance-scale w: with w = 0 the classifier is not used")
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
-    model = load(args.model, device=args.device)
+    from .common import placement
+    model = load(args.model, *placement(args))
     image = len(model.shape) == 3
     if not npz and not image:
         raise UserError(f"{model.name} draws vectors of shape {tuple(model.shape)}, not images; write an .npz")
