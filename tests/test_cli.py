@@ -3,6 +3,7 @@ any work, no output is replaced without --overwrite, pictures come out at a size
 (and --resize-back lines up with the guide), internal errors are tracebacks, every option has help."""
 import argparse
 import errno
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,6 +196,12 @@ def test_bad_arguments_are_one_line(tmp_path, files, capsys, args, msg):
     code, err = _run(capsys, files, *args)
     assert code == 2 and msg in err and _one_line(err), err
     assert not out.exists() and not (tmp_path / "clf").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, a folder nobody can create files in")
+def test_an_unwritable_output_folder_is_refused_before_any_work(files, capsys, no_work):
+    code, err = _run(capsys, files, "sample", "--model", "GREY", "--out", "/proc/o.png")
+    assert code == 2 and "cannot write here" in err and _one_line(err), err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

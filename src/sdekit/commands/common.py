@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
+import tempfile
 from pathlib import Path
 
 from ..errors import UserError
@@ -120,8 +120,11 @@ def _writable_folder(folder: Path) -> None:
         p = p.parent
     if not p.is_dir():
         raise UserError(f"{p} is not a folder; cannot write below it")
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise UserError(f"{p}: no permission to write here")
+    try:
+        with tempfile.TemporaryFile(dir=p):                  # what the atomic write will do there
+            pass
+    except OSError as e:
+        raise UserError(f"{p}: cannot write here ({e.strerror or type(e).__name__})") from None
 
 
 def file_out(path, overwrite: bool, suffixes) -> Path:
