@@ -47,12 +47,9 @@ def _shape_mask(name, H, W):
 
 def check_args(args):
     """The checks inpaint and colorize share; returns the output path."""
-    from ..errors import UserError
     from ..images import EXTENSIONS
     from .common import file_out
-
-    out = file_out(args.out, args.overwrite, EXTENSIONS)
-    return out
+    return file_out(args.out, args.overwrite, EXTENSIONS)
 
 
 def run(args):
