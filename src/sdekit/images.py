@@ -122,7 +122,10 @@ def image_size(source, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     only. source: a path, bytes or a binary file. UserError as for :func:`read_image`."""
     with _open(source, max_pixels) as im:
         w, h = im.size
-        turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)       # orientations that swap the axes
+        try:
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)   # orientations that swap the axes
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise UserError(f"{_name(source)}: unreadable image ({_first_line(e)})") from None
     return (h, w) if turned else (w, h)
 
 
