@@ -333,3 +333,13 @@ def test_bytes_and_file_objects_are_read_like_files(tmp_path):
     assert torch.equal(load_image(io.BytesIO(p.read_bytes()), (1, 8, 8)).pixels, a)
     with pytest.raises(UserError, match="^image: not an image"):
         load_image(b"nope")
+
+
+def test_sixteen_bit_grey_with_a_transparent_value(tmp_path):
+    a = np.full((8, 8), 40000, np.uint16)
+    a[4:] = 7
+    Image.fromarray(a).save(tmp_path / "t.png", transparency=7)
+    img = load_image(tmp_path / "t.png", (1, 8, 8))
+    assert img.alpha[..., :4, :].min() == 1 and img.alpha[..., 4:, :].max() == 0
+    assert torch.allclose(img.pixels[..., :4, :], torch.tensor(40000 / 65535), atol=1e-4)
+    assert img.pixels[..., 4:, :].max() == 0
