@@ -46,10 +46,11 @@ def test_config_round_trip_and_schedules():
                 DiscreteVPSDE(schedule="squaredcos_cap_v2", N=100), DiscreteVPSDE(betas=torch.full((20,), 0.05)),
                 DiscreteVPSDE(torch.linspace(0.99, 0.01, 30))):
         back = get_sde(sde.config())
-        assert type(back) is DiscreteVPSDE and repr(back) == repr(sde)
+        assert type(back) is sdekit.DiscreteVPSDE and repr(back) == repr(sde)
         torch.testing.assert_close(back.alphas_cumprod, sde.alphas_cumprod, rtol=0, atol=0)
     for bad in ({"alphas_cumprod": [0.5, 0.6]}, {"alphas_cumprod": [0.9, 1.2]}, {"betas": [0.1, 1.0]},
-                {"schedule": "quadratic"}, {"alphas_cumprod": [0.9, 0.5], "schedule": "linear"}, {}):
+                {"schedule": "quadratic"}, {"schedule": ["linear"]}, {"alphas_cumprod": [0.9, 0.5], "schedule": "linear"},
+                {}):
         with pytest.raises(sdekit.UserError):
             DiscreteVPSDE(**bad)
 

@@ -350,7 +350,7 @@ class DiscreteVPSDE(SDE):
         if sum(given) != 1:
             raise UserError("DiscreteVPSDE takes exactly one of alphas_cumprod, betas or schedule")
         if schedule is not None:
-            if schedule not in BETA_SCHEDULES:
+            if not isinstance(schedule, str) or schedule not in BETA_SCHEDULES:
                 raise UserError(f"unknown beta schedule {schedule!r}; choose one of {', '.join(BETA_SCHEDULES)}")
             if not (isinstance(N, int) and N >= 2 and 0 < beta_start <= beta_end < 1):
                 raise UserError(f"beta schedule needs N >= 2 and 0 < beta_start <= beta_end < 1, "
