@@ -89,3 +89,8 @@ def test_mnist_judge_reads_the_pen_strokes_as_their_digits():
     u, y = pen(200)
     acc = float((predict(load_judge(DATA), u) == y).float().mean())
     assert acc >= 0.9
+
+
+def test_missing_mnist_files_are_one_clear_error(tmp_path):
+    with pytest.raises(UserError, match="--data mnist:DIR"):
+        held_out(f"mnist:{tmp_path}")

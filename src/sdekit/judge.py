@@ -86,8 +86,11 @@ def _mnist(root, part: str):
     """MNIST's ``part`` ("train" or "t10k") from its idx files: pixels [N, 1, 28, 28] in [0, 1], labels."""
     from .data import _find, read_idx
     root = Path(root)
-    img = read_idx(_find(root, [f"{part}-images-idx3-ubyte", f"{part}-images-idx3-ubyte.gz"]))
-    lab = read_idx(_find(root, [f"{part}-labels-idx1-ubyte", f"{part}-labels-idx1-ubyte.gz"]))
+    try:
+        img = read_idx(_find(root, [f"{part}-images-idx3-ubyte", f"{part}-images-idx3-ubyte.gz"]))
+        lab = read_idx(_find(root, [f"{part}-labels-idx1-ubyte", f"{part}-labels-idx1-ubyte.gz"]))
+    except UserError as e:
+        raise UserError(f"{e}; MNIST's idx files are needed (give their folder: --data mnist:DIR)") from None
     if img.ndim != 3 or lab.shape != img.shape[:1]:
         raise UserError(f"{root}: {part} images {img.shape} do not match labels {lab.shape}")
     u = torch.from_numpy(img.copy())[:, None].float().div_(255)
