@@ -160,3 +160,18 @@ def test_bad_input_gives_clear_errors():
         sdekit.sample(sde, lambda x, t: x * float("nan"), (4, 2), sampler="ddim", steps=3)
     with pytest.raises(UserError, match="positive"):
         sdekit.sample(sde, score, (4, 2), steps=0)
+
+
+@pytest.mark.parametrize("sde", [sdekit.VPSDE(), sdekit.SubVPSDE(), sdekit.VESDE()], ids=["vp", "subvp", "ve"])
+@pytest.mark.parametrize("corrector", ["langevin", "ald"])
+def test_every_corrector_is_right_in_two_dimensions(sde, corrector):
+    """Predictor-corrector in 2-D: with each sample's own ||z|| / ||score|| the Langevin step exploded near
+    the modes (energy distance 0.069, y-spread 0.85 against 0.39); score_sde's batch-averaged norms fix it."""
+    gmm = sdekit.GaussianMixture(torch.tensor([[-1.5, 0.0], [1.5, 0.5]]), 0.3)
+    n = 1000
+    x = sdekit.sample(sde, gmm.score_fn(sde), (n, 2), sampler="pc", steps=300, corrector=corrector,
+                      generator=torch.Generator().manual_seed(1))
+    exact = gmm.sample(n, generator=torch.Generator().manual_seed(2))
+    floor = noise_floor(gmm, n)
+    assert energy_distance(x, exact) < 3 * floor + 2e-3
+    assert abs(float(x[:, 1].std()) / float(exact[:, 1].std()) - 1) < 0.1

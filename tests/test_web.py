@@ -44,7 +44,8 @@ def stroke_canvas(size=384, colour=(255, 255, 255, 255)):
 
 
 class FakeEdit:
-    """Stands in for sdekit.sdedit / inpaint: records its arguments and calls the score ``steps`` times."""
+    """Stands in for sdekit.sdedit / inpaint: records its arguments and takes ``steps`` solver steps of one
+    evaluation each, calling the step hook after each as the solvers do."""
 
     def __init__(self, gate: threading.Event | None = None, fail: Exception | None = None):
         self.calls, self.gate, self.fail = [], gate, fail
@@ -55,9 +56,12 @@ class FakeEdit:
             self.gate.wait(20)
         if self.fail is not None:
             raise self.fail
+        from sdekit.sampling import StepState
         t = torch.full((x.shape[0],), 0.5)
-        for _ in range(steps):
+        for i in range(steps):
             score_fn(x, t)
+            if kw.get("callback") is not None:
+                kw["callback"](StepState(i, steps, 0.5, 1.0, x, None, i + 1, 0.6))
         return x.flip(-1)                     # a visible, checkable change
 
 
@@ -177,7 +181,7 @@ def test_run_task_edit_passes_model_space_guide_t0_and_mask(model, monkeypatch):
     assert torch.allclose(call["x"], model.from_unit(task.image).expand(3, 1, 16, 16))
     assert call["t0"] == 0.25 and call["repeats"] == 2 and call["sampler"] == "em" and call["steps"] == 7
     assert call["mask"].shape == (3, 1, 16, 16) and torch.equal(call["mask"][2], keep[0])   # 1 = keep
-    assert seen == list(range(1, 8))                       # progress after every score evaluation
+    assert seen == list(range(1, 8))                       # progress after every solver step
     assert torch.allclose(out["results"], task.image.flip(-1).expand(3, 1, 16, 16), atol=1e-6)
     assert out["guide"] is task.image
 
@@ -362,11 +366,13 @@ def test_cancel_a_running_job(served, monkeypatch):
     _, base = served
     started = threading.Event()
 
-    def slow(sde, score_fn, x, *a, steps=10, **kw):
+    def slow(sde, score_fn, x, *a, steps=10, callback=None, **kw):
+        from sdekit.sampling import StepState
         started.set()
         t = torch.full((x.shape[0],), 0.5)
-        for _ in range(10_000):
+        for i in range(10_000):
             score_fn(x, t)
+            callback(StepState(i, 10_000, 0.5, 1.0, x, None, i + 1, 0.6))
             time.sleep(0.001)
         return x
     monkeypatch.setitem(vars(sdekit), "sdedit", slow)

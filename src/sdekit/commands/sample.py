@@ -1,5 +1,6 @@
 """sdekit sample: draw samples from a model bundle into a grid picture or an .npz file."""
 import argparse
+import sys
 
 from .common import add_device, add_dtype, add_overwrite, add_sampler, add_scale, add_seed, finite, positive_int
 
@@ -120,6 +121,16 @@ def run(args):
         x, info = generate(model, args.n, args.sampler, args.steps, args.seed, labels, args.guidance,
                            args.batch_size, progress=True, return_info=True)
         seconds = time.perf_counter() - started
+        noisy = ""
+        if rank == 0 and image:
+            from ..sampling import NOISY, residual_noise
+            probe = 0.2 * (model.data_range[1] - model.data_range[0])
+            r = float(residual_noise(model.sde, model.score_fn, x[:64], probe).median())
+            if r > NOISY:
+                noisy = " [STILL NOISY]"
+                print(f"sdekit sample: warning: the samples still hold noise (residual {r:.2f} of the probe level; "
+                      f"clean samples are below {NOISY}): these are not finished samples; raise --steps or choose "
+                      f"another --sampler", file=sys.stderr)
         if rank == 0:
             if not npz:
                 save_picture(out, picture(model.to_unit(x), nrow, scale_of(args)), overwrite=args.overwrite)
@@ -131,7 +142,7 @@ def run(args):
                 with atomic_path(out, overwrite=args.overwrite) as tmp:
                     tmp.write_bytes(buf.getvalue())
             how = "adaptive RK45" if get_sampler(args.sampler).kind == "adaptive" else f"{info['steps']} steps"
-            print(f"{args.n} samples ({args.sampler}, {how}, {info['nfe']} evaluations, {seconds:.1f} s) -> {out}")
+            print(f"{args.n} samples ({args.sampler}, {how}, {info['nfe']} evaluations, {seconds:.1f} s){noisy} -> {out}")
     finally:
         if world > 1:
             dist.barrier()

@@ -39,7 +39,7 @@ from starlette.staticfiles import StaticFiles
 from ..errors import UserError
 from .jobs import Busy, Job, JobQueue
 from .limits import Limits
-from .tasks import KINDS, parse_task, samplers_for
+from .tasks import KINDS, default_steps, parse_task, samplers_for
 from .uploads import load_upload, png_bytes, return_memory
 
 STATIC = Path(__file__).parent / "static"
@@ -190,9 +190,17 @@ class App:
         return {"name": m.name, "shape": [C, H, W], "num_classes": m.num_classes,
                 "sde": type(m.sde).__name__, "T": float(m.sde.T),
                 "samplers": {k: list(samplers_for(k)) for k in KINDS},
+                "defaults": {k: self.defaults(k) for k in KINDS},
                 "limits": {"upload_bytes": self.limits.upload_bytes, "steps": self.limits.steps,
                            "results": self.limits.results, "samples": self.limits.samples,
                            "repeats": self.limits.repeats}}
+
+    def defaults(self, kind: str) -> dict:
+        """The library's defaults for a tab: sampler, steps (sampler registry, SDEdit's steps rule), t0."""
+        from ..sdedit import default_t0
+        sampler, t0 = samplers_for(kind)[0], default_t0(self.model)
+        return {"sampler": sampler, "steps": default_steps(self.model, kind, sampler, t0), "t0": t0,
+                "n": 16 if kind == "sample" else 4}
 
     def job_status(self, job: Job) -> dict:
         d = {"id": job.id, "kind": job.task.kind, "status": job.status, "progress": round(job.progress(), 4),

@@ -40,9 +40,11 @@ class Task:
     mask: torch.Tensor | None = None
 
     def expected_nfe(self) -> int:
-        """Score evaluations a run should take, for the progress bar (an estimate: capped at 99%)."""
-        per_step = {"pc": 2, "heun": 2, "ode": 3}.get(self.sampler, 1)
-        return self.steps * per_step * (self.repeats if self.kind == "edit" else 1)
+        """Model evaluations a run should take, for the progress bar (the sampler registry's count; the
+        adaptive ODE solver's is a guess, so the bar is capped at 99%)."""
+        from ..registry import get_sampler
+        n = get_sampler(self.sampler).evaluations(self.steps) or 200
+        return n * (self.repeats if self.kind == "edit" else 1)
 
 
 def _show(v) -> str:
@@ -80,11 +82,21 @@ def _float(body: dict, key: str, default: float, lo: float, hi: float) -> float:
     return f
 
 
+DEFAULT_SAMPLER = {"edit": "reverse_diffusion", "inpaint": "pc", "sample": "heun"}   # the library's defaults
+
+
 def samplers_for(kind: str) -> tuple[str, ...]:
-    """Sampler names a job kind accepts."""
-    from ..samplers import SAMPLERS
-    first = {"edit": "reverse_diffusion", "inpaint": "pc", "sample": "heun"}[kind]   # the library's defaults
+    """Sampler names a job kind accepts (the registry's), its default first."""
+    from ..registry import SAMPLERS
+    first = DEFAULT_SAMPLER[kind]
     return (first,) + tuple(s for s in SAMPLERS if s != first)
+
+
+def default_steps(model, kind: str, sampler: str, t0: float) -> int:
+    """The library's default steps: the sampler's own, scaled by t0 for an edit (sdekit.sdedit policy)."""
+    from ..registry import get_sampler
+    from ..sdedit import sdedit_steps
+    return sdedit_steps(sampler, t0) if kind == "edit" else get_sampler(sampler).default_steps
 
 
 def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
@@ -96,17 +108,18 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
     if not isinstance(kind, str) or kind not in KINDS:
         raise UserError(f"kind must be one of {', '.join(KINDS)}, got {_show(kind)}")
     n_max = limits.samples if kind == "sample" else limits.results
+    from ..sdedit import default_t0
     t = Task(kind=kind,
              n=_int(body, "n", 4, 1, n_max),
-             steps=_int(body, "steps", 20 if kind == "sample" else 100, 1, limits.steps),
              seed=_int(body, "seed", int(time.time_ns() % 2**31), 0, 2**63 - 1),
              label=_int(body, "label", -1, -1, max(model.num_classes - 1, -1)))
     t.sampler = str(body.get("sampler") or samplers_for(kind)[0]).lower()
     if t.sampler not in samplers_for(kind):
         raise UserError(f"sampler must be one of {', '.join(samplers_for(kind))}, got {_show(t.sampler)}")
     if kind == "edit":
-        t.t0_frac = _float(body, "t0", 0.5, 0.0, 1.0)
+        t.t0_frac = _float(body, "t0", default_t0(model), 0.0, 1.0)
         t.repeats = _int(body, "repeats", 1, 1, limits.repeats)
+    t.steps = _int(body, "steps", default_steps(model, kind, t.sampler, t.t0_frac), 1, limits.steps)
     if kind in ("edit", "inpaint"):
         if not body.get("image"):
             raise UserError("paint something or upload an image first")
@@ -121,32 +134,32 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
 
 
 def run_task(model, task: Task, on_step=None) -> dict:
-    """Run one task on ``model``. ``on_step(nfe)`` is called after every score evaluation (it may
+    """Run one task on ``model``. ``on_step(nfe)`` is called after every solver step with the evaluations so far (it may
     raise to stop the run). Returns {"results": [n, C, H, W] in [0, 1], "guide": [1, C, H, W] or None,
     "mask": [1, 1, H, W] (1 = kept) or None}."""
     import sdekit
-    base = model.conditional(task.label) if task.label >= 0 else model.score_fn
-    nfe = 0
+    score_fn = model.conditional(task.label) if task.label >= 0 else model.score_fn
+    done = 0                                              # evaluations of earlier rounds (repeats)
 
-    def score_fn(x, t):
-        nonlocal nfe
-        out = base(x, t)
-        nfe += 1
+    def hook(state):                                      # a step hook: progress after every solver step
+        nonlocal done
         if on_step is not None:
-            on_step(nfe)
-        return out
+            on_step(done + state.nfe)
+        if state.i == state.n - 1:
+            done += state.nfe
 
     g = torch.Generator(device="cpu").manual_seed(task.seed)
     sde, n = model.sde, task.n
     if task.kind == "sample":
         out = sdekit.sample(sde, score_fn, (n, *model.shape), sampler=task.sampler, steps=task.steps,
-                            generator=g, device=model.device)
+                            generator=g, device=model.device, callback=hook)
         return {"results": model.to_unit(out), "guide": None, "mask": None}
     x = model.from_unit(task.image).to(model.device).expand(n, *model.shape).contiguous()
     keep = None if task.mask is None else task.mask.to(x.device).expand(n, 1, *model.shape[1:])
     if task.kind == "edit":
         out = sdekit.sdedit(sde, score_fn, x, t0=task.t0_frac, steps=task.steps, mask=keep,
-                            repeats=task.repeats, sampler=task.sampler, generator=g)
+                            repeats=task.repeats, sampler=task.sampler, generator=g, callback=hook)
     else:
-        out = sdekit.inpaint(sde, score_fn, x, keep, steps=task.steps, sampler=task.sampler, generator=g)
+        out = sdekit.inpaint(sde, score_fn, x, keep, steps=task.steps, sampler=task.sampler, generator=g,
+                             callback=hook)
     return {"results": model.to_unit(out), "guide": task.image, "mask": task.mask}

@@ -42,7 +42,7 @@ function loadInputs(tab) {
   const sel = $("sampler"); sel.innerHTML = "";
   for (const s of state.info.samplers[tab]) sel.add(new Option(s, s));
   $("n").max = tab === "sample" ? state.info.limits.samples : state.info.limits.results;
-  const v = tabState(tab).inputs || { ...state.initial, ...DEFAULTS[tab], sampler: state.info.samplers[tab][0] };
+  const v = tabState(tab).inputs || { ...state.initial, ...state.info.defaults[tab] };
   for (const id of INPUTS) $(id).value = v[id];
   $("t0-out").textContent = (+$("t0").value).toFixed(2);
 }
@@ -164,7 +164,6 @@ async function upload(file) {
 // ---- controls ----------------------------------------------------------------------------------
 
 const RUN_LABEL = { edit: "Run SDEdit", inpaint: "Inpaint", sample: "Sample" };
-const DEFAULTS = { edit: { steps: 50, n: 4 }, inpaint: { steps: 100, n: 4 }, sample: { steps: 20, n: 16 } };
 
 function setTab(tab) {
   if (state.initial) saveInputs(state.tab);
