@@ -237,3 +237,21 @@ def test_all_zero_mask_is_as_accurate_as_no_mask(sampler):
         assert energy_distance(a, b) < 3 * floor + 0.01
     out = run(torch.ones(8), steps)
     assert torch.equal(out, guide)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_any_floating_guide_dtype_works_on_a_network(dtype):
+    """A float64 guide once crashed deep in a convolution ("Input type (double) and bias type (float)");
+    inputs are cast to the model's dtype at the boundary and the output comes back in the guide's."""
+    m = sdekit.load("digits")
+    guide = torch.rand(2, *m.shape, generator=torch.Generator().manual_seed(0)).to(dtype) * 2 - 1
+    out = sdekit.sdedit(m.sde, m.score_fn, guide, t0=0.4, steps=3, generator=torch.Generator().manual_seed(0))
+    assert out.dtype == dtype and out.shape == guide.shape and torch.isfinite(out.float()).all()
+    mask = torch.ones(1, 1, *m.shape[1:])
+    mask[..., :8, :] = 0
+    out = sdekit.sdedit(m.sde, m.score_fn, guide, t0=0.4, steps=3, mask=mask, sampler="heun")
+    assert out.dtype == dtype and torch.equal(out[..., 8:, :], guide[..., 8:, :])
+    x = sdekit.sample(m.sde, m.score_fn, None, sampler="ddim", steps=2, x_T=torch.randn(2, *m.shape).to(dtype))
+    assert x.dtype == dtype
+    inp = sdekit.inpaint(m.sde, m.score_fn, guide, mask, steps=2, sampler="ddim")
+    assert inp.dtype == dtype

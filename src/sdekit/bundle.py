@@ -23,7 +23,18 @@ from .sde import SDE, get_sde
 __all__ = ["Model", "load", "save_bundle", "random_model", "generate", "export_bundle", "BUNDLED", "FORMAT"]
 
 FORMAT = "sdekit-bundle"
-BUNDLED = Path(__file__).parent / "assets" / "digits"
+ASSETS = Path(__file__).parent / "assets"
+BUNDLED_MODELS = {"mnist": ASSETS / "mnist", "digits": ASSETS / "digits"}   # name -> shipped bundle
+DEFAULT_MODEL = "mnist"
+BUNDLED = BUNDLED_MODELS["digits"]
+
+
+def bundled(name: str | None = None) -> Path:
+    """The folder of a shipped model: ``name`` in BUNDLED_MODELS, or None / "default" for the default
+    model (MNIST, 28x28; the 16x16 digits model where MNIST is not installed)."""
+    if name in (None, "default"):
+        name = DEFAULT_MODEL if (BUNDLED_MODELS[DEFAULT_MODEL] / "config.json").is_file() else "digits"
+    return BUNDLED_MODELS[name]
 
 
 def bundle_config(net: Preconditioned, shape, name: str = "model", data_range=(-1.0, 1.0),
@@ -65,7 +76,8 @@ def build(config: dict) -> Preconditioned:
 
 
 def load(path=None, device=None, dtype=None, **options) -> Model:
-    """Load a model bundle folder; no argument loads the bundled digits model.
+    """Load a model bundle folder; no argument (or "default") loads the bundled default model (MNIST,
+    28x28, class-conditional), "mnist" / "digits" a shipped model by name.
 
     ``path`` may also be a diffusers folder (a UNet2DModel with a DDPM/DDIM-style or ScoreSdeVe
     scheduler config, e.g. one written by ``sdekit convert``); ``options`` are that loader's
@@ -81,9 +93,10 @@ def load(path=None, device=None, dtype=None, **options) -> Model:
         return load_diffusers(found, device=device, dtype=dtype, **options)
     if options:
         raise UserError(f"option {sorted(options)[0]!r} applies to diffusers folders, not to sdekit bundles")
-    folder = folder_of(path, BUNDLED)
-    if folder == BUNDLED and not (folder / "config.json").is_file():
-        raise UserError("the bundled digits model is not installed with this copy of sdekit")
+    named = path is None or str(path) in ("default", *BUNDLED_MODELS)
+    folder = bundled(None if path is None else str(path)) if named else folder_of(path, bundled())
+    if named and not (folder / "config.json").is_file():
+        raise UserError(f"the bundled model {folder.name!r} is not installed with this copy of sdekit")
     cfg = read_config(folder, FORMAT, "model bundle")
     check_fields(cfg, folder / "config.json", required=("shape", "sde", "network"))
     net = load_module(lambda: build(cfg), folder, "model")

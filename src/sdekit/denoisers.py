@@ -28,7 +28,7 @@ from .sde import SDE
 
 __all__ = ["Denoiser", "ScoreDenoiser", "NetworkDenoiser", "Preconditioned", "Counted", "Conditional",
            "ClassifierFree", "ClassifierGuided", "ScoreView", "as_denoiser", "EDMInput", "ModelSpaceInput", "PREDICTIONS",
-           "TIME_INPUTS", "labels_for"]
+           "TIME_INPUTS", "labels_for", "check_labels"]
 
 
 def labels_for(class_labels, x: torch.Tensor) -> torch.Tensor | None:
@@ -37,6 +37,18 @@ def labels_for(class_labels, x: torch.Tensor) -> torch.Tensor | None:
         return None
     y = torch.as_tensor(class_labels, device=x.device).long().reshape(-1)
     return y.expand(x.shape[0]) if y.numel() == 1 else y
+
+
+def check_labels(class_labels, num_classes: int) -> None:
+    """UserError unless ``class_labels`` (None, an int or a tensor) fit a model of ``num_classes`` classes:
+    0..K-1, or -1 for "no label"."""
+    if class_labels is None:
+        return
+    if num_classes == 0:
+        raise UserError("this model is unconditional; it takes no class labels")
+    y = torch.as_tensor(class_labels).long()
+    if ((y < -1) | (y >= num_classes)).any():
+        raise UserError(f"class labels must lie in 0..{num_classes - 1} (or -1 for none)")
 
 
 class Denoiser(nn.Module):
@@ -290,10 +302,7 @@ class Preconditioned(NetworkDenoiser):
         """As NetworkDenoiser; class label -1 means "no label" (the embedding's extra null row)."""
         if class_labels is not None:
             k = self.num_classes
-            if k == 0:
-                raise UserError("this model is unconditional; it takes no class labels")
+            check_labels(class_labels, k)
             class_labels = labels_for(class_labels, y)
-            if ((class_labels < -1) | (class_labels >= k)).any():
-                raise UserError(f"class labels must lie in 0..{k - 1} (or -1 for none)")
             class_labels = torch.where(class_labels < 0, torch.full_like(class_labels, k), class_labels)
         return super().denoise(y, sigma, class_labels)

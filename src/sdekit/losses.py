@@ -50,9 +50,8 @@ def dsm_loss(model, sde: SDE, x0: torch.Tensor, class_labels=None, weighting: st
     eps = sde.eps if eps is None else eps
     t = eps + (sde.T - eps) * _rand(x0.shape[0], x0, generator) if t is None else t
     z = _randn(x0, generator) if z is None else z
-    mean, std = sde.marginal_prob(x0, t)
-    std_ = _bcast(std, x0)
-    score = _score(model, sde, mean + std_ * z, t, class_labels)
+    std_ = _bcast(sde.marginal_std(t), x0)
+    score = _score(model, sde, sde.perturb(x0, t, noise=z), t, class_labels)
     if weighting == "sigma2":
         return _reduce((std_ * score + z) ** 2, reduce).mean()
     if weighting == "likelihood":
@@ -76,8 +75,7 @@ def edm_loss(model, sde: SDE, x0: torch.Tensor, class_labels=None, P_mean: float
     sigma = sigma.clamp(*lim)
     t = sde.sigma_inv(sigma)
     z = _randn(x0, generator) if z is None else z
-    s = _bcast(sde.scale(t), x0)
-    x = s * (x0 + _bcast(sigma, x0) * z)
+    x = sde.perturb(x0, t, noise=z)                     # s(t) (x0 + sigma z)
     weight = (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
     return (weight * _reduce((as_denoiser(sde, model).x0(x, t, class_labels) - x0) ** 2, reduce)).mean()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .denoisers import ClassifierFree, Conditional, Denoiser, ScoreView
+from .denoisers import ClassifierFree, Conditional, Denoiser, ScoreView, check_labels
 from .errors import UserError
 from .sde import SDE
 
@@ -59,13 +59,7 @@ class Model:
 
     def check_labels(self, class_labels) -> None:
         """UserError unless ``class_labels`` (int or tensor) fit this model: 0..K-1, or -1 for none."""
-        if class_labels is None:
-            return
-        if self.num_classes == 0:
-            raise UserError("this model is unconditional; it takes no class labels")
-        y = torch.as_tensor(class_labels).long()
-        if ((y < -1) | (y >= self.num_classes)).any():
-            raise UserError(f"class labels must lie in 0..{self.num_classes - 1} (or -1 for none)")
+        check_labels(class_labels, self.num_classes)
 
     @property
     def score_fn(self) -> ScoreView:

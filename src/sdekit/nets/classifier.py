@@ -74,8 +74,7 @@ def _noisy(sde: SDE, x0: torch.Tensor, g: torch.Generator):
     ends = sde.sigma(torch.tensor([sde.eps, sde.T], dtype=torch.float64)).log()
     u = torch.rand(x0.shape[0], generator=g, dtype=torch.float64)
     t = sde.sigma_inv((ends[0] + u * (ends[1] - ends[0])).exp()).to(x0.dtype)
-    mean, std = sde.marginal_prob(x0, t)
-    return mean + _bcast(std, x0) * torch.randn(x0.shape, generator=g), t
+    return sde.perturb(x0, t, g), t
 
 
 def train_classifier(net: NoiseClassifier, x: torch.Tensor, labels: torch.Tensor, steps: int = 3000,
@@ -111,8 +110,7 @@ def accuracy_by_noise(net: NoiseClassifier, x: torch.Tensor, labels: torch.Tenso
     out = {}
     for sig in sigmas:
         t = net.sde.sigma_inv(torch.full((x.shape[0],), float(sig), dtype=torch.float64)).to(x.dtype)
-        mean, std = net.sde.marginal_prob(x, t)
-        xt = mean + _bcast(std, x) * torch.randn(x.shape, generator=g)
+        xt = net.sde.perturb(x, t, g)
         out[float(sig)] = float((net(xt, t).argmax(1) == labels).float().mean())
     return out
 
