@@ -152,13 +152,18 @@ def _load_k_diffusion_sampling():
             pkg = types.ModuleType("k_diffusion")
             pkg.__path__ = list(spec.submodule_search_locations)
             sys.modules["k_diffusion"] = pkg
+        placeholders = {}
         if importlib.util.find_spec("torchvision") is None:
             tv, tvt, tvf = (types.ModuleType(n) for n in
                             ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"))
             tv.transforms, tvt.functional = tvt, tvf
-            sys.modules.update({"torchvision": tv, "torchvision.transforms": tvt,
-                                "torchvision.transforms.functional": tvf})
-        import k_diffusion.sampling as ks
+            placeholders = {"torchvision": tv, "torchvision.transforms": tvt, "torchvision.transforms.functional": tvf}
+            sys.modules.update(placeholders)
+        try:
+            import k_diffusion.sampling as ks
+        finally:       # k_diffusion.utils keeps its reference; nothing else may find a torchvision without a spec
+            for name in placeholders:
+                sys.modules.pop(name, None)
         return ks, None
     except Exception as e:  # a missing dependency is reported, not fatal
         return None, f"k_diffusion.sampling does not import: {e!r}"

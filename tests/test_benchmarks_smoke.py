@@ -32,6 +32,12 @@ def test_exact_denoiser_agrees_with_sdekit_denoiser_under_vp():
         assert torch.allclose(common.ExactDenoiser(gmm)(y, sig), Denoiser(sde, gmm.score_fn(sde))(y, sig), atol=1e-8)
 
 
+def test_k_diffusion_loader_leaves_no_placeholder_module_behind():
+    import importlib.util
+    common.load_k_diffusion_sampling()
+    importlib.util.find_spec("torchvision")        # a placeholder module without a spec makes this raise
+
+
 def test_sampler_benchmark_smoke(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "RESULTS", tmp_path)
     bench = pytest.importorskip("bench_samplers")
