@@ -175,3 +175,23 @@ def test_every_corrector_is_right_in_two_dimensions(sde, corrector):
     floor = noise_floor(gmm, n)
     assert energy_distance(x, exact) < 3 * floor + 2e-3
     assert abs(float(x[:, 1].std()) / float(exact[:, 1].std()) - 1) < 0.1
+
+
+def test_readme_sampler_table_is_the_registry():
+    """The README's table is written from the registry records (sdekit.registry.markdown_table)."""
+    from pathlib import Path
+    from sdekit.registry import markdown_table
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    flat = "\n".join(line.strip() for line in readme.splitlines())
+    assert markdown_table() in flat
+
+
+@pytest.mark.parametrize("name", list(sdekit.SAMPLERS))
+def test_registry_counts_the_evaluations_each_sampler_takes(name):
+    spec = sdekit.get_sampler(name)
+    if spec.kind == "adaptive":
+        return
+    gmm, sde = mixture2d(), sdekit.VPSDE()
+    _, info = sdekit.sample(sde, gmm.score_fn(sde), (8, 2), sampler=name, steps=6, return_info=True,
+                            generator=torch.Generator().manual_seed(0))
+    assert info["nfe"] == spec.evaluations(6)

@@ -74,7 +74,7 @@ class SamplerSpec:
         """Expected evaluations for ``steps`` steps (None for the adaptive solver)."""
         if self.kind == "adaptive":
             return None
-        opts = {**self.defaults(), **(options or {})}
+        opts = {**self.defaults(), **(options or {}), **self.fixed}
         n = self.evals_per_step(opts) * steps
         return int(round(n - 1)) if self.name == "heun" else int(round(n))   # Heun's last step to 0 is Euler
 
@@ -152,3 +152,14 @@ def check_options(spec: SamplerSpec, options: dict) -> dict:
         if err:
             raise UserError(f"sampler {spec.name!r}: {k} must be {err}, got {v!r}")
     return {**spec.defaults(), **options, **spec.fixed}
+
+
+def markdown_table() -> str:
+    """The README's table of samplers, written from the records (tests check that the README holds it)."""
+    rows = ["| sampler | what | default steps N | evaluations for N steps | options |", "|---|---|---|---|---|"]
+    for s in REGISTRY.values():
+        names = ", ".join(f"`{n}`" for n in (s.name, *s.aliases))
+        evals = "adaptive" if s.kind == "adaptive" else str(s.evaluations(s.default_steps))
+        opts = ", ".join(f"`{k}`" for k in s.options) or "-"
+        rows.append(f"| {names} | {s.summary} | {s.default_steps if s.kind != 'adaptive' else '-'} | {evals} | {opts} |")
+    return "\n".join(rows)

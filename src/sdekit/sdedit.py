@@ -18,8 +18,10 @@ The policy, defined once here and read by the CLI, the page, the demo and ``eval
   [eps, T]; for the VP SDE that is t0 itself (DDPM: timestep t0 N), for EDM sigma_ref(t0).
 * **default t0**: the model bundle's calibrated value (``config.json`` "sdedit": {"t0": ...}, written by
   ``sdekit evaluate --write-t0``), else :data:`DEFAULT_T0`.
-* **default steps**: the sampler's default steps (sdekit.registry) times t0, at least
-  :data:`MIN_STEPS` (Algorithm 1's Delta t = t0 / N for the SDE samplers).
+* **default steps** (:func:`sdedit_steps`): for the stochastic SDE samplers, a fifth of the sampler's
+  default steps (sdekit.registry) per unit of t0, i.e. 100 t0 for reverse diffusion (Algorithm 1's
+  Delta t = t0 / N), at least :data:`MIN_STEPS`; the fast solvers keep their default steps, which
+  their accuracy depends on more than the span.
 
 With a mask (1 = keep the guide, 0 = regenerate), the kept region of the state is replaced after
 every solver step by the guide perturbed to the new time (the replacement trick of Song et al. 2021,
@@ -70,9 +72,16 @@ def default_t0(model=None) -> float:
     return float(t0) if isinstance(t0, (int, float)) and 0 < t0 <= 1 else DEFAULT_T0
 
 
+STEPS_PER_UNIT_FRACTION = 0.2    # SDE samplers: steps per unit of t0 = this x the sampler's default steps
+
+
 def sdedit_steps(sampler: str, t0: float) -> int:
-    """Default solver steps for an edit from t0: the sampler's default steps times t0, at least MIN_STEPS."""
-    return max(MIN_STEPS, math.ceil(get_sampler(sampler).default_steps * float(t0)))
+    """Default solver steps for an edit from t0 (module docstring): 100 t0 for reverse diffusion, the
+    default steps of a fast solver; at least MIN_STEPS."""
+    spec = get_sampler(sampler)
+    if spec.kind != "sde":
+        return spec.default_steps
+    return max(MIN_STEPS, math.ceil(STEPS_PER_UNIT_FRACTION * spec.default_steps * float(t0)))
 
 
 def perturb(sde: SDE, x0: torch.Tensor, t: float, generator=None) -> torch.Tensor:
