@@ -208,7 +208,7 @@ def check_outputs(out, overwrite: bool) -> Path:
 
 
 def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str = "pen",
-             sampler: str = "reverse_diffusion", steps_per_unit: int = 50, seed: int = 0, out="sdekit-eval",
+             sampler: str = "reverse_diffusion", steps_per_unit: int | None = None, seed: int = 0, out="sdekit-eval",
              batch_size: int = 100, overwrite: bool = False, progress: bool = True,
              n_reference: int | None = None) -> Evaluation:
     """Sweep t0 over ``t0s`` on n held-out strokes of the set ``strokes`` ("pen", "simulated" or
@@ -216,7 +216,7 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
     grid.png and index.html into ``out``.
 
     ``data``: the model's dataset spec ("digits", "mnist:DIR"), which picks the judge and the reference;
-    default the model config's "data". SDEdit runs max(4, round(steps_per_unit * t0)) steps of
+    default the model config's "data". SDEdit runs max(4, round(steps_per_unit * t0)) steps (default: the library's rule, sdekit.sdedit.sdedit_steps) of
     ``sampler`` in batches of ``batch_size``. ``n_reference``: use only the first that many reference
     images (default all: 5000 for MNIST). Warnings (small n, no FID) go into the report and, with
     ``progress``, to stderr with a tqdm bar per batch. Bad input raises UserError before any work."""
@@ -230,7 +230,7 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
         raise UserError(f"unknown stroke set {strokes!r}; choose one of {', '.join(STROKE_SETS)}")
     if int(n) != n or n < 4:
         raise UserError(f"-n must be an integer of at least 4, got {n}")
-    if batch_size < 1 or steps_per_unit < 1 or (n_reference is not None and n_reference < 4):
+    if batch_size < 1 or (steps_per_unit is not None and steps_per_unit < 1) or (n_reference is not None and n_reference < 4):
         raise UserError("batch size and steps per unit of t0 must be positive, and n_reference at least 4")
     size = _size(model.shape)
     out = check_outputs(out, overwrite)
@@ -245,7 +245,9 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
         edit_strokes(model, guides[:1], t0, 1, sampler, torch.Generator().manual_seed(0))
     score = _Scorer(judge, reference, guides, labels, seed)
 
-    steps = {t0: max(4, round(steps_per_unit * t0)) for t0 in t0s}
+    from .sdedit import sdedit_steps
+    steps = {t0: sdedit_steps(sampler, t0) if steps_per_unit is None else max(4, round(steps_per_unit * t0))
+             for t0 in t0s}
     outputs = _sweep(model, guides, steps, sampler, seed, batch_size, progress)
     rows = [score("SDEdit", t0, outputs[t0], steps[t0]) for t0 in t0s]
     near = _nearest(held.train, guides)
@@ -326,6 +328,8 @@ def _write_csv(path, rows):
 
 
 def _markdown(rows, meta, best, notes) -> str:
+    spu = meta["steps_per_unit"]
+    rule = f"max(4, {spu} x t0)" if spu else "the library's default"
     lines = ["| method | t0 | class fidelity [95% CI] | KID [95% CI] | FID | L2 to stroke [95% CI] | "
              "L2 4x down [95% CI] | steps |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -333,7 +337,7 @@ def _markdown(rows, meta, best, notes) -> str:
                      f"{'—' if r.fid is None else f'{r.fid:.2f}'} | {_ci(r.l2)} | {_ci(r.l2_down)} | {r.steps} |")
     lines += ["", f"{meta['n']} {meta['strokes']} strokes of the digits 0-9 (held out, never trained on); judge and "
               f"KID/FID reference: {meta['data']} ({meta['n_reference']} held-out images; judge test accuracy "
-              f"{meta['judge_test_accuracy']}); SDEdit with {meta['sampler']}, max(4, {meta['steps_per_unit']} x t0) "
+              f"{meta['judge_test_accuracy']}); SDEdit with {meta['sampler']}, {rule} "
               f"steps; seed {meta['seed']}; {meta['seconds']} s.", ""]
     lines.append(f"Default t0 (the largest swept t0 whose class fidelity is at least {FIDELITY:.0%}): "
                  + (f"**{best:g}**" if best is not None else "none"))

@@ -1,4 +1,5 @@
 """sdekit evaluate: SDEdit's t0 sweep on held-out strokes: class fidelity, realism (KID), faithfulness (L2)."""
+from .common import add_sampler
 
 
 def add_arguments(p):
@@ -12,9 +13,9 @@ def add_arguments(p):
     p.add_argument("--t0", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0",
                    help="comma-separated t0 values in (0, 1] (default: 0.1,...,1.0)")
     p.add_argument("-n", type=int, default=200, help="number of strokes edited per t0 (default: 200)")
-    p.add_argument("--sampler", default="reverse_diffusion", help="SDEdit's sampler (default: reverse_diffusion)")
-    p.add_argument("--steps-per-unit", type=int, default=50,
-                   help="SDEdit steps = this x t0, at least 4 (default: 50)")
+    add_sampler(p, "reverse_diffusion", "SDEdit's solver")
+    p.add_argument("--steps-per-unit", type=int, default=None,
+                   help="SDEdit steps = this x t0, at least 4 (default: the library's rule, 100 t0 for reverse diffusion)")
     p.add_argument("--batch-size", type=int, default=100, help="strokes edited at once (default: 100)")
     p.add_argument("--n-reference", type=int, default=None,
                    help="use only the first N held-out reference images for KID/FID (default: all)")
@@ -32,10 +33,7 @@ def run(args):
     from ..bundle import load
     from ..errors import UserError
     from ..evaluation import bundle_config, check_outputs, evaluate, parse_t0s, write_t0
-    from .. import SAMPLERS
-    if args.sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if args.steps_per_unit < 1 or args.batch_size < 1:
+    if (args.steps_per_unit is not None and args.steps_per_unit < 1) or args.batch_size < 1:
         raise UserError("--steps-per-unit and --batch-size must be positive")
     t0s = parse_t0s(args.t0)
     check_outputs(args.out, args.overwrite)
