@@ -81,6 +81,17 @@ class Edit:
         u = torch.linspace(0, 1, H * W).reshape(1, 1, H, W).expand(1, C, H, W)
         self.guide = self.model.from_unit(u).to(device=device, dtype=dtype)
         self.device = torch.device(device)
+        self.net_seconds = 0.0                                      # time inside the UNet, by hooks
+        self.unet.register_forward_pre_hook(self._enter)
+        self.unet.register_forward_hook(self._leave)
+
+    def _enter(self, *_):
+        self.sync()
+        self._t = time.perf_counter()
+
+    def _leave(self, *_):
+        self.sync()
+        self.net_seconds += time.perf_counter() - self._t
 
     @staticmethod
     def unet_scheduler(folder: Path) -> dict:
@@ -103,12 +114,14 @@ class Edit:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def seconds(self, method: str) -> float:
+    def seconds(self, method: str) -> tuple[float, float]:
+        """(wall seconds of one edit, of which outside the network)."""
         self.sync()
-        t0 = time.perf_counter()
+        self.net_seconds, t0 = 0.0, time.perf_counter()
         getattr(self, method)(0)
         self.sync()
-        return time.perf_counter() - t0
+        total = time.perf_counter() - t0
+        return total, total - self.net_seconds
 
 
 def _rss(field: str) -> int:
@@ -177,10 +190,12 @@ def main(argv=None):
         a, b = edit.sdekit(0), edit.diffusers(0)                          # warm-up, and the same result
         diff = float((a.float() - b.float()).abs().max())
         start = int(edit.timesteps[0])
-        times = {"sdekit": [], "diffusers": []}
+        times, outside = {"sdekit": [], "diffusers": []}, {"sdekit": [], "diffusers": []}
         for r in range(args.repeats):                                     # interleaved, alternating order
             for method in (("sdekit", "diffusers") if r % 2 == 0 else ("diffusers", "sdekit")):
-                times[method].append(edit.seconds(method))
+                total, rest = edit.seconds(method)
+                times[method].append(total)
+                outside[method].append(rest)
         if edit.device.type == "cuda":
             peaks = {m: peak_memory(edit, m) for m in times}
         else:
@@ -188,22 +203,27 @@ def main(argv=None):
             gc.collect()
             peaks = {m: cpu_peak_in_child(args, folder, m) for m in times}
     sec = {m: median(v) for m, v in times.items()}
+    rest = {m: median(v) for m, v in outside.items()}
     mib = {m: (None if p is None else p / 2 ** 20) for m, p in peaks.items()}
     size = config["sample_size"]
     title = f"SDEdit, one {size}x{size} image, {args.steps} DDIM steps from timestep {start}, {args.device} {args.dtype}"
-    rows = [[m, f"{sec[m]:.3f}", "n/a" if mib[m] is None else f"{mib[m]:.1f}"] for m in ("sdekit", "diffusers")]
+    rows = [[m, f"{sec[m]:.3f}", f"{rest[m]:.4f}", "n/a" if mib[m] is None else f"{mib[m]:.1f}"]
+            for m in ("sdekit", "diffusers")]
     ratio_mem = (f"{mib['sdekit'] / mib['diffusers']:.3f}" if None not in mib.values() and mib["diffusers"] > 0
                  else "n/a")
-    rows.append(["sdekit / diffusers", f"{sec['sdekit'] / sec['diffusers']:.3f}", ratio_mem])
-    text = (f"{title}\n\n{md_table(['', 'seconds / edit', 'peak memory (MiB)'], rows)}\n\n"
+    rows.append(["sdekit / diffusers", f"{sec['sdekit'] / sec['diffusers']:.3f}", "", ratio_mem])
+    spread = "; ".join(f"{m}: {min(v):.3f}..{max(v):.3f} s" for m, v in times.items())
+    text = (f"{title}\n\n{md_table(['', 'seconds / edit', 'of which outside the network', 'peak memory (MiB)'], rows)}\n\n"
+            f"Range of the timed runs: {spread}. "
             f"Largest difference between the two edits: {diff:.2e}. Machine: {machine()}. "
             f"Median of {args.repeats} interleaved runs each.\n")
     print(text)
-    save_text(args.out, text)
+    save_text(f"{args.out}.md", text)
     save_json(args.out, {"config": config, "steps": args.steps, "total": args.total, "device": args.device,
-                         "dtype": args.dtype, "seconds": times, "median_seconds": sec, "peak_mib": mib,
+                         "dtype": args.dtype, "seconds": times, "median_seconds": sec, "seconds_outside_network": outside,
+                         "peak_mib": mib,
                          "max_abs_diff": diff, "machine": machine()})
-    return {"seconds": sec, "peak_mib": mib, "diff": diff}
+    return {"seconds": sec, "outside": rest, "peak_mib": mib, "diff": diff}
 
 
 if __name__ == "__main__":

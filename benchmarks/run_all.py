@@ -33,7 +33,7 @@ BENCHES = {  # name -> (full runs, quick runs); a run = (script, arguments)
     "sdedit": ([("bench_sdedit.py", ["--n", "16", "--t0", "0.3,0.6"])], [("bench_sdedit.py", ["--quick"])]),
     "recipes": ([("bench_recipes.py", ["--minutes", "3", "--n", "500"])],
                 [("bench_recipes.py", ["--minutes", "0.02", "--n", "16", "--steps", "4"])]),
-    "pretrained": ([("bench_pretrained.py", ["--steps", "2", "--repeats", "3"])],
+    "pretrained": ([("bench_pretrained.py", ["--steps", "2", "--repeats", "3", "--threads", "1"])],
                    [("bench_pretrained.py", ["--quick", "--steps", "2", "--repeats", "1"])]),
 }
 
