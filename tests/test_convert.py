@@ -157,3 +157,14 @@ def test_cli_convert_refuses_bad_input(tmp_path, capsys, case):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not marker.exists() and not (tmp_path / "o" / "model_index.json").exists()
+
+
+def test_architecture_fields_are_checked():
+    arch = PRESETS["ddpm-church-256"]
+    assert arch.replace(ch=64, resolution=None).ch == 64                 # None leaves a field alone
+    for changes, message in (({"widths": 3}, "unknown architecture field"), ({"resolution": 100}, "divisible"),
+                             ({"ch_mult": ()}, "positive"), ({"source": "ldm"}, "unknown checkpoint source")):
+        with pytest.raises(sdekit.UserError, match=message):
+            arch.replace(**changes)
+    with pytest.raises(sdekit.UserError, match="sigma_min < sigma_max"):
+        PRESETS["ncsnpp-church-256"].replace(sigma_min=500.0)
