@@ -82,10 +82,15 @@ def test_bad_bundles(tmp_path):
         load(other)
 
 
-def test_bundled_model_loads():
+def test_bundled_models_load():
     assert (BUNDLED / "config.json").exists() and (BUNDLED / "model.safetensors").exists()
-    m = sdekit.load()
+    m = sdekit.load("digits")
     assert m.shape == (1, 16, 16) and m.num_classes == 10
+    default = sdekit.load()
+    assert default.shape == (1, 28, 28) and default.num_classes == 10 and default.name == "mnist"
+    assert sdekit.load("mnist").shape == default.shape
+    from sdekit.sdedit import default_t0
+    assert 0 < default_t0(default) <= 1 and default.config.get("sdedit", {}).get("t0") == default_t0(default)
     x, t = _xt(2)
     assert torch.isfinite(m.score_fn(x, t)).all()
 

@@ -153,7 +153,7 @@ def test_good_bundles_still_load(bundle, tmp_path):
     m = load(bundle)
     assert m.shape == (1, 16, 16) and m.num_classes == 10 and m.name == "tiny"
     assert load(bundle / "config.json").name == "tiny"
-    assert sdekit.load().shape == (1, 16, 16)
+    assert sdekit.load("digits").shape == (1, 16, 16)
     vec = random_model(shape=(1, 8, 8)).net
     assert load(save_bundle(tmp_path / "v", vec, shape=(1, 8, 8))).shape == (1, 8, 8)
 

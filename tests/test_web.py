@@ -280,7 +280,12 @@ def test_info(served, model):
     assert info["shape"] == [1, 16, 16] and info["limits"]["upload_bytes"] == 200_000
     firsts = {k: v[0] for k, v in info["samplers"].items()}                # the library's defaults first
     assert firsts == {"edit": "reverse_diffusion", "inpaint": "pc", "sample": "heun"}
-    assert all(set(v) == set(sdekit.SAMPLERS) for v in info["samplers"].values())
+    finishing = {s.name for s in sdekit.registry.REGISTRY.values() if s.finishes}
+    assert all(set(v) == finishing for v in info["samplers"].values())      # no sampler that returns noise
+    assert "langevin" not in finishing and "ald" not in finishing and "heun" in finishing
+    from sdekit.sdedit import default_t0, sdedit_steps
+    d = info["defaults"]["edit"]
+    assert d["t0"] == default_t0(model) and d["steps"] == sdedit_steps("reverse_diffusion", d["t0"])
 
 
 def test_upload_validates_and_resizes(served):

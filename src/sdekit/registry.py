@@ -12,7 +12,7 @@ from typing import Callable
 
 from .errors import UserError
 from .noise import SCHEDULES
-from .samplers import CORRECTORS, DDIM, PC, PREDICTORS, DPMSolver, Heun
+from .samplers import ABM, CORRECTORS, DDIM, PC, PREDICTORS, DPMSolver, Heun
 
 __all__ = ["Option", "SamplerSpec", "REGISTRY", "SAMPLERS", "ALIASES", "get_sampler", "check_options"]
 
@@ -43,7 +43,7 @@ def _one_of(choices):
     return lambda v: None if v in choices else f"one of {', '.join(map(str, choices))}"
 
 
-SCHEDULE = Option(None, _one_of(tuple(SCHEDULES)), "noise-level grid: karras | logsnr | uniform (in t)")
+SCHEDULE = Option(None, _one_of(tuple(SCHEDULES)), "noise-level grid: " + " | ".join(SCHEDULES) + " (uniform: in t)")
 RHO = Option(7.0, _positive, "exponent of the karras grid")
 PC_OPTIONS = {
     "predictor": Option("reverse_diffusion", _one_of(tuple(PREDICTORS)), "predictor of each step"),
@@ -57,7 +57,10 @@ PC_OPTIONS = {
 class SamplerSpec:
     """One sampler. ``kind``: "sde" (time grid, stochastic steps), "fast" (noise-level grid, ends at
     sigma = 0 when denoising), "adaptive" (RK45; ``steps`` ignored). ``evals_per_step(options)``: score
-    evaluations per step; ``fixed`` options are set by the record and cannot be changed."""
+    evaluations per step; ``fixed`` options are set by the record and cannot be changed. ``finishes``:
+    False for the Langevin samplers alone, whose chains lag behind the annealing on image models (at
+    1000 steps MNIST samples still hold noise of about 0.3 in [-1, 1] units, residual 0.68 against 0.32 for
+    heun); they are meant as correctors inside "pc" and the page does not offer them."""
     name: str
     summary: str
     kind: str
@@ -69,6 +72,7 @@ class SamplerSpec:
     options: dict = field(default_factory=dict)
     fixed: dict = field(default_factory=dict)
     aliases: tuple = ()
+    finishes: bool = True          # False: at its default steps the output on an image model still holds noise
 
     def evaluations(self, steps: int, options: dict | None = None) -> int | None:
         """Expected evaluations for ``steps`` steps (None for the adaptive solver)."""
@@ -101,11 +105,11 @@ _SPECS = [
     SamplerSpec("langevin", "Langevin corrector alone (snr rule, batch-averaged norms)", "sde", PC, "uniform",
                 True, 1000, _pc_evals, {"snr": PC_OPTIONS["snr"], "n_corrector": Option(1, _count, "Langevin steps per grid point"),
                                         "schedule": SCHEDULE, "rho": RHO},
-                {"predictor": "none", "corrector": "langevin"}),
+                {"predictor": "none", "corrector": "langevin"}, finishes=False),
     SamplerSpec("ald", "annealed Langevin dynamics (NCSN)", "sde", PC, "uniform", True, 1000, _pc_evals,
                 {"snr": PC_OPTIONS["snr"], "n_corrector": Option(1, _count, "Langevin steps per grid point"),
                  "schedule": SCHEDULE, "rho": RHO},
-                {"predictor": "none", "corrector": "ald"}),
+                {"predictor": "none", "corrector": "ald"}, finishes=False),
     SamplerSpec("pc", "predictor-corrector (reverse diffusion + Langevin by default)", "sde", PC, "uniform",
                 True, 500, _pc_evals, {**PC_OPTIONS, "schedule": SCHEDULE, "rho": RHO}),
     SamplerSpec("ode", "probability-flow ODE, adaptive RK45", "adaptive", None, "uniform", False, 1,
@@ -121,6 +125,10 @@ _SPECS = [
                  "s_noise": Option(1.0, _positive, "EDM's S_noise"), "schedule": SCHEDULE, "rho": RHO}),
     SamplerSpec("dpm_solver", "DPM-Solver++(2M), log-SNR grid", "fast", DPMSolver, "logsnr", False, 20, lambda o: 1,
                 {"order": Option(2, _one_of((2, 3)), "multistep order"), "schedule": SCHEDULE, "rho": RHO}),
+    SamplerSpec("abm", "Adams-Bashforth-Moulton predictor-corrector in cos theta, cosine grid (fewest evaluations)",
+                "fast", ABM, "cosine", False, 20, lambda o: 1,
+                {"order": Option(2, _one_of((2, 3)), "predictor order (the corrector's is one more)"),
+                 "schedule": SCHEDULE, "rho": RHO}),
 ]
 
 REGISTRY: dict[str, SamplerSpec] = {s.name: s for s in _SPECS}

@@ -190,6 +190,8 @@ def sampler_name(text: str) -> str:
 def add_sampler(p, default: str, what: str = "solver") -> None:
     """--sampler with its choices, defaults and steps read from the registry."""
     from ..registry import REGISTRY
-    listing = "; ".join(f"{s.name} ({s.summary}, {s.default_steps} steps)" for s in REGISTRY.values())
+    listing = "; ".join(f"{s.name} ({s.summary}, {s.default_steps} steps"
+                        f"{'' if s.finishes else '; meant as a corrector in pc: alone it leaves noise on images'})"
+                        for s in REGISTRY.values())
     p.add_argument("--sampler", type=sampler_name, default=default, metavar="NAME",
                    help=f"{what}: {listing} (default: {default})")

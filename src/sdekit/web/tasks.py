@@ -86,10 +86,11 @@ DEFAULT_SAMPLER = {"edit": "reverse_diffusion", "inpaint": "pc", "sample": "heun
 
 
 def samplers_for(kind: str) -> tuple[str, ...]:
-    """Sampler names a job kind accepts (the registry's), its default first."""
-    from ..registry import SAMPLERS
+    """Sampler names a job kind accepts (the registry's samplers that finish on image models), its
+    default first."""
+    from ..registry import REGISTRY
     first = DEFAULT_SAMPLER[kind]
-    return (first,) + tuple(s for s in SAMPLERS if s != first)
+    return (first,) + tuple(s.name for s in REGISTRY.values() if s.finishes and s.name != first)
 
 
 def default_steps(model, kind: str, sampler: str, t0: float) -> int:
