@@ -158,7 +158,8 @@ def test_each_tab_keeps_its_own_inputs_results_and_status(page):
     assert page.input_value("#n") == "3" and page.input_value("#t0") == "0.3"
     page.click("#tabs button[data-tab=inpaint]")              # never run: nothing of the other tabs
     assert results(page) == 0 and page.inner_text("#status") == "ready" and page.is_hidden("#grid-link")
-    assert page.eval_on_selector("#progress", "e => e.value") == 0 and page.input_value("#steps") == "100"
+    assert page.eval_on_selector("#progress", "e => e.value") == 0                     # the library's default steps
+    assert page.input_value("#steps") == str(__import__("sdekit").get_sampler("pc").default_steps)
     set_value(page, "#steps", 7)
     page.click("#tabs button[data-tab=sample]")
     assert results(page) == 4 and page.input_value("#steps") == "5" and page.input_value("#n") == "4"
