@@ -13,7 +13,8 @@ import torch
 
 from .errors import UserError
 
-__all__ = ["bcast", "as_batch", "randn", "sigma_schedule", "SCHEDULES", "NonFiniteError", "Counter"]
+__all__ = ["bcast", "as_batch", "randn", "sigma_schedule", "SCHEDULES", "SIGMA_DATA", "cos_theta",
+           "NonFiniteError", "Counter"]
 
 
 def bcast(v, x: torch.Tensor) -> torch.Tensor:
@@ -58,15 +59,40 @@ def logsnr(smax: float, smin: float, n: int, rho: float = 7.0, dtype=torch.float
     return torch.exp(math.log(smax) + u * (math.log(smin) - math.log(smax)))
 
 
-SCHEDULES = {"karras": karras, "logsnr": logsnr, "uniform": None}   # uniform: uniform in t, needs the SDE
+SIGMA_DATA = 0.5     # the data's standard deviation the cosine schedule assumes (EDM's, for data in [-1, 1])
+
+
+def cos_theta(sigma: float) -> float:
+    """cos theta of the noise level sigma >= 0, theta = arctan(sigma / SIGMA_DATA) in [0, pi/2): the signal
+    coefficient sigma_data / sqrt(sigma_data^2 + sigma^2) of y / sqrt(1 + sigma^2 / sigma_data^2), 1 at sigma = 0."""
+    return SIGMA_DATA / math.hypot(SIGMA_DATA, sigma)
+
+
+def cosine(smax: float, smin: float, n: int, rho: float = 7.0, dtype=torch.float64) -> torch.Tensor:
+    """Uniform in theta = arctan(sigma / SIGMA_DATA): the cosine schedule (Nichol & Dhariwal 2021, whose
+    sigma = tan theta is this for data of unit std) for data of std SIGMA_DATA. A few levels spend the
+    budget where a mixture's modes and widths are decided (sigma ~ SIGMA_DATA), not in the tails.
+
+    The levels are theta_max (1 - k / n), k = 0..n-1, so that a last step to sigma = 0 is as long as the
+    others: with few levels the grid ends above smin (the end time rises with a small budget), and only
+    once theta_max / n < theta(smin) (about 80 levels for VP) does it end at smin, uniform in between."""
+    tmax, tmin = math.atan(smax / SIGMA_DATA), math.atan(smin / SIGMA_DATA)
+    out = SIGMA_DATA * torch.linspace(tmax, max(tmin, tmax / n), n, dtype=dtype).tan()
+    out[0] = smax
+    return out
+
+
+SCHEDULES = {"karras": karras, "logsnr": logsnr, "cosine": cosine,
+             "uniform": None}   # uniform: uniform in t, needs the SDE
 
 
 def sigma_schedule(sde, n: int, kind: str = "karras", eps: float | None = None, rho: float = 7.0,
                    dtype=torch.float64, t_start: float | None = None) -> torch.Tensor:
     """n noise levels [n] from sigma(t_start) (default sigma(T)) down to sigma(eps).
 
-    kind: "karras" (EDM eq. 5, ``rho``), "logsnr" (uniform in log sigma), "uniform" (uniform in t,
-    score_sde's grid). Raises UserError for an unknown kind."""
+    kind: "karras" (EDM eq. 5, ``rho``), "logsnr" (uniform in log sigma), "cosine" (uniform in
+    arctan(sigma / SIGMA_DATA); with few levels it ends one spacing above theta = 0 instead, see
+    :func:`cosine`), "uniform" (uniform in t, score_sde's grid). Raises UserError for an unknown kind."""
     if kind not in SCHEDULES:
         raise UserError(f"unknown schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
     eps = sde.eps if eps is None else eps

@@ -8,7 +8,8 @@ counting) is :func:`sdekit.sampling.solve`; the records that name them are sdeki
 * On the SDE's own time grid (Song et al. 2021): Euler-Maruyama, reverse diffusion, ancestral
   sampling, the Langevin correctors and predictor-corrector, all one :class:`PC` stepper.
 * In y = x / s(t) with sigma as time, where every member is EDM's ODE
-  dy/dsigma = (y - D(y; sigma)) / sigma  (Karras et al. eq. 4): DDIM, EDM's Heun, DPM-Solver++.
+  dy/dsigma = (y - D(y; sigma)) / sigma  (Karras et al. eq. 4): DDIM, EDM's Heun, DPM-Solver++, and
+  an Adams-Bashforth-Moulton predictor-corrector for few evaluations (ABM).
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import torch
 
 from .denoisers import Denoiser
 from .errors import UserError
-from .noise import bcast, randn
+from .noise import bcast, cos_theta, randn
 
-__all__ = ["Grid", "Stepper", "PC", "DDIM", "Heun", "DPMSolver", "PREDICTORS", "CORRECTORS",
+__all__ = ["Grid", "Stepper", "PC", "DDIM", "Heun", "DPMSolver", "ABM", "PREDICTORS", "CORRECTORS",
            "euler_maruyama_step", "reverse_diffusion_step", "ancestral_step", "langevin_step",
            "annealed_langevin_step", "ddim_step"]
 
@@ -213,17 +214,26 @@ class Heun(_InY):
         return y_next, y_next
 
 
-def _exp_ab_weights(lams: list[float], lam_next: float, n_nodes: int = 12) -> list[float]:
-    """w_j = int_{lam}^{lam'} e^{u - lam'} l_j(u) du, l_j the Lagrange basis on the nodes ``lams``
-    (last = lam, the current point), by Gauss-Legendre quadrature (exact to rounding for these steps)."""
+def _lagrange(nodes: list[float], j: int, v: float) -> float:
+    """The j-th Lagrange basis polynomial on ``nodes`` at v."""
+    return math.prod((v - nk) / (nodes[j] - nk) for k, nk in enumerate(nodes) if k != j)
+
+
+def _exp_weights(nodes: list[float], lam: float, lam_next: float, var=None, n_nodes: int = 16) -> list[float]:
+    """w_j = int_{lam}^{lam'} e^{u - lam'} l_j(var(u)) du, l_j the Lagrange basis on ``nodes`` (values of the
+    interpolation variable var; default var(u) = u), by Gauss-Legendre quadrature in u: exact to rounding
+    for polynomials in u, and for the smooth var of these solvers over steps of any length used here."""
     xi, om = _leggauss(n_nodes)
-    lam, h = lams[-1], lam_next - lams[-1]
-    u = [lam + h * (x + 1) / 2 for x in xi]
-    ws = []
-    for j, lj in enumerate(lams):
-        basis = [math.prod((uu - lk) / (lj - lk) for k, lk in enumerate(lams) if k != j) for uu in u]
-        ws.append(sum(h / 2 * o * math.exp(uu - lam_next) * b for o, uu, b in zip(om, u, basis)))
-    return ws
+    h = lam_next - lam
+    us = [lam + h * (x + 1) / 2 for x in xi]
+    vs = us if var is None else [var(u) for u in us]
+    return [sum(h / 2 * o * math.exp(u - lam_next) * _lagrange(nodes, j, v) for o, u, v in zip(om, us, vs))
+            for j in range(len(nodes))]
+
+
+def _exp_ab_weights(lams: list[float], lam_next: float, n_nodes: int = 12) -> list[float]:
+    """Adams-Bashforth weights in lambda: nodes ``lams`` (last = lam, the current point), see _exp_weights."""
+    return _exp_weights(lams, lams[-1], lam_next, n_nodes=n_nodes)
 
 
 @functools.lru_cache(maxsize=None)
@@ -272,6 +282,64 @@ class DPMSolver(_InY):
             r = (-math.log(sig) - past[-1][1]) / h
             d_hat = (1 + 1 / (2 * r)) * d - (1 / (2 * r)) * past[-1][3]
         y = (sig_next / sig) * y - math.expm1(-h) * d_hat                      # (s'/s) y + (1 - e^-h) D
+        return y, y
+
+
+def _cos_of_lambda(lam: float) -> float:
+    return cos_theta(math.exp(-lam))
+
+
+class ABM(_InY):
+    """Adams-Bashforth-Moulton predictor-corrector for few evaluations, in y with sigma as time.
+
+    Every step is exact in its linear part, y' = (sigma'/sigma) y + int_lam^lam' e^(u - lam') D(u) du with
+    lam = -log sigma (as DPM-Solver++), but D is interpolated by a polynomial in c = cos theta =
+    sigma_data / sqrt(sigma_data^2 + sigma^2) (sdekit.noise.cos_theta), not in lam. Along the flow
+    D - E[x0] ~ 1/sigma ~ c at large sigma and D - x0 ~ sigma^2 ~ 1 - c at small sigma, so a low-degree
+    polynomial in c follows D over long steps where one in lam, which levels off at neither end, overshoots;
+    for Gaussian data of std sigma_data, D is linear in c and the solver is exact.
+
+    * Predictor (Adams-Bashforth): the polynomial through the last ``order`` evaluations.
+    * Corrector (Adams-Moulton; UniPC's use of it, Zhao et al. 2023): once D is evaluated at the predicted
+      state at sigma_i, the step i-1 -> i is redone with that evaluation among its order + 1 nodes. It
+      costs no evaluation (D is not re-evaluated at the corrected state) and depends on the D's alone, so
+      the correction is added to whatever state a step hook left; a rewound step is not corrected.
+    * Last step to sigma = 0: D extrapolated to c = 1 through the last order + 1 evaluations, plus the
+      last correction, i.e. the corrected state minus the noise the predicted state holds.
+
+    ``order``: 2 (default) or 3. With the cosine grid (noise.cosine) N evaluations are N steps."""
+
+    def __init__(self, model, grid, generator=None, order: int = 2):
+        super().__init__(model, grid, generator)
+        if order not in (2, 3):
+            raise UserError(f"abm order must be 2 or 3, got {order}")
+        self.order = int(order)
+        self.hist = []             # (i, c, D) of past evaluations
+        self.pending = None        # (i, c-nodes, D's, predictor weights) of the step that reached grid point i
+
+    def rewind(self, i):
+        self.hist = [h for h in self.hist if h[0] < i]
+        self.pending = None
+
+    def step_y(self, i, y):
+        sig, sig_next = self.grid.sigmas[i], self.grid.sigmas[i + 1]
+        c, d = cos_theta(sig), self.den(y, sig)
+        self.hist = [h for h in self.hist if h[0] < i][-self.order:] + [(i, c, d)]
+        correction = 0
+        if self.pending is not None and self.pending[0] == i:          # Adams-Moulton on step i-1 -> i
+            _, cs, ds, w_pred = self.pending
+            w = _exp_weights(cs + [c], -math.log(self.grid.sigmas[i - 1]), -math.log(sig), _cos_of_lambda)
+            correction = sum(wj * dj for wj, dj in zip(w, ds + [d])) - sum(wj * dj for wj, dj in zip(w_pred, ds))
+            y = y + correction
+        self.pending = None
+        if sig_next == 0:
+            cs, ds = [h[1] for h in self.hist], [h[2] for h in self.hist]
+            x0 = sum(_lagrange(cs, j, 1.0) * dj for j, dj in enumerate(ds)) + correction
+            return x0, x0
+        cs, ds = [h[1] for h in self.hist[-self.order:]], [h[2] for h in self.hist[-self.order:]]
+        w = _exp_weights(cs, -math.log(sig), -math.log(sig_next), _cos_of_lambda)
+        self.pending = (i + 1, cs, ds, w)
+        y = (sig_next / sig) * y + sum(wj * dj for wj, dj in zip(w, ds))             # Adams-Bashforth
         return y, y
 
 
