@@ -1,6 +1,7 @@
 """Sampler accuracy per NFE on exact scores: sdekit vs diffusers schedulers vs k-diffusion samplers.
 
-For each mixture (2-D, 64-D, 20 digit images at 16x16), SDE (VP, VE) and NFE budget, every
+For each mixture (2-D, 64-D, 20 digit images at 16x16, and 2-D and 64-D mixtures of unequal widths
+and weights; common.MIXTURES), SDE (VP, VE) and NFE budget, every
 deterministic sampler starts from the same standard-normal noise z (mapped to its own initial state)
 and is fed the same exact denoiser. Measured:
   * terminal error against the exact ODE endpoint from that sampler's own initial state (RK45 in
@@ -14,7 +15,7 @@ alpha_bar_t, linearly interpolated in t for the fractional timesteps of Euler/He
 So every peer gets the exact eps of its own schedule. diffusers has no deterministic VE scheduler
 on this API: VE rows are sdekit and k-diffusion.
 
-    python benchmarks/bench_samplers.py [--quick] [--problems 2d,64d,img16] [--sdes vp,ve]
+    python benchmarks/bench_samplers.py [--quick] [--problems 2d,64d,img16,uneq2d,uneq64d] [--sdes vp,ve]
 """
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def diffusers_solver(cls_name, steps=lambda n: n, y_space=False, **config):
     return run
 
 
-def kdiffusion_solver(fn_name, steps=lambda n: n):
+def kdiffusion_solver(fn_name, steps=lambda n: n, **options):
     """k-diffusion sampler in sigma space on Karras sigmas from sigma(T) to sigma(eps), then 0."""
     def run(gmm, sde, z, nfe):
         ks, _ = load_k_diffusion_sampling()
@@ -91,7 +92,7 @@ def kdiffusion_solver(fn_name, steps=lambda n: n):
         sigmas = ks.get_sigmas_karras(steps(nfe), ends[0], ends[1]).double()
         den = ExactDenoiser(gmm)
         y0 = z * sigmas[0]
-        x = getattr(ks, fn_name)(lambda y, s: den(y, s), y0.clone(), sigmas, disable=True)
+        x = getattr(ks, fn_name)(lambda y, s: den(y, s), y0.clone(), sigmas, disable=True, **options)
         return x, den.calls, y0, float(sigmas[0])
     return run
 
@@ -104,6 +105,8 @@ def solvers() -> tuple[dict, dict, list]:
         "sdekit dpm_solver": (sdekit_solver("dpm_solver"), ("vp", "ve")),
         "sdekit dpm_solver karras": (sdekit_solver("dpm_solver", schedule="karras"), ("vp", "ve")),
         "sdekit dpm_solver order=3": (sdekit_solver("dpm_solver", order=3), ("vp", "ve")),
+        "sdekit abm": (sdekit_solver("abm"), ("vp", "ve")),
+        "sdekit abm order=3": (sdekit_solver("abm", order=3), ("vp", "ve")),
     }
     peers, notes = {}, []
     d, why = load_diffusers()
@@ -120,6 +123,8 @@ def solvers() -> tuple[dict, dict, list]:
             "diffusers DPM++2M karras": (diffusers_solver("DPMSolverMultistepScheduler",
                                                           use_karras_sigmas=True), ("vp",)),
             "diffusers UniPC": (diffusers_solver("UniPCMultistepScheduler"), ("vp",)),
+            "diffusers DPM++3M": (diffusers_solver("DPMSolverMultistepScheduler", solver_order=3), ("vp",)),
+            "diffusers UniPC order=3": (diffusers_solver("UniPCMultistepScheduler", solver_order=3), ("vp",)),
         })
     ks, why = load_k_diffusion_sampling()
     if ks is None:
@@ -130,6 +135,7 @@ def solvers() -> tuple[dict, dict, list]:
             "k-diff heun": (kdiffusion_solver("sample_heun", heun_steps), ("vp", "ve")),
             "k-diff dpmpp_2m": (kdiffusion_solver("sample_dpmpp_2m"), ("vp", "ve")),
             "k-diff lms": (kdiffusion_solver("sample_lms"), ("vp", "ve")),
+            "k-diff dpmpp_3m": (kdiffusion_solver("sample_dpmpp_3m_sde", eta=0.0), ("vp", "ve")),
         })
     return ours, peers, notes
 
@@ -171,6 +177,15 @@ def run(problems, sdes, n_samples, nfes, seed=0, ref_rtol=1e-9, only=None):
     return results, notes
 
 
+DEFAULT = "sdekit abm"     # sdekit's sampler for few evaluations, compared with the best peer in every column
+
+
+def _ratio(ours: float, peer: float) -> str:
+    """ours / peer, or "-" when the peer's value is not positive (an energy distance at or below its
+    floor); ours below zero (below the floor) counts as zero."""
+    return f"{max(ours, 0.0) / peer:.2f}" if peer > 0 else "-"
+
+
 def tables(results, notes, command) -> str:
     out = [f"Command: `{command}`", "", f"Machine: {machine()}", ""]
     out += [f"Note: {n}" for n in notes]
@@ -179,6 +194,7 @@ def tables(results, notes, command) -> str:
         names = list(dict.fromkeys(r["sampler"] for r in rows))
         budgets = sorted({r["budget"] for r in rows})
         cell = {(r["sampler"], r["budget"]): r for r in rows}
+        peers = [nm for nm in names if not cell[(nm, budgets[0])]["ours"]]
         out += ["", f"### {p}, {s.upper()}: median terminal error (RMS) at NFE; actual NFE when it differs", ""]
         body = []
         for nm in names:
@@ -188,16 +204,21 @@ def tables(results, notes, command) -> str:
                 extra = f" [{r['nfe']}]" if r["nfe"] != b else ""
                 cells.append(f"{fmt(r['median'])} ({fmt(r['rms'])}){extra}")
             body.append([("**" + nm + "**") if rows and cell[(nm, budgets[0])]["ours"] else nm] + cells)
-        best = []
-        for b in budgets:
-            o = min(cell[(nm, b)]["median"] for nm in names if cell[(nm, b)]["ours"])
-            pe = [cell[(nm, b)]["median"] for nm in names if not cell[(nm, b)]["ours"]]
-            best.append(f"{o / min(pe):.2f}" if pe else "-")
-        body.append(["best sdekit / best peer (median; < 1: sdekit wins)"] + best)
+        if peers:
+            best = [min(cell[(nm, b)]["median"] for nm in peers) for b in budgets]
+            ours = [min(cell[(nm, b)]["median"] for nm in names if cell[(nm, b)]["ours"]) for b in budgets]
+            body.append(["best sdekit / best peer (median; < 1: sdekit wins)"] + [_ratio(o, pe) for o, pe in zip(ours, best)])
+            if DEFAULT in names:
+                body.append([f"{DEFAULT} / best peer"] + [_ratio(cell[(DEFAULT, b)]["median"], pe) for b, pe in zip(budgets, best)])
         out.append(md_table(["sampler"] + [f"NFE {b}" for b in budgets], body))
-        out += ["", f"Energy distance to exact samples (two-sample floor {fmt(rows[0]['floor'])}):", ""]
-        out.append(md_table(["sampler"] + [f"NFE {b}" for b in budgets],
-                            [[nm] + [fmt(cell[(nm, b)]["energy"]) for b in budgets] for nm in names]))
+        floor = rows[0]["floor"]
+        out += ["", f"Energy distance to exact samples (two-sample floor {fmt(floor)}):", ""]
+        body = [[nm] + [fmt(cell[(nm, b)]["energy"]) for b in budgets] for nm in names]
+        if peers and DEFAULT in names:
+            best = [min(cell[(nm, b)]["energy"] for nm in peers) - floor for b in budgets]
+            body.append([f"{DEFAULT} / best peer, above the floor"]
+                        + [_ratio(cell[(DEFAULT, b)]["energy"] - floor, pe) for b, pe in zip(budgets, best)])
+        out.append(md_table(["sampler"] + [f"NFE {b}" for b in budgets], body))
     return "\n".join(out) + "\n"
 
 

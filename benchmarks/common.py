@@ -33,23 +33,52 @@ F64 = torch.float64
 
 # ---- problems ------------------------------------------------------------------------------------
 
-def mixture(name: str) -> GaussianMixture:
-    """The benchmark mixtures: "2d" (8 unequal modes on the unit circle, std 0.1), "64d" (16 random
-    modes, stds 0.1..0.3, random weights), "img16" (20 digit images at 16x16 in [-1, 1], std 0.1)."""
+def _ring2d():
+    a = torch.arange(8, dtype=F64) * (2 * math.pi / 8)
+    return GaussianMixture(torch.stack([a.cos(), a.sin()], 1), 0.1, torch.arange(1, 9, dtype=F64))
+
+
+def _random64d():
     g = torch.Generator().manual_seed(0)
-    if name == "2d":
-        a = torch.arange(8, dtype=F64) * (2 * math.pi / 8)
-        return GaussianMixture(torch.stack([a.cos(), a.sin()], 1), 0.1, torch.arange(1, 9, dtype=F64))
-    if name == "64d":
-        means = 0.5 * torch.randn(16, 64, generator=g, dtype=F64)
-        stds = 0.1 + 0.2 * torch.rand(16, generator=g, dtype=F64)
-        return GaussianMixture(means, stds, 0.5 + torch.rand(16, generator=g, dtype=F64))
-    if name == "img16":
-        from sdekit.data import digits
-        x = digits(16).x
-        idx = torch.randperm(len(x), generator=g)[:20]
-        return GaussianMixture(x[idx].double(), 0.1)
-    raise ValueError(name)
+    means = 0.5 * torch.randn(16, 64, generator=g, dtype=F64)
+    stds = 0.1 + 0.2 * torch.rand(16, generator=g, dtype=F64)
+    return GaussianMixture(means, stds, 0.5 + torch.rand(16, generator=g, dtype=F64))
+
+
+def _digits16():
+    g = torch.Generator().manual_seed(0)
+    from sdekit.data import digits
+    x = digits(16).x
+    idx = torch.randperm(len(x), generator=g)[:20]
+    return GaussianMixture(x[idx].double(), 0.1)
+
+
+def _unequal2d():
+    return GaussianMixture(torch.tensor([[-2.5, -0.5], [0.0, 2.0], [2.0, -1.5], [1.0, 0.5]], dtype=F64),
+                           torch.tensor([0.2, 0.5, 0.35, 0.6], dtype=F64), torch.tensor([0.15, 0.35, 0.2, 0.3], dtype=F64))
+
+
+def _unequal64d():
+    g = torch.Generator().manual_seed(1)
+    means = 0.5 * torch.randn(8, 64, generator=g, dtype=F64)
+    stds = 0.05 * 12 ** (torch.arange(8, dtype=F64) / 7)
+    return GaussianMixture(means, stds, torch.tensor([3.0, 8.0, 1.0, 6.0, 2.0, 7.0, 4.0, 5.0], dtype=F64))
+
+
+MIXTURES = {
+    "2d": _ring2d,          # 8 modes on the unit circle, std 0.1, weights 1..8
+    "64d": _random64d,      # 16 random modes, stds 0.1..0.3, random weights
+    "img16": _digits16,     # 20 digit images at 16x16 in [-1, 1] as means, std 0.1
+    "uneq2d": _unequal2d,   # 4 modes, stds 0.2, 0.5, 0.35, 0.6, weights 0.15, 0.35, 0.2, 0.3
+    "uneq64d": _unequal64d,  # 8 random modes, stds 0.05..0.6 (geometric), weights 1..8 in shuffled order
+}
+
+
+def mixture(name: str) -> GaussianMixture:
+    """The benchmark mixture ``name`` (a key of MIXTURES; see the comments there)."""
+    if name not in MIXTURES:
+        raise ValueError(f"unknown problem {name!r}; choose from {', '.join(MIXTURES)}")
+    return MIXTURES[name]()
 
 
 class ExactDenoiser:
