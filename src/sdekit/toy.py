@@ -5,6 +5,8 @@ show is the SDE and the sampler alone, not a network:
   forward SDE   dx = f(t) x dt + g(t) dw                       (trajectories over p_t)
   reverse SDE   dx = [f(t) x - g(t)^2 ∇log p_t(x)] dt + g(t) dw̄  (stochastic paths back to data)
   reverse ODE   dx = [f(t) x - ½ g(t)^2 ∇log p_t(x)] dt         (the probability-flow, deterministic)
+The 2-D panels show every sampler of the registry (:mod:`sdekit.registry`), each at steps where it
+works on these data (:data:`TOY_SETTINGS`; the sampler's defaults otherwise).
 """
 from __future__ import annotations
 
@@ -14,23 +16,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .gmm import GaussianMixture
 from .io import atomic_path, atomic_write_text
-from .samplers import sample
+from .registry import REGISTRY
+from .sampling import sample
 from .sde import VESDE, VPSDE, SDE
 
-# The samplers shown on 2-D data, with the step counts that make each one look converged.
-TOY_SAMPLERS = [
-    ("em", dict(steps=500)),
-    ("reverse_diffusion", dict(steps=500)),
-    ("ancestral", dict(steps=500)),
-    ("pc", dict(steps=250, snr=0.05)),  # snr 0.16 is tuned for D≈3000; 2-D needs smaller
-    ("ode", dict(rtol=1e-4, atol=1e-4)),
-    ("ddim", dict(steps=25)),
-    ("heun", dict(steps=13)),
-    ("dpm_solver", dict(steps=25)),
-]
+# Per sampler, the settings at which it reproduces the 2-D toy data (energy distance to exact samples
+# within about twice its two-sample floor, n = 1000); a sampler not listed runs with its registry defaults.
+TOY_SETTINGS = {
+    "pc": dict(steps=250),                  # with its corrector, half the default steps suffice here
+    "ode": dict(rtol=1e-4, atol=1e-4),
+}
+TOY_SDES = (("VP", VPSDE()), ("VE", VESDE(sigma_min=0.01, sigma_max=8.0)))
+N_PATHS = 24                                 # paths drawn in each 1-D panel
+DATA_EXTENT = 4.0                            # |x| of the 1-D data's support
+ASINH_WIDTH = 1.0                            # linear width of the asinh axis of wide 1-D panels
+
+
+def toy_settings(name: str) -> dict:
+    """The keyword arguments of :func:`sdekit.sample` for sampler ``name`` on the toy data."""
+    return dict(TOY_SETTINGS.get(name, {}))
 
 
 def bimodal_1d() -> GaussianMixture:
@@ -88,8 +96,20 @@ def _density_image(sde: SDE, gmm: GaussianMixture, ts: torch.Tensor, grid: torch
     return torch.stack(cols, 1).numpy()
 
 
-def plot_1d(out: Path, sde: SDE, name: str, seed: int = 0) -> list[tuple[str, str]]:
-    """Three PNGs for one SDE: forward SDE, reverse SDE, reverse ODE, over the exact density p_t."""
+def x_axis(lim: float) -> tuple[np.ndarray, str]:
+    """The value axis of a 1-D panel reaching +-lim: (grid for the density backdrop, axis scale).
+    Linear up to twice the data's extent; beyond, matplotlib's "asinh" scale, y -> asinh(y / w) with
+    w = ASINH_WIDTH: linear near 0, logarithmic far out, so a wide prior (VE: sigma_max) does not
+    flatten the data's modes. The grid is even in the scale's coordinate."""
+    if lim <= 2 * DATA_EXTENT:
+        return np.linspace(-lim, lim, 300), "linear"
+    return ASINH_WIDTH * np.sinh(np.linspace(-1, 1, 400) * math.asinh(lim / ASINH_WIDTH)), "asinh"
+
+
+def plot_1d(out: Path, sde: SDE, name: str, seed: int = 0, tick=None) -> list[tuple[str, str]]:
+    """Three PNGs for one SDE: forward SDE, reverse SDE, reverse ODE, over the exact density p_t.
+    The reverse SDE and the probability-flow ODE start from the same N_PATHS prior samples x(T).
+    ``tick()`` is called after each picture (progress)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -97,58 +117,73 @@ def plot_1d(out: Path, sde: SDE, name: str, seed: int = 0) -> list[tuple[str, st
     g = torch.Generator().manual_seed(seed)
     gmm = bimodal_1d()
     ts = torch.linspace(sde.eps, sde.T, 400)
-    x0 = gmm.sample(24, generator=g)
+    x0 = gmm.sample(N_PATHS, generator=g)
     fwd = simulate_forward(sde, x0, ts, generator=g)[..., 0]
-    xT = sde.prior_sampling((24, 1), generator=g)
+    xT = sde.prior_sampling((N_PATHS, 1), generator=g)
     score = gmm.score_fn(sde)
     rev = simulate_reverse(sde, score, xT, ts.flip(0), False, generator=g)[..., 0].flip(0)
-    zs = torch.linspace(-2.5, 2.5, 24)[:, None] * float(sde.prior_std)
-    ode = simulate_reverse(sde, score, zs, ts.flip(0), True)[..., 0].flip(0)
+    ode = simulate_reverse(sde, score, xT, ts.flip(0), True)[..., 0].flip(0)
 
-    lim = max(4.0, 3 * float(sde.prior_std))
-    grid = torch.linspace(-lim, lim, 300)
-    dens = _density_image(sde, gmm, ts, grid)
+    lim = max(DATA_EXTENT, 3 * float(sde.prior_std))
+    grid, scale = x_axis(lim)
+    dens = _density_image(sde, gmm, ts, torch.from_numpy(grid).float())
     dens = dens / dens.max(0, keepdims=True)  # per-time normalisation keeps the wide prior visible
+    axis = "" if scale == "linear" else f"; x axis asinh(x / {ASINH_WIDTH:g}): linear near 0, logarithmic far out"
     shown = []
-    for key, title, paths in [
-        ("forward", "forward SDE: data → noise", fwd),
-        ("reverse_sde", "reverse SDE: noise → data", rev),
-        ("reverse_ode", "probability-flow ODE: noise → data", ode),
+    for key, title, paths, what in [
+        ("forward", "forward SDE: data → noise", fwd, f"{N_PATHS} paths from data samples"),
+        ("reverse_sde", "reverse SDE: noise → data", rev, f"{N_PATHS} paths from prior samples x(T)"),
+        ("reverse_ode", "probability-flow ODE: noise → data", ode,
+         f"{N_PATHS} paths from the same prior samples as the reverse SDE"),
     ]:
         fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
-        ax.imshow(dens, origin="lower", aspect="auto", cmap="Blues",
-                  extent=[float(ts[0]), float(ts[-1]), -lim, lim])
+        ax.pcolormesh(ts.numpy(), grid, dens, shading="nearest", cmap="Blues", rasterized=True)
         ax.plot(ts.numpy(), paths.numpy(), color="crimson", lw=0.8, alpha=0.8)
         ax.set_xlabel("t")
         ax.set_ylabel("x")
+        if scale != "linear":
+            ax.set_yscale(scale, linear_width=ASINH_WIDTH)
+            ticks = [v for v in (1, 2, 4, 10, 20, 50, 100) if v <= lim]
+            ax.set_yticks([-v for v in ticks[::-1]] + [0] + ticks,
+                          [f"{-v:g}" for v in ticks[::-1]] + ["0"] + [f"{v:g}" for v in ticks])
+            ax.minorticks_off()
         ax.set_ylim(-lim, lim)
         ax.set_title(f"{name}: {title}")
         fig.tight_layout()
         path = out / f"1d_{name.lower()}_{key}.png"
         _savefig(fig, path)
         plt.close(fig)
-        shown.append((path.name, f"{name}, {title}; background: exact p_t(x), normalised per t"))
+        shown.append((path.name, f"{name}, {title}: {what}; background: exact p_t(x), normalised per t{axis}"))
+        if tick is not None:
+            tick()
     return shown
 
 
-def plot_2d(out: Path, sde: SDE, data: GaussianMixture, name: str, n: int = 1000, seed: int = 0):
-    """One panel per sampler: its samples beside exact samples, with the NFE it used."""
+def plot_2d(out: Path, sde: SDE, data: GaussianMixture, name: str, sde_name: str | None = None, n: int = 1000,
+            seed: int = 0, tick=None):
+    """One panel per sampler of the registry (settings :func:`toy_settings`): its samples beside exact
+    samples, with the score evaluations (NFE) it used. ``tick()`` is called after each panel."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    sde_name = sde_name or type(sde).__name__
     score = data.score_fn(sde)
     panels = [("exact samples", data.sample(n, generator=torch.Generator().manual_seed(seed)))]
-    for sampler, opts in TOY_SAMPLERS:
+    for sampler in REGISTRY:
         g = torch.Generator().manual_seed(seed + 1)
+        opts = toy_settings(sampler)
         x, info = sample(sde, score, (n, 2), sampler=sampler, generator=g, return_info=True, **opts)
-        panels.append((f"{sampler} (NFE {info['nfe']})", x))
-    cols = 3
+        panels.append((f"{sampler}, {info['steps']} steps (NFE {info['nfe']})" if REGISTRY[sampler].kind != "adaptive"
+                       else f"{sampler}, adaptive (NFE {info['nfe']})", x))
+        if tick is not None:
+            tick()
+    cols = 4
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), dpi=100)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.75 * rows), dpi=100)
     for ax, (title, x) in zip(axes.flat, panels):
         ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.5, color="navy")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=8)
         ax.set_xlim(-3.2, 3.2)
         ax.set_ylim(-3.2, 3.2)
         ax.set_aspect("equal")
@@ -156,12 +191,13 @@ def plot_2d(out: Path, sde: SDE, data: GaussianMixture, name: str, n: int = 1000
         ax.set_yticks([])
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle(f"{name} under {type(sde).__name__}: samples per sampler, exact score")
+    fig.suptitle(f"{name} under the {sde_name} SDE: samples per sampler, exact score")
     fig.tight_layout()
-    path = out / f"2d_{name.replace(' ', '_')}_{type(sde).__name__.lower()}.png"
+    path = out / f"2d_{name.replace(' ', '_')}_{sde_name.lower()}.png"
     _savefig(fig, path)
     plt.close(fig)
-    return path.name, f"{name}, {type(sde).__name__}: {n} samples per sampler (NFE = score evaluations)"
+    return path.name, (f"{name}, {sde_name} SDE: {n} samples of every sampler (NFE = score evaluations; "
+                       "steps chosen where each sampler reproduces the data)")
 
 
 def _savefig(fig, path: Path) -> None:
@@ -169,16 +205,28 @@ def _savefig(fig, path: Path) -> None:
         fig.savefig(tmp, format="png")
 
 
-def toy_report(out="sdekit-toy", seed: int = 0, n: int = 1000) -> Path:
-    """Write the toy pictures and an index.html showing them; returns the index path."""
+def panels(n_sdes: int = len(TOY_SDES), n_data: int = 2) -> int:
+    """How many panels :func:`toy_report` draws: three 1-D pictures per SDE, and per (SDE, data set) the
+    exact samples (not counted: no work) and one panel per sampler."""
+    return 3 * n_sdes + n_sdes * n_data * len(REGISTRY)
+
+
+def toy_report(out="sdekit-toy", seed: int = 0, n: int = 1000, progress: bool = True) -> Path:
+    """Write the toy pictures (1-D: three per SDE of TOY_SDES; 2-D: one per SDE and data set, a ring of 8
+    Gaussians and two moons) and an index.html showing them into folder ``out``; returns the index
+    path. ``n``: samples per 2-D panel; ``progress``: a tqdm bar advancing per panel."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures = []
-    for sde, name in [(VPSDE(), "VP"), (VESDE(sigma_min=0.01, sigma_max=8.0), "VE")]:
-        figures += plot_1d(out, sde, name, seed=seed)
-    for data, name in [(ring_2d(), "ring of 8"), (two_moons(), "two moons")]:
-        figures.append(plot_2d(out, VPSDE(), data, name, n=n, seed=seed))
-    figures.append(plot_2d(out, VESDE(sigma_min=0.01, sigma_max=8.0), two_moons(), "two moons", n=n, seed=seed))
+    data = [(ring_2d(), "ring of 8"), (two_moons(), "two moons")]
+    with tqdm(total=panels(len(TOY_SDES), len(data)), desc="toy", unit="panel", disable=not progress) as bar:
+        for name, sde in TOY_SDES:
+            bar.set_postfix_str(f"1-D, {name}")
+            figures += plot_1d(out, sde, name, seed=seed, tick=bar.update)
+        for name, sde in TOY_SDES:
+            for d, dname in data:
+                bar.set_postfix_str(f"{dname}, {name}")
+                figures.append(plot_2d(out, sde, d, dname, name, n=n, seed=seed, tick=bar.update))
     body = "\n".join(
         f'<figure><img src="{html.escape(f)}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
         for f, c in figures)

@@ -1,11 +1,15 @@
-"""sdekit demo: samples and every SDEdit task on the bundled digits model, in one HTML report."""
+"""sdekit demo: samples and every SDEdit task of a model (default: the default model), in one HTML report."""
 from .common import add_overwrite, add_scale, add_seed
 
 
 def add_arguments(p):
     p.add_argument("--out", default="sdekit-demo", help="output folder (default: sdekit-demo)")
     add_seed(p)
-    p.add_argument("--model", default=None, help="model bundle folder (default: the bundled digits model)")
+    p.add_argument("--model", default=None, help="model bundle folder or shipped model name (default: the default "
+                   "model, MNIST where it is installed, else digits)")
+    p.add_argument("--evaluation", default=None, metavar="DIR",
+                   help="an `sdekit evaluate` report folder whose t0 trade-off plot the report shows (default: the "
+                        "model folder's evaluation/ if there is one)")
     p.add_argument("--small", action="store_true", help="a quick, low-quality version (few steps and images)")
     p.add_argument("--no-toy", dest="toy", action="store_false", help="skip the toy pictures")
     add_scale(p)
@@ -13,9 +17,26 @@ def add_arguments(p):
 
 
 def run(args):
-    from ..bundle import load
-    from ..demo import demo
+    import time
+    from pathlib import Path
+
+    from ..bundle import BUNDLED_MODELS, bundled, load
+    from ..demo import demo, find_evaluation
+    from ..errors import UserError
+    from ..threads import default_threads, torch_threads
     from .common import folder_out, scale_of
     out = folder_out(args.out, args.overwrite)
-    index = demo(out, seed=args.seed, model=load(args.model), small=args.small, toy=args.toy, scale=scale_of(args))
+    evaluation = args.evaluation
+    if evaluation is not None and find_evaluation(evaluation) is None:
+        raise UserError(f"--evaluation {evaluation}: not an sdekit evaluate report (needs results.json and tradeoff.png)")
+    if evaluation is None:
+        named = args.model is None or args.model in ("default", *BUNDLED_MODELS)
+        folder = bundled(args.model) if named else Path(args.model)
+        evaluation = find_evaluation(folder / "evaluation")
+    model = load(args.model)
+    start = time.time()
+    with torch_threads(default_threads()):           # one per free core: oversubscribed threads wait on each other
+        index = demo(out, seed=args.seed, model=model, small=args.small, toy=args.toy, scale=scale_of(args),
+                     evaluation=evaluation)
+    print(f"demo written in {time.time() - start:.0f} s")
     print(f"report: {index}")

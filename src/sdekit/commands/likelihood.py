@@ -29,6 +29,7 @@ def add_arguments(p):
 
 def run(args):
     import math
+    import time
 
     import torch
     from tqdm.auto import tqdm
@@ -58,17 +59,34 @@ def run(args):
     image = ds.is_image and ds.data_range is not None
     if args.no_dequantize and not image:
         raise UserError(f"--no-dequantize applies to 8-bit images; {args.data} is not image data")
-    bpd, nfe = [], 0
-    for i in tqdm(range(0, len(idx), args.batch_size), desc="bits/dim", unit="batch"):
-        x = ds.x[idx[i: i + args.batch_size]].to(model.device, model.dtype)
-        b, info = likelihood(model.sde, model.score_fn, x, data_range=model.data_range if image else None,
-                             dequantize=image and not args.no_dequantize, probes=args.probes,
-                             n_probes=n_probes, solver=args.solver, rtol=rtol, atol=atol,
-                             steps=steps, generator=g, return_info=True)
-        bpd.append(b.cpu())
-        nfe = max(nfe, info["nfe"])
+    from ..denoisers import ScoreView
+    from ..progress import Watched
+    from ..threads import default_threads, torch_threads
+    batches = idx.split(args.batch_size)
+    start, bpd, nfe = time.time(), [], []
+    with torch_threads(default_threads()), tqdm(total=len(batches), desc="bits/dim", unit="batch",
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}") as bar:
+        for j, rows in enumerate(batches):
+            x = ds.x[rows].to(model.device, model.dtype)
+
+            def report(fraction, t, evaluations, j=j):
+                bar.set_postfix_str(f"batch {j + 1}/{len(batches)}, t = {t:.3g}, {evaluations} evaluations",
+                                    refresh=False)
+                bar.update(max(0.0, j + fraction - bar.n))
+            b, info = likelihood(model.sde, ScoreView(Watched(model.denoiser, report)), x,
+                                 data_range=model.data_range if image else None, dequantize=image and not args.no_dequantize, probes=args.probes,
+                                 n_probes=n_probes, solver=args.solver, rtol=rtol, atol=atol,
+                                 steps=steps, generator=g, return_info=True)
+            bpd.append(b.cpu())
+            nfe.append(info["nfe"])
+            bar.update(j + 1 - bar.n)
     bpd = torch.cat(bpd).double()
     se = float(bpd.std() / math.sqrt(len(bpd))) if len(bpd) > 1 else float("nan")
     unit = "bits/dim (8-bit, dequantised)" if image and not args.no_dequantize else "bits/dim"
-    print(f"{float(bpd.mean()):.4f} +- {se:.4f} {unit}  (n={len(bpd)}, {args.solver}, NFE per batch <= {nfe}, "
-          f"{args.probes} x{n_probes}; +- is the standard error over data points and probes)")
+    how = f"RK45, rtol {rtol:g}, atol {atol:g}" if args.solver == "rk45" else f"Heun, {steps} steps"
+    probes = "exact divergence" if args.probes == "exact" else f"{args.probes} probes x{n_probes}"
+    print(f"{len(bpd)} data points of {args.data} in {len(batches)} batch{'es' if len(batches) > 1 else ''}; "
+          f"{sum(nfe)} network evaluations ({min(nfe)}-{max(nfe)} per batch; {how}; {probes}); "
+          f"{time.time() - start:.0f} s")
+    print(f"{float(bpd.mean()):.4f} +- {se:.4f} {unit}  (+- is the standard error over the {len(bpd)} data points "
+          f"and their probes)")

@@ -1,0 +1,50 @@
+"""Progress that tells the truth: the watched denoiser, and `sdekit likelihood`'s bar and summary."""
+import re
+
+import pytest
+import torch
+
+import sdekit
+from sdekit.bundle import random_model, save_bundle
+from sdekit.cli import main
+from sdekit.denoisers import ScoreView
+from sdekit.likelihood import likelihood
+from sdekit.progress import Watched
+
+
+@pytest.mark.parametrize("solver", ["rk45", "heun"])
+def test_watched_denoiser_reports_every_evaluation_and_changes_nothing(solver):
+    model = random_model(ch=4)
+    x = model.from_unit(torch.rand(2, *model.shape, generator=torch.Generator().manual_seed(0)))
+    opts = dict(solver=solver, rtol=1e-2, atol=1e-2, steps=3, return_info=True)
+    want, info = likelihood(model.sde, model.score_fn, x, generator=torch.Generator().manual_seed(1), **opts)
+    reports = []
+    watched = Watched(model.denoiser, lambda fraction, t, nfe: reports.append((fraction, t, nfe)))
+    got, info2 = likelihood(model.sde, ScoreView(watched), x, generator=torch.Generator().manual_seed(1), **opts)
+    assert torch.equal(got, want) and info2["nfe"] == info["nfe"]
+    assert [n for _, _, n in reports] == list(range(1, info["nfe"] + 1))       # one report per evaluation
+    fractions = [f for f, _, _ in reports]
+    assert fractions[0] == 0 and max(fractions) == pytest.approx(1, abs=1e-6) and min(fractions) >= 0
+    assert all(0 <= t <= model.sde.T + 1e-9 for _, t, _ in reports)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    m = random_model(ch=4)
+    return save_bundle(tmp_path_factory.mktemp("m") / "model", m.net, shape=m.shape, name="tiny")
+
+
+@pytest.mark.parametrize("solver", [["--solver", "heun", "--steps", "2"], ["--rtol", "1e-2", "--atol", "1e-2"]],
+                         ids=["heun", "rk45"])
+def test_likelihood_command_shows_progress_per_evaluation_and_a_summary(bundle, capsys, solver):
+    assert main(["likelihood", "--model", str(bundle), "-n", "3", "--batch-size", "2", *solver]) == 0
+    captured = capsys.readouterr()
+    # the bar moves within a batch: its last state names the batch, the time reached and the evaluations
+    assert re.search(r"100%.*batch 2/2, t = 1, \d+ evaluations", captured.err), captured.err
+    summary, result = captured.out.strip().splitlines()[-2:]
+    found = re.fullmatch(r"3 data points of digits in 2 batches; (\d+) network evaluations \((\d+)-(\d+) per batch; "
+                         r"(RK45|Heun)[^)]*\); \d+ s", summary)
+    assert found, summary
+    assert int(found[2]) <= int(found[3]) and int(found[1]) == int(found[2]) + int(found[3])
+    assert re.fullmatch(r"-?\d+\.\d{4} \+- \d+\.\d{4} bits/dim \(8-bit, dequantised\)  \(\+- is the standard error "
+                        r"over the 3 data points and their probes\)", result), result
