@@ -1,0 +1,86 @@
+"""Sample quality of a model bundle, judged by the shipped judge of its data (MNIST or digits).
+
+* class fidelity: class-conditional samples (each digit in turn) judged the intended class, with a
+  95% binomial interval;
+* realism: KID and FID of unconditional samples against the held-out reference split, beside the
+  same figures for real images the model never saw (real-vs-real, the floor), computed the same way;
+* latency: seconds for one warm SDEdit edit at the model's default settings (the page's case).
+
+    python benchmarks/bench_model_quality.py --model src/sdekit/assets/mnist --data mnist:../shared/data/mnist \
+        [--n 1000] [--sampler dpm_solver --steps 20] [--out benchmarks/results/model_quality.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import sdekit  # noqa: E402
+from sdekit.bundle import generate  # noqa: E402
+from sdekit.judge import held_out, load_judge, predict  # noqa: E402
+from sdekit.metrics import binomial_ci, fid, kid  # noqa: E402
+from sdekit.sdedit import default_t0  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None)
+    p.add_argument("--data", required=True, help="the judge's data spec, e.g. mnist:DIR or digits")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--sampler", default="dpm_solver")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance of the conditional samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+
+    model = sdekit.load(args.model)
+    judge = load_judge(args.data)
+    held = held_out(args.data, size=model.shape[-1])
+    n = args.n
+    t = time.perf_counter()
+    labels = torch.arange(n) % model.num_classes
+    cond, info = generate(model, n, args.sampler, args.steps, seed=args.seed, class_labels=labels,
+                          guidance=args.guidance, batch_size=250, progress=True, return_info=True)
+    pred = predict(judge, model.to_unit(cond))
+    hits = int((pred == labels).sum())
+    fidelity = binomial_ci(hits, n)
+    uncond = model.to_unit(generate(model, n, args.sampler, args.steps, seed=args.seed + 1, batch_size=250,
+                                    progress=True))
+    seconds = time.perf_counter() - t
+    ref = held.reference[:n]
+    real, _ = held.pick(min(n, len(held.real)), seed=1)
+    k_model, k_real = kid(ref, uncond, judge), kid(ref, real, judge)
+    f_model, f_real = fid(ref, uncond, judge), fid(ref, real, judge)
+
+    guide = model.from_unit(held.pick(1, seed=2)[0])
+    lat = []
+    for i in range(6):
+        a = time.perf_counter()
+        sdekit.sdedit(model.sde, model.score_fn, guide, generator=torch.Generator().manual_seed(i), model=model)
+        lat.append(time.perf_counter() - a)
+    res = {
+        "command": "python benchmarks/bench_model_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "model": model.name, "n": n, "sampler": args.sampler, "steps": args.steps, "nfe_per_sample": info["nfe"] / -(-n // 250),
+        "class_fidelity": {"hits": hits, "rate": fidelity[0], "ci95": fidelity[1:]},
+        "kid": {"model": [k_model.mean, k_model.std], "real_vs_real": [k_real.mean, k_real.std]},
+        "fid": {"model": f_model, "real_vs_real": f_real,
+                "ratio": (f_model / f_real) if f_model and f_real else None},
+        "edit_latency_s_median": statistics.median(lat[1:]), "t0_default": default_t0(model),
+        "sampling_seconds": seconds,
+    }
+    print(json.dumps(res, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
