@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.noise import SIGMA_DATA, cos_theta, sigma_schedule
+from sdekit.noise import SIGMA_DATA, TAIL, cos_theta, sigma_schedule
 from sdekit.samplers import _exp_weights
 
 SDES = {"vp": sdekit.VPSDE(), "ve": sdekit.VESDE(), "subvp": sdekit.SubVPSDE(), "edm": sdekit.EDMSDE()}
@@ -28,21 +28,25 @@ def test_weights_in_cos_theta_integrate_one_c_and_c_squared_exactly_over_a_long_
 
 
 @pytest.mark.parametrize("name", SDES)
-def test_cosine_grid_is_uniform_in_theta_and_its_last_step_to_zero_is_as_long_as_the_others(name):
+def test_cosine_grid_is_uniform_in_v_and_its_last_step_to_zero_is_as_long_as_the_others(name):
+    # v = arctan(sigma / sigma_data) + (TAIL / n) log(1 + sigma / sigma_data), sdekit.noise.cosine
     sde = SDES[name]
+    top = float(sde.sigma(torch.tensor([sde.T], dtype=torch.float64)))
+    bottom = float(sde.sigma(torch.tensor([sde.eps], dtype=torch.float64)))
     for n in (1, 2, 5, 10, 20, 79, 80, 200, 1000):
         levels = sigma_schedule(sde, n, "cosine")
         assert len(levels) == n and bool((levels[1:] < levels[:-1]).all()) and bool((levels > 0).all())
-        top = float(sde.sigma(torch.tensor([sde.T], dtype=torch.float64)))
         assert float(levels[0]) == pytest.approx(top, rel=1e-12)
-        theta = torch.atan(levels / SIGMA_DATA).tolist() + [0.0]
-        gaps = [a - b for a, b in zip(theta[:-1], theta[1:])]
-        bottom = float(sde.sigma(torch.tensor([sde.eps], dtype=torch.float64)))
-        if theta[0] / n >= math.atan(bottom / SIGMA_DATA):     # few levels: n equal steps down to theta = 0
+        v = lambda s: math.atan(s / SIGMA_DATA) + TAIL / n * math.log1p(s / SIGMA_DATA)
+        vs = [v(s) for s in levels.tolist()] + [0.0]
+        gaps = [a - b for a, b in zip(vs[:-1], vs[1:])]
+        if v(top) / n >= v(bottom):                    # few levels: n equal steps down to sigma = 0
             assert max(gaps) == pytest.approx(min(gaps), rel=1e-9)
-        else:                                                  # many: uniform down to sigma(eps)
+        else:                                          # many: uniform down to sigma(eps)
             assert float(levels[-1]) == pytest.approx(bottom, rel=1e-9)
             assert max(gaps[:-1]) == pytest.approx(min(gaps[:-1]), rel=1e-9)
+    few = sigma_schedule(sde, 5, "cosine").tolist()
+    assert sum(s > 3 for s in few) == 2 and few[-1] < 0.25       # a level in the tail, the last near the data
 
 
 @pytest.mark.parametrize("name", SDES)

@@ -13,7 +13,7 @@ import torch
 
 from .errors import UserError
 
-__all__ = ["bcast", "as_batch", "randn", "sigma_schedule", "SCHEDULES", "SIGMA_DATA", "cos_theta",
+__all__ = ["bcast", "as_batch", "randn", "sigma_schedule", "SCHEDULES", "SIGMA_DATA", "TAIL", "cos_theta",
            "NonFiniteError", "Counter"]
 
 
@@ -68,16 +68,36 @@ def cos_theta(sigma: float) -> float:
     return SIGMA_DATA / math.hypot(SIGMA_DATA, sigma)
 
 
-def cosine(smax: float, smin: float, n: int, rho: float = 7.0, dtype=torch.float64) -> torch.Tensor:
-    """Uniform in theta = arctan(sigma / SIGMA_DATA): the cosine schedule (Nichol & Dhariwal 2021, whose
-    sigma = tan theta is this for data of unit std) for data of std SIGMA_DATA. A few levels spend the
-    budget where a mixture's modes and widths are decided (sigma ~ SIGMA_DATA), not in the tails.
+TAIL = 0.5          # levels' worth of the cosine grid's logarithmic tail above SIGMA_DATA, about (see cosine)
 
-    The levels are theta_max (1 - k / n), k = 0..n-1, so that a last step to sigma = 0 is as long as the
-    others: with few levels the grid ends above smin (the end time rises with a small budget), and only
-    once theta_max / n < theta(smin) (about 80 levels for VP) does it end at smin, uniform in between."""
-    tmax, tmin = math.atan(smax / SIGMA_DATA), math.atan(smin / SIGMA_DATA)
-    out = SIGMA_DATA * torch.linspace(tmax, max(tmin, tmax / n), n, dtype=dtype).tan()
+
+def cosine(smax: float, smin: float, n: int, rho: float = 7.0, dtype=torch.float64) -> torch.Tensor:
+    """Uniform in v = theta + (TAIL / n) log(1 + sigma / SIGMA_DATA), theta = arctan(sigma / SIGMA_DATA).
+
+    theta is the angle of the cosine schedule (Nichol & Dhariwal 2021, sigma = tan theta for data of unit
+    std), here for data of std SIGMA_DATA: uniform in theta, a few levels go where the widths and nearby
+    modes of such data are decided (sigma ~ SIGMA_DATA), not into the tails. Alone it leaves almost no
+    level above sigma ~ 3, where data of many dimensions choose between modes (at sigma of the order of
+    their distance, which grows with the dimension); the logarithmic term gives that tail about one to two
+    levels whatever n (TAIL / n keeps its share of v fixed).
+
+    The levels are v_max (1 - k / n), k = 0..n-1, so that a last step to sigma = 0 is as long as the others:
+    with few levels the grid ends above smin (the end time rises with a small budget); only once
+    v_max / n < v(smin) (about 80 levels for VP) does it end at smin, uniform in v in between."""
+    a = TAIL / n
+
+    def v(sig):
+        return torch.atan(sig / SIGMA_DATA) + a * torch.log1p(sig / SIGMA_DATA)
+
+    smax_t, smin_t = torch.tensor(smax, dtype=torch.float64), torch.tensor(smin, dtype=torch.float64)
+    vmax = float(v(smax_t))
+    target = torch.linspace(vmax, max(float(v(smin_t)), vmax / n), n, dtype=torch.float64)
+    lo, hi = torch.zeros_like(target), torch.full_like(target, smax)
+    for _ in range(200):                         # bisection: v is increasing in sigma
+        mid = (lo + hi) / 2
+        below = v(mid) < target
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    out = ((lo + hi) / 2).to(dtype)
     out[0] = smax
     return out
 
@@ -91,8 +111,9 @@ def sigma_schedule(sde, n: int, kind: str = "karras", eps: float | None = None, 
     """n noise levels [n] from sigma(t_start) (default sigma(T)) down to sigma(eps).
 
     kind: "karras" (EDM eq. 5, ``rho``), "logsnr" (uniform in log sigma), "cosine" (uniform in
-    arctan(sigma / SIGMA_DATA); with few levels it ends one spacing above theta = 0 instead, see
-    :func:`cosine`), "uniform" (uniform in t, score_sde's grid). Raises UserError for an unknown kind."""
+    arctan(sigma / SIGMA_DATA) with a logarithmic tail; with few levels it ends one spacing above
+    sigma = 0 instead, see :func:`cosine`), "uniform" (uniform in t, score_sde's grid). Raises UserError
+    for an unknown kind."""
     if kind not in SCHEDULES:
         raise UserError(f"unknown schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
     eps = sde.eps if eps is None else eps
