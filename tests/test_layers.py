@@ -14,7 +14,7 @@ LAYERS = [
     {"io", "noise", "ode", "metrics"},
     {"persist", "images", "sde"},
     {"data", "gmm", "denoisers"},
-    {"nets", "samplers", "losses"},
+    {"nets", "samplers", "losses", "progress"},
     {"registry"},
     {"sampling"},
     {"model", "likelihood", "guidance"},
