@@ -51,7 +51,7 @@ class Settings:
     edits: int = 6                                  # masked edits and composites
     strip_rows: int = 8
     strip_t0: tuple = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
-    toy_n: int = 1000
+    toy_n: int = 500                                # samples per 2-D toy panel
 
 
 SMALL = Settings(rows=1, sample_steps=4, pen=3, seeds=1, edits=2, strip_rows=3, strip_t0=(0.2, 1.0), toy_n=100)

@@ -7,7 +7,7 @@ HEUN_STEPS = 64
 
 def add_arguments(p):
     p.add_argument("--model", default=None, help="model bundle folder, or a diffusers folder (as written by "
-                   "sdekit convert) (default: the bundled digits model)")
+                   "sdekit convert) (default: the default model)")
     p.add_argument("--data", default="digits", help="dataset spec, as for `sdekit train` (default: digits)")
     p.add_argument("-n", type=positive_int, default=64, help="number of data points, taken at random (default: 64)")
     p.add_argument("--solver", default="rk45", choices=("rk45", "heun"), help="ODE solver (default: rk45)")
@@ -86,7 +86,8 @@ def run(args):
     how = f"RK45, rtol {rtol:g}, atol {atol:g}" if args.solver == "rk45" else f"Heun, {steps} steps"
     probes = "exact divergence" if args.probes == "exact" else f"{args.probes} probes x{n_probes}"
     print(f"{len(bpd)} data points of {args.data} in {len(batches)} batch{'es' if len(batches) > 1 else ''}; "
-          f"{sum(nfe)} network evaluations ({min(nfe)}-{max(nfe)} per batch; {how}; {probes}); "
+          f"{sum(nfe)} network evaluations ({min(nfe)}{'' if min(nfe) == max(nfe) else f'-{max(nfe)}'} per batch; "
+          f"{how}; {probes}); "
           f"{time.time() - start:.0f} s")
     print(f"{float(bpd.mean()):.4f} +- {se:.4f} {unit}  (+- is the standard error over the {len(bpd)} data points "
           f"and their probes)")
