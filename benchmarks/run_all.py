@@ -23,7 +23,8 @@ from common import RESULTS, machine, save_text  # noqa: E402
 BENCHES = {  # name -> (full runs, quick runs); a run = (script, arguments)
     "samplers": ([("bench_samplers.py", ["--problems", "2d,64d", "--out", "samplers_mix"]),
                   ("bench_samplers.py", ["--problems", "img16", "--n", "400", "--ref-rtol", "1e-8", "--out", "samplers_img"]),
-                  ("bench_samplers.py", ["--combine", "samplers_mix,samplers_img", "--out", "samplers"])],
+                  ("bench_samplers.py", ["--problems", "uneq2d,uneq64d", "--out", "samplers_uneq"]),
+                  ("bench_samplers.py", ["--combine", "samplers_mix,samplers_img,samplers_uneq", "--out", "samplers"])],
                  [("bench_samplers.py", ["--quick", "--problems", "2d", "--nfes", "5,10", "--out", "samplers"])]),
     "overhead": ([("bench_overhead.py", ["--batch", "16", "--nfe", "10", "--repeats", "2"])],
                  [("bench_overhead.py", ["--batch", "2", "--nfe", "4", "--repeats", "1", "--model", "random"])]),

@@ -46,5 +46,16 @@ def test_sampler_benchmark_smoke(tmp_path, monkeypatch):
     by = {(r["sampler"], r["budget"]): r for r in results}
     for name in ("sdekit dpm_solver", "sdekit heun"):         # second order: error falls with NFE
         assert by[(name, 40)]["median"] < 0.3 * by[(name, 10)]["median"]
+    assert by[("sdekit abm", 10)]["median"] < 0.5 * by[("sdekit dpm_solver", 10)]["median"]
     if ("k-diff heun", 10) in by:                             # same Karras grid, same method
         assert abs(by[("k-diff heun", 10)]["median"] - by[("sdekit heun", 10)]["median"]) < 1e-6
+
+
+def test_unequal_mixtures_have_the_widths_and_weights_the_benchmark_documents():
+    two, big = common.mixture("uneq2d"), common.mixture("uneq64d")
+    assert two.means.tolist() == [[-2.5, -0.5], [0.0, 2.0], [2.0, -1.5], [1.0, 0.5]]
+    assert two.stds.tolist() == pytest.approx([0.2, 0.5, 0.35, 0.6])
+    assert two.weights.tolist() == pytest.approx([0.15, 0.35, 0.2, 0.3])
+    assert tuple(big.means.shape) == (8, 64)
+    assert float(big.stds.max() / big.stds.min()) == pytest.approx(12.0)
+    assert float(big.weights.max() / big.weights.min()) == pytest.approx(8.0)
