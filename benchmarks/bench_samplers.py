@@ -97,6 +97,13 @@ def kdiffusion_solver(fn_name, steps=lambda n: n, **options):
     return run
 
 
+PARTS = {   # which half of abm does what (run only when named in --only): its grid under DPM-Solver++(2M),
+    # its solver on DPM-Solver's log-SNR grid
+    "sdekit dpm_solver cosine": ("dpm_solver", {"schedule": "cosine"}),
+    "sdekit abm logsnr": ("abm", {"schedule": "logsnr"}),
+}
+
+
 def solvers() -> tuple[dict, dict, list]:
     """name -> (runner, sdes it runs on); 'sdekit' names are ours. Also returns notes on missing peers."""
     ours = {
@@ -108,6 +115,7 @@ def solvers() -> tuple[dict, dict, list]:
         "sdekit abm": (sdekit_solver("abm"), ("vp", "ve")),
         "sdekit abm order=3": (sdekit_solver("abm", order=3), ("vp", "ve")),
     }
+    parts = {name: (sdekit_solver(sampler, **opts), ("vp", "ve")) for name, (sampler, opts) in PARTS.items()}
     peers, notes = {}, []
     d, why = load_diffusers()
     if d is None:
@@ -137,14 +145,14 @@ def solvers() -> tuple[dict, dict, list]:
             "k-diff lms": (kdiffusion_solver("sample_lms"), ("vp", "ve")),
             "k-diff dpmpp_3m": (kdiffusion_solver("sample_dpmpp_3m_sde", eta=0.0), ("vp", "ve")),
         })
-    return ours, peers, notes
+    return {**ours, **parts}, peers, notes
 
 
 # ---- the benchmark -------------------------------------------------------------------------------
 
 def run(problems, sdes, n_samples, nfes, seed=0, ref_rtol=1e-9, only=None):
     ours, peers, notes = solvers()
-    allsolvers = {k: v for k, v in {**ours, **peers}.items() if only is None or k in only}
+    allsolvers = {k: v for k, v in {**ours, **peers}.items() if (k not in PARTS if only is None else k in only)}
     results = []
     for pname in problems:
         gmm = mixture(pname)
@@ -255,7 +263,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     ap.add_argument("--out", default="samplers", help="name of the result files")
     ap.add_argument("--only", default=None, help="comma-separated sampler names to (re)run; their rows "
-                    "replace those in an existing results/<out>.json, the other rows are kept")
+                    "replace those in an existing results/<out>.json, the other rows are kept (the PARTS "
+                    "rows run only when named here)")
     ap.add_argument("--ref-rtol", type=float, default=1e-9, help="tolerance of the reference ODE solve")
     ap.add_argument("--combine", default=None, help="comma-separated result names: join their rows into "
                     "--out (tables and plot) without running anything")
