@@ -427,7 +427,7 @@ def _evaluation_figure(folder: Path, out: Path, model) -> Figure:
         f"({meta.get('sampler')}), with 95% intervals: class fidelity (the fraction the judge reads as the digit "
         "drawn), KID to held-out real images and L2 to the stroke; bands are the baselines. "
         + (f"The largest t0 keeping the drawn digit in {meta.get('fidelity_level', 0.95):.0%} of edits: {best:g}."
-           if best is not None else "No swept t0 kept the drawn digit often enough to be a default."))
+           if best is not None else f"No swept t0 kept the drawn digit in {meta.get('fidelity_level', 0.95):.0%} of edits."))
 
 
 def _write_index(out: Path, model, figs, toy_link: str, seconds: float, seed: int, s: Settings, t0: float,
@@ -468,7 +468,7 @@ Seed {seed}; written in {seconds:.0f} s.</p>
 {chr(10).join(body)}
 <h2>Toy pictures</h2>
 {toy_link or "<p>(not generated)</p>"}
-<p>Reproduce: <code>sdekit demo --seed {seed}</code>; edit your own painting (light strokes on a dark background):
+<p>Reproduce: <code>sdekit demo --seed {seed}</code> (with <code>--model</code> for a model other than the default); edit your own painting (light strokes on a dark background):
 <code>sdekit edit --guide painting.png --sampler {html.escape(spec.name)} --out edited.png</code>.</p>
 </body></html>
 """
