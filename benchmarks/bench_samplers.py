@@ -194,9 +194,34 @@ def _ratio(ours: float, peer: float) -> str:
     return f"{max(ours, 0.0) / peer:.2f}" if peer > 0 else "-"
 
 
+def summary(results) -> str:
+    """One line per problem and SDE: DEFAULT / best peer at each NFE, median terminal error, then energy
+    distance above the floor in parentheses, and the peer that is best by median."""
+    keys = list(dict.fromkeys((r["problem"], r["sde"]) for r in results))
+    budgets = sorted({r["budget"] for r in results})
+    body = []
+    for p, s in keys:
+        cell = {(r["sampler"], r["budget"]): r for r in results if r["problem"] == p and r["sde"] == s}
+        line = [f"{p}, {s.upper()}"]
+        for b in budgets:
+            peers = [r for (nm, bb), r in cell.items() if bb == b and not r["ours"]]
+            ours = cell.get((DEFAULT, b))
+            if not peers or ours is None:
+                line.append("-")
+                continue
+            med = min(peers, key=lambda r: r["median"])
+            ed = min(r["energy"] for r in peers) - ours["floor"]
+            line.append(f"{_ratio(ours['median'], med['median'])} ({_ratio(ours['energy'] - ours['floor'], ed)}) "
+                        f"{med['sampler'].replace('diffusers ', 'd: ').replace('k-diff ', 'k: ')}")
+        body.append(line)
+    return md_table(["problem"] + [f"NFE {b}" for b in budgets], body)
+
+
 def tables(results, notes, command) -> str:
     out = [f"Command: `{command}`", "", f"Machine: {machine()}", ""]
     out += [f"Note: {n}" for n in notes]
+    out += ["", f"{DEFAULT} / best peer: median terminal error (energy distance above the floor), best peer by median:",
+            "", summary(results)]
     for (p, s) in dict.fromkeys((r["problem"], r["sde"]) for r in results):
         rows = [r for r in results if r["problem"] == p and r["sde"] == s]
         names = list(dict.fromkeys(r["sampler"] for r in rows))
