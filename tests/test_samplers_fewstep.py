@@ -29,7 +29,7 @@ def test_weights_in_cos_theta_integrate_one_c_and_c_squared_exactly_over_a_long_
 
 @pytest.mark.parametrize("name", SDES)
 def test_cosine_grid_is_uniform_in_v_and_its_last_step_to_zero_is_as_long_as_the_others(name):
-    # v = arctan(sigma / sigma_data) + (TAIL / n) log(1 + sigma / sigma_data), sdekit.noise.cosine
+    # v = arctan(sigma / sigma_data) + (TAIL / n) asinh(10 sigma / sigma_data), sdekit.noise.cosine
     sde = SDES[name]
     top = float(sde.sigma(torch.tensor([sde.T], dtype=torch.float64)))
     bottom = float(sde.sigma(torch.tensor([sde.eps], dtype=torch.float64)))
@@ -37,7 +37,7 @@ def test_cosine_grid_is_uniform_in_v_and_its_last_step_to_zero_is_as_long_as_the
         levels = sigma_schedule(sde, n, "cosine")
         assert len(levels) == n and bool((levels[1:] < levels[:-1]).all()) and bool((levels > 0).all())
         assert float(levels[0]) == pytest.approx(top, rel=1e-12)
-        v = lambda s: math.atan(s / SIGMA_DATA) + TAIL / n * math.log1p(s / SIGMA_DATA)
+        v = lambda s: math.atan(s / SIGMA_DATA) + TAIL / n * math.asinh(10 * s / SIGMA_DATA)
         vs = [v(s) for s in levels.tolist()] + [0.0]
         gaps = [a - b for a, b in zip(vs[:-1], vs[1:])]
         if v(top) / n >= v(bottom):                    # few levels: n equal steps down to sigma = 0
@@ -46,7 +46,7 @@ def test_cosine_grid_is_uniform_in_v_and_its_last_step_to_zero_is_as_long_as_the
             assert float(levels[-1]) == pytest.approx(bottom, rel=1e-9)
             assert max(gaps[:-1]) == pytest.approx(min(gaps[:-1]), rel=1e-9)
     few = sigma_schedule(sde, 5, "cosine").tolist()
-    assert sum(s > 3 for s in few) == 2 and few[-1] < 0.25       # a level in the tail, the last near the data
+    assert sum(s > 2 for s in few) == 2 and few[-1] < 0.2        # a level in the tail, the last near the data
 
 
 @pytest.mark.parametrize("name", SDES)
@@ -99,12 +99,13 @@ def test_abm_at_ten_evaluations_is_several_times_closer_to_the_exact_flow_than_d
     assert err["abm"] < 0.02, err
 
 
-@pytest.mark.parametrize("steps,bound", [(2, 0.4), (3, 0.3), (4, 0.1)])
-def test_abm_with_fewer_than_five_evaluations_takes_a_first_order_last_step(steps, bound):
-    """A quadratic in cos theta extrapolated from a last level above sigma_data / 2 overshoots (median error
-    0.95 at 2 evaluations); the first-order last step keeps abm ahead of dpm_solver and ddim."""
+@pytest.mark.parametrize("steps,bound", [(2, 0.5), (3, 0.15), (4, 0.06)])
+def test_abm_with_fewer_than_five_evaluations_extrapolates_to_sigma_zero_by_a_lower_degree(steps, bound):
+    """The cubic in cos theta through the last 4 evaluations, extrapolated from a last level far from
+    sigma = 0, overshoots (median error 0.54 at 2 evaluations, 0.063 at 4); a lower degree from further
+    away keeps abm well ahead of dpm_solver and ddim."""
     err = median_errors(SDES["vp"], steps, ("abm", "dpm_solver", "ddim"))
-    assert err["abm"] < bound and err["abm"] < min(err["dpm_solver"], err["ddim"]), err
+    assert err["abm"] < bound and err["abm"] < 0.5 * min(err["dpm_solver"], err["ddim"]), err
 
 
 def test_abm_keeps_known_pixels_and_takes_rewinds():

@@ -68,18 +68,18 @@ def cos_theta(sigma: float) -> float:
     return SIGMA_DATA / math.hypot(SIGMA_DATA, sigma)
 
 
-TAIL = 0.5          # levels' worth of the cosine grid's logarithmic tail above SIGMA_DATA, about (see cosine)
+TAIL = 0.4          # the cosine grid's logarithmic share: about two levels spread log-uniformly (see cosine)
 
 
 def cosine(smax: float, smin: float, n: int, rho: float = 7.0, dtype=torch.float64) -> torch.Tensor:
-    """Uniform in v = theta + (TAIL / n) log(1 + sigma / SIGMA_DATA), theta = arctan(sigma / SIGMA_DATA).
+    """Uniform in v = theta + (TAIL / n) asinh(10 sigma / SIGMA_DATA), theta = arctan(sigma / SIGMA_DATA).
 
     theta is the angle of the cosine schedule (Nichol & Dhariwal 2021, sigma = tan theta for data of unit
     std), here for data of std SIGMA_DATA: uniform in theta, a few levels go where the widths and nearby
-    modes of such data are decided (sigma ~ SIGMA_DATA), not into the tails. Alone it leaves almost no
-    level above sigma ~ 3, where data of many dimensions choose between modes (at sigma of the order of
-    their distance, which grows with the dimension); the logarithmic term gives that tail about one to two
-    levels whatever n (TAIL / n keeps its share of v fixed).
+    modes of such data are decided (sigma ~ SIGMA_DATA). The asinh term, logarithmic from SIGMA_DATA / 10
+    up, spreads about two levels (TAIL / n keeps its share of v) over the scales theta leaves bare: above
+    sigma ~ 3, where data of many dimensions choose between modes (at sigma of the order of their
+    distance, which grows with the dimension), and below SIGMA_DATA / 2, where narrower data settle.
 
     The levels are v_max (1 - k / n), k = 0..n-1, so that a last step to sigma = 0 is as long as the others:
     with few levels the grid ends above smin (the end time rises with a small budget); only once
@@ -87,7 +87,7 @@ def cosine(smax: float, smin: float, n: int, rho: float = 7.0, dtype=torch.float
     a = TAIL / n
 
     def v(sig):
-        return torch.atan(sig / SIGMA_DATA) + a * torch.log1p(sig / SIGMA_DATA)
+        return torch.atan(sig / SIGMA_DATA) + a * torch.asinh(10 * sig / SIGMA_DATA)
 
     smax_t, smin_t = torch.tensor(smax, dtype=torch.float64), torch.tensor(smin, dtype=torch.float64)
     vmax = float(v(smax_t))

@@ -127,7 +127,7 @@ _SPECS = [
                 {"order": Option(2, _one_of((2, 3)), "multistep order"), "schedule": SCHEDULE, "rho": RHO}),
     SamplerSpec("abm", "Adams-Bashforth-Moulton predictor-corrector in cos theta, cosine grid (fewest evaluations)",
                 "fast", ABM, "cosine", False, 20, lambda o: 1,
-                {"order": Option(2, _one_of((2, 3)), "predictor order (the corrector's is one more)"),
+                {"order": Option(3, _one_of((2, 3)), "predictor order (the corrector's is one more)"),
                  "schedule": SCHEDULE, "rho": RHO}),
 ]
 

@@ -20,7 +20,7 @@ import torch
 
 from .denoisers import Denoiser
 from .errors import UserError
-from .noise import SIGMA_DATA, bcast, cos_theta, randn
+from .noise import bcast, cos_theta, randn
 
 __all__ = ["Grid", "Stepper", "PC", "DDIM", "Heun", "DPMSolver", "ABM", "PREDICTORS", "CORRECTORS",
            "euler_maruyama_step", "reverse_diffusion_step", "ancestral_step", "langevin_step",
@@ -305,13 +305,15 @@ class ABM(_InY):
       costs no evaluation (D is not re-evaluated at the corrected state) and depends on the D's alone, so
       the correction is added to whatever state a step hook left; a rewound step is not corrected.
     * Last step to sigma = 0: D extrapolated to c = 1 through the last order + 1 evaluations, plus the
-      last correction, i.e. the corrected state minus the noise the predicted state holds. From a last
-      level above sigma_data / 2 (fewer than 5 steps from sigma(T)) the extrapolation reaches too far
-      (0.13 in c or more) and the step is first order: the last D plus the last correction.
+      last correction, i.e. the corrected state minus the noise the predicted state holds. From further
+      than 0.05 in c (a last level above about sigma_data / 3: fewer than 5 steps from sigma(T)) the
+      polynomial overshoots and the extrapolation is linear through the last two evaluations, and from
+      further than 0.1 (above about sigma_data / 2) it is the last D alone (measured on the benchmark's
+      mixtures with 2 to 5 evaluations).
 
-    ``order``: 2 (default) or 3. With the cosine grid (noise.cosine) N evaluations are N steps."""
+    ``order``: 3 (default; the corrector's is 4) or 2. N evaluations are N steps."""
 
-    def __init__(self, model, grid, generator=None, order: int = 2):
+    def __init__(self, model, grid, generator=None, order: int = 3):
         super().__init__(model, grid, generator)
         if order not in (2, 3):
             raise UserError(f"abm order must be 2 or 3, got {order}")
@@ -334,8 +336,8 @@ class ABM(_InY):
             correction = sum(wj * dj for wj, dj in zip(w, ds + [d])) - sum(wj * dj for wj, dj in zip(w_pred, ds))
             y = y + correction
         self.pending = None
-        if sig_next == 0:                     # extrapolate D to c = 1 only from below sigma_data / 2
-            nodes = self.hist if sig <= SIGMA_DATA / 2 else self.hist[-1:]
+        if sig_next == 0:                     # extrapolate D to c = 1, by a lower degree from further away
+            nodes = self.hist[-(1 if 1 - c > 0.1 else 2 if 1 - c > 0.05 else len(self.hist)):]
             cs, ds = [h[1] for h in nodes], [h[2] for h in nodes]
             x0 = sum(_lagrange(cs, j, 1.0) * dj for j, dj in enumerate(ds)) + correction
             return x0, x0
