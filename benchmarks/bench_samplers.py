@@ -113,7 +113,7 @@ def solvers() -> tuple[dict, dict, list]:
         "sdekit dpm_solver karras": (sdekit_solver("dpm_solver", schedule="karras"), ("vp", "ve")),
         "sdekit dpm_solver order=3": (sdekit_solver("dpm_solver", order=3), ("vp", "ve")),
         "sdekit abm": (sdekit_solver("abm"), ("vp", "ve")),
-        "sdekit abm order=3": (sdekit_solver("abm", order=3), ("vp", "ve")),
+        "sdekit abm order=2": (sdekit_solver("abm", order=2), ("vp", "ve")),
     }
     parts = {name: (sdekit_solver(sampler, **opts), ("vp", "ve")) for name, (sampler, opts) in PARTS.items()}
     peers, notes = {}, []
