@@ -256,26 +256,36 @@ def tables(results, notes, command) -> str:
 
 
 def plot(results, path):
+    """Median terminal error against NFE: one row per SDE, one column per problem; the colour of a sampler
+    is the same in every panel, sdekit's samplers as solid lines, DEFAULT thick and black."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    keys = list(dict.fromkeys((r["problem"], r["sde"]) for r in results))
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4.2), squeeze=False)
-    for ax, (p, s) in zip(axes[0], keys):
-        rows = [r for r in results if r["problem"] == p and r["sde"] == s]
-        for nm in dict.fromkeys(r["sampler"] for r in rows):
-            rr = sorted((r for r in rows if r["sampler"] == nm), key=lambda r: r["nfe"])
-            style = "-o" if rr[0]["ours"] else "--"
-            ax.loglog([r["nfe"] for r in rr], [max(r["median"], 1e-12) for r in rr], style, ms=3,
-                      lw=2 if rr[0]["ours"] else 1, label=nm)
-        ax.set_title(f"{p}, {s.upper()}")
-        ax.set_xlabel("NFE")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("median terminal error vs exact ODE")
-    axes[0][0].legend(fontsize=6, loc="lower left")  # the first panel (VP) has every sampler
-    fig.tight_layout()
+    problems = list(dict.fromkeys(r["problem"] for r in results))
+    sdes = list(dict.fromkeys(r["sde"] for r in results))
+    names = list(dict.fromkeys(r["sampler"] for r in results))
+    colour = {nm: plt.get_cmap("tab20")(i % 20) for i, nm in enumerate(n for n in names if n != DEFAULT)}
+    colour[DEFAULT] = "black"
+    fig, axes = plt.subplots(len(sdes), len(problems), figsize=(4.2 * len(problems), 4.0 * len(sdes)),
+                             squeeze=False)
+    for i, s in enumerate(sdes):
+        for j, p in enumerate(problems):
+            ax, rows = axes[i][j], [r for r in results if r["problem"] == p and r["sde"] == s]
+            for nm in dict.fromkeys(r["sampler"] for r in rows):
+                rr = sorted((r for r in rows if r["sampler"] == nm), key=lambda r: r["nfe"])
+                ours = rr[0]["ours"]
+                ax.loglog([r["nfe"] for r in rr], [max(r["median"], 1e-12) for r in rr], "-o" if ours else "--",
+                          ms=3, lw=3 if nm == DEFAULT else 1.5 if ours else 1, color=colour[nm], label=nm)
+            ax.set_title(f"{p}, {s.upper()}")
+            ax.set_xlabel("NFE")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[i][0].set_ylabel("median terminal error vs exact ODE")
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_lines()}
+    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="lower center",
+               ncol=min(6, len(handles)), frameon=False)
+    fig.tight_layout(rect=(0, 0.04 + 0.012 * (len(handles) // 6), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
