@@ -204,6 +204,12 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(files, capsys, n
     assert code == 2 and "cannot write here" in err and _one_line(err), err
 
 
+def test_likelihood_reads_the_models_own_data_not_another(files, capsys):
+    # the default model is MNIST's; its data needs the folder, never a silent stand-in of other digits
+    code, err = _run(capsys, files, "likelihood")
+    assert code == 2 and "mnist:DIR" in err and _one_line(err), err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_missing_cuda_is_refused_before_any_work(tmp_path, files, capsys, no_work):
     code, err = _run(capsys, files, "sample", "--device", "cuda", "--out", tmp_path / "o.png")

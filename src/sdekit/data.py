@@ -295,6 +295,8 @@ def load_dataset(spec: str, size: int | None = None, channels: int | None = None
         return mnist(arg, size, channels, name=kind.replace("_", "-"))
     if kind in ("cifar10", "cifar-10") and arg:
         return cifar10(arg, size, channels)
+    if kind in ("mnist", "fashion-mnist", "fashion_mnist", "cifar10", "cifar-10", "folder") and not arg:
+        raise UserError(f"{kind} data needs its folder: {kind}:DIR")
     raise UserError(f"unknown dataset {spec!r}; use digits, toy:NAME, folder:PATH, mnist:DIR, "
                     f"fashion-mnist:DIR or cifar10:DIR")
 

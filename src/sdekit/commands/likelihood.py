@@ -8,7 +8,8 @@ HEUN_STEPS = 64
 def add_arguments(p):
     p.add_argument("--model", default=None, help="model bundle folder, or a diffusers folder (as written by "
                    "sdekit convert) (default: the default model)")
-    p.add_argument("--data", default="digits", help="dataset spec, as for `sdekit train` (default: digits)")
+    p.add_argument("--data", default=None, help="dataset spec, as for `sdekit train` (default: the bundle's "
+                   "\"data\", e.g. mnist:DIR for the default model)")
     p.add_argument("-n", type=positive_int, default=64, help="number of data points, taken at random (default: 64)")
     p.add_argument("--solver", default="rk45", choices=("rk45", "heun"), help="ODE solver (default: rk45)")
     p.add_argument("--rtol", type=positive, default=None, help=f"RK45 relative tolerance, as score_sde (default: {RTOL})")
@@ -50,6 +51,9 @@ def run(args):
     steps, n_probes = args.steps or HEUN_STEPS, args.n_probes or 1
     from .common import placement
     model = load(args.model, *placement(args))
+    args.data = args.data or (getattr(model, "config", None) or {}).get("data")
+    if not args.data:
+        raise UserError("this model names no dataset: give --data")
     ds = load_dataset(args.data, size=model.shape[-1] if len(model.shape) == 3 else None,
                       channels=model.shape[0] if len(model.shape) == 3 else None)
     if tuple(ds.shape) != tuple(model.shape):
