@@ -138,6 +138,37 @@ def test_huge_or_unreadable_config(bundle, tmp_path):
     _one_line_error(lambda: load(big), "not an sdekit model bundle")
 
 
+DISCRETE_VP = [dict(alphas_cumprod=torch.linspace(0.99, 0.01, 30)), dict(betas=torch.full((20,), 0.05)),
+               dict(schedule="linear", N=50), dict(schedule="squaredcos_cap_v2", N=40)]
+
+
+@pytest.mark.parametrize("spec", DISCRETE_VP, ids=["alphas_cumprod", "betas", "linear", "cosine"])
+def test_a_discrete_vp_bundle_round_trips(tmp_path, spec):
+    from sdekit.nets import Preconditioned
+    from sdekit.sde import DiscreteVPSDE
+    sde = DiscreteVPSDE(**spec)
+    net = Preconditioned(random_model(shape=(1, 8, 8)).net.net, sde)
+    back = load(save_bundle(tmp_path / "dvp", net, shape=(1, 8, 8)))
+    assert type(back.sde) is DiscreteVPSDE and back.sde.config() == sde.config()
+    torch.testing.assert_close(back.sde.alphas_cumprod, sde.alphas_cumprod)
+    x, t = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0.2, 0.7])
+    torch.testing.assert_close(back.score_fn(x, t), sdekit.bundle.Model(net, back.config).score_fn(x, t))
+
+
+@pytest.mark.parametrize("key,value,pattern", [("sde.alphas_cumprod", [0.5, 0.9], "strictly decreasing"),
+                                               ("sde.alphas_cumprod", [0.9, "0.5"], "sde must be"),
+                                               ("sde.alphas_cumprod", [], "sde must be"),
+                                               ("sde.schedule", 3, "sde must be")])
+def test_a_bad_discrete_vp_schedule_is_refused(tmp_path, key, value, pattern):
+    from sdekit.nets import Preconditioned
+    from sdekit.sde import DiscreteVPSDE
+    net = Preconditioned(random_model(shape=(1, 8, 8)).net.net, DiscreteVPSDE(torch.linspace(0.99, 0.01, 30)))
+    good = save_bundle(tmp_path / "dvp", net, shape=(1, 8, 8))
+    edit = _set(key, value) if key != "sde.schedule" else (lambda cfg: cfg["sde"].update(schedule=3))
+    bad = _edited(good, tmp_path / "bad", edit)
+    assert str(bad) in _one_line_error(lambda: load(bad), pattern)
+
+
 @pytest.mark.parametrize("shape", [[3, 16, 16], [1, 32, 32]])
 def test_sample_cli_refuses_a_config_at_odds_with_its_weights(bundle, tmp_path, capsys, shape):
     bad = _edited(bundle, tmp_path / "bad", _set("shape", shape))

@@ -75,9 +75,20 @@ def _is_range(v) -> bool:
     return isinstance(v, list) and len(v) == 2 and all(map(is_number, v)) and v[0] < v[1]
 
 
+SDE_NAMES = ("name", "schedule")              # the SDE's name; a discrete VP's beta schedule by name
+
+
+def _is_sde_parameter(key: str, x) -> bool:
+    """A name (:data:`SDE_NAMES`), else a finite number or a list of them (a discrete VP's
+    "alphas_cumprod" or "betas")."""
+    if key in SDE_NAMES:
+        return isinstance(x, str)
+    return is_number(x) or (isinstance(x, list) and len(x) > 0 and all(map(is_number, x)))
+
+
 def _is_sde(v) -> bool:
-    return (isinstance(v, dict) and isinstance(v.get("name"), str) and is_int(v.get("N", 1), 1)
-            and all(is_number(x) for k, x in v.items() if k != "name"))
+    return (isinstance(v, dict) and "name" in v and is_int(v.get("N", 1), 1)
+            and all(_is_sde_parameter(k, x) for k, x in v.items()))
 
 
 def _is_precond(v) -> bool:
@@ -89,7 +100,7 @@ FIELDS = {
     "shape": (_is_shape, "a list of 1 to 3 positive integers: [C, H, W] for images, [d] for vectors"),
     "num_classes": (lambda v: is_int(v, 0), "an integer >= 0"),
     "data_range": (_is_range, "[lo, hi], finite numbers with lo < hi"),
-    "sde": (_is_sde, 'an object {"name": ..., parameters: finite numbers, "N": integer >= 1}'),
+    "sde": (_is_sde, 'an object {"name": ..., parameters: finite numbers or lists of them, "N": integer >= 1}'),
     "network": (lambda v: isinstance(v, dict), "an object (the network's constructor arguments)"),
     "precond": (_is_precond, 'an object {"kind": ..., "sigma_data": number > 0}'),
     "name": (lambda v: isinstance(v, str), "a string"),
@@ -198,8 +209,10 @@ def _built(build, folder: Path, what: str, meta: bool) -> nn.Module:
             with torch.device("meta"):
                 return build()
         return build()
-    except UserError:
-        raise
+    except UserError as e:                 # e.g. a discrete VP's alphas_cumprod that do not decrease
+        if str(folder) in str(e):
+            raise
+        raise UserError(f"{folder / CONFIG}: invalid {what} config ({_first_line(e)})") from None
     except KeyError as e:
         raise UserError(f"{folder / CONFIG}: invalid {what} config (no {e})") from None
     except (TypeError, ValueError, AttributeError, RuntimeError) as e:

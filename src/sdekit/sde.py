@@ -314,13 +314,14 @@ def _cosine_betas(n: int, max_beta: float = 0.999) -> torch.Tensor:
     beta_i = min(1 - abar((i+1)/n) / abar(i/n), max_beta), abar(u) = cos((u + 0.008) / 1.008 pi/2)^2."""
     def abar(u):
         return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
-    return torch.tensor([min(1 - abar((i + 1) / n) / abar(i / n), max_beta) for i in range(n)], dtype=torch.float64)
+    return torch.tensor([min(1 - abar((i + 1) / n) / abar(i / n), max_beta) for i in range(n)], dtype=torch.float64,
+                        device="cpu")
 
 
 # Beta schedules by the names diffusers' scheduler configs use: (N, beta_start, beta_end) -> betas [N].
 BETA_SCHEDULES = {
-    "linear": lambda n, b0, b1: torch.linspace(b0, b1, n, dtype=torch.float64),
-    "scaled_linear": lambda n, b0, b1: torch.linspace(b0 ** 0.5, b1 ** 0.5, n, dtype=torch.float64) ** 2,
+    "linear": lambda n, b0, b1: torch.linspace(b0, b1, n, dtype=torch.float64, device="cpu"),
+    "scaled_linear": lambda n, b0, b1: torch.linspace(b0 ** 0.5, b1 ** 0.5, n, dtype=torch.float64, device="cpu") ** 2,
     "squaredcos_cap_v2": lambda n, b0, b1: _cosine_betas(n),
 }
 
@@ -358,13 +359,14 @@ class DiscreteVPSDE(SDE):
             betas = BETA_SCHEDULES[schedule](N, float(beta_start), float(beta_end))
             self._spec = {"schedule": schedule, "beta_start": float(beta_start), "beta_end": float(beta_end), "N": N}
         elif betas is not None:
-            betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
+            betas = torch.as_tensor(betas, dtype=torch.float64, device="cpu").flatten()
             if not (torch.isfinite(betas).all() and (betas > 0).all() and (betas < 1).all()):
                 raise UserError("betas must lie in (0, 1)")
             self._spec = {"betas": betas.tolist()}
         if betas is not None:
             alphas_cumprod = torch.cumprod(1 - betas, 0)
-        abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten()
+        # the schedule is a table on the CPU, also while a bundle's network is built on the "meta" device
+        abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64, device="cpu").flatten()
         if len(abar) < 2 or not torch.isfinite(abar).all() or (abar <= 0).any() or (abar >= 1).any() \
                 or (abar[1:] >= abar[:-1]).any():
             raise UserError("alphas_cumprod must be at least 2 values in (0, 1), strictly decreasing")
