@@ -70,3 +70,50 @@ def test_unavailable_devices_and_precisions_are_refused_up_front(folder, images,
     assert placement(argparse.Namespace(device=None, dtype="float16")) == (None, torch.float16)
     assert code(["sample", "--model", str(folder), "--dtype", "float8", "--out", str(images / "x.png")]) == 2
     assert not (images / "x.png").exists()
+
+
+MODEL_COMMANDS = ["sample", "edit", "inpaint", "colorize", "likelihood", "evaluate", "demo", "serve"]
+
+
+def test_every_command_with_model_takes_the_ve_noise_range():
+    from sdekit.cli import _parser
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in MODEL_COMMANDS:
+        flags = {o for a in sub.choices[name]._actions for o in a.option_strings}
+        assert {"--model", "--sigma-min", "--sigma-max"} <= flags, name
+
+
+def test_sigma_flags_reach_a_ve_folder(tmp_path, images, capsys):
+    from sdekit.commands.common import load_model
+    from tiny_unets import ve_folder
+    ve_folder(tmp_path / "ve", sigma_max=348.0)
+    model = load_model(argparse.Namespace(model=str(tmp_path / "ve"), sigma_min=None, sigma_max=380.0))
+    assert (model.sde.sigma_min, model.sde.sigma_max) == (0.01, 380.0)
+    out = tmp_path / "s.png"
+    assert main(["sample", "--model", str(tmp_path / "ve"), "--sigma-max", "380", "-n", "1", "--sampler", "heun",
+                 "--steps", "2", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert out.exists()
+    capsys.readouterr()
+    assert main(["sample", "--model", str(tmp_path / "ve"), "--sigma-min", "400", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "sigma_min 400 must be below sigma_max 348" in err and len(err.splitlines()) == 1, err
+    assert code(["sample", "--model", str(tmp_path / "ve"), "--sigma-max", "-3", "--out", str(tmp_path / "x.png")]) == 2
+    assert "must be a positive number" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("which", ["ddpm", "default"])
+@pytest.mark.parametrize("flag", ["--sigma-min", "--sigma-max"])
+def test_sigma_flags_are_refused_for_other_models(folder, images, capsys, which, flag):
+    model = ["--model", str(folder)] if which == "ddpm" else []
+    what = "a DDPMScheduler model" if which == "ddpm" else "an sdekit bundle"
+    runs = [["sample", "-n", "1", "--out", str(images / "x.png")],
+            ["edit", "--guide", str(images / "guide.png"), "--out", str(images / "x.png")],
+            ["serve", "--port", "0"]]
+    for argv in runs:
+        capsys.readouterr()
+        assert main([*argv, *model, flag, "380"]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(f"{flag} applies to score_sde VE diffusers folders (ScoreSdeVeScheduler), not to {what}")
+        assert len(err.splitlines()) == 1, err
+    assert not (images / "x.png").exists()

@@ -215,6 +215,29 @@ def test_folder_defects_are_one_line_errors(ddpm, tmp_path):
         sdekit.load("digits", sigma_max=3.0)
 
 
+def test_the_ve_noise_range_can_be_overridden_on_ve_folders_only(ddpm, tmp_path):
+    ve_folder(tmp_path, sigma_max=348.0)
+    both = sdekit.load(tmp_path, sigma_min=0.02, sigma_max=380.0)
+    assert (both.sde.sigma_min, both.sde.sigma_max) == (0.02, 380.0)
+    assert sdekit.load(tmp_path, sigma_min=0.005).sde.sigma_max == 348.0          # the other from the config
+    for bad, pattern in [({"sigma_max": -1.0}, "sigma_max must be a positive number"),
+                         ({"sigma_max": float("nan")}, "sigma_max must be a positive number"),
+                         ({"sigma_max": "380"}, "sigma_max must be a positive number"),
+                         ({"sigma_min": 400.0}, "sigma_min 400 must be below sigma_max 348")]:
+        with pytest.raises(sdekit.UserError, match=pattern) as e:
+            sdekit.load(tmp_path, **bad)
+        assert len(str(e.value).splitlines()) == 1
+    path, _, _ = ddpm
+    for model, what in [(path, "a DDPMScheduler model"), ("digits", "an sdekit bundle"), (None, "an sdekit bundle")]:
+        for option in ("sigma_min", "sigma_max"):
+            with pytest.raises(sdekit.pretrained.folder.OptionError) as e:
+                sdekit.load(model, **{option: 380.0})
+            assert str(e.value) == f"option {option!r} applies to score_sde VE diffusers folders " \
+                                   f"(ScoreSdeVeScheduler), not to {what}"
+    with pytest.raises(sdekit.UserError, match="'bogus' is not an option of sdekit.load"):
+        sdekit.load(path, bogus=1)
+
+
 def test_without_diffusers_loading_says_so(ddpm, monkeypatch):
     path, _, _ = ddpm
     monkeypatch.setitem(sys.modules, "diffusers", None)

@@ -92,7 +92,8 @@ def load(path=None, device=None, dtype=None, **options) -> Model:
     if found is not None:
         return load_diffusers(found, device=device, dtype=dtype, **options)
     if options:
-        raise UserError(f"option {sorted(options)[0]!r} applies to diffusers folders, not to sdekit bundles")
+        from .pretrained.folder import OptionError
+        raise OptionError(sorted(options)[0], "an sdekit bundle")
     named = path is None or str(path) in ("default", *BUNDLED_MODELS)
     folder = bundled(None if path is None else str(path)) if named else folder_of(path, bundled())
     if named and not (folder / "config.json").is_file():

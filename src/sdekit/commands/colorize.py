@@ -1,10 +1,10 @@
 """sdekit colorize: colour a grey image with a 3-channel model (imputation in a decoupled colour space)."""
-from .common import (add_device, add_dtype, add_overwrite, add_sampler, add_scale, add_seed, count, int_range,
-                     positive_int)
+from .common import (add_device, add_dtype, add_model, add_overwrite, add_sampler, add_scale, add_seed, count,
+                     int_range, load_model, positive_int)
 
 
 def add_arguments(p):
-    p.add_argument("--model", default=None, help="a 3-channel model: bundle folder or diffusers folder")
+    add_model(p, help="a 3-channel model: bundle folder or diffusers folder")
     p.add_argument("--image", required=True,
                    help="image file (PNG, JPEG, BMP, GIF, WebP or TIFF); its grey level (mean of R, G, B) is kept")
     p.add_argument("--out", required=True, help="output grid picture (.png, .jpg, ...): the grey input, then n colourings")
@@ -22,7 +22,6 @@ def add_arguments(p):
 def run(args):
     import torch
 
-    from ..bundle import load
     from ..errors import UserError
     from ..guidance import colorize
     from ..images import load_image
@@ -30,7 +29,7 @@ def run(args):
     from .inpaint import check_args
 
     out = check_args(args)
-    model = load(args.model, *placement(args))
+    model = load_model(args, *placement(args))
     if model.shape[0] != 3:
         raise UserError(f"colorize needs a 3-channel (RGB) model; {model.name} has {model.shape[0]} channel(s)")
     scale = scale_of(args)

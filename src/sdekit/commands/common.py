@@ -1,6 +1,6 @@
 """What the commands share: argument types that refuse bad values while the command line is parsed,
-the output (``--out`` with ``--overwrite``), picture enlargement (``--scale``), ``--seed`` and
-``--device``.
+the model (``--model`` with ``--sigma-min`` / ``--sigma-max``), the output (``--out`` with
+``--overwrite``), picture enlargement (``--scale``), ``--seed`` and ``--device``.
 
 Everything here runs before a command starts its work: a refusal is one line on stderr and exit
 code 2, and nothing has been written.
@@ -81,6 +81,32 @@ def placement(args):
 
 # ---- the options themselves ------------------------------------------------------------------------
 
+MODEL_OPTIONS = ("sigma_min", "sigma_max")   # keywords of sdekit.load given as --sigma-min, --sigma-max
+
+
+def add_model(p, help: str) -> None:
+    """--model (``help`` says what it takes and its default) and the loading options: --sigma-min and
+    --sigma-max, the VE noise range of a score_sde VE diffusers folder (published scheduler configs
+    disagree, e.g. sigma_max 348 and 380), refused for every other model by :func:`load_model`."""
+    p.add_argument("--model", default=None, help=help)
+    for flag, what in (("--sigma-min", "sigma_min"), ("--sigma-max", "sigma_max")):
+        p.add_argument(flag, type=positive, default=None, metavar="SIGMA",
+                       help=f"score_sde VE diffusers folders only: the VE SDE's {what}, in the units of the "
+                            f"model's [0, 1] pixels, instead of its scheduler config's (refused for other models)")
+
+
+def load_model(args, device=None, dtype=None):
+    """``sdekit.load(args.model, device, dtype)`` with the options of :func:`add_model` that were given.
+    An option the model does not take (a bundle, a DDPM folder) is one UserError line naming its flag."""
+    from ..bundle import load
+    from ..pretrained.folder import OptionError
+    options = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k, None) is not None}
+    try:
+        return load(args.model, device=device, dtype=dtype, **options)
+    except OptionError as e:
+        raise UserError(e.naming("--" + e.option.replace("_", "-"))) from None
+
+
 def add_seed(p) -> None:
     p.add_argument("--seed", type=seed, default=0, help="random seed, an integer in 0..2^32-1 (default: 0)")
 
@@ -93,6 +119,35 @@ def add_device(p) -> None:
 def add_dtype(p) -> None:
     p.add_argument("--dtype", choices=DTYPES, default=None,
                    help="precision of the network: float32, float16, bfloat16 or float64 (default: float32)")
+
+
+ACCEL_HELP = {   # how the network's forward runs (sdekit.accel); sdekit train names the same options
+    "compile": "torch.compile the network's forward (the first call of each batch shape compiles: seconds to minutes)",
+    "channels_last": "channels-last (NHWC) memory for the network's weights and inputs",
+    "autocast": "run the network under torch.autocast: none | bf16 (CPUs, recent GPUs) | fp16 (CUDA only; "
+                "training scales the loss)",
+}
+AUTOCAST_CHOICES = ("none", "bf16", "fp16")                 # the keys of sdekit.accel.AUTOCAST
+
+
+def add_acceleration(p) -> None:
+    """--compile, --channels-last and --autocast (see :data:`ACCEL_HELP`); read back by :func:`acceleration`."""
+    p.add_argument("--compile", action="store_true", help=ACCEL_HELP["compile"])
+    p.add_argument("--channels-last", action="store_true", help=ACCEL_HELP["channels_last"])
+    p.add_argument("--autocast", choices=AUTOCAST_CHOICES, default="none", help=ACCEL_HELP["autocast"] + " (default: none)")
+
+
+def acceleration(args):
+    """The :class:`sdekit.accel.Acceleration` of the flags of :func:`add_acceleration`, checked against
+    --device; autocast with a --dtype other than float32 is refused (it runs a float32 network in lower
+    precision)."""
+    from ..accel import Acceleration
+    if args.autocast != "none" and getattr(args, "dtype", None) not in (None, "float32"):
+        raise UserError(f"--autocast {args.autocast} runs a float32 network in lower precision; "
+                        f"drop --dtype {args.dtype} or --autocast")
+    options = Acceleration(args.compile, args.channels_last, args.autocast)
+    options.check(getattr(args, "device", None))
+    return options
 
 
 def add_scale(p) -> None:

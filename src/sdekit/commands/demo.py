@@ -1,12 +1,12 @@
 """sdekit demo: samples and every SDEdit task of a model (default: the default model), in one HTML report."""
-from .common import add_overwrite, add_scale, add_seed
+from .common import add_model, add_overwrite, add_scale, add_seed, load_model
 
 
 def add_arguments(p):
     p.add_argument("--out", default="sdekit-demo", help="output folder (default: sdekit-demo)")
     add_seed(p)
-    p.add_argument("--model", default=None, help="model bundle folder or shipped model name (default: the default "
-                   "model, MNIST where it is installed, else digits)")
+    add_model(p, help="model bundle folder or shipped model name (default: the default "
+                      "model, MNIST where it is installed, else digits)")
     p.add_argument("--evaluation", default=None, metavar="DIR",
                    help="an `sdekit evaluate` report folder whose t0 trade-off plot the report shows (default: the "
                         "model folder's evaluation/ if there is one)")
@@ -20,7 +20,7 @@ def run(args):
     import time
     from pathlib import Path
 
-    from ..bundle import BUNDLED_MODELS, bundled, load
+    from ..bundle import BUNDLED_MODELS, bundled
     from ..demo import demo, find_evaluation
     from ..errors import UserError
     from ..threads import default_threads, torch_threads
@@ -33,7 +33,7 @@ def run(args):
         named = args.model is None or args.model in ("default", *BUNDLED_MODELS)
         folder = bundled(args.model) if named else Path(args.model)
         evaluation = find_evaluation(folder / "evaluation")
-    model = load(args.model)
+    model = load_model(args)
     start = time.time()
     with torch_threads(default_threads()):           # one per free core: oversubscribed threads wait on each other
         index = demo(out, seed=args.seed, model=model, small=args.small, toy=args.toy, scale=scale_of(args),

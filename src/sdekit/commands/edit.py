@@ -1,11 +1,11 @@
 """sdekit edit: SDEdit a stroke painting or an edited image with a model bundle."""
-from .common import (add_device, add_dtype, add_overwrite, add_sampler, add_scale, add_seed, count, int_range,
-                     positive_int)
+from .common import (acceleration, add_acceleration, add_device, add_dtype, add_model, add_overwrite, add_sampler,
+                     add_scale, add_seed, count, int_range, load_model, positive_int)
 
 
 def add_arguments(p):
-    p.add_argument("--model", default=None, help="model bundle folder, or a diffusers folder (as written by "
-                   "sdekit convert) (default: the bundled digits model)")
+    add_model(p, help="model bundle folder, or a diffusers folder (as written by "
+                      "sdekit convert) (default: the bundled digits model)")
     p.add_argument("--guide", required=True,
                    help="guide image (PNG, JPEG, BMP, GIF, WebP or TIFF; any size and mode), read upright as a "
                         "viewer shows it; the model sees its centre crop of the model's aspect ratio")
@@ -31,6 +31,7 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="output picture (.png, .jpg, .bmp, .gif, .webp or .tif)")
     add_device(p)
     add_dtype(p)
+    add_acceleration(p)
 
 
 def run(args):
@@ -38,7 +39,6 @@ def run(args):
 
     import torch
 
-    from ..bundle import load
     from ..errors import UserError
     from ..images import (EXTENSIONS, check_picture_size, enlarge, from_pil, guide_frame, load_image, load_mask,
                           restore, save_picture, to_pil)
@@ -50,7 +50,8 @@ def run(args):
         raise UserError(f"--t0 must lie in (0, 1], got {args.t0}")
     if args.resize_back and args.scale is not None:
         raise UserError("--scale does not apply with --resize-back: the output keeps the guide's own size")
-    model = load(args.model, *placement(args))
+    options = acceleration(args)
+    model = load_model(args, *placement(args)).accelerate(options)
     check_class(model, args.class_label)
     C, H, W = model.shape
     img = load_image(args.guide, model.shape)

@@ -1,9 +1,9 @@
 """sdekit evaluate: SDEdit's t0 sweep on held-out strokes: class fidelity, realism (KID), faithfulness (L2)."""
-from .common import add_sampler
+from .common import add_model, add_sampler, load_model
 
 
 def add_arguments(p):
-    p.add_argument("--model", default=None, help="model bundle folder (default: the bundled model)")
+    add_model(p, help="model bundle folder (default: the bundled model)")
     p.add_argument("--data", default=None,
                    help="the model's dataset, which picks the judge and the KID reference: digits or mnist:DIR "
                         "(default: the bundle's \"data\")")
@@ -30,7 +30,6 @@ def add_arguments(p):
 def run(args):
     import sys
 
-    from ..bundle import load
     from ..errors import UserError
     from ..evaluation import bundle_config, check_outputs, evaluate, parse_t0s, write_t0
     if (args.steps_per_unit is not None and args.steps_per_unit < 1) or args.batch_size < 1:
@@ -41,7 +40,7 @@ def run(args):
         if args.model is None:
             raise UserError("--write-t0 needs --model FOLDER: the bundle whose config.json gets the t0")
         bundle_config(args.model)
-    model = load(args.model)
+    model = load_model(args)
     res = evaluate(model, args.data, t0s, n=args.n, strokes=args.strokes, sampler=args.sampler,
                    steps_per_unit=args.steps_per_unit, seed=args.seed, out=args.out, batch_size=args.batch_size,
                    overwrite=args.overwrite, n_reference=args.n_reference)

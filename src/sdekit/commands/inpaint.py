@@ -1,13 +1,13 @@
 """sdekit inpaint: fill the unknown region of an image (imputation by the reverse SDE)."""
-from .common import (add_device, add_dtype, add_overwrite, add_sampler, add_scale, add_seed, count, int_range,
-                     positive_int)
+from .common import (add_device, add_dtype, add_model, add_overwrite, add_sampler, add_scale, add_seed, count,
+                     int_range, load_model, positive_int)
 
 SHAPES = ("left", "right", "top", "bottom", "centre", "center")
 
 
 def add_arguments(p):
-    p.add_argument("--model", default=None, help="model bundle folder, or a diffusers folder (as written by "
-                   "sdekit convert) (default: the bundled digits model)")
+    add_model(p, help="model bundle folder, or a diffusers folder (as written by "
+                      "sdekit convert) (default: the bundled digits model)")
     p.add_argument("--image", required=True,
                    help="image file (PNG, JPEG, BMP, GIF, WebP or TIFF), converted to the model's size and channels "
                         "by the rule of sdekit.images")
@@ -55,14 +55,13 @@ def check_args(args):
 def run(args):
     import torch
 
-    from ..bundle import load
     from ..errors import UserError
     from ..guidance import inpaint
     from ..images import load_image, load_mask
     from .common import check_class, check_row, placement, save_row, scale_of
 
     out = check_args(args)
-    model = load(args.model, *placement(args))
+    model = load_model(args, *placement(args))
     check_class(model, args.class_label)
     scale = scale_of(args)
     check_row(args.n + 1, model.shape[-2:], scale)

@@ -1,13 +1,13 @@
 """sdekit likelihood: bits/dim of a dataset under a model, through the probability-flow ODE."""
-from .common import add_device, add_dtype, add_seed, positive, positive_int
+from .common import add_device, add_dtype, add_model, add_seed, load_model, positive, positive_int
 
 RTOL = ATOL = 1e-5            # score_sde's tolerances
 HEUN_STEPS = 64
 
 
 def add_arguments(p):
-    p.add_argument("--model", default=None, help="model bundle folder, or a diffusers folder (as written by "
-                   "sdekit convert) (default: the default model)")
+    add_model(p, help="model bundle folder, or a diffusers folder (as written by "
+                      "sdekit convert) (default: the default model)")
     p.add_argument("--data", default=None, help="dataset spec, as for `sdekit train` (default: the bundle's "
                    "\"data\", e.g. mnist:DIR for the default model)")
     p.add_argument("-n", type=positive_int, default=64, help="number of data points, taken at random (default: 64)")
@@ -35,7 +35,6 @@ def run(args):
     import torch
     from tqdm.auto import tqdm
 
-    from ..bundle import load
     from ..data import load_dataset
     from ..errors import UserError
     from ..likelihood import likelihood
@@ -50,7 +49,7 @@ def run(args):
     rtol, atol = args.rtol or RTOL, args.atol or ATOL
     steps, n_probes = args.steps or HEUN_STEPS, args.n_probes or 1
     from .common import placement
-    model = load(args.model, *placement(args))
+    model = load_model(args, *placement(args))
     args.data = args.data or (getattr(model, "config", None) or {}).get("data")
     if not args.data:
         raise UserError("this model names no dataset: give --data")

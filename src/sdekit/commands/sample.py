@@ -2,12 +2,13 @@
 import argparse
 import sys
 
-from .common import add_device, add_dtype, add_overwrite, add_sampler, add_scale, add_seed, finite, positive_int
+from .common import (acceleration, add_acceleration, add_device, add_dtype, add_model, add_overwrite, add_sampler,
+                     add_scale, add_seed, finite, load_model, positive_int)
 
 
 def add_arguments(p):
-    p.add_argument("--model", default=None, help="model bundle folder, or a diffusers folder (as written by "
-                   "sdekit convert) (default: the bundled digits model)")
+    add_model(p, help="model bundle folder, or a diffusers folder (as written by "
+                      "sdekit convert) (default: the bundled digits model)")
     add_sampler(p, "heun")
     p.add_argument("--steps", type=positive_int, default=None, help="solver steps (default: the sampler's own; "
                    "the adaptive 'ode' ignores it)")
@@ -32,6 +33,7 @@ def add_arguments(p):
                         "float 'samples' in model space for vector data)")
     add_device(p)
     add_dtype(p)
+    add_acceleration(p)
 
 
 def _labels(spec, n, model):
@@ -78,7 +80,7 @@ def run(args):
     import numpy as np
     import torch
 
-    from ..bundle import generate, load
+    from ..bundle import generate
     from ..errors import UserError
     from ..images import EXTENSIONS, check_picture_size, grid_size, picture, save_picture
     from ..io import atomic_path
@@ -99,7 +101,8 @@ def run(args):
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     from .common import placement
-    model = load(args.model, *placement(args))
+    options = acceleration(args)
+    model = load_model(args, *placement(args)).accelerate(options)
     image = len(model.shape) == 3
     if not npz and not image:
         raise UserError(f"{model.name} draws vectors of shape {tuple(model.shape)}, not images; write an .npz")

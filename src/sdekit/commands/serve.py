@@ -1,8 +1,12 @@
+from .common import add_model, load_model
+
+
 def add_arguments(p):
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 = every interface)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
-    p.add_argument("--model", default=None, help="model bundle folder (default: the bundled digits model)")
+    add_model(p, help="model bundle folder, or a diffusers folder (as written by sdekit convert) "
+                      "(default: the bundled digits model)")
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for the model (default: torch's choice; 1 is best on a busy machine)")
@@ -26,11 +30,10 @@ def run(args):
     from ..web.server import App, Limits, bind
     server = bind(args.host, args.port)          # fail fast on a busy port, before loading the model
     try:
-        from ..bundle import load
         if args.threads:
             import torch
             torch.set_num_threads(args.threads)
-        model = load(args.model, device=args.device)
+        model = load_model(args, device=args.device)
         limits = Limits(upload_bytes=int(args.max_upload_mb * 1e6), waiting=args.max_waiting)
         server.app = App(model, limits, bound=args.host, allow_hosts=args.allow_host)
         host, port = server.server_address[:2]

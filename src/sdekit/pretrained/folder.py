@@ -31,12 +31,12 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..persist import MAX_CONFIG_BYTES, expect, load_state, parse_json, read_tensors
+from ..persist import MAX_CONFIG_BYTES, expect, is_number, load_state, parse_json, read_tensors
 from ..sde import VESDE, DiscreteVPSDE
 from .wrap import TensorOutput, wrap
 
 __all__ = ["DiffusersFolder", "find_diffusers", "load_diffusers", "read_json", "SCHEDULES", "DISCRETE_SCHEDULERS",
-           "WEIGHT_FILES", "need_diffusers"]
+           "WEIGHT_FILES", "need_diffusers", "OPTIONS", "OptionError"]
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
                 "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.fp16.bin")
@@ -176,8 +176,15 @@ def _discrete(cfg: dict, source, overrides: dict) -> dict:
 
 def _score_sde_ve(cfg: dict, source, overrides: dict) -> dict:
     """ScoreSdeVeScheduler: the VE SDE on [sigma_min, sigma_max]; the network returns the score of sigma."""
-    lo = float(overrides.pop("sigma_min", _number(cfg, "sigma_min", 0.01, source)))
-    hi = float(overrides.pop("sigma_max", _number(cfg, "sigma_max", 1348.0, source)))
+    given = {k: overrides.pop(k) for k in ("sigma_min", "sigma_max") if k in overrides}
+    for k, v in given.items():
+        if not (is_number(v) and v > 0):
+            raise UserError(f"{k} must be a positive number, got {v!r}")
+    lo = float(given.get("sigma_min", _number(cfg, "sigma_min", 0.01, source)))
+    hi = float(given.get("sigma_max", _number(cfg, "sigma_max", 1348.0, source)))
+    if given and not lo < hi:
+        raise UserError(f"sigma_min {lo:g} must be below sigma_max {hi:g} "
+                        f"({' and '.join(given)} given, the rest from {source})")
     n = cfg.get("num_train_timesteps", 2000)
     try:
         sde = VESDE(lo, hi, N=int(n))
@@ -189,6 +196,27 @@ def _score_sde_ve(cfg: dict, source, overrides: dict) -> dict:
 # scheduler class -> (reader of its config, keyword overrides it takes)
 SCHEDULES = {**{name: (_discrete, ("prediction_type",)) for name in DISCRETE_SCHEDULERS},
              "ScoreSdeVeScheduler": (_score_sde_ve, ("sigma_min", "sigma_max"))}
+
+
+# the keyword options of load_diffusers -> the models they apply to
+OPTIONS = {"prediction_type": "DDPM-style diffusers folders (DDPM, DDIM, ... schedulers)",
+           "sigma_min": "score_sde VE diffusers folders (ScoreSdeVeScheduler)",
+           "sigma_max": "score_sde VE diffusers folders (ScoreSdeVeScheduler)"}
+
+
+class OptionError(UserError):
+    """A loading option given for a model it does not apply to: ``option`` (a key of :data:`OPTIONS`, or an
+    unknown name) and ``model``, what the model is ("an sdekit bundle", "a DDPMScheduler model").
+    :meth:`naming` is the message with the option called otherwise (the command line names its flag)."""
+
+    def __init__(self, option: str, model: str):
+        self.option, self.model = option, model
+        super().__init__(self.naming(f"option {option!r}"))
+
+    def naming(self, name: str) -> str:
+        if self.option not in OPTIONS:
+            return f"{name} is not an option of sdekit.load; it takes {', '.join(OPTIONS)} (for diffusers folders)"
+        return f"{name} applies to {OPTIONS[self.option]}, not to {self.model}"
 
 
 # ---- the network ---------------------------------------------------------------------------------------
@@ -251,9 +279,10 @@ def _shape(cfg: dict, source) -> tuple[int, int, int]:
 def load_diffusers(found: DiffusersFolder, device=None, dtype=None, **overrides):
     """The :class:`~sdekit.model.Model` of a diffusers folder (see the module docstring).
 
-    overrides: for ScoreSdeVeScheduler ``sigma_min``, ``sigma_max``; for DDPM-style schedulers
-    ``prediction_type``. Anything else, a scheduler sdekit does not know, or a missing scheduler
-    config: UserError."""
+    overrides: for ScoreSdeVeScheduler ``sigma_min``, ``sigma_max`` (positive numbers, sigma_min < sigma_max,
+    in the data's units: model space [0, 1]) instead of the scheduler config's; for DDPM-style schedulers
+    ``prediction_type``. An option for another kind of model: :class:`OptionError`; a scheduler sdekit
+    does not know, or a missing scheduler config: UserError."""
     need_diffusers(found.unet)
     if found.scheduler is None or not found.scheduler.is_file():
         raise UserError(f"{found.unet}: no scheduler config beside the network (scheduler_config.json, or "
@@ -266,8 +295,7 @@ def load_diffusers(found: DiffusersFolder, device=None, dtype=None, **overrides)
     reader, allowed = SCHEDULES[kind]
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
-        raise UserError(f"option {unknown[0]!r} does not apply to a {kind} model; it takes "
-                        f"{', '.join(allowed) or 'none'}")
+        raise OptionError(unknown[0], f"a {kind} model")
     spec = reader(sched, found.scheduler, dict(overrides))
     ucfg = read_json(found.unet / "config.json", "UNet2DModel config")
     shape = _shape(ucfg, found.unet / "config.json")
