@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .accel import Acceleration, accelerate
 from .denoisers import ClassifierFree, Conditional, Denoiser, ScoreView, check_labels
 from .errors import UserError
 from .sde import SDE
@@ -55,6 +56,14 @@ class Model:
 
     def to(self, device=None, dtype=None) -> "Model":
         self.net.to(device=device, dtype=dtype)
+        return self
+
+    def accelerate(self, options: Acceleration) -> "Model":
+        """Run the network as ``options`` say from now on (:class:`sdekit.accel.Acceleration`: torch.compile,
+        channels-last memory, autocast in bf16 / fp16) on the model's current device; returns self. The
+        weights stay those of the model (shared). UserError when the options cannot run on that device
+        or the model has no network."""
+        self.net = accelerate(self.net, options, self.device)
         return self
 
     def check_labels(self, class_labels) -> None:

@@ -3,8 +3,9 @@
 Tensors: ``model.*`` (the weights), ``ema.*`` (the EMA weights), ``opt.{i}.{name}`` (Adam's state
 of parameter i) and ``rng.torch``; the metadata holds ``format`` = "sdekit-checkpoint" and
 ``state``, JSON with ``step``, ``hparams``, the optimizer's ``param_groups`` and non-tensor state
-(``opt_scalars``), the Python and NumPy RNG states (``rng``) and the torch ``threads`` the run
-used (absent in older checkpoints). Written atomically through :mod:`sdekit.persist`, never pickled.
+(``opt_scalars``), the Python and NumPy RNG states (``rng``), the torch ``threads`` the run
+used (absent in older checkpoints) and, for float16 autocast, the loss scaler's state (``grad_scaler``:
+its scale and growth counter; absent otherwise). Written atomically through :mod:`sdekit.persist`, never pickled.
 
 :func:`read_checkpoint` trusts nothing: every field is checked for its type and range, the RNG
 states are tried on throwaway generators, and :func:`restore` checks the tensors against the model
@@ -92,8 +93,9 @@ def _set_rng_states(tensors: dict, meta: dict) -> None:
 # ---- write, read, check, restore ---------------------------------------------------------------------
 
 def save_checkpoint(path, model: nn.Module, ema: EMA, opt: torch.optim.Optimizer, step: int, cfg: TrainConfig,
-                    extra: dict | None = None) -> None:
-    """Write the checkpoint of step ``step`` to ``path`` atomically (``extra``: more JSON state)."""
+                    extra: dict | None = None, scaler: torch.amp.GradScaler | None = None) -> None:
+    """Write the checkpoint of step ``step`` to ``path`` atomically (``extra``: more JSON state;
+    ``scaler``: a loss scaler whose state is kept when it is enabled)."""
     import json
     tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v.detach().clone() for k, v in ema.model.state_dict().items()})
@@ -109,6 +111,8 @@ def save_checkpoint(path, model: nn.Module, ema: EMA, opt: torch.optim.Optimizer
     tensors.update(rng_t)
     state = {"step": step, "hparams": hparams(cfg), "param_groups": osd["param_groups"], "opt_scalars": scalars,
              "rng": rng_meta, **(extra or {})}
+    if scaler is not None and scaler.is_enabled():
+        state["grad_scaler"] = dict(scaler.state_dict())            # scale, growth counter, factors
     write_tensors(path, tensors, metadata={"format": CKPT_FORMAT, "state": json.dumps(state)})
 
 
@@ -138,6 +142,9 @@ def read_checkpoint(path) -> Checkpoint:
                for g in state["param_groups"]), path, "the checkpoint's param_groups are malformed")
     expect(all(isinstance(k, str) and k.split(".", 1)[0].isdigit() and "." in k and (is_number(v) or v is None)
                for k, v in state["opt_scalars"].items()), path, "the checkpoint's opt_scalars are malformed")
+    scaler = state.get("grad_scaler", {})
+    expect(isinstance(scaler, dict) and all(is_number(v) and v >= 0 for v in scaler.values()), path,
+           "the checkpoint's grad_scaler state must map names to numbers >= 0")
     expect("rng.torch" in tensors, path, "the checkpoint has no torch RNG state")
     _check_rng(tensors, state["rng"], path)
     for name, v in tensors.items():
@@ -178,9 +185,10 @@ def _optimizer_state(ckpt: Checkpoint, opt: torch.optim.Optimizer) -> dict:
     return osd
 
 
-def restore(ckpt: Checkpoint, model: nn.Module, ema: EMA, opt: torch.optim.Optimizer) -> int:
-    """Put the checkpoint's model, EMA, optimizer and RNG states in place; return its step.
-    Tensors that do not fit the model or optimizer: UserError."""
+def restore(ckpt: Checkpoint, model: nn.Module, ema: EMA, opt: torch.optim.Optimizer,
+            scaler: torch.amp.GradScaler | None = None) -> int:
+    """Put the checkpoint's model, EMA, optimizer, RNG states and (into an enabled ``scaler``) the loss
+    scaler's state in place; return its step. Tensors that do not fit the model or optimizer: UserError."""
     osd = _optimizer_state(ckpt, opt)
     load_state(model, ckpt.prefixed("model."), ckpt.path, "checkpoint")
     load_state(ema.model, ckpt.prefixed("ema."), ckpt.path, "checkpoint")
@@ -189,6 +197,8 @@ def restore(ckpt: Checkpoint, model: nn.Module, ema: EMA, opt: torch.optim.Optim
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{ckpt.path}: optimizer state does not fit this model ({e})") from None
     _set_rng_states(ckpt.tensors, ckpt.state["rng"])
+    if scaler is not None and scaler.is_enabled() and ckpt.state.get("grad_scaler"):
+        scaler.load_state_dict(ckpt.state["grad_scaler"])
     return ckpt.step
 
 

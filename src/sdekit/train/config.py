@@ -51,10 +51,13 @@ class TrainConfig:
     resume: bool = False
     download: bool = False         # fetch MNIST / Fashion-MNIST / CIFAR-10 files missing from DIR
     threads: int | None = None     # torch CPU threads; None: sdekit.threads.default_threads (or the checkpoint's)
+    compile: bool = False          # torch.compile the network's forward (sdekit.accel)
+    channels_last: bool = False    # channels-last memory for the network's weights and inputs
+    autocast: str = "none"         # none | bf16 | fp16 (CUDA only, with loss scaling)
 
 
 HPARAMS_IGNORED = {"out", "steps", "sample_every", "ckpt_every", "log_every", "max_minutes", "progress", "resume",
-                   "download", "threads"}
+                   "download", "threads", "compile", "channels_last", "autocast"}
 
 
 def hparams(cfg: TrainConfig) -> dict:
@@ -64,7 +67,8 @@ def hparams(cfg: TrainConfig) -> dict:
 
 
 def validate(cfg: TrainConfig) -> None:
-    """UserError for a number out of its range or an unknown loss."""
+    """UserError for a number out of its range or an unknown loss (the execution options
+    compile / channels_last / autocast: :meth:`sdekit.accel.Acceleration.check`)."""
     checks = [(cfg.steps >= 1, "--steps must be >= 1"), (cfg.batch_size >= 1, "--batch-size must be >= 1"),
               (cfg.lr > 0, "--lr must be > 0"), (0 <= cfg.ema < 1, "--ema must lie in [0, 1)"),
               (0 <= cfg.label_dropout < 1, "--label-dropout must lie in [0, 1)"),

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
+from ..accel import Acceleration, accelerate, grad_scaler
 from ..bundle import save_bundle
 from ..data import load_dataset
 from ..errors import UserError
@@ -25,6 +25,7 @@ from .log import LOG_FIELDS, prepare_log, tensorboard
 from .model import LossModule, build_model
 from .pictures import sample_pictures
 from .seeds import Batches, draw_randomness, step_seed
+from .step import optimizer_step
 
 __all__ = ["train"]
 
@@ -40,6 +41,8 @@ def train(cfg: TrainConfig, device=None) -> dict:
     --resume (the same count keeps a resumed run bitwise exact), else :func:`sdekit.threads.default_threads`."""
     validate(cfg)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    options = Acceleration(cfg.compile, cfg.channels_last, cfg.autocast)
+    options.check(device)
     out = Path(cfg.out)
     ckpt_path = out / CKPT
     if ckpt_path.exists() and not cfg.resume:
@@ -63,11 +66,12 @@ def train(cfg: TrainConfig, device=None) -> dict:
         model = build_model(cfg, data).to(device)
         ema = EMA(model, cfg.ema)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        start = restore(saved, model, ema, opt) if saved is not None else 0
+        scaler = grad_scaler(options, device)
+        start = restore(saved, model, ema, opt, scaler) if saved is not None else 0
         if cfg.steps <= start:
             raise UserError(f"{ckpt_path}: the run is at step {start} already; --steps {cfg.steps} leaves "
                             f"nothing to train (pass a larger --steps to continue it)")
-        step_module = LossModule(model, cfg)
+        step_module = LossModule(accelerate(model, options, device), cfg)
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
             step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)
@@ -78,11 +82,11 @@ def train(cfg: TrainConfig, device=None) -> dict:
                 removed += remove_stale_temps(folder)
             atomic_write_text(out / "config.json", json.dumps({"hparams": hparams(cfg), "steps": cfg.steps}, indent=2) + "\n")
             prepare_log(out / "log.csv", start)
-        summary = _loop(cfg, data, sde, model, ema, opt, step_module, start, rank, world, device, out, threads)
+        summary = _loop(cfg, data, sde, model, ema, opt, scaler, step_module, start, rank, world, device, out, threads)
     return {**summary, "threads": threads, "removed": len(removed)}
 
 
-def _loop(cfg, data, sde, model, ema, opt, step_module, start, rank, world, device, out, threads) -> dict:
+def _loop(cfg, data, sde, model, ema, opt, scaler, step_module, start, rank, world, device, out, threads) -> dict:
     from tqdm.auto import tqdm
     B, b = cfg.batch_size, cfg.batch_size // world
     batches = Batches(len(data), B, cfg.seed)
@@ -112,11 +116,7 @@ def _loop(cfg, data, sde, model, ema, opt, step_module, start, rank, world, devi
             lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss = step_module(x0, labels, draws)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gn = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip else float("inf"))
-            opt.step()
+            loss, gn = optimizer_step(step_module, model.parameters(), opt, scaler, cfg.grad_clip, x0, labels, draws)
             ema.update(model, step)
             step += 1
             seen += B
@@ -139,7 +139,7 @@ def _loop(cfg, data, sde, model, ema, opt, step_module, start, rank, world, devi
                 stop = bool(all_mean(float(elapsed > 60 * cfg.max_minutes), world) > 0)
             last = step == cfg.steps or stop
             if rank == 0 and ((cfg.ckpt_every and step % cfg.ckpt_every == 0) or last):
-                save_checkpoint(out / CKPT, model, ema, opt, step, cfg, extra={"threads": threads})
+                save_checkpoint(out / CKPT, model, ema, opt, step, cfg, extra={"threads": threads}, scaler=scaler)
                 save_bundle(out / "model", ema.model, shape=data.shape, name=Path(cfg.out).name,
                             data_range=data.data_range or (-1.0, 1.0), data=cfg.data,
                             extra={"train": hparams(cfg), "step": step})
