@@ -1,4 +1,5 @@
 """sdekit train: train a score network (also under torchrun --nproc_per_node=K)."""
+from .common import ACCEL_HELP, AUTOCAST_CHOICES
 
 HELP = {
     "data": "digits | toy:NAME | folder:PATH | mnist:DIR | fashion-mnist:DIR | cifar10:DIR",
@@ -20,6 +21,7 @@ HELP = {
                "if set, else the CPUs this process may use that the load average leaves free, at most 8; "
                "a resumed run is bitwise exact at the same count)",
 }
+HELP.update(ACCEL_HELP)
 
 
 def _ints(s):
@@ -42,6 +44,8 @@ def add_arguments(p):
             p.add_argument(flag, type=_ints, default=default, help=help_)
         elif f.name in ("image_size", "channels", "threads"):
             p.add_argument(flag, type=int, default=None, help=help_ or "image size / channels (folder, MNIST, CIFAR)")
+        elif f.name == "autocast":
+            p.add_argument(flag, choices=AUTOCAST_CHOICES, default=default, help=help_)
         elif f.name == "max_minutes":
             p.add_argument(flag, type=float, default=None, help=help_)
         else:
