@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -39,20 +40,27 @@ def served():
 
 
 @pytest.fixture(scope="module")
-def page(served):
-    _, base = served
+def browser():
+    """One headless Chromium for every page of this module (the system's: nothing is downloaded)."""
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        pg = browser.new_page(viewport={"width": 1180, "height": 900})
-        pg.requests, pg.posts = [], []
-        pg.on("request", lambda r: pg.requests.append(r.url))
-        pg.on("request", lambda r: pg.posts.append(r.url) if r.method == "POST" else None)
-        pg.errors = []
-        pg.on("pageerror", lambda e: pg.errors.append(str(e)))
-        pg.goto(base)
-        pg.wait_for_selector("body[data-ready='1']", timeout=15000)
-        yield pg
-        browser.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(served, browser):
+    _, base = served
+    pg = browser.new_page(viewport={"width": 1180, "height": 900})
+    pg.requests, pg.posts = [], []
+    pg.on("request", lambda r: pg.requests.append(r.url))
+    pg.on("request", lambda r: pg.posts.append(r.url) if r.method == "POST" else None)
+    pg.errors = []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.goto(base)
+    pg.wait_for_selector("body[data-ready='1']", timeout=15000)
+    yield pg
+    pg.close()
 
 
 def set_value(page, selector, value):
@@ -224,3 +232,192 @@ def test_an_empty_canvas_asks_before_running(page):
     page.wait_for_timeout(300)
     assert asked and "empty" in asked[0] and len(page.posts) == posts       # dismissed: nothing sent
     assert not page.errors
+
+
+# ---- a colour model: the page adapts (palette and picker, canvas size, results at the canvas's size) ----
+
+def scenes(size: int) -> torch.Tensor:
+    """Six little landscapes (sky, sun, hills, a house) as pixels [6, 3, size, size] in [0, 1]."""
+    from PIL import Image, ImageDraw
+    s = size / 64
+    out = []
+    for sky, ground, sun, house in [("#87ceeb", "#4f9a3a", "#fcd34d", "#b5472e"), ("#1d3557", "#2f5233", "#f1faee", None),
+                                    ("#f4a261", "#8d5524", "#e63946", "#f1faee"), ("#a8dadc", "#e9c46a", "#ffffff", None),
+                                    ("#3a86ff", "#6a994e", "#ffbe0b", "#3d405b"), ("#cdb4db", "#52796f", "#ff006e", None)]:
+        im = Image.new("RGB", (size, size), sky)
+        d = ImageDraw.Draw(im)
+        d.ellipse([44 * s, 6 * s, 56 * s, 18 * s], fill=sun)
+        d.ellipse([-20 * s, 34 * s, 50 * s, 90 * s], fill=ground)
+        d.rectangle([0, 44 * s, size, size], fill=ground)
+        if house:
+            d.rectangle([30 * s, 30 * s, 46 * s, 46 * s], fill=house)
+            d.polygon([(28 * s, 31 * s), (38 * s, 22 * s), (48 * s, 31 * s)], fill="#3d2b1f")
+        out.append(torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255)
+    return torch.stack(out)
+
+
+class ExactDenoiser(torch.nn.Module):
+    """E[x0 | x_t] of data that are exactly ``pictures`` (model space [-1, 1]), under a discrete VP
+    schedule: what a perfectly trained network predicts (prediction "x0"), so edits give real pictures."""
+
+    def __init__(self, pictures: torch.Tensor, sde):
+        super().__init__()
+        self.sde = sde
+        self.register_buffer("x0", pictures.flatten(1))
+
+    def forward(self, x, timestep):
+        s = self.sde.scale(timestep.double() / (self.sde.N - 1)).float()[:, None]      # sqrt(alphas_cumprod)
+        d2 = (x.flatten(1)[:, None, :] - s[:, :, None] * self.x0[None]).pow(2).sum(-1)     # [B, K]
+        w = torch.softmax(-d2 / (2 * (1 - s ** 2)), dim=1)
+        return (w @ self.x0).view_as(x)
+
+
+def colour_model(size: int):
+    from sdekit.sde import DiscreteVPSDE
+    sde = DiscreteVPSDE(schedule="linear")
+    return sdekit.wrap(ExactDenoiser(2 * scenes(size) - 1, sde), prediction="x0", alphas_cumprod=sde.alphas_cumprod,
+                       shape=(3, size, size), name=f"landscapes-{size}")
+
+
+def open_page(browser, base):
+    pg = browser.new_page(viewport={"width": 1180, "height": 900})
+    pg.errors, pg.jobs = [], []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.on("request", lambda r: pg.jobs.append(r.post_data) if r.url.endswith("/api/jobs") else None)
+    pg.goto(base)
+    pg.wait_for_selector("body[data-ready='1']", timeout=15000)
+    return pg
+
+
+@pytest.fixture(scope="module")
+def rgb(browser):
+    srv = web.make_server(colour_model(64), "127.0.0.1", 0)
+    web.start_in_thread(srv)
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    pg = open_page(browser, base)
+    yield pg, base
+    pg.close()
+    web.stop(srv)
+
+
+def fetched(base, path):
+    """The image at ``path`` on the server, as Pillow reads it."""
+    import io
+    import urllib.request
+    from PIL import Image
+    with urllib.request.urlopen(base + path) as r:
+        return Image.open(io.BytesIO(r.read()))
+
+
+def pixel_of_canvas(page, u, v):
+    """The paint layer's colour at model pixel (u, v) (its centre)."""
+    return page.evaluate("""([u, v]) => { const c = document.getElementById('paint'), z = c.width / 64;
+        return [...c.getContext('2d').getImageData(Math.floor((u + 0.5) * z), Math.floor((v + 0.5) * z), 1, 1).data].slice(0, 3); }""",
+                         [u, v])
+
+
+def drag(page, points, z):
+    box = page.locator("#mask").bounding_box()
+    at = lambda u, v: (box["x"] + u * z, box["y"] + v * z)
+    page.mouse.move(*at(*points[0]))
+    page.mouse.down()
+    for q in points[1:]:
+        page.mouse.move(*at(*q), steps=8)
+    page.mouse.up()
+
+
+def test_a_colour_model_gets_a_colour_palette_and_paints_in_colour(rgb):
+    page, base = rgb
+    assert page.is_visible("#colour") and page.is_hidden("#grey-group")
+    names = page.eval_on_selector_all("#swatches button", "els => els.map(e => e.title)")
+    assert len(names) == 12 and {"red", "sky blue", "green"} <= set(names)
+    box = page.locator("#mask").bounding_box()
+    assert box["width"] == pytest.approx(64 * 6, abs=1) and box["height"] == pytest.approx(64 * 6, abs=1)
+    assert pixel_of_canvas(page, 3, 3) == [128, 128, 128]             # a natural-image model starts mid grey
+    assert "upload a photo" in page.inner_text("#canvas-hint")
+    z = box["width"] / 64
+
+    page.click("#swatches button[title='sky blue']")                  # a palette colour: the sky
+    page.click("#fill")
+    assert pixel_of_canvas(page, 3, 3) == [0x87, 0xce, 0xeb]
+    set_value(page, "#colour", "#2e8b3c")                              # the picker: any colour, for the ground
+    set_value(page, "#brush", 25)
+    assert page.inner_text("#brush-out") == "25% · 16 px"               # relative to the image: 16 of 64 pixels
+    drag(page, [(0, 52), (64, 52)], z)
+    drag(page, [(0, 60), (64, 60)], z)
+    page.click("#swatches button[title='yellow']")
+    set_value(page, "#brush", 12.5)
+    drag(page, [(50, 12), (50.5, 12)], z)                               # the sun: a dab
+    assert pixel_of_canvas(page, 32, 56) == [0x2e, 0x8b, 0x3c]
+
+    set_value(page, "#t0", 0.5)
+    set_value(page, "#steps", 20)
+    set_value(page, "#n", 3)
+    set_value(page, "#seed", 3)
+    page.click("#run")
+    wait_for_images(page, 3)
+    sizes = page.eval_on_selector_all("#results img.result", "els => els.map(e => [e.naturalWidth, e.naturalHeight, "
+                                      "e.getBoundingClientRect().width, e.getBoundingClientRect().height])")
+    assert [s[:2] for s in sizes] == [[64, 64]] * 3
+    assert all(s[2:] == pytest.approx([box["width"], box["height"]], abs=1) for s in sizes)    # the canvas's size
+    job = page.evaluate("() => document.querySelector('#results img.result').src").split("/api/jobs/")[1].split("/")[0]
+    result, guide = fetched(base, f"/api/jobs/{job}/result-0.png"), fetched(base, f"/api/jobs/{job}/guide.png")
+    assert result.mode == "RGB" and result.size == (64, 64) and guide.mode == "RGB" and guide.size == (64, 64)
+    px = np.array(result).reshape(-1, 3)
+    assert len(np.unique(px, axis=0)) > 3 and (px.max(1) != px.min(1)).any()         # a colour picture
+    # what the server was sent and used: the picked colours, exactly, where they were painted
+    assert guide.getpixel((32, 56)) == (0x2e, 0x8b, 0x3c) and guide.getpixel((5, 5)) == (0x87, 0xce, 0xeb)
+    assert guide.getpixel((50, 12)) == (0xfc, 0xbf, 0x49)
+    assert '"image":"data:image/png;base64,' in page.jobs[-1]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web_rgb.png"), full_page=True)
+    if os.environ.get("SDEKIT_SCREENSHOT_RGB"):
+        shutil.copyfile(ARTIFACTS / "web_rgb.png", os.environ["SDEKIT_SCREENSHOT_RGB"])
+    assert not page.errors
+
+
+def test_paint_over_an_uploaded_photo(rgb, tmp_path):
+    from PIL import Image
+    page, base = rgb
+    photo = Image.new("RGB", (300, 200), (200, 30, 40))                # wide: the centre square is kept
+    photo.paste(Image.new("RGB", (150, 200), (20, 60, 180)), (150, 0))
+    photo.save(tmp_path / "photo.png")
+    page.set_input_files("#upload", str(tmp_path / "photo.png"))
+    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('photo.png')", timeout=10000)
+    assert pixel_of_canvas(page, 10, 10) == [200, 30, 40] and pixel_of_canvas(page, 54, 10) == [20, 60, 180]
+    page.click("#swatches button[title='white']")
+    set_value(page, "#brush", 10)
+    z = page.locator("#mask").bounding_box()["width"] / 64
+    drag(page, [(8, 40), (56, 40)], z)                                 # a white bar across both halves
+    set_value(page, "#steps", 3)
+    set_value(page, "#n", 1)
+    page.click("#run")
+    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('done')", timeout=120_000)
+    job = page.evaluate("() => document.querySelector('#results img.result').src").split("/api/jobs/")[1].split("/")[0]
+    guide = fetched(base, f"/api/jobs/{job}/guide.png")
+    assert guide.getpixel((10, 10)) == (200, 30, 40) and guide.getpixel((54, 10)) == (20, 60, 180)   # the photo
+    assert guide.getpixel((20, 40)) == (255, 255, 255) and guide.getpixel((44, 40)) == (255, 255, 255)   # the stroke
+    assert not page.errors
+
+
+def test_a_256_pixel_model_is_shown_1_to_1(browser):
+    srv = web.make_server(colour_model(256), "127.0.0.1", 0)
+    web.start_in_thread(srv)
+    try:
+        page = open_page(browser, f"http://127.0.0.1:{srv.server_address[1]}")
+        box = page.locator("#mask").bounding_box()
+        assert (box["width"], box["height"]) == pytest.approx((256, 256), abs=1)
+        assert page.eval_on_selector("#paint", "c => [c.width, c.height]") == [256, 256]
+        assert "shown 1:1" in page.inner_text("#canvas-hint")
+        assert page.inner_text("#brush-out") == "12.5% · 32 px"
+        page.click("#tabs button[data-tab=sample]")
+        set_value(page, "#steps", 2)
+        set_value(page, "#n", 1)
+        page.click("#run")
+        wait_for_images(page, 1)
+        shown = page.eval_on_selector("#results img.result", "e => [e.naturalWidth, e.getBoundingClientRect().width]")
+        assert shown == [256, pytest.approx(256, abs=1)]
+        assert not page.errors
+        page.close()
+    finally:
+        web.stop(srv)

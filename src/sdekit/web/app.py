@@ -160,6 +160,19 @@ def json_object(data: bytes) -> dict:
     return body
 
 
+# ---- what the page paints on ------------------------------------------------------------------------------
+
+BACKGROUND = {"light-on-dark": "#000000", "natural": "#808080"}     # the canvas's colour before anything is painted
+
+
+def polarity(model) -> str:
+    """How the model's pictures look, which sets the page's canvas: "light-on-dark" for 1-channel models
+    (digits, MNIST: light strokes on black, the colour transparency becomes in :mod:`sdekit.images`), so
+    the canvas starts black and the brush white; "natural" for colour models (photographs: any colour
+    anywhere), so the canvas starts mid grey, the middle of the data range, and is painted or uploaded over."""
+    return "light-on-dark" if model.shape[0] == 1 else "natural"
+
+
 # ---- the app -----------------------------------------------------------------------------------------------
 
 class App:
@@ -185,9 +198,14 @@ class App:
 
     # -- what the page reads --
     def info(self) -> dict:
+        """The model as the page needs it: shape [C, H, W] (the canvas is H x W model pixels, a colour
+        palette for C = 3, grey for C = 1), ``polarity`` and the canvas's starting ``background``
+        (:func:`polarity`), the SDE, classes, samplers and defaults (t0, steps) per tab, and the limits."""
         m = self.model
         C, H, W = m.shape
-        return {"name": m.name, "shape": [C, H, W], "num_classes": m.num_classes,
+        look = polarity(m)
+        return {"name": m.name, "shape": [C, H, W], "num_classes": m.num_classes, "data": m.config.get("data"),
+                "polarity": look, "background": BACKGROUND[look],
                 "sde": type(m.sde).__name__, "T": float(m.sde.T),
                 "samplers": {k: list(samplers_for(k)) for k in KINDS},
                 "defaults": {k: self.defaults(k) for k in KINDS},

@@ -1,12 +1,24 @@
 // The SDEdit page: a paint layer (the guide) and a mask layer over it, drawn at the model's
-// resolution times `zoom`; jobs go to /api/jobs and are polled until their PNGs are ready.
+// resolution times `zoom` (small models enlarged to about DISPLAY css pixels, larger ones 1:1); the
+// palette, the canvas's starting colour and the hint follow the model (/api/info: shape, polarity,
+// background). Jobs go to /api/jobs and are polled until their PNGs are ready.
 // The canvas is shared by the Edit and Inpaint tabs; everything else (inputs, job, status, results)
 // belongs to one tab.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { info: null, tab: "edit", zoom: 24, undo: [], drawing: null, tabs: {}, initial: null, rendered: null };
-const DISPLAY = 384;          // target canvas size in CSS pixels
+const state = { info: null, tab: "edit", zoom: 24, display: [384, 384], bg: "#000000", undo: [], drawing: null,
+                tabs: {}, initial: null, rendered: null };
+const DISPLAY = 384;          // small models are enlarged by a whole factor to about this many CSS pixels
+const MAX_DISPLAY = 768;      // larger models are shown 1:1 up to this size, and scaled down beyond it
+const GREYS = [0, 64, 128, 192, 255];
+const COLOURS = [["#000000", "black"], ["#ffffff", "white"], ["#808080", "grey"], ["#d62828", "red"],
+                 ["#f77f00", "orange"], ["#fcbf49", "yellow"], ["#6a994e", "green"], ["#2a9d8f", "teal"],
+                 ["#87ceeb", "sky blue"], ["#3a86ff", "blue"], ["#1d3557", "navy"], ["#8d5524", "brown"]];
+const POLARITY_HINT = {
+  "light-on-dark": "This model's pictures are light strokes on a dark background: paint light on the black canvas.",
+  "natural": "Paint in colour over the grey canvas (fill a background first), or upload a photo and paint over it.",
+};
 const MASK_RGB = "#ff3b30";
 const INPUTS = ["steps", "n", "seed", "sampler", "t0", "repeats", "label"];
 
@@ -61,11 +73,24 @@ const paint = () => $("paint"), mask = () => $("mask");
 const ctx = (c) => c.getContext("2d", { willReadFrequently: true });
 
 function setupCanvas() {
-  const [C, H, W] = state.info.shape;
+  const [, H, W] = state.info.shape;
   state.zoom = Math.max(1, Math.floor(DISPLAY / Math.max(H, W)));
-  for (const c of [paint(), mask()]) { c.width = W * state.zoom; c.height = H * state.zoom; }
+  state.bg = state.info.background || "#000000";
+  const fit = Math.min(1, MAX_DISPLAY / (state.zoom * Math.max(H, W)));
+  state.display = [W * state.zoom * fit, H * state.zoom * fit];          // CSS pixels of the canvas and the results
+  for (const c of [paint(), mask()]) {
+    c.width = W * state.zoom; c.height = H * state.zoom;
+    c.style.width = `${state.display[0]}px`; c.style.height = `${state.display[1]}px`;
+  }
   clearLayer("paint"); clearLayer("mask"); state.undo = [];
-  $("canvas-hint").textContent = `${W}×${H} model pixels shown ${state.zoom}× enlarged; the model sees it resized to ${W}×${H} (the guide beside the results).`;
+  const shown = state.zoom > 1 ? `shown ${state.zoom}× enlarged` : fit < 1 ? `shown at ${Math.round(100 * fit)}%` : "shown 1:1";
+  $("canvas-hint").textContent = `${W}×${H} model pixels, ${shown}; the model sees exactly these pixels (the guide beside ` +
+    `the results). ${POLARITY_HINT[state.info.polarity] || ""}`;
+}
+
+function brushPixels() {      // the brush diameter in model pixels: a percentage of the image's longer side
+  const [, H, W] = state.info.shape;
+  return +$("brush").value / 100 * Math.max(H, W);
 }
 
 function layer() { return document.querySelector("input[name=layer]:checked").value; }
@@ -89,7 +114,7 @@ function undo() {
 
 function clearLayer(which) {
   const c = which === "paint" ? paint() : mask(), g = ctx(c);
-  if (which === "paint") { g.fillStyle = "#000"; g.fillRect(0, 0, c.width, c.height); }
+  if (which === "paint") { g.fillStyle = state.bg; g.fillRect(0, 0, c.width, c.height); }
   else g.clearRect(0, 0, c.width, c.height);
 }
 
@@ -103,9 +128,9 @@ function stroke(from, to) {
   const g = ctx(onMask ? mask() : paint());
   g.save();
   g.lineCap = g.lineJoin = "round";
-  g.lineWidth = +$("brush").value * state.zoom;
+  g.lineWidth = brushPixels() * state.zoom;
   g.globalCompositeOperation = onMask && erase ? "destination-out" : "source-over";
-  g.strokeStyle = g.fillStyle = onMask ? MASK_RGB : (erase ? "#000" : brushColour());
+  g.strokeStyle = g.fillStyle = onMask ? MASK_RGB : (erase ? state.bg : brushColour());
   g.beginPath(); g.moveTo(from[0], from[1]); g.lineTo(to[0] + 0.01, to[1]); g.stroke();
   g.restore();
 }
@@ -183,7 +208,10 @@ function updateLayer() { document.body.classList.toggle("layer-mask", layer() ==
 function setupControls() {
   for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => setTab(b.dataset.tab));
   for (const r of document.querySelectorAll("input[name=layer]")) r.addEventListener("change", updateLayer);
-  const showBrush = () => { $("brush-out").textContent = `${$("brush").value} px`; };
+  const showBrush = () => {
+    const px = brushPixels();
+    $("brush-out").textContent = `${$("brush").value}% · ${px < 10 ? +px.toFixed(1) : Math.round(px)} px`;
+  };
   $("brush").addEventListener("input", showBrush); showBrush();
   $("t0").addEventListener("input", () => { $("t0-out").textContent = (+$("t0").value).toFixed(2); });
   $("undo").addEventListener("click", undo);
@@ -193,18 +221,23 @@ function setupControls() {
   $("reseed").addEventListener("click", () => { $("seed").value = Math.floor(Math.random() * 2 ** 31); });
   $("run").addEventListener("click", run);
   $("cancel").addEventListener("click", cancel);
-  if (state.info.shape[0] === 1) {
-    $("colour-group").hidden = true; $("grey-group").hidden = false;
-    for (const g of [0, 64, 128, 192, 255]) {
-      const b = document.createElement("button");
-      b.style.background = `rgb(${g},${g},${g})`; b.title = `grey ${g}`;
-      b.addEventListener("click", () => { $("grey").value = g; });
-      $("swatches").appendChild(b);
-    }
-  }
+  setupPalette();
   if (state.info.num_classes > 0) {
     $("label-field").hidden = false;
     for (let k = 0; k < state.info.num_classes; k++) $("label").add(new Option(String(k), String(k)));
+  }
+}
+
+function setupPalette() {     // grey levels for a 1-channel model, colours and a colour picker for RGB
+  const grey = state.info.shape[0] === 1;
+  $("grey-group").hidden = !grey; $("colour-group").hidden = grey;
+  const swatches = grey ? GREYS.map((g) => [`rgb(${g},${g},${g})`, `grey ${g}`, () => { $("grey").value = g; }])
+                        : COLOURS.map(([hex, name]) => [hex, name, () => { $("colour").value = hex; }]);
+  for (const [css, name, pick] of swatches) {
+    const b = document.createElement("button");
+    b.style.background = css; b.title = name; b.setAttribute("aria-label", name);
+    b.addEventListener("click", () => { pick(); $("eraser").checked = false; });
+    $("swatches").appendChild(b);
   }
 }
 
@@ -222,16 +255,17 @@ function request(tab) {
   return body;
 }
 
-function canvasIsEmpty() {
+function canvasIsEmpty() {    // nothing but the starting colour
+  const n = parseInt(state.bg.slice(1), 16), bg = [n >> 16, (n >> 8) & 255, n & 255];
   const d = ctx(paint()).getImageData(0, 0, paint().width, paint().height).data;
-  for (let i = 0; i < d.length; i += 4) if (d[i] || d[i + 1] || d[i + 2]) return false;
+  for (let i = 0; i < d.length; i += 4) if (d[i] !== bg[0] || d[i + 1] !== bg[1] || d[i + 2] !== bg[2]) return false;
   return true;
 }
 
 async function run() {
   const tab = state.tab;
   if (tab !== "sample" && canvasIsEmpty() &&
-      !window.confirm("The canvas is empty: nothing is painted or uploaded. Run on a black image anyway?")) return;
+      !window.confirm("The canvas is empty: nothing is painted or uploaded. Run on it anyway?")) return;
   update(tab, { message: "", status: "sending…", progress: 0 });
   let job;
   try {
@@ -264,12 +298,16 @@ async function cancel() {
   catch (e) { message(e.message); }
 }
 
+function shownSize(job) {     // CSS pixels of a result: the canvas's size; samples half of it, but never below 1:1
+  const [, , W] = state.info.shape, [dw, dh] = state.display;
+  const f = job.kind === "sample" ? Math.min(1, Math.max(0.5, W / dw)) : 1;
+  return [Math.round(dw * f), Math.round(dh * f)];
+}
+
 function figure(job, url, caption, name, extra) {
-  const [, H, W] = state.info.shape;
   const f = document.createElement("figure");
   const img = document.createElement("img");
-  const size = Math.max(64, Math.min(job.kind === "sample" ? 96 : 160, 8 * Math.max(H, W)));
-  img.src = url; img.alt = caption; img.width = Math.round(size * W / Math.max(H, W)); img.height = Math.round(size * H / Math.max(H, W));
+  img.src = url; img.alt = caption; [img.width, img.height] = shownSize(job);
   const cap = document.createElement("figcaption");
   cap.append(caption);
   const a = document.createElement("a"); a.href = url; a.download = name; a.textContent = "PNG"; a.title = "download";
