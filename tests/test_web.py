@@ -288,6 +288,28 @@ def test_info(served, model):
     assert d["t0"] == default_t0(model) and d["steps"] == sdedit_steps("reverse_diffusion", d["t0"])
 
 
+def test_info_tells_the_page_how_the_model_looks():
+    from sdekit.sdedit import default_t0
+    from sdekit.web.app import App
+    for shape, look, background in [((1, 16, 16), "light-on-dark", "#000000"), ((3, 8, 8), "natural", "#808080")]:
+        app = App(random_model(shape=shape, sde="vp"))
+        try:
+            info = app.info()
+        finally:
+            app.queue.close()
+        assert info["shape"] == list(shape) and info["polarity"] == look and info["background"] == background
+        assert info["defaults"]["edit"]["t0"] == default_t0(app.model)
+
+
+def test_an_rgb_canvas_shown_1_to_1_reaches_the_model_unchanged():
+    g = torch.Generator().manual_seed(0)
+    u = torch.randint(0, 256, (3, 32, 32), generator=g).float() / 255
+    back = web.load_canvas(png(to_pil(u)), (3, 32, 32)).pixels[0]              # a 32x32 model, no enlargement
+    assert torch.equal(back, u)
+    big = web.load_canvas(png(to_pil(u).resize((96, 96), Image.NEAREST)), (3, 32, 32)).pixels[0]   # 3x enlarged
+    torch.testing.assert_close(big, u, atol=1e-6, rtol=0)
+
+
 def test_upload_validates_and_resizes(served):
     _, base = served
     s, _, b = call(base + "/api/upload", png(stroke_canvas(160)), "POST", OCTETS)
