@@ -84,8 +84,8 @@ def test_paint_a_stroke_and_run_sdedit(served, page):
     box = canvas.bounding_box()
     assert box["width"] == pytest.approx(W * (384 // W), abs=1)              # comfortable zoom
 
-    # a 7, in model-pixel units: a bar along row 3, then a diagonal down to row 13
-    z = box["width"] / W
+    # a 7, in sixteenths of the image: a bar along row 3, then a diagonal down to row 13
+    z = box["width"] / 16
     at = lambda u, v: (box["x"] + u * z, box["y"] + v * z)
     page.mouse.move(*at(4.5, 3))
     page.mouse.down()
@@ -107,10 +107,11 @@ def test_paint_a_stroke_and_run_sdedit(served, page):
     sizes = page.eval_on_selector_all("#results img.result", "els => els.map(e => [e.naturalWidth, e.naturalHeight])")
     assert sizes == [[W, H]] * 3
     # the guide the model saw is the stroke, box-filtered to the model's resolution
-    guide = page.evaluate("""() => { const i = document.querySelector('#results figure.guide img');
+    guide = page.evaluate("""f => { const i = document.querySelector('#results figure.guide img');
         const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;
         const g = c.getContext('2d'); g.drawImage(i, 0, 0); const d = g.getImageData(0, 0, c.width, c.height).data;
-        return [d[(3 * c.width + 8) * 4], d[(10 * c.width + 2) * 4]]; }""")
+        const at = (u, v) => d[(Math.floor(v * f) * c.width + Math.floor(u * f)) * 4];
+        return [at(8, 3), at(2, 10)]; }""", W / 16)
     assert guide[0] > 200 and guide[1] == 0
     assert "done" in page.inner_text("#status")
     assert page.get_attribute("#results a[download]", "download").endswith(".png")
