@@ -301,6 +301,14 @@ def test_info_tells_the_page_how_the_model_looks():
         assert info["defaults"]["edit"]["t0"] == default_t0(app.model)
 
 
+def test_models_of_other_shapes_are_refused_before_serving():
+    from sdekit.web.app import App
+    for shape in [(2,), (4, 8, 8)]:
+        net = torch.nn.Identity()
+        with pytest.raises(UserError, match=r"the page paints grey or RGB images; \w+ takes samples of shape"):
+            App(sdekit.wrap(net, prediction="x0", sde=sdekit.VPSDE(), shape=shape))
+
+
 def test_an_rgb_canvas_shown_1_to_1_reaches_the_model_unchanged():
     g = torch.Generator().manual_seed(0)
     u = torch.randint(0, 256, (3, 32, 32), generator=g).float() / 255

@@ -179,6 +179,9 @@ class App:
     """The model, its job queue and the limits, and the Starlette app (``asgi``) that serves them."""
 
     def __init__(self, model, limits: Limits = Limits(), bound: str = "127.0.0.1", allow_hosts=()):
+        if len(model.shape) != 3 or model.shape[0] not in (1, 3):
+            raise UserError(f"the page paints grey or RGB images; {model.name} takes samples of shape "
+                            f"{tuple(model.shape)}, not (1 or 3, H, W)")
         self.model, self.limits = model, limits
         self.queue = JobQueue(model, limits)
         self.decoders = anyio.CapacityLimiter(limits.decodes)
