@@ -18,9 +18,10 @@ hence
     bpd_8bit = -log2 p_x(x) / D - log2(hi - lo) + 8,                                       (bpd)
 score_sde's convention ("offset = 7 - inverse_scaler(-1)": +7 for data in [-1, 1], +8 in [0, 1]).
 
-Solvers: adaptive RK45 in t (score_sde's setting: rtol = atol = 1e-5), or a fixed-step Heun in the
-scaled variable y = x / s(t) with sigma as time, where the ODE is EDM's  dy/dsigma = (y - D(y; sigma))
-/ sigma  (Karras et al. eq. 3); then  log p_x = log p_y - D log s.
+Solvers: adaptive RK45 in t (score_sde's setting: rtol = atol = 1e-5); adaptive RK45 in the scaled
+variable y = x / s(t) with u = log sigma as time, where the ODE is  dy/du = y - D(y; sigma)  (EDM's
+dy/dsigma = (y - D) / sigma, Karras et al. eq. 3, times sigma) and each sample's log-density error is
+controlled in bits/dim; or a fixed-step Heun in y with sigma as time. In y,  log p_x = log p_y - D log s.
 """
 from __future__ import annotations
 
@@ -40,7 +41,11 @@ from .sde import SDE, _bcast
 __all__ = ["likelihood", "encode", "decode", "interpolate", "bits_per_dim", "uniform_dequantize", "slerp"]
 
 PROBES = ("auto", "rademacher", "gaussian", "exact")
-EXACT_MAX_DIM = 8       # "auto": the exact divergence (D backward passes) up to this many dimensions
+SOLVERS = ("rk45", "rk45_logsigma", "heun")
+EXACT_MAX_DIM = 64      # "auto": the exact divergence (D vector-Jacobian products) up to this many dimensions
+CHUNK_ROWS = 1024       # rows (points x probes) per network call when computing divergences
+TOLERANCES = {"rk45": (1e-5, 1e-5), "rk45_logsigma": (1e-3, 1e-3)}   # default (rtol, atol) per solver
+BPD_TOL = 1e-3          # rk45_logsigma: local error of each sample's log-density per step, bits/dim
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -89,60 +94,108 @@ def bits_per_dim(logp: torch.Tensor, dim: int, data_scale: float | None = None) 
     return bpd
 
 
-def _probes(x: torch.Tensor, kind: str, n: int, generator) -> list[torch.Tensor]:
+def _probes(x: torch.Tensor, kind: str, n: int, generator) -> torch.Tensor:
+    """n Hutchinson probes [n, B, ...]: Rademacher (+-1) or standard Gaussian entries."""
     dev = generator.device if generator is not None else x.device
-    out = []
-    for _ in range(n):
-        e = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
-        out.append(e.sign() if kind == "rademacher" else e)
-    return out
+    e = torch.randn((n, *x.shape), generator=generator, dtype=x.dtype, device=dev).to(x.device)
+    return e.sign() if kind == "rademacher" else e
 
 
-def _drift_div(drift, x: torch.Tensor, t: torch.Tensor, probes):
-    """v = drift(x, t) and div v per sample: exact [B, 1] if probes is None, else [B, K] estimates e^T J e."""
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        v = drift(x, t)
-        if probes is None:
-            vf = v.flatten(1)
-            cols = [torch.autograd.grad(vf[:, j].sum(), x, retain_graph=True)[0].flatten(1)[:, j]
-                    for j in range(vf.shape[1])]
-            div = torch.stack(cols, 1).sum(1, keepdim=True)
-        else:
-            div = torch.stack([(torch.autograd.grad(v, x, e, retain_graph=i < len(probes) - 1)[0] * e).flatten(1).sum(1)
-                               for i, e in enumerate(probes)], 1)
-    return v.detach(), div.detach()
+def _basis(x: torch.Tensor) -> torch.Tensor:
+    """The D unit vectors of one sample's space, for every sample: [D, B, ...] (exact traces)."""
+    B, D = x.shape[0], x[0].numel()
+    eye = torch.eye(D, dtype=x.dtype, device=x.device)
+    return eye[:, None, :].expand(D, B, D).reshape(D, *x.shape)
+
+
+def _velocity_div(velocity, x: torch.Tensor, time, probes: torch.Tensor | None):
+    """v = velocity(x, time) [B, ...] and its divergence per sample: the exact trace of dv/dx [B, 1] if
+    probes is None, else the Hutchinson estimates e^T (dv/dx) e [B, K], one per probe of probes [K, B, ...].
+
+    All K (exact: D) vector-Jacobian products come from one call of ``velocity`` on the batch repeated K
+    times and one backward pass, at most CHUNK_ROWS rows per call (more calls beyond that)."""
+    B = x.shape[0]
+    vecs = _basis(x) if probes is None else probes
+    per_call = max(1, CHUNK_ROWS // B)
+    v, traces = None, []
+    for chunk in vecs.split(per_call):
+        k = chunk.shape[0]
+        with torch.enable_grad():
+            xr = x.detach().repeat(k, *[1] * (x.dim() - 1)).requires_grad_(True)
+            out = velocity(xr, time.repeat(k) if torch.is_tensor(time) else time)
+            grad, = torch.autograd.grad(out, xr, chunk.reshape(xr.shape))
+        traces.append((grad * chunk.reshape(xr.shape)).flatten(1).sum(1).reshape(k, B).T)
+        v = out[:B].detach() if v is None else v
+    div = torch.cat(traces, 1).detach()
+    return v, (div.sum(1, keepdim=True) if probes is None else div)
 
 
 # ---- the ODE with its log-density -----------------------------------------------------------------
 
 def _rk45_path(sde, score, x, eps, probes, rtol, atol):
-    """(ll) in t by RK45 on the state [x, int div]: returns x(T), int_eps^T div [B, K], steps."""
+    """(ll) in t by RK45 on the state [x, int div]: returns x(T), int_eps^T div [B, K], NFE, steps."""
     B, n = x.shape[0], x.numel()
-    K = 1 if probes is None else len(probes)
 
     def f(t, state):
         xt = state[:n].reshape(x.shape)
-        v, div = _drift_div(lambda z, tt: sde.ode_drift(score.score, z, tt), xt, torch.full((B,), t, dtype=x.dtype,
-                                                                                        device=x.device), probes)
+        v, div = _velocity_div(lambda z, tt: sde.ode_drift(score.score, z, tt), xt,
+                               torch.full((B,), t, dtype=x.dtype, device=x.device), probes)
         return torch.cat([v.reshape(-1), div.reshape(-1)])
 
+    K = 1 if probes is None else probes.shape[0]
     y0 = torch.cat([x.reshape(-1), x.new_zeros(B * K)])
-    y, _, steps = rk45(f, y0, eps, sde.T, rtol=rtol, atol=atol)
-    return y[:n].reshape(x.shape), y[n:].reshape(B, K), steps
+    y, nfe, steps = rk45(f, y0, eps, sde.T, rtol=rtol, atol=atol)
+    return y[:n].reshape(x.shape), y[n:].reshape(B, K), nfe, steps
+
+
+def _log_s(sde, x, eps):
+    """log s(eps), log s(T) [B]: log p_x = log p_y - D log s in y = x / s."""
+    t = torch.tensor([eps, sde.T], dtype=torch.float64)
+    return [torch.full((x.shape[0],), v, dtype=x.dtype, device=x.device) for v in sde.scale(t).log().tolist()]
+
+
+def _logsigma_path(sde, score, x, eps, probes, rtol, atol, bpd_tol):
+    """(ll) in y = x/s with u = log sigma as time: dy/du = y - D(y; e^u) (EDM's ODE, Karras et al. eq. 3,
+    times sigma), smooth in u where it is stiff in t. RK45 on [y, int div du], the error of every sample
+    held separately: its y by rtol/atol (RMS over its coordinates), its log-density within bpd_tol bits/dim
+    per step. Returns x(T), int div [B, K] (with the -D log s terms), NFE, steps."""
+    B, n, D = x.shape[0], x.numel(), x[0].numel()
+    den = score.denoise
+    log_s_eps, log_s_T = _log_s(sde, x, eps)
+    u0, u1 = sde.sigma(torch.tensor([eps, sde.T], dtype=torch.float64)).log().tolist()
+    K = 1 if probes is None else probes.shape[0]
+
+    def f(u, state):
+        y = state[:n].reshape(x.shape)
+        w, div = _velocity_div(lambda z, sig: z - den(z, sig), y, math.exp(u), probes)
+        return torch.cat([w.reshape(-1), div.reshape(-1)])
+
+    def worst_sample(scaled):                      # max over samples of max(RMS of y, |log p|)
+        ey = scaled[:n].reshape(B, D).pow(2).mean(1).sqrt()
+        el = scaled[n:].reshape(B, K).abs().amax(1)
+        return float(torch.maximum(ey, el).max())
+
+    tol_logp = bpd_tol * D * math.log(2)           # bits/dim -> nats of the whole sample
+    rtols = torch.cat([x.new_full((n,), rtol), x.new_zeros(B * K)])
+    atols = torch.cat([x.new_full((n,), atol), x.new_full((B * K,), tol_logp)])
+    state0 = torch.cat([(x / _bcast(log_s_eps.exp(), x)).reshape(-1), x.new_zeros(B * K)])
+    state, nfe, steps = rk45(f, state0, u0, u1, rtol=rtols, atol=atols, norm=worst_sample)
+    y = state[:n].reshape(x.shape)
+    acc = state[n:].reshape(B, K) + (D * (log_s_T - log_s_eps))[:, None]
+    return _bcast(log_s_T.exp(), y) * y, acc, nfe, steps
 
 
 def _heun_path(sde, score, x, eps, probes, steps, progress=False, schedule="karras"):
     """(ll) in y = x/s with sigma as time: Heun (2nd order) on the ascending Karras grid sigma(eps) -> sigma(T).
-    Returns x(T), int div_x dt [B, K] (including the -D log s terms), steps."""
-    B, D = x.shape[0], x[0].numel()
+    Returns x(T), int div_x dt [B, K] (including the -D log s terms), NFE, steps."""
+    D = x[0].numel()
     den = score.denoise
     sigmas = sigma_schedule(sde, steps + 1, schedule, eps).flip(0).tolist()
-    t_eps, t_T = (torch.full((B,), v, dtype=x.dtype, device=x.device) for v in (eps, sde.T))
-    y = x / _bcast(sde.scale(t_eps), x)
+    log_s_eps, log_s_T = _log_s(sde, x, eps)
+    y = x / _bcast(log_s_eps.exp(), x)
 
     def f(y, sig):
-        return _drift_div(lambda z, _: (z - den(z, sig)) / sig, y, None, probes)
+        return _velocity_div(lambda z, s: (z - den(z, s)) / s, y, sig, probes)
 
     acc = 0.0
     for sig, sig_next in tqdm(list(zip(sigmas[:-1], sigmas[1:])), disable=not progress, desc="likelihood"):
@@ -152,43 +205,54 @@ def _heun_path(sde, score, x, eps, probes, steps, progress=False, schedule="karr
         v2, div2 = f(y_next, sig_next)
         y = y + h * 0.5 * (v + v2)
         acc = acc + h * 0.5 * (div + div2)
-    s_eps, s_T = sde.scale(t_eps), sde.scale(t_T)
-    acc = acc + (D * (s_T.log() - s_eps.log()))[:, None]            # log p_x = log p_y - D log s
-    return _bcast(s_T, y) * y, acc, steps
+    acc = acc + (D * (log_s_T - log_s_eps))[:, None]            # log p_x = log p_y - D log s
+    return _bcast(log_s_T.exp(), y) * y, acc, 2 * steps, steps
 
 
 # ---- public API -------------------------------------------------------------------------------------
 
 def likelihood(sde: SDE, score_fn, x: torch.Tensor, data_scale: float | None = None, data_range=None,
-               probes: str = "auto", n_probes: int = 1, solver: str = "rk45", rtol: float = 1e-5,
-               atol: float = 1e-5, steps: int = 64, schedule: str = "karras", eps: float | None = None,
+               probes: str = "auto", n_probes: int = 1, solver: str = "rk45", rtol: float | None = None,
+               atol: float | None = None, steps: int = 64, schedule: str = "karras", eps: float | None = None,
                dequantize: bool = False,
                generator: torch.Generator | None = None, return_info: bool = False, progress: bool = False,
-               hutchinson: str | None = None, prior_logp=None):
-    """Per-sample bits/dim [B] of x (model space) under the model's p_eps, by (ll) and (bpd).
+               hutchinson: str | None = None, prior_logp=None, bpd_tol: float = BPD_TOL):
+    """Per-sample bits/dim [B] of x (model space, [B, ...]) under the model's p_eps, by (ll) and (bpd).
 
     data_scale: model-space width of the pixel range [0, 1] (2 for data in [-1, 1]); given (or given
     ``data_range=(lo, hi)``), x is 8-bit image data and the result is score_sde's 8-bit bits/dim.
     dequantize: first replace x by its uniform dequantisation (needs data_range).
     probes (alias hutchinson): "auto" (default: the exact divergence when a sample has at most
-    max(8, n_probes) dimensions, where it costs no more than the probes, else one Rademacher probe),
-    "rademacher" | "gaussian" (Hutchinson, n_probes estimates each) or "exact".
-    solver: "rk45" (rtol, atol; score_sde's default 1e-5) or "heun" (``steps`` fixed steps, 2 NFE each,
-    on the noise levels of ``schedule``, see sigma_schedule).
+    max(EXACT_MAX_DIM = 64, n_probes) dimensions, else one Rademacher probe), "rademacher" | "gaussian"
+    (Hutchinson, n_probes estimates each) or "exact". Every evaluation computes its K vector-Jacobian
+    products (K = D for "exact") in one network call on the batch repeated K times (CHUNK_ROWS rows
+    per call at most) and one backward pass.
+    solver: "rk45" (default; adaptive Dormand-Prince in t on the whole batch, score_sde's setting;
+    rtol, atol default 1e-5), "rk45_logsigma" (Dormand-Prince in y = x/s with u = log sigma as time,
+    each sample's error held separately and its log-density's to ``bpd_tol`` bits/dim per step; rtol,
+    atol default 1e-3 for y) or "heun" (``steps`` fixed steps, 2 NFE each, on the noise levels of
+    ``schedule``, see sigma_schedule).
     eps: starting time (default 1e-5 on t in [0, 1], as score_sde; sde.eps for EDM).
     prior_logp: log-density at T (default sde.prior_logp, which is only approximately p_T).
-    return_info: also return a dict with nfe, steps, logp (nats), prior_logp, bpd_se (standard
-    error over probes, NaN for one probe), bpd_probes [B, K] and z = x(T).
+    return_info: also return a dict with nfe (evaluations of the ODE's right-hand side: one forward
+    and one backward pass each), network_calls, vjps_per_nfe (K), steps, logp (nats), prior_logp,
+    bpd_se (standard error over probes, NaN for one probe; 0 for the exact divergence), bpd_probes
+    [B, K] and z = x(T).
+    Raises UserError for an unknown probes or solver, non-positive n_probes, steps, rtol, atol or
+    bpd_tol, eps outside (0, T), x not a finite batch, or a score_fn that does not pass gradients.
     """
     probes = str(hutchinson or probes).lower()
     if probes not in PROBES:
         raise UserError(f"unknown divergence estimator {probes!r}; choose one of {', '.join(PROBES)}")
     if probes == "auto" and torch.is_tensor(x) and x.dim() >= 1:
         probes = "exact" if x[0].numel() <= max(EXACT_MAX_DIM, int(n_probes)) else "rademacher"
-    if solver not in ("rk45", "heun"):
-        raise UserError(f"unknown likelihood solver {solver!r}; choose rk45 or heun")
+    if solver not in SOLVERS:
+        raise UserError(f"unknown likelihood solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     if int(n_probes) < 1 or int(steps) < 1:
         raise UserError(f"n_probes and steps must be positive, got {n_probes}, {steps}")
+    rtol, atol = (d if v is None else float(v) for v, d in zip((rtol, atol), TOLERANCES.get(solver, (1e-5, 1e-5))))
+    if not (rtol > 0 and atol > 0 and float(bpd_tol) > 0):
+        raise UserError(f"rtol, atol and bpd_tol must be positive, got {rtol}, {atol}, {bpd_tol}")
     if x.dim() < 2 or x.shape[0] < 1:
         raise UserError(f"x must be a batch [B, ...], got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
@@ -211,9 +275,11 @@ def likelihood(sde: SDE, score_fn, x: torch.Tensor, data_scale: float | None = N
     score = _counted(sde, score_fn)
     e = None if probes == "exact" else _probes(x, probes, int(n_probes), generator)
     if solver == "rk45":
-        z, delta, n_steps = _rk45_path(sde, score, x, eps, e, rtol, atol)
+        z, delta, nfe, n_steps = _rk45_path(sde, score, x, eps, e, rtol, atol)
+    elif solver == "rk45_logsigma":
+        z, delta, nfe, n_steps = _logsigma_path(sde, score, x, eps, e, rtol, atol, float(bpd_tol))
     else:
-        z, delta, n_steps = _heun_path(sde, score, x, eps, e, int(steps), progress, schedule)
+        z, delta, nfe, n_steps = _heun_path(sde, score, x, eps, e, int(steps), progress, schedule)
     prior = (sde.prior_logp if prior_logp is None else prior_logp)(z)
     logp = prior[:, None] + delta                                      # (ll), one column per probe
     D = x[0].numel()
@@ -226,7 +292,8 @@ def likelihood(sde: SDE, score_fn, x: torch.Tensor, data_scale: float | None = N
         se = torch.zeros_like(bpd)                          # no probe noise (the solver's error remains)
     else:
         se = bpd_k.std(1) / math.sqrt(K) if K > 1 else torch.full_like(bpd, float("nan"))
-    return bpd, {"nfe": score.nfe, "steps": n_steps, "logp": logp.mean(1), "prior_logp": prior,
+    return bpd, {"nfe": nfe, "network_calls": score.nfe, "vjps_per_nfe": D if probes == "exact" else K,
+                 "steps": n_steps, "logp": logp.mean(1), "prior_logp": prior,
                  "bpd_se": se, "bpd_probes": bpd_k, "z": z, "eps": eps, "solver": solver, "probes": probes}
 
 

@@ -33,11 +33,13 @@ def _rms(x: torch.Tensor) -> float:
 
 def rk45(f: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor, t0: float, t1: float,
          rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 100_000, first_step: float | None = None,
-         on_step: Callable[[float, torch.Tensor], torch.Tensor | None] | None = None):
+         on_step: Callable[[float, torch.Tensor], torch.Tensor | None] | None = None,
+         norm: Callable[[torch.Tensor], float] = _rms):
     """Integrate dy/dt = f(t, y) from t0 to t1 (either direction). Returns (y(t1), nfe, n_steps).
 
     on_step(t, y), called after every accepted step, may return a replaced state (the derivative is
-    then evaluated afresh at it)."""
+    then evaluated afresh at it). norm: the size of an error already divided by atol + rtol |y|, a
+    step being accepted when it is at most 1 (default: the RMS over the whole state, as scipy's)."""
     direction = 1.0 if t1 >= t0 else -1.0
     t, y = float(t0), y0
     k1 = f(t, y)
@@ -47,13 +49,13 @@ def rk45(f: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor, t0:
         return y, nfe, 0
     if first_step is None:                      # Hairer, Norsett & Wanner, II.4 "starting step size"
         scale = atol + y.abs() * rtol
-        d0, d1 = _rms(y / scale), _rms(k1 / scale)
+        d0, d1 = norm(y / scale), norm(k1 / scale)
         h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
         h0 = min(h0, span)
         y1 = y + direction * h0 * k1
         k = f(t + direction * h0, y1)
         nfe += 1
-        d2 = _rms((k - k1) / scale) / h0
+        d2 = norm((k - k1) / scale) / h0
         h1 = max(1e-6, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** (1 / 5)
         h = min(100 * h0, h1, span)
     else:
@@ -74,7 +76,7 @@ def rk45(f: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor, t0:
         ks.append(k_new)
         err = direction * h * sum(e * kk for e, kk in zip(_E, ks) if e != 0.0)
         scale = atol + torch.maximum(y.abs(), y_new.abs()) * rtol
-        err_norm = _rms(err / scale)
+        err_norm = norm(err / scale)
         if not math.isfinite(err_norm):
             raise FloatingPointError(f"rk45: non-finite state at t={t:.4g}")
         if err_norm <= 1.0:
