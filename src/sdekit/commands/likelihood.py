@@ -11,13 +11,15 @@ def add_arguments(p):
     p.add_argument("--data", default=None, help="dataset spec, as for `sdekit train` (default: the bundle's "
                    "\"data\", e.g. mnist:DIR for the default model)")
     p.add_argument("-n", type=positive_int, default=64, help="number of data points, taken at random (default: 64)")
-    p.add_argument("--solver", default="rk45", choices=("rk45", "heun"), help="ODE solver (default: rk45)")
+    p.add_argument("--solver", default="rk45", choices=("rk45", "rk45_logsigma", "heun"),
+                   help="ODE solver: rk45 in t (score_sde's), rk45_logsigma (in log sigma, each sample's error held "
+                        "separately) or heun (fixed steps) (default: rk45)")
     p.add_argument("--rtol", type=positive, default=None, help=f"RK45 relative tolerance, as score_sde (default: {RTOL})")
     p.add_argument("--atol", type=positive, default=None, help=f"RK45 absolute tolerance, as score_sde (default: {ATOL})")
     p.add_argument("--steps", type=positive_int, default=None, help=f"Heun steps (2 NFE each; default: {HEUN_STEPS})")
-    p.add_argument("--probes", default="rademacher", choices=("rademacher", "gaussian", "exact"),
-                   help="divergence estimator: Hutchinson with rademacher or gaussian probes, or the exact "
-                        "divergence (default: rademacher)")
+    p.add_argument("--probes", default="auto", choices=("auto", "rademacher", "gaussian", "exact"),
+                   help="divergence estimator: auto (the exact divergence up to 64 dimensions, else one rademacher "
+                        "probe), Hutchinson with rademacher or gaussian probes, or the exact divergence (default: auto)")
     p.add_argument("--n-probes", type=positive_int, default=None,
                    help="Hutchinson probes per point, with rademacher or gaussian probes (default: 1)")
     p.add_argument("--no-dequantize", action="store_true",
@@ -39,14 +41,15 @@ def run(args):
     from ..errors import UserError
     from ..likelihood import likelihood
 
-    unused = [flag for flag, value, applies in (("--rtol", args.rtol, args.solver == "rk45"),
-                                                  ("--atol", args.atol, args.solver == "rk45"),
+    rk45 = args.solver.startswith("rk45")
+    unused = [flag for flag, value, applies in (("--rtol", args.rtol, rk45),
+                                                  ("--atol", args.atol, rk45),
                                                   ("--steps", args.steps, args.solver == "heun"),
                                                   ("--n-probes", args.n_probes, args.probes != "exact"))
               if value is not None and not applies]
     if unused:
         raise UserError(f"{unused[0]} does nothing with --solver {args.solver} --probes {args.probes}")
-    rtol, atol = args.rtol or RTOL, args.atol or ATOL
+    rtol, atol = (args.rtol or RTOL, args.atol or ATOL) if args.solver == "rk45" else (args.rtol, args.atol)
     steps, n_probes = args.steps or HEUN_STEPS, args.n_probes or 1
     from .common import placement
     model = load_model(args, *placement(args))
@@ -86,8 +89,11 @@ def run(args):
     bpd = torch.cat(bpd).double()
     se = float(bpd.std() / math.sqrt(len(bpd))) if len(bpd) > 1 else float("nan")
     unit = "bits/dim (8-bit, dequantised)" if image and not args.no_dequantize else "bits/dim"
-    how = f"RK45, rtol {rtol:g}, atol {atol:g}" if args.solver == "rk45" else f"Heun, {steps} steps"
-    probes = "exact divergence" if args.probes == "exact" else f"{args.probes} probes x{n_probes}"
+    tol = "" if rtol is None and atol is None else f", rtol {rtol or 'default'}, atol {atol or 'default'}"
+    how = {"rk45": "RK45 in t", "rk45_logsigma": "RK45 in log sigma"}.get(args.solver, f"Heun, {steps} steps")
+    how += tol if rk45 else ""
+    exact = info.get("vjps_per_nfe") == x[0].numel() and args.probes in ("auto", "exact")
+    probes = "exact divergence" if exact else f"{'rademacher' if args.probes == 'auto' else args.probes} probes x{n_probes}"
     print(f"{len(bpd)} data points of {args.data} in {len(batches)} batch{'es' if len(batches) > 1 else ''}; "
           f"{sum(nfe)} network evaluations ({min(nfe)}{'' if min(nfe) == max(nfe) else f'-{max(nfe)}'} per batch; "
           f"{how}; {probes}); "
