@@ -75,6 +75,24 @@ def test_autocast_choices_agree():
     assert tuple(AUTOCAST) == AUTOCAST_CHOICES
 
 
+def test_sampling_runs_channels_last_by_default_from_256_pixels_a_side():
+    import argparse
+    from sdekit.commands.common import acceleration, add_acceleration
+    p = argparse.ArgumentParser()
+    add_acceleration(p)
+    default, on, off = (p.parse_args(a) for a in ([], ["--channels-last"], ["--no-channels-last"]))
+    assert acceleration(default, (3, 256, 256)).channels_last and not acceleration(default, (1, 28, 28)).channels_last
+    assert not acceleration(default).channels_last and not acceleration(default, (16,)).channels_last
+    assert acceleration(on, (1, 28, 28)).channels_last and not acceleration(off, (3, 256, 256)).channels_last
+
+
+def test_sample_cli_with_the_options(tmp_path):
+    out = tmp_path / "s.png"
+    assert main(["sample", "--model", "digits", "--channels-last", "--autocast", "bf16", "-n", "2", "--sampler",
+                 "dpm_solver", "--steps", "2", "--out", str(out)]) == 0
+    assert out.exists()
+
+
 def test_refusals_before_any_work(tmp_path, capsys):
     with pytest.raises(UserError, match="fp16 needs a CUDA device"):
         Acceleration(autocast="fp16").check("cpu")

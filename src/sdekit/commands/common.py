@@ -133,19 +133,23 @@ AUTOCAST_CHOICES = ("none", "bf16", "fp16")                 # the keys of sdekit
 def add_acceleration(p) -> None:
     """--compile, --channels-last and --autocast (see :data:`ACCEL_HELP`); read back by :func:`acceleration`."""
     p.add_argument("--compile", action="store_true", help=ACCEL_HELP["compile"])
-    p.add_argument("--channels-last", action="store_true", help=ACCEL_HELP["channels_last"])
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help=ACCEL_HELP["channels_last"] + " (default: on for images of 256 pixels a side or more)")
     p.add_argument("--autocast", choices=AUTOCAST_CHOICES, default="none", help=ACCEL_HELP["autocast"] + " (default: none)")
 
 
-def acceleration(args):
+def acceleration(args, shape=None):
     """The :class:`sdekit.accel.Acceleration` of the flags of :func:`add_acceleration`, checked against
-    --device; autocast with a --dtype other than float32 is refused (it runs a float32 network in lower
-    precision)."""
-    from ..accel import Acceleration
+    --device; without --channels-last / --no-channels-last, channels-last is on for a model of data
+    ``shape`` (C, H, W) that :func:`sdekit.accel.prefers_channels_last` (off while ``shape`` is None).
+    Autocast with a --dtype other than float32 is refused (it runs a float32 network in lower precision)."""
+    from ..accel import Acceleration, prefers_channels_last
     if args.autocast != "none" and getattr(args, "dtype", None) not in (None, "float32"):
         raise UserError(f"--autocast {args.autocast} runs a float32 network in lower precision; "
                         f"drop --dtype {args.dtype} or --autocast")
-    options = Acceleration(args.compile, args.channels_last, args.autocast)
+    channels_last = args.channels_last if args.channels_last is not None else \
+        (shape is not None and prefers_channels_last(shape))
+    options = Acceleration(args.compile, channels_last, args.autocast)
     options.check(getattr(args, "device", None))
     return options
 

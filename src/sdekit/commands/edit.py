@@ -50,8 +50,9 @@ def run(args):
         raise UserError(f"--t0 must lie in (0, 1], got {args.t0}")
     if args.resize_back and args.scale is not None:
         raise UserError("--scale does not apply with --resize-back: the output keeps the guide's own size")
-    options = acceleration(args)
-    model = load_model(args, *placement(args)).accelerate(options)
+    acceleration(args)                                   # refused before the model loads
+    model = load_model(args, *placement(args))
+    model.accelerate(acceleration(args, model.shape))
     check_class(model, args.class_label)
     C, H, W = model.shape
     img = load_image(args.guide, model.shape)

@@ -101,8 +101,9 @@ def run(args):
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     from .common import placement
-    options = acceleration(args)
-    model = load_model(args, *placement(args)).accelerate(options)
+    acceleration(args)                                   # refused before the model loads
+    model = load_model(args, *placement(args))
+    model.accelerate(acceleration(args, model.shape))
     image = len(model.shape) == 3
     if not npz and not image:
         raise UserError(f"{model.name} draws vectors of shape {tuple(model.shape)}, not images; write an .npz")
