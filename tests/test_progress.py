@@ -37,7 +37,7 @@ def bundle(tmp_path_factory):
 @pytest.mark.parametrize("solver", [["--solver", "heun", "--steps", "2"], ["--rtol", "1e-2", "--atol", "1e-2"]],
                          ids=["heun", "rk45"])
 def test_likelihood_command_shows_progress_per_evaluation_and_a_summary(bundle, capsys, solver):
-    assert main(["likelihood", "--model", str(bundle), "-n", "3", "--batch-size", "2", *solver]) == 0
+    assert main(["likelihood", "--model", str(bundle), "--data", "digits", "-n", "3", "--batch-size", "2", *solver]) == 0
     captured = capsys.readouterr()
     # the bar moves within a batch: its last state names the batch, the time reached and the evaluations
     assert re.search(r"100%.*batch 2/2, t = 1, \d+ evaluations", captured.err), captured.err
