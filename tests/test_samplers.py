@@ -58,7 +58,8 @@ def test_sampler_reproduces_mixture(sde, sampler, steps, opts, floor2d):
 
 @pytest.mark.parametrize("sde", [sdekit.VPSDE(), sdekit.SubVPSDE(), sdekit.VESDE()], ids=["vp", "subvp", "ve"])
 @pytest.mark.parametrize("sampler,opts", [("pc", {}), ("pc", {"predictor": "ancestral"}), ("pc", {"predictor": "em", "corrector": "ald"}),
-                                          ("langevin", {"snr": 0.16})], ids=["pc-rd", "pc-anc", "pc-em-ald", "langevin"])
+                                          ("langevin", {"snr": 0.16}), ("langevin", {"norm": "sample"})],
+                         ids=["pc-rd", "pc-anc", "pc-em-ald", "langevin", "langevin-sample"])
 def test_pc_and_langevin_reproduce_64d_mixture(sde, sampler, opts):
     # Langevin's snr rule sets a per-sample step from ||z|| / ||score||; as ||score|| depends on x the
     # chain is biased by O(1/D) (std +13% at D=16, +3% at D=64), so test where the rule is meant for.
@@ -195,3 +196,55 @@ def test_registry_counts_the_evaluations_each_sampler_takes(name):
     _, info = sdekit.sample(sde, gmm.score_fn(sde), (8, 2), sampler=name, steps=6, return_info=True,
                             generator=torch.Generator().manual_seed(0))
     assert info["nfe"] == spec.evaluations(6)
+
+
+@pytest.mark.parametrize("sampler", ["langevin", "ald"])
+def test_langevin_samplers_alone_reproduce_a_mixture_at_their_defaults(sampler, floor2d):
+    """Langevin alone (the corrector without a predictor) and NCSN's annealed Langevin dynamics, at their
+    registry defaults (steps, grid, snr, norms, the final Tweedie step), on NCSN's SDE (VE)."""
+    sde, gmm = sdekit.VESDE(), mixture2d()
+    x, info = sdekit.sample(sde, gmm.score_fn(sde), (N, 2), sampler=sampler,
+                            generator=torch.Generator().manual_seed(1), return_info=True)
+    assert info["nfe"] == sdekit.get_sampler(sampler).evaluations(sdekit.get_sampler(sampler).default_steps)
+    exact = gmm.sample(N, generator=torch.Generator().manual_seed(2))
+    ed = energy_distance(x, exact)
+    assert ed < 3 * floor2d + 2e-3, f"energy distance {ed:.4f}, noise floor {floor2d:.4f}"
+    right = float((x[:, 0] > 1.0).float().mean())
+    assert abs(right - 0.5) < 4 * math.sqrt(0.25 / N) + 0.01
+    for mean in gmm.means:                       # each mode's mean and spread, as in exact samples
+        near, near_exact = x[(x - mean).norm(dim=1) < 1.0], exact[(exact - mean).norm(dim=1) < 1.0]
+        assert (near.mean(0) - mean).norm() < 0.05
+        assert abs(float(near.std(0).mean()) / float(near_exact.std(0).mean()) - 1) < 0.1
+
+
+@pytest.mark.parametrize("sampler", ["langevin", "ald"])
+def test_langevin_alone_ends_with_tweedies_denoising_step(sampler):
+    """Data N(mu, 0.001^2 I): the chain's last level (sigma_min = 0.01 for VE) holds noise of std 0.01,
+    which the mean of a Langevin move keeps (its output was off by ~0.01); Tweedie's estimate
+    x + std^2 score at that level removes it (NCSNv2's denoise)."""
+    sde, mu = sdekit.VESDE(), torch.tensor([1.0, -1.0])
+    gmm = sdekit.GaussianMixture(mu[None], 0.001)
+    x, info = sdekit.sample(sde, gmm.score_fn(sde), (500, 2), sampler=sampler,
+                            generator=torch.Generator().manual_seed(0), return_info=True)
+    assert info["nfe"] == sdekit.get_sampler(sampler).default_steps       # no extra evaluation
+    assert float((x - mu).pow(2).mean().sqrt()) < 0.002
+    noisy = sdekit.sample(sde, gmm.score_fn(sde), (500, 2), sampler=sampler, denoise=False,
+                          generator=torch.Generator().manual_seed(0))
+    assert float((noisy - mu).pow(2).mean().sqrt()) > 0.005
+
+
+def test_langevin_norms_per_sample_make_a_sample_independent_of_its_batch():
+    """norm="batch" (score_sde) sets one step from norms averaged over the batch, so a sample depends on
+    the batch it is drawn in; norm="sample" uses each sample's own norms."""
+    sde, gmm = sdekit.VPSDE(), mixture64d()
+    xT = sde.prior_sampling((5, 64), generator=torch.Generator().manual_seed(0))
+
+    def draw(rows, norm):
+        gens = [torch.Generator().manual_seed(10 + r) for r in rows]
+        return sdekit.sample(sde, gmm.score_fn(sde), None, sampler="langevin", steps=20, x_T=xT[rows],
+                             generator=gens, norm=norm)
+    for norm, same in (("sample", True), ("batch", False)):
+        whole, part = draw([0, 1, 2, 3, 4], norm), draw([0, 1], norm)
+        assert torch.allclose(whole[:2], part, atol=1e-5) == same, norm
+    with pytest.raises(UserError, match="norm must be one of batch, sample"):
+        sdekit.sample(sde, gmm.score_fn(sde), (4, 64), sampler="langevin", steps=3, norm="each")

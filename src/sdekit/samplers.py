@@ -22,7 +22,7 @@ from .denoisers import Denoiser
 from .errors import UserError
 from .noise import bcast, cos_theta, randn
 
-__all__ = ["Grid", "Stepper", "PC", "DDIM", "Heun", "DPMSolver", "ABM", "PREDICTORS", "CORRECTORS",
+__all__ = ["Grid", "Stepper", "PC", "DDIM", "Heun", "DPMSolver", "ABM", "PREDICTORS", "CORRECTORS", "NORMS",
            "euler_maruyama_step", "reverse_diffusion_step", "ancestral_step", "langevin_step",
            "annealed_langevin_step", "ddim_step"]
 
@@ -100,23 +100,35 @@ def ancestral_step(st: Stepper, x, t, dt):
     return bcast(s_next, x) * y, bcast(s_next, x) * y_mean
 
 
-def langevin_step(st: Stepper, x, t, dt, snr: float):
-    """Langevin corrector (Song et al. Alg. 4 as in score_sde's code): step
-    eps = 2 alpha (snr ||z|| / ||score||)^2 with the norms averaged over the batch and
-    alpha = (s(t) / s(t - dt))^2 (1 - beta_i for VP). The step therefore depends on the batch; with
-    a batch-wide step the chain is unadjusted Langevin with one step size, unbiased as eps -> 0."""
+NORMS = ("batch", "sample")      # the Langevin corrector's norms: averaged over the batch, or each sample's
+
+
+def langevin_step(st: Stepper, x, t, dt, snr: float, norm: str = "batch"):
+    """Langevin corrector (Song et al. Alg. 4 as in score_sde's code): x <- x + eps score + sqrt(2 eps) z
+    with eps = 2 alpha (snr ||z|| / ||score||)^2 and alpha = (s(t) / s(t - dt))^2 (1 - beta_i for VP).
+
+    norm="batch" (score_sde): the norms are averaged over the batch, so the chain is unadjusted Langevin
+    with one step size (unbiased as eps -> 0) that depends on the batch. norm="sample": each sample's own
+    norms, a step that depends on the sample alone, so a sample does not depend on the batch it is drawn
+    in; meant for many dimensions (images), where both norms concentrate. In few dimensions the ratio
+    ||z|| / ||score|| is heavy-tailed and the step explodes near a mode, where the score vanishes (2-D
+    mixture: spread x100)."""
     alpha = (st.sde.scale(t) / st.sde.scale((t - dt).clamp_min(0))) ** 2
     grad = st.score(x, t)
     z = randn(x, st.generator)
-    g_norm = grad.flatten(1).norm(dim=1).mean().clamp_min(1e-12)
-    z_norm = z.flatten(1).norm(dim=1).mean()
-    step = bcast(2 * alpha * (snr * z_norm / g_norm) ** 2, x)
+    g_norm, z_norm = grad.flatten(1).norm(dim=1), z.flatten(1).norm(dim=1)
+    if norm == "batch":
+        g_norm, z_norm = g_norm.mean(), z_norm.mean()
+    step = bcast(2 * alpha * (snr * z_norm / g_norm.clamp_min(1e-12)) ** 2, x)
     x_mean = x + step * grad
     return x_mean + (2 * step).sqrt() * z, x_mean
 
 
-def annealed_langevin_step(st: Stepper, x, t, dt, snr: float):
-    """Annealed Langevin dynamics of NCSN (Song & Ermon 2019): step 2 alpha (snr std(t))^2."""
+def annealed_langevin_step(st: Stepper, x, t, dt, snr: float, norm: str = "batch"):
+    """Annealed Langevin dynamics of NCSN (Song & Ermon 2019): step 2 alpha (snr std(t))^2, the snr rule
+    with the norms' values for Gaussian noise of std(t) (||z|| ~ sqrt(d), ||score|| ~ sqrt(d) / std(t)),
+    which needs no norms (``norm`` is ignored). NCSN's alpha_i = eps sigma_i^2 / sigma_L^2 is
+    snr = sqrt(eps) / (2 sigma_L)."""
     alpha = (st.sde.scale(t) / st.sde.scale((t - dt).clamp_min(0))) ** 2
     grad = st.score(x, t)
     step = bcast(2 * alpha * (snr * st.sde.marginal_std(t)) ** 2, x)
@@ -131,20 +143,29 @@ CORRECTORS = {"langevin": langevin_step, "ald": annealed_langevin_step, "none": 
 
 class PC(Stepper):
     """Predictor-corrector (Song et al. Alg. 1): at each t_i, ``n_corrector`` corrector steps then one
-    predictor step. Plain predictors and plain Langevin are PC with "none" on the other side."""
+    predictor step. Plain predictors and plain Langevin are PC with "none" on the other side.
+
+    Langevin alone (predictor "none") ends, as NCSNv2's "denoise", with Tweedie's estimate
+    E[x0 | x] = (x + std^2 score) / s at the last level as its noise-free output: the mean of a Langevin
+    move keeps the chain's noise of std(t), which Tweedie's formula removes (no extra evaluation: the last
+    corrector's own score). ``norm``: the Langevin corrector's norms, "batch" or "sample" (langevin_step)."""
 
     def __init__(self, model, grid, generator=None, predictor="reverse_diffusion", corrector="langevin",
-                 snr: float = 0.16, n_corrector: int = 1):
+                 snr: float = 0.16, n_corrector: int = 1, norm: str = "batch"):
         super().__init__(model, grid, generator)
+        if norm not in NORMS:
+            raise UserError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
         self.predictor, self.corrector = PREDICTORS[predictor], CORRECTORS[corrector]
-        self.snr, self.n_corrector = float(snr), int(n_corrector)
+        self.snr, self.n_corrector, self.norm = float(snr), int(n_corrector), norm
 
     def step(self, i, x):
         t, dt = self.t(i, x), self.grid.ts[i] - self.grid.ts[i + 1]
         x_mean = x
         if self.corrector is not None:
             for _ in range(self.n_corrector):
-                x, x_mean = self.corrector(self, x, t, dt, self.snr)
+                x, x_mean = self.corrector(self, x, t, dt, self.snr, self.norm)
+            if self.predictor is None and self.n_corrector > 0:
+                x_mean = self.denoised                                  # Tweedie at t_i (NCSNv2's denoise)
         if self.predictor is not None:
             x, x_mean = self.predictor(self, x, t, dt)
         return x, x_mean
