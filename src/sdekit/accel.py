@@ -32,7 +32,7 @@ __all__ = ["Acceleration", "Accelerated", "accelerate", "grad_scaler", "prefers_
            "CHANNELS_LAST_FROM"]
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-CHANNELS_LAST_FROM = 256   # image side (pixels) from which sampling uses channels-last by default (BENCHMARKS.md 9)
+CHANNELS_LAST_FROM = 256   # image side (pixels) from which sampling uses channels-last by default (BENCHMARKS.md 10)
 
 
 @dataclass(frozen=True)
