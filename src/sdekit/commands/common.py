@@ -133,8 +133,10 @@ AUTOCAST_CHOICES = ("none", "bf16", "fp16")                 # the keys of sdekit
 def add_acceleration(p) -> None:
     """--compile, --channels-last and --autocast (see :data:`ACCEL_HELP`); read back by :func:`acceleration`."""
     p.add_argument("--compile", action="store_true", help=ACCEL_HELP["compile"])
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
                    help=ACCEL_HELP["channels_last"] + " (default: on for images of 256 pixels a side or more)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
+                   help="keep the network in the usual (NCHW) memory format, also for large images")
     p.add_argument("--autocast", choices=AUTOCAST_CHOICES, default="none", help=ACCEL_HELP["autocast"] + " (default: none)")
 
 
