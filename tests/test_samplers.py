@@ -248,3 +248,19 @@ def test_langevin_norms_per_sample_make_a_sample_independent_of_its_batch():
         assert torch.allclose(whole[:2], part, atol=1e-5) == same, norm
     with pytest.raises(UserError, match="norm must be one of batch, sample"):
         sdekit.sample(sde, gmm.score_fn(sde), (4, 64), sampler="langevin", steps=3, norm="each")
+
+
+@pytest.mark.parametrize("sampler", ["langevin", "ald"])
+def test_an_edit_with_langevin_alone_finishes_at_the_default_steps(sampler):
+    """SDEdit's default steps: a fifth of the default steps per unit of t0 suits a grid uniform in t; the
+    Langevin samplers' geometric grid keeps its default spacing in log sigma (at 100 t0 steps their chains
+    lag behind the annealing: langevin's output kept noise of 0.007 here)."""
+    from sdekit.sdedit import sdedit_steps
+    sde, mu = sdekit.VPSDE(), torch.tensor([1.0, -1.0])
+    gmm = sdekit.GaussianMixture(mu[None], 0.001)
+    guide = mu + torch.tensor([[0.3, 0.2]]).expand(200, 2)
+    steps = sdedit_steps(sampler, 0.5)
+    out = sdekit.sdedit(sde, gmm.score_fn(sde), guide, t0=0.5, steps=steps, sampler=sampler,
+                        generator=torch.Generator().manual_seed(0))
+    assert steps == sdekit.get_sampler(sampler).default_steps
+    assert float((out - mu).pow(2).mean().sqrt()) < 0.003

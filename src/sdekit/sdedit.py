@@ -21,7 +21,8 @@ The policy, defined once here and read by the CLI, the page, the demo and ``eval
 * **default steps** (:func:`sdedit_steps`): for the stochastic SDE samplers, a fifth of the sampler's
   default steps (sdekit.registry) per unit of t0, i.e. 100 t0 for reverse diffusion (Algorithm 1's
   Delta t = t0 / N), at least :data:`MIN_STEPS`; the fast solvers keep their default steps, which
-  their accuracy depends on more than the span.
+  their accuracy depends on more than the span, and so do the samplers on a geometric grid (Langevin
+  alone), whose chains keep up with the annealing only at their default spacing in log sigma.
 
 With a mask (1 = keep the guide, 0 = regenerate), the kept region of the state is replaced after
 every solver step by the guide perturbed to the new time (the replacement trick of Song et al. 2021,
@@ -77,9 +78,9 @@ STEPS_PER_UNIT_FRACTION = 0.2    # SDE samplers: steps per unit of t0 = this x t
 
 def sdedit_steps(sampler: str, t0: float) -> int:
     """Default solver steps for an edit from t0 (module docstring): 100 t0 for reverse diffusion, the
-    default steps of a fast solver; at least MIN_STEPS."""
+    default steps of a fast solver or of a sampler on a geometric grid; at least MIN_STEPS."""
     spec = get_sampler(sampler)
-    if spec.kind != "sde":
+    if spec.kind != "sde" or spec.schedule != "uniform":      # steps per unit of t0: a grid uniform in t
         return spec.default_steps
     return max(MIN_STEPS, math.ceil(STEPS_PER_UNIT_FRACTION * spec.default_steps * float(t0)))
 
