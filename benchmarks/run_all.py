@@ -36,6 +36,10 @@ BENCHES = {  # name -> (full runs, quick runs); a run = (script, arguments)
                 [("bench_recipes.py", ["--minutes", "0.02", "--n", "16", "--steps", "4"])]),
     "pretrained": ([("bench_pretrained.py", ["--steps", "2", "--repeats", "3", "--threads", "1"])],
                    [("bench_pretrained.py", ["--quick", "--steps", "2", "--repeats", "1"])]),
+    "throughput": ([("bench_throughput.py", ["--batches", "1,16,64", "--repeats", "5"])],
+                   [("bench_throughput.py", ["--batches", "1", "--repeats", "1"])]),
+    "compile": ([("bench_compile.py", ["--repeats", "3", "--threads", "1"])],
+                [("bench_compile.py", ["--quick", "--no-compile", "--repeats", "1"])]),
 }
 
 
