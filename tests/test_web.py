@@ -279,7 +279,7 @@ def test_info(served, model):
     info = json.loads(call(base + "/api/info")[2])
     assert info["shape"] == [1, 16, 16] and info["limits"]["upload_bytes"] == 200_000
     firsts = {k: v[0] for k, v in info["samplers"].items()}                # the library's defaults first
-    assert firsts == {"edit": "reverse_diffusion", "inpaint": "pc", "sample": "heun"}
+    assert firsts == {"edit": "reverse_diffusion", "inpaint": "pc", "sample": "abm"}
     finishing = {s.name for s in sdekit.registry.REGISTRY.values() if s.finishes}
     assert all(set(v) == finishing for v in info["samplers"].values())      # no sampler that returns noise
     assert {"heun", "langevin", "ald"} <= finishing

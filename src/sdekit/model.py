@@ -100,9 +100,10 @@ class Model:
         lo, hi = self.data_range
         return ((x - lo) / (hi - lo)).clamp(0, 1)
 
-    def sample(self, n: int, sampler: str = "heun", steps: int | None = None, generator=None, class_labels=None,
+    def sample(self, n: int, sampler: str = "abm", steps: int | None = None, generator=None, class_labels=None,
                guidance: float = 0.0, **options) -> torch.Tensor:
-        """n samples in model space, shape [n, C, H, W]."""
+        """n samples in model space, shape [n, C, H, W]. Default sampler: ``abm`` at its 20 evaluations
+        (sdekit.registry; the most accurate per evaluation in BENCHMARKS.md section 1)."""
         from .sampling import sample
         fn = self.conditional(class_labels, guidance) if class_labels is not None else self.score_fn
         return sample(self.sde, fn, (n, *self.shape), sampler=sampler, steps=steps, generator=generator,
@@ -115,7 +116,7 @@ def sample_seeds(seed: int, start: int, count: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed((int(seed) * 1_000_003 + i) % (2 ** 63)) for i in range(start, start + count)]
 
 
-def generate(model: Model, n: int, sampler: str = "heun", steps: int | None = None, seed: int = 0, class_labels=None,
+def generate(model: Model, n: int, sampler: str = "abm", steps: int | None = None, seed: int = 0, class_labels=None,
              guidance: float = 0.0, batch_size: int = 256, progress: bool = False, return_info: bool = False,
              **options):
     """n samples in model space [n, C, H, W] (on the CPU), drawn in batches of ``batch_size`` on the

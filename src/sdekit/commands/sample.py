@@ -9,7 +9,7 @@ from .common import (acceleration, add_acceleration, add_device, add_dtype, add_
 def add_arguments(p):
     add_model(p, help="model bundle folder, or a diffusers folder (as written by "
                       "sdekit convert) (default: the bundled digits model)")
-    add_sampler(p, "heun")
+    add_sampler(p, "abm")
     p.add_argument("--steps", type=positive_int, default=None, help="solver steps (default: the sampler's own; "
                    "the adaptive 'ode' ignores it)")
     p.add_argument("-n", type=positive_int, default=64, help="number of samples (default: 64)")

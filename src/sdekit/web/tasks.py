@@ -82,7 +82,7 @@ def _float(body: dict, key: str, default: float, lo: float, hi: float) -> float:
     return f
 
 
-DEFAULT_SAMPLER = {"edit": "reverse_diffusion", "inpaint": "pc", "sample": "heun"}   # the library's defaults
+DEFAULT_SAMPLER = {"edit": "reverse_diffusion", "inpaint": "pc", "sample": "abm"}   # the library's defaults
 
 
 def samplers_for(kind: str) -> tuple[str, ...]:
