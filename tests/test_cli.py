@@ -306,3 +306,14 @@ def test_an_ode_tolerance_too_tight_is_bad_input():
     with pytest.raises(UserError, match="loosen rtol/atol"):
         rk45(lambda t, y: math.cos(50 * t) * torch.ones_like(y), torch.zeros(1), 0.0, 1.0, rtol=1e-9, atol=1e-9,
              max_steps=5)
+
+
+def test_help_names_the_default_model_and_no_step_count_for_the_adaptive_solver():
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert sdekit.bundle.DEFAULT_MODEL == "mnist"
+    for name, p in sub.choices.items():
+        for a in p._actions:
+            if "--model" in a.option_strings and "default" in a.help and name not in HELP_ELSEWHERE:
+                assert "MNIST" in a.help and "default: the bundled digits" not in a.help, (name, a.help)
+            if "--sampler" in a.option_strings:
+                assert "adaptive RK45, 1 steps" not in a.help and "adaptive steps" in a.help, name

@@ -82,6 +82,7 @@ def placement(args):
 # ---- the options themselves ------------------------------------------------------------------------
 
 MODEL_OPTIONS = ("sigma_min", "sigma_max")   # keywords of sdekit.load given as --sigma-min, --sigma-max
+MODEL_DEFAULT = "(default: the bundled MNIST model; 'digits' names the 16x16 digits model)"   # load(None)
 
 
 def add_model(p, help: str) -> None:
@@ -251,7 +252,8 @@ def sampler_name(text: str) -> str:
 def add_sampler(p, default: str, what: str = "solver") -> None:
     """--sampler with its choices, defaults and steps read from the registry."""
     from ..registry import REGISTRY
-    listing = "; ".join(f"{s.name} ({s.summary}, {s.default_steps} steps"
+    listing = "; ".join(f"{s.name} ({s.summary}, "
+                        f"{'adaptive steps' if s.kind == 'adaptive' else f'{s.default_steps} steps'}"
                         f"{'' if s.finishes else '; meant as a corrector in pc: alone it leaves noise on images'})"
                         for s in REGISTRY.values())
     p.add_argument("--sampler", type=sampler_name, default=default, metavar="NAME",

@@ -1,11 +1,11 @@
 """sdekit edit: SDEdit a stroke painting or an edited image with a model bundle."""
-from .common import (acceleration, add_acceleration, add_device, add_dtype, add_model, add_overwrite, add_sampler,
-                     add_scale, add_seed, count, int_range, load_model, positive_int)
+from .common import (MODEL_DEFAULT, acceleration, add_acceleration, add_device, add_dtype, add_model,
+                     add_overwrite, add_sampler, add_scale, add_seed, count, int_range, load_model, positive_int)
 
 
 def add_arguments(p):
     add_model(p, help="model bundle folder, or a diffusers folder (as written by "
-                      "sdekit convert) (default: the bundled digits model)")
+                      "sdekit convert) " + MODEL_DEFAULT)
     p.add_argument("--guide", required=True,
                    help="guide image (PNG, JPEG, BMP, GIF, WebP or TIFF; any size and mode), read upright as a "
                         "viewer shows it; the model sees its centre crop of the model's aspect ratio")

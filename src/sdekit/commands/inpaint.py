@@ -1,13 +1,13 @@
 """sdekit inpaint: fill the unknown region of an image (imputation by the reverse SDE)."""
-from .common import (add_device, add_dtype, add_model, add_overwrite, add_sampler, add_scale, add_seed, count,
-                     int_range, load_model, positive_int)
+from .common import (MODEL_DEFAULT, add_device, add_dtype, add_model, add_overwrite, add_sampler, add_scale,
+                     add_seed, count, int_range, load_model, positive_int)
 
 SHAPES = ("left", "right", "top", "bottom", "centre", "center")
 
 
 def add_arguments(p):
     add_model(p, help="model bundle folder, or a diffusers folder (as written by "
-                      "sdekit convert) (default: the bundled digits model)")
+                      "sdekit convert) " + MODEL_DEFAULT)
     p.add_argument("--image", required=True,
                    help="image file (PNG, JPEG, BMP, GIF, WebP or TIFF), converted to the model's size and channels "
                         "by the rule of sdekit.images")

@@ -1,5 +1,5 @@
 """sdekit likelihood: bits/dim of a dataset under a model, through the probability-flow ODE."""
-from .common import add_device, add_dtype, add_model, add_seed, load_model, positive, positive_int
+from .common import MODEL_DEFAULT, add_device, add_dtype, add_model, add_seed, load_model, positive, positive_int
 
 RTOL = ATOL = 1e-5            # score_sde's tolerances
 HEUN_STEPS = 64
@@ -7,7 +7,7 @@ HEUN_STEPS = 64
 
 def add_arguments(p):
     add_model(p, help="model bundle folder, or a diffusers folder (as written by "
-                      "sdekit convert) (default: the default model)")
+                      "sdekit convert) " + MODEL_DEFAULT)
     p.add_argument("--data", default=None, help="dataset spec, as for `sdekit train` (default: the bundle's "
                    "\"data\", e.g. mnist:DIR for the default model)")
     p.add_argument("-n", type=positive_int, default=64, help="number of data points, taken at random (default: 64)")

@@ -2,13 +2,13 @@
 import argparse
 import sys
 
-from .common import (acceleration, add_acceleration, add_device, add_dtype, add_model, add_overwrite, add_sampler,
-                     add_scale, add_seed, finite, load_model, positive_int)
+from .common import (MODEL_DEFAULT, acceleration, add_acceleration, add_device, add_dtype, add_model,
+                     add_overwrite, add_sampler, add_scale, add_seed, finite, load_model, positive_int)
 
 
 def add_arguments(p):
     add_model(p, help="model bundle folder, or a diffusers folder (as written by "
-                      "sdekit convert) (default: the bundled digits model)")
+                      "sdekit convert) " + MODEL_DEFAULT)
     add_sampler(p, "abm")
     p.add_argument("--steps", type=positive_int, default=None, help="solver steps (default: the sampler's own; "
                    "the adaptive 'ode' ignores it)")

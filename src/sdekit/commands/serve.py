@@ -1,4 +1,4 @@
-from .common import add_model, load_model
+from .common import MODEL_DEFAULT, add_model, load_model
 
 
 def add_arguments(p):
@@ -6,7 +6,7 @@ def add_arguments(p):
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 = every interface)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
     add_model(p, help="model bundle folder, or a diffusers folder (as written by sdekit convert) "
-                      "(default: the bundled digits model)")
+                      + MODEL_DEFAULT)
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for the model (default: torch's choice; 1 is best on a busy machine)")
