@@ -317,3 +317,16 @@ def test_help_names_the_default_model_and_no_step_count_for_the_adaptive_solver(
                 assert "MNIST" in a.help and "default: the bundled digits" not in a.help, (name, a.help)
             if "--sampler" in a.option_strings:
                 assert "adaptive RK45, 1 steps" not in a.help and "adaptive steps" in a.help, name
+
+
+def test_model_commands_use_the_cpus_other_jobs_leave_free(tmp_path, files, capsys, monkeypatch):
+    import sdekit.threads
+    monkeypatch.setattr(sdekit.threads, "default_threads", lambda *a, **k: 1)
+    torch.set_num_threads(2)                     # torch's own default on two cores
+    try:
+        code, err = _run(capsys, files, "edit", "--model", "GREY", "--guide", "GUIDE", "--steps", "2",
+                         "--out", tmp_path / "o.png")
+        assert code == 0, err
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(1)

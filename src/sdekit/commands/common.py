@@ -98,9 +98,15 @@ def add_model(p, help: str) -> None:
 
 def load_model(args, device=None, dtype=None):
     """``sdekit.load(args.model, device, dtype)`` with the options of :func:`add_model` that were given.
-    An option the model does not take (a bundle, a DDPM folder) is one UserError line naming its flag."""
+    An option the model does not take (a bundle, a DDPM folder) is one UserError line naming its flag.
+    torch's CPU threads: ``args.threads`` if given, else :func:`sdekit.threads.default_threads` (the CPUs
+    other jobs leave free; torch's own default, one per core, crawls when another job holds a core)."""
+    import torch
+
     from ..bundle import load
     from ..pretrained.folder import OptionError
+    from ..threads import default_threads
+    torch.set_num_threads(getattr(args, "threads", None) or default_threads())
     options = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k, None) is not None}
     try:
         return load(args.model, device=device, dtype=dtype, **options)

@@ -9,7 +9,8 @@ def add_arguments(p):
                       + MODEL_DEFAULT)
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for the model (default: torch's choice; 1 is best on a busy machine)")
+                   help="CPU threads for the model (default: $OMP_NUM_THREADS, else the CPUs the load "
+                        "average leaves free)")
     p.add_argument("--max-upload-mb", type=float, default=4.0, help="largest accepted upload (default: 4 MB)")
     p.add_argument("--max-waiting", type=int, default=8,
                    help="jobs that may wait behind the running one; more get a 'busy' answer (default: 8)")
