@@ -3,6 +3,7 @@ any work, no output is replaced without --overwrite, pictures come out at a size
 (and --resize-back lines up with the guide), internal errors are tracebacks, every option has help."""
 import argparse
 import errno
+import re
 from pathlib import Path
 
 import numpy as np
@@ -330,3 +331,15 @@ def test_model_commands_use_the_cpus_other_jobs_leave_free(tmp_path, files, caps
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("args", [
+    ("edit", "--model", "GREY", "--guide", "GUIDE", "--steps", "3"),
+    ("inpaint", "--model", "GREY", "--image", "GUIDE", "--mask", "left", "--steps", "3", "-n", "2"),
+    ("colorize", "--model", "RGB", "--image", "GUIDE", "--steps", "3", "-n", "2"),
+])
+def test_the_summary_states_steps_evaluations_and_time(tmp_path, files, capsys, args):
+    capsys.readouterr()
+    assert main([files.get(a, a) for a in args] + ["--out", str(tmp_path / "o.png")]) in (0, None)
+    said = capsys.readouterr().out
+    assert " 3 steps" in said and " evaluations" in said and re.search(r"\d+\.\d s\)", said), said

@@ -20,6 +20,8 @@ def add_arguments(p):
 
 
 def run(args):
+    import time
+
     import torch
 
     from ..errors import UserError
@@ -36,7 +38,11 @@ def run(args):
     check_row(args.n + 1, model.shape[-2:], scale)
     img = load_image(args.image, model.shape)                       # grey images become 3 equal channels
     gray = model.from_unit(img.pixels.to(model.device)).mean(1, keepdim=True).expand(args.n, -1, -1, -1).contiguous()
-    x = colorize(model.sde, model.score_fn, gray, steps=args.steps, sampler=args.sampler,
-                 resample=args.resample, generator=torch.Generator().manual_seed(args.seed), progress=True)
+    started = time.perf_counter()
+    x, info = colorize(model.sde, model.score_fn, gray, steps=args.steps, sampler=args.sampler,
+                       resample=args.resample, generator=torch.Generator().manual_seed(args.seed), progress=True,
+                       return_info=True)
+    seconds = time.perf_counter() - started
     save_row(out, img.pixels.mean(1, keepdim=True).expand(-1, 3, -1, -1), model.to_unit(x), scale, args.overwrite)
-    print(f"{args.n} colourings ({args.sampler}) -> {out}")
+    print(f"{args.n} colourings ({args.sampler}, {info['steps']} steps, resample {args.resample}, "
+          f"{info['nfe']} evaluations, {seconds:.1f} s) -> {out}")

@@ -36,6 +36,7 @@ def add_arguments(p):
 
 def run(args):
     import math
+    import time
 
     import torch
 
@@ -68,9 +69,11 @@ def run(args):
     t0 = default_t0(model) if args.t0 is None else args.t0
     score = model.score_fn if args.class_label is None else model.conditional(args.class_label)
     guide = model.from_unit(img.pixels.to(model.device)).expand(args.n, -1, -1, -1).contiguous()
+    started = time.perf_counter()
     x, info = sdedit(model.sde, score, guide, t0=t0, steps=args.steps, mask=mask, repeats=args.repeats,
                      sampler=args.sampler, generator=torch.Generator().manual_seed(args.seed), progress=True,
                      return_info=True)
+    seconds = time.perf_counter() - started
     u = model.to_unit(x).cpu()
     if args.n == 1:
         im = restore(img, u[0]) if args.resize_back else enlarge(to_pil(u[0]), scale)
@@ -82,4 +85,4 @@ def run(args):
         save_row(out, img.pixels, u, scale, args.overwrite)
     what = "masked " if mask is not None else ""
     print(f"{what}SDEdit t0={t0:g} ({args.sampler}, {info['steps']} steps, {args.repeats} round(s), "
-          f"{info['nfe']} evaluations) -> {out}")
+          f"{info['nfe']} evaluations, {seconds:.1f} s) -> {out}")

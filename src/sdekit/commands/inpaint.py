@@ -53,6 +53,8 @@ def check_args(args):
 
 
 def run(args):
+    import time
+
     import torch
 
     from ..errors import UserError
@@ -74,8 +76,12 @@ def run(args):
         raise UserError("the mask leaves no pixel to fill (black = unknown)")
     score = model.score_fn if args.class_label is None else model.conditional(args.class_label)
     x0 = model.from_unit(img.pixels.to(model.device)).expand(args.n, -1, -1, -1).contiguous()
-    x = inpaint(model.sde, score, x0, mask, steps=args.steps, sampler=args.sampler,
-                resample=args.resample, generator=torch.Generator().manual_seed(args.seed), progress=True)
+    started = time.perf_counter()
+    x, info = inpaint(model.sde, score, x0, mask, steps=args.steps, sampler=args.sampler,
+                      resample=args.resample, generator=torch.Generator().manual_seed(args.seed), progress=True,
+                      return_info=True)
+    seconds = time.perf_counter() - started
     holed = img.pixels * mask + 0.5 * (1 - mask)                     # grey where unknown
     save_row(out, holed, model.to_unit(x), scale, args.overwrite)
-    print(f"{args.n} completions ({args.sampler}, resample {args.resample}) -> {out}")
+    print(f"{args.n} completions ({args.sampler}, {info['steps']} steps, resample {args.resample}, "
+          f"{info['nfe']} evaluations, {seconds:.1f} s) -> {out}")
