@@ -343,3 +343,9 @@ def test_the_summary_states_steps_evaluations_and_time(tmp_path, files, capsys, 
     assert main([files.get(a, a) for a in args] + ["--out", str(tmp_path / "o.png")]) in (0, None)
     said = capsys.readouterr().out
     assert " 3 steps" in said and " evaluations" in said and re.search(r"\d+\.\d s\)", said), said
+
+
+def test_sampling_one_batch_shows_a_bar_per_solver_step(tmp_path, files, capsys):
+    code, err = _run(capsys, files, "sample", "--model", "GREY", "--sampler", "euler_maruyama", "--steps", "7",
+                     "-n", "2", "--out", tmp_path / "g.png")
+    assert code == 0 and "7/7" in err, err

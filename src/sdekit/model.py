@@ -140,13 +140,15 @@ def generate(model: Model, n: int, sampler: str = "abm", steps: int | None = Non
     per_rank = len(chunks[0::world])
     out = torch.zeros(per_rank * batch_size, *model.shape)
     nfe = 0
-    for j, (c, size) in enumerate(tqdm(mine, disable=not (progress and rank == 0), desc="sampling", unit="batch")):
+    steps_bar = progress and rank == 0 and len(mine) == 1       # one batch: a bar per solver step, not 0/1 batches
+    for j, (c, size) in enumerate(tqdm(mine, disable=not (progress and rank == 0) or steps_bar, desc="sampling",
+                                       unit="batch")):
         gens = sample_seeds(seed, c * batch_size, size)
         fn = model.score_fn
         if class_labels is not None:
             fn = model.conditional(class_labels[c * batch_size: c * batch_size + size].to(model.device), guidance)
         x, info = sample(model.sde, fn, (size, *model.shape), sampler=sampler, steps=steps, generator=gens,
-                         device=model.device, return_info=True, **options)
+                         device=model.device, progress=steps_bar, return_info=True, **options)
         nfe += info["nfe"]
         out[j * batch_size: j * batch_size + size] = x.cpu()
     stats = {"nfe": nfe, "steps": info["steps"]}
