@@ -1,7 +1,7 @@
 """Batch throughput on the default model: sdekit's sampling and SDEdit beside a plain PyTorch loop.
 
 On ``sdekit.load()`` (MNIST 28x28, EDM-preconditioned VP model) at the library's defaults:
-  * sampling: ``Model.sample(n)`` (the default sampler and steps: Heun, 20 steps, 39 evaluations);
+  * sampling: ``Model.sample(n, sampler="heun")`` (Heun at its default 20 steps, 39 evaluations: the plain loop is Heun's);
   * SDEdit: ``sdekit.sdedit(model.sde, model.score_fn, guide)`` at the model's calibrated t0 and the
     library's steps (reverse diffusion);
 against a plain loop over the same network module (``model.net.net``, the UNet behind the model's
@@ -173,14 +173,14 @@ def main(argv=None):
         guide = guide_image(model, B)
 
         # sampling: the network's inputs, recorded; the loop reproduces the samples
-        sig_sample = recorded_sigmas(model, lambda: model.sample(B, generator=torch.Generator().manual_seed(0)))
+        sig_sample = recorded_sigmas(model, lambda: model.sample(B, sampler="heun", generator=torch.Generator().manual_seed(0)))
         plan = heun_plan(sig_sample, sd)
         s_T = float(sde.scale(torch.tensor([sde.T], dtype=torch.float64)))
         ref = sdekit.sample(sde, model.score_fn, x_T=z, sampler="heun")
         mine, n_loop = plain_heun(net, z / s_T, plan)
         agree = float((mine - ref).abs().max())
         assert n_loop == len(sig_sample), (n_loop, len(sig_sample))
-        sample_t = interleaved({"sdekit": lambda: model.sample(B, generator=torch.Generator().manual_seed(1)),
+        sample_t = interleaved({"sdekit": lambda: model.sample(B, sampler="heun", generator=torch.Generator().manual_seed(1)),
                                 "loop": lambda: plain_heun(net, z / s_T, plan)}, args.repeats)
 
         # SDEdit at the model's t0 and the library's steps
