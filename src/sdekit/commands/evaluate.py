@@ -1,9 +1,9 @@
 """sdekit evaluate: SDEdit's t0 sweep on held-out strokes: class fidelity, realism (KID), faithfulness (L2)."""
-from .common import add_model, add_sampler, load_model
+from .common import MODEL_DEFAULT, add_model, add_sampler, load_model
 
 
 def add_arguments(p):
-    add_model(p, help="model bundle folder (default: the bundled model)")
+    add_model(p, help=f"model bundle folder or diffusers folder {MODEL_DEFAULT}")
     p.add_argument("--data", default=None,
                    help="the model's dataset, which picks the judge and the KID reference: digits or mnist:DIR "
                         "(default: the bundle's \"data\")")
@@ -19,9 +19,9 @@ def add_arguments(p):
     p.add_argument("--batch-size", type=int, default=100, help="strokes edited at once (default: 100)")
     p.add_argument("--n-reference", type=int, default=None,
                    help="use only the first N held-out reference images for KID/FID (default: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out strokes and the edits' noise (default: 0)")
     p.add_argument("--out", default="sdekit-eval", help="output folder (default: sdekit-eval)")
-    p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in --out (refused without it)")
     p.add_argument("--write-t0", action="store_true",
                    help="write the default t0 (the largest with >= 95%% class fidelity) into the --model bundle's "
                         "config.json as \"sdedit\": {\"t0\": ...}")

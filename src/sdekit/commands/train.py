@@ -17,6 +17,27 @@ HELP = {
     "max_minutes": "stop (with a checkpoint) after this much wall time",
     "resume": "continue the run in --out from its checkpoint",
     "download": "fetch missing MNIST / Fashion-MNIST / CIFAR-10 files into DIR (MD5-checked)",
+    "steps": "optimisation steps in all (a resumed run continues to this count)",
+    "batch_size": "images per step (per process under torchrun)",
+    "seed": "seed of the initial weights, the data order and the noise",
+    "lr": "Adam learning rate after warm-up (constant)",
+    "warmup": "linear learning-rate warm-up steps",
+    "grad_clip": "largest gradient norm (0: no clipping)",
+    "ema": "EMA decay of the weights the bundle keeps, warmed up as min(ema, (1 + k) / (10 + k))",
+    "P_mean": "edm loss: ln sigma ~ N(P_mean, P_std^2) (Karras et al. 2022, Table 1)",
+    "P_std": "edm loss: standard deviation of ln sigma",
+    "sigma_data": "data standard deviation of EDM's preconditioning",
+    "ch": "base channel width of the U-Net",
+    "num_res_blocks": "residual blocks per U-Net level",
+    "dropout": "dropout probability in the residual blocks",
+    "embedding": "noise-level embedding: fourier | positional",
+    "hidden": "mlp: hidden width",
+    "depth": "mlp: hidden layers",
+    "image_size": "resize images to this size a side (folder, MNIST, CIFAR)",
+    "channels": "convert images to this many channels, 1 or 3 (folder, MNIST, CIFAR)",
+    "sample_every": "write an EMA sample grid to samples/ every this many steps",
+    "ckpt_every": "write the checkpoint and the model bundle every this many steps",
+    "log_every": "append a row to log.csv every this many steps",
     "threads": "torch CPU threads per process (default: on --resume the checkpoint's, else $OMP_NUM_THREADS "
                "if set, else the CPUs this process may use that the load average leaves free, at most 8; "
                "a resumed run is bitwise exact at the same count)",
@@ -43,7 +64,7 @@ def add_arguments(p):
         elif isinstance(default, tuple):
             p.add_argument(flag, type=_ints, default=default, help=help_)
         elif f.name in ("image_size", "channels", "threads"):
-            p.add_argument(flag, type=int, default=None, help=help_ or "image size / channels (folder, MNIST, CIFAR)")
+            p.add_argument(flag, type=int, default=None, help=help_)
         elif f.name == "autocast":
             p.add_argument(flag, choices=AUTOCAST_CHOICES, default=default, help=help_)
         elif f.name == "max_minutes":
