@@ -97,9 +97,9 @@ def test_paint_a_stroke_and_run_sdedit(served, page):
         let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 128) n++; return n / (c.width * c.height); }""")
     assert 0.01 < painted < 0.3
 
-    set_value(page, "#t0", 0.3)
-    assert page.inner_text("#t0-out") == "0.30"
-    set_value(page, "#steps", 50 if os.environ.get("SDEKIT_WEB_MODEL") else 8)    # a trained model: nicer pictures
+    set_value(page, "#t0", 0.2)                   # the default MNIST model's calibrated t0
+    assert page.inner_text("#t0-out") == "0.20"
+    set_value(page, "#steps", 20 if os.environ.get("SDEKIT_WEB_MODEL") else 8)    # a trained model: its default steps
     set_value(page, "#n", 3)
     set_value(page, "#seed", 1)
     page.click("#run")
@@ -164,7 +164,7 @@ def results(page):
 def test_each_tab_keeps_its_own_inputs_results_and_status(page):
     page.click("#tabs button[data-tab=edit]")         # the results of test_paint_a_stroke_and_run_sdedit, then an upload
     assert results(page) == 3 and page.inner_text("#status").startswith("bar.png: 300×200")
-    assert page.input_value("#n") == "3" and page.input_value("#t0") == "0.3"
+    assert page.input_value("#n") == "3" and page.input_value("#t0") == "0.2"
     page.click("#tabs button[data-tab=inpaint]")              # never run: nothing of the other tabs
     assert results(page) == 0 and page.inner_text("#status") == "ready" and page.is_hidden("#grid-link")
     assert page.eval_on_selector("#progress", "e => e.value") == 0                     # the library's default steps
