@@ -49,3 +49,16 @@ def test_likelihood_command_shows_progress_per_evaluation_and_a_summary(bundle, 
     assert lo < hi and int(found[1]) == lo + hi if found[3] else int(found[1]) == 2 * lo
     assert re.fullmatch(r"-?\d+\.\d{4} \+- \d+\.\d{4} bits/dim \(8-bit, dequantised\)  \(\+- is the standard error "
                         r"over the 3 data points and their probes\)", result), result
+
+
+def test_sampling_bar_shows_the_evaluations_of_the_steps_it_counts(capsys, monkeypatch):
+    # every drawn state of the bar pairs k steps with the evaluations of those k steps (ddim: one each)
+    import functools
+    from tqdm import tqdm
+    monkeypatch.setattr(tqdm, "__init__", functools.partialmethod(tqdm.__init__, mininterval=0, miniters=1))
+    sde = sdekit.VPSDE()
+    gmm = sdekit.GaussianMixture(torch.zeros(1, 2), torch.ones(1), torch.ones(1))
+    sdekit.sample(sde, gmm.score_fn(sde), (4, 2), sampler="ddim", steps=5, progress=True,
+                  generator=torch.Generator().manual_seed(0))
+    drawn = re.findall(r"(\d)/5 \[[^\]]*nfe=(\d+)", capsys.readouterr().err)
+    assert drawn and all(int(k) == int(n) for k, n in drawn), drawn

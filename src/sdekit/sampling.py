@@ -104,9 +104,9 @@ def solve(stepper, x: torch.Tensor, denoise: bool = True, callback=None, progres
                 if r is not None:
                     x_next = r
             x, i = x_next, i + 1
-            bar.update(1)
-            if counted is not None:
+            if counted is not None:                 # before the update, which redraws the bar
                 bar.set_postfix(nfe=counted.nfe, refresh=False)
+            bar.update(1)
     finally:
         bar.close()
     return x
