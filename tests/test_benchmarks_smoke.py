@@ -34,7 +34,10 @@ def test_exact_denoiser_agrees_with_sdekit_denoiser_under_vp():
 
 def test_k_diffusion_loader_leaves_no_placeholder_module_behind():
     import importlib.util
+    import sys
     common.load_k_diffusion_sampling()
+    assert all(n not in sys.modules or sys.modules[n].__spec__ is not None
+               for n in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"))
     importlib.util.find_spec("torchvision")        # a placeholder module without a spec makes this raise
 
 

@@ -56,13 +56,13 @@ def _rewrite(folder: Path, edit_tensors=None, edit_state=None, meta_edit=None):
     save_file(tensors, str(path), metadata=meta)
 
 
-def _resume_fails(folder: Path, pattern: str, steps: int = 6):
+def _resume_fails(folder: Path, steps: int = 6) -> str:
+    """The one-line UserError message of resuming the run in ``folder``, checked to leave it untouched."""
     before = _digest(folder)
     with pytest.raises(UserError) as e:
         train(replace(TOY, out=str(folder), steps=steps, resume=True))
     msg = str(e.value)
-    assert pattern in msg and len(msg.splitlines()) == 1, msg
-    assert _digest(folder) == before
+    assert len(msg.splitlines()) == 1 and _digest(folder) == before, msg
     return msg
 
 
@@ -103,7 +103,7 @@ CHECKPOINT_DEFECTS = [
 def test_every_checkpoint_field_is_checked(run, tmp_path, what, edit, pattern):
     folder = _copy(run, tmp_path)
     _rewrite(folder, **edit)
-    _resume_fails(folder, pattern)
+    assert pattern in _resume_fails(folder)
 
 
 def test_a_good_checkpoint_reads(run):
@@ -114,7 +114,7 @@ def test_a_good_checkpoint_reads(run):
 @pytest.mark.parametrize("steps", [4, 2])
 def test_resume_with_nothing_left_to_train_says_so(run, tmp_path, capsys, steps):
     folder = _copy(run, tmp_path)
-    _resume_fails(folder, "at step 4 already; --steps", steps=steps)
+    assert "at step 4 already; --steps" in _resume_fails(folder, steps=steps)
     capsys.readouterr()
     args = ["train", "--data", "toy:gmm8", "--sde", "ve", "--loss", "dsm", "--hidden", "16", "--depth", "1",
             "--batch-size", "16", "--warmup", "0", "--steps", str(steps), "--out", str(folder), "--resume"]
