@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import sdekit
+from gaussian_flow import gaussian_flow
 from sdekit.noise import SIGMA_DATA, TAIL, cos_theta, sigma_schedule
 from sdekit.samplers import _exp_weights
 
@@ -52,15 +53,9 @@ def test_cosine_grid_is_uniform_in_v_and_its_last_step_to_zero_is_as_long_as_the
 @pytest.mark.parametrize("name", SDES)
 @pytest.mark.parametrize("order,rate", [(2, 2.6), (3, 3.6)])
 def test_abm_converges_at_one_order_above_its_predictor_to_the_exact_flow_of_a_gaussian(name, order, rate):
-    # Data N(mu, v I): the probability-flow endpoint at sigma = 0 is mu + sqrt(v / (v + sigma_T^2)) (y_T - mu).
     # The corrector raises the order by one: about 3 for order=2 and 4 for order=3.
     sde = SDES[name]
-    mu, v = torch.tensor([[0.5, -1.0, 0.25]], dtype=torch.float64), 0.09
-    gmm = sdekit.GaussianMixture(mu, math.sqrt(v))
-    xT = sde.prior_sampling((64, 3), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    T = torch.tensor([sde.T], dtype=torch.float64)
-    yT, sT = xT / sde.scale(T).item(), sde.sigma(T).item()
-    exact = mu + math.sqrt(v / (v + sT ** 2)) * (yT - mu)
+    gmm, xT, exact = gaussian_flow(sde)        # data N(mu, v I) and its exact flow endpoints
     errs = []
     for n in (8, 16, 32):
         x, info = sdekit.sample(sde, gmm.score_fn(sde), x_T=xT, sampler="abm", steps=n, order=order,

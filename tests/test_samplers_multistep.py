@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import sdekit
+from gaussian_flow import gaussian_flow
 from sdekit.samplers import _exp_ab_weights
 
 
@@ -19,13 +20,7 @@ def test_exp_ab_weights_integrate_polynomials_times_exponential_exactly():
 
 @pytest.mark.parametrize("sde", [sdekit.VPSDE(), sdekit.VESDE()], ids=["vp", "ve"])
 def test_order3_converges_at_third_order_to_the_exact_flow_of_a_gaussian(sde):
-    # Data N(mu, v I): the probability-flow endpoint at sigma = 0 is mu + sqrt(v / (v + sigma_T^2)) (y_T - mu).
-    mu, v = torch.tensor([[0.5, -1.0, 0.25]], dtype=torch.float64), 0.09
-    gmm = sdekit.GaussianMixture(mu, math.sqrt(v))
-    xT = sde.prior_sampling((64, 3), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    T = torch.tensor([sde.T], dtype=torch.float64)
-    yT, sT = xT / sde.scale(T).item(), sde.sigma(T).item()
-    exact = mu + math.sqrt(v / (v + sT ** 2)) * (yT - mu)
+    gmm, xT, exact = gaussian_flow(sde)        # data N(mu, v I) and its exact flow endpoints
     errs = {}
     for order in (2, 3):
         for n in (16, 32, 64):
