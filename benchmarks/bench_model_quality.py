@@ -4,6 +4,7 @@
   95% binomial interval;
 * realism: KID and FID of unconditional samples against the held-out reference split, beside the
   same figures for real images the model never saw (real-vs-real, the floor), computed the same way;
+  the same figures for the class-conditional samples (each digit equally often, as in the test split);
 * latency: seconds for one warm SDEdit edit at the model's default settings (the page's case).
 
     python benchmarks/bench_model_quality.py --model src/sdekit/assets/mnist --data mnist:../shared/data/mnist \
@@ -60,6 +61,8 @@ def main(argv=None):
     real, _ = held.pick(min(n, len(held.real)), seed=1)
     k_model, k_real = kid(ref, uncond, judge), kid(ref, real, judge)
     f_model, f_real = fid(ref, uncond, judge), fid(ref, real, judge)
+    unit = model.to_unit(cond)
+    k_cond, f_cond = kid(ref, unit, judge), fid(ref, unit, judge)
 
     guide = model.from_unit(held.pick(1, seed=2)[0])
     lat = []
@@ -74,6 +77,8 @@ def main(argv=None):
         "kid": {"model": [k_model.mean, k_model.std], "real_vs_real": [k_real.mean, k_real.std]},
         "fid": {"model": f_model, "real_vs_real": f_real,
                 "ratio": (f_model / f_real) if f_model and f_real else None},
+        "class_conditional_realism": {"kid": [k_cond.mean, k_cond.std], "fid": f_cond,
+                                      "fid_ratio": (f_cond / f_real) if f_cond and f_real else None},
         "edit_latency_s_median": statistics.median(lat[1:]), "t0_default": default_t0(model),
         "sampling_seconds": seconds,
     }
