@@ -8,7 +8,7 @@ from .errors import UserError
 # Functions named like their modules are bound eagerly: importing a submodule sets the package
 # attribute of the same name, which would otherwise hide the function.
 from .likelihood import likelihood, encode, decode, interpolate
-from .sdedit import sdedit, composite, simulate_strokes
+from .sdedit import sdedit, composite, simulate_strokes, edit_condition
 
 __version__ = "0.1.0"
 

@@ -102,6 +102,13 @@ def load(path=None, device=None, dtype=None, **options) -> Model:
     check_fields(cfg, folder / "config.json", required=("shape", "sde", "network"))
     net = load_module(lambda: build(cfg), folder, "model")
     model = Model(net.float(), cfg, cfg.get("name", folder.name))
+    if (folder / "classifier" / "config.json").is_file():
+        from .nets.classifier import load_classifier
+        clf = load_classifier(folder / "classifier", sde=model.sde)
+        if clf.shape != model.shape or clf.num_classes != model.num_classes:
+            raise UserError(f"{folder / 'classifier'}: a classifier of {clf.num_classes} classes of {clf.shape} "
+                            f"images does not fit the model ({model.num_classes} classes of {model.shape})")
+        model.classifier = clf
     return model.to(device, dtype) if device is not None or dtype is not None else model
 
 

@@ -87,7 +87,7 @@ def stroke_guides(shape) -> tuple[list[str], torch.Tensor, torch.Tensor]:
 def model_card(model) -> list[tuple[str, str]]:
     """(field, value) lines describing ``model`` for a reader: name, data, shape, SDE, network size,
     classes, training steps and the SDEdit t0 it uses (calibrated or the library's default)."""
-    from .sdedit import default_t0
+    from .sdedit import default_class, default_t0
     cfg = getattr(model, "config", None) or {}
     sde = cfg.get("sde") or model.sde.config()
     params = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in sde.items()
@@ -109,6 +109,10 @@ def model_card(model) -> list[tuple[str, str]]:
         lines.append(("training steps", str(cfg["step"])))
     lines.append(("SDEdit t0", f"{t0:g} (calibrated by sdekit evaluate)" if calibrated
                   else f"{t0:g} (not calibrated: the library's default)"))
+    if default_class(model) == "auto":
+        w = (cfg.get("sdedit") or {}).get("guidance", 0)
+        lines.append(("SDEdit class", f"read from the strokes by the bundle's noise-conditional classifier; "
+                                      f"classifier-free guidance w = {w:g} (plain edits: t0 = {default_t0(model, False):g})"))
     return lines
 
 
@@ -198,9 +202,11 @@ class _Run:
     def edit(self, guide_u, t: float | None = None, **kw):
         """SDEdit of pixels [B, C, H, W] in [0, 1] from t (default the model's t0) with the library's steps for
         (sampler, t): (output in model space, info)."""
-        from .sdedit import sdedit
+        from .sdedit import edit_condition, sdedit
         m = self.model
-        return sdedit(m.sde, m.score_fn, m.from_unit(guide_u), t0=self.t0 if t is None else t, sampler=self.s.sampler,
+        x = m.from_unit(guide_u)
+        fn = edit_condition(m, x, generator=self.g)[0]          # the model's default edit (class read or none)
+        return sdedit(m.sde, fn, x, t0=self.t0 if t is None else t, sampler=self.s.sampler,
                       generator=self.g, return_info=True, **kw)
 
     def save(self, name: str, cells, rows=None, cols=None) -> str:
@@ -350,7 +356,9 @@ def _composite(run: _Run, samples, border: int = 1) -> Figure:
     patch = source.roll(1, 0)
     region = torch.zeros(1, 1, H, W)
     region[..., W // 2:] = 1
-    x, pasted = composite(m.sde, m.score_fn, m.from_unit(source), m.from_unit(patch), region, t0=run.t0,
+    from .sdedit import default_t0
+    t0 = default_t0(m, conditioned=False)                  # two digits pasted together: a plain edit
+    x, pasted = composite(m.sde, m.score_fn, m.from_unit(source), m.from_unit(patch), region, t0=t0,
                           border=border, sampler=run.s.sampler, generator=run.g)
     cut = W // 2 - border
     kept = float((x - m.from_unit(source))[..., :cut].abs().max())             # model space: exact where kept
@@ -360,7 +368,7 @@ def _composite(run: _Run, samples, border: int = 1) -> Figure:
     return Figure(
         "Image compositing", png,
         f"Rows: {len(source)} samples from above; columns: the source, the patch (another sample), the right half of "
-        f"the patch pasted onto the source, and SDEdit from t0 = {run.t0:g}, which regenerates the pasted half and a "
+        f"the patch pasted onto the source, and SDEdit from t0 = {t0:g}, which regenerates the pasted half and a "
         f"{border}-pixel seam and keeps the rest of the source. Measured: outside them the output differs from the "
         f"source by at most {_diff(kept)}; in them its mean L2 to the pasted image is "
         f"{_mean_l2(res[..., cut:], pasted[..., cut:]):.2f} (pixels in [0, 1]).")

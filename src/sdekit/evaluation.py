@@ -18,6 +18,10 @@ Baselines on the same strokes: the raw strokes, real images of the drawn digits 
 strokes: the very images they were made from), the nearest training image to each stroke (pixel L2)
 and plain samples (no guide). The default t0 is the largest swept t0 whose class fidelity is at least
 95% (:func:`pick_t0`); ``write_t0`` stores it in a bundle's config.json as "sdedit": {"t0": ...}.
+
+The edits are conditioned as :func:`sdekit.sdedit.edit_condition` says (``class_label``, ``guidance``:
+the model's default edit unless given): with "auto", each stroke's class is read once by the bundle's
+classifier and every t0 edits towards it; the report gives the reading's accuracy.
 """
 from __future__ import annotations
 
@@ -143,23 +147,37 @@ def bundle_config(folder) -> tuple[Path, dict]:
     return path, read_config(path, FORMAT, "model bundle")
 
 
-def write_t0(folder, t0: float) -> Path:
-    """Store ``t0`` as the bundle's calibrated SDEdit t0: config.json's "sdedit": {"t0": t0}, other
-    fields kept, written atomically; the weights are not touched. UserError if ``folder`` is not a
-    model bundle or t0 is not in (0, 1]."""
+def write_t0(folder, t0: float, class_label=None, guidance: float = 0.0) -> Path:
+    """Store ``t0`` as the bundle's calibrated SDEdit t0, other fields kept, written atomically; the
+    weights are not touched. For a plain edit (``class_label`` None or -1): config.json's "sdedit":
+    {"t0": t0}, or {"t0_unconditional": t0} when the bundle's default edit is class-guided; for
+    ``class_label`` "auto": {"t0": t0, "class": "auto", "guidance": guidance}, the bundle's default edit
+    from now on (a plain edit's "t0" written before becomes "t0_unconditional") (:func:`sdekit.sdedit.edit_condition`). UserError if ``folder`` is not a model bundle,
+    t0 is not in (0, 1] or the class is another."""
     if not 0 < float(t0) <= 1:
         raise UserError(f"t0 must lie in (0, 1], got {t0}")
+    if class_label not in (None, -1, "auto"):
+        raise UserError(f"a default t0 is written for class 'auto' or none, not {class_label!r}")
     path, cfg = bundle_config(folder)
-    cfg["sdedit"] = {**(cfg.get("sdedit") or {}), "t0": float(t0)}
+    sd = dict(cfg.get("sdedit") or {})
+    if class_label == "auto":
+        if sd.get("class") != "auto" and "t0" in sd:          # the plain edit's t0 stays the plain edit's
+            sd["t0_unconditional"] = sd["t0"]
+        sd.update({"t0": float(t0), "class": "auto", "guidance": float(guidance)})
+    else:
+        sd["t0_unconditional" if sd.get("class") == "auto" else "t0"] = float(t0)
+    cfg["sdedit"] = sd
     atomic_write_text(path, json.dumps(cfg, indent=2) + "\n")
     return path
 
 
-def edit_strokes(model, strokes: torch.Tensor, t0: float, steps: int, sampler: str, generator) -> torch.Tensor:
-    """The one SDEdit call of the evaluation: strokes and result are pixels in [0, 1], [B, C, H, W]."""
+def edit_strokes(model, strokes: torch.Tensor, t0: float, steps: int, sampler: str, generator,
+                 score_fn=None) -> torch.Tensor:
+    """The one SDEdit call of the evaluation: strokes and result are pixels in [0, 1], [B, C, H, W];
+    ``score_fn`` (default the model's plain one) as :func:`sdekit.sdedit.edit_condition` gives it."""
     from .sdedit import sdedit
-    out = sdedit(model.sde, model.score_fn, model.from_unit(strokes), t0=t0, steps=steps, sampler=sampler,
-                 generator=generator)
+    out = sdedit(model.sde, model.score_fn if score_fn is None else score_fn, model.from_unit(strokes), t0=t0,
+                 steps=steps, sampler=sampler, generator=generator)
     return model.to_unit(out).cpu()
 
 
@@ -210,7 +228,7 @@ def check_outputs(out, overwrite: bool) -> Path:
 def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str = "pen",
              sampler: str = "reverse_diffusion", steps_per_unit: int | None = None, seed: int = 0, out="sdekit-eval",
              batch_size: int = 100, overwrite: bool = False, progress: bool = True,
-             n_reference: int | None = None) -> Evaluation:
+             n_reference: int | None = None, class_label=None, guidance: float | None = None) -> Evaluation:
     """Sweep t0 over ``t0s`` on n held-out strokes of the set ``strokes`` ("pen", "simulated" or
     "package", :mod:`sdekit.strokes`) and write results.json, results.md, results.csv, tradeoff.png,
     grid.png and index.html into ``out``.
@@ -218,7 +236,8 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
     ``data``: the model's dataset spec ("digits", "mnist:DIR"), which picks the judge and the reference;
     default the model config's "data". SDEdit runs max(4, round(steps_per_unit * t0)) steps (default: the library's rule, sdekit.sdedit.sdedit_steps) of
     ``sampler`` in batches of ``batch_size``. ``n_reference``: use only the first that many reference
-    images (default all: 5000 for MNIST). Warnings (small n, no FID) go into the report and, with
+    images (default all: 5000 for MNIST). ``class_label``, ``guidance``: how the edits are conditioned
+    (module docstring; default the model's default edit). Warnings (small n, no FID) go into the report and, with
     ``progress``, to stderr with a tqdm bar per batch. Bad input raises UserError before any work."""
     from .judge import held_out, load_judge
     from .bundle import generate
@@ -241,14 +260,18 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
     for w in notes if progress else ():
         print(f"warning: {w}", file=sys.stderr)
     guides, labels, real = _guides(strokes, n, seed, size, held)
+    from .sdedit import edit_condition
+    score_fn, read, w = edit_condition(model, model.from_unit(guides).to(model.device), class_label, guidance,
+                                       torch.Generator().manual_seed(seed))
+    read = None if read is None else read.cpu()
     for t0 in t0s:                  # one step on one stroke per t0: SDEdit refuses what it cannot do now
-        edit_strokes(model, guides[:1], t0, 1, sampler, torch.Generator().manual_seed(0))
+        edit_strokes(model, guides[:1], t0, 1, sampler, torch.Generator().manual_seed(0), _first(score_fn, read, w, model))
     score = _Scorer(judge, reference, guides, labels, seed)
 
     from .sdedit import sdedit_steps
     steps = {t0: sdedit_steps(sampler, t0) if steps_per_unit is None else max(4, round(steps_per_unit * t0))
              for t0 in t0s}
-    outputs = _sweep(model, guides, steps, sampler, seed, batch_size, progress)
+    outputs = _sweep(model, guides, steps, sampler, seed, batch_size, progress, read, w)
     rows = [score("SDEdit", t0, outputs[t0], steps[t0]) for t0 in t0s]
     near = _nearest(held.train, guides)
     plain = model.to_unit(generate(model, n, "dpm_solver", 20, seed=seed, batch_size=batch_size))
@@ -262,23 +285,39 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
     meta = {"model": getattr(model, "name", "model"), "data": data, "strokes": strokes, "n": n,
             "n_reference": len(score.ref), "sampler": sampler, "steps_per_unit": steps_per_unit, "seed": seed,
             "judge_test_accuracy": getattr(judge, "test_accuracy", None), "fidelity_level": FIDELITY,
+            "class": _mode(model, class_label, read), "guidance": w, "class_read_accuracy": None if read is None else float((read == labels).float().mean()),
             "seconds": round(time.time() - t_begin, 1)}
     index = _report(out, rows, meta, best, notes, [guides, *outputs.values(), real, near], labels,
                     ["stroke"] + [f"t0={t:g}" for t in t0s] + ["real", "nearest"])
     return Evaluation(rows, best, notes, meta, index, outputs)
 
 
-def _sweep(model, guides, steps: dict, sampler, seed, batch_size, progress) -> dict:
-    """t0 -> SDEdit outputs of all guides with steps[t0] steps, in batches (a tqdm bar per batch)."""
+def _mode(model, class_label, read) -> str:
+    """How the edits were conditioned: "none", "auto" (classes read from the strokes) or "given"."""
+    if read is None:
+        return "none"
+    if class_label is None:
+        class_label = ((getattr(model, "config", None) or {}).get("sdedit") or {}).get("class")
+    return "auto" if class_label == "auto" else "given"
+
+
+def _first(score_fn, read, w, model):
+    return score_fn if read is None else model.conditional(read[:1].to(model.device), w)
+
+
+def _sweep(model, guides, steps: dict, sampler, seed, batch_size, progress, read=None, w=0.0) -> dict:
+    """t0 -> SDEdit outputs of all guides with steps[t0] steps, in batches (a tqdm bar per batch);
+    conditioned on the labels ``read`` [N] with guidance w, or unconditional (None)."""
     batches = guides.split(batch_size)
+    fns = [None] * len(batches) if read is None else [model.conditional(r.to(model.device), w) for r in read.split(batch_size)]
     outputs = {}
     with tqdm(total=len(steps) * len(batches), desc="SDEdit", unit="batch", disable=not progress) as bar:
         for j, (t0, k) in enumerate(steps.items()):
             g = torch.Generator().manual_seed(seed * 1_000_003 + j)
             bar.set_postfix(t0=t0)
             res = []
-            for b in batches:
-                res.append(edit_strokes(model, b, t0, k, sampler, g))
+            for b, fn in zip(batches, fns):
+                res.append(edit_strokes(model, b, t0, k, sampler, g, fn))
                 bar.update()
             outputs[t0] = torch.cat(res)
     return outputs
@@ -339,6 +378,12 @@ def _markdown(rows, meta, best, notes) -> str:
               f"KID/FID reference: {meta['data']} ({meta['n_reference']} held-out images; judge test accuracy "
               f"{meta['judge_test_accuracy']}); SDEdit with {meta['sampler']}, {rule} "
               f"steps; seed {meta['seed']}; {meta['seconds']} s.", ""]
+    if meta.get("class", "none") != "none":
+        read = meta.get("class_read_accuracy")
+        how = "the class the model's classifier reads in each stroke" if meta["class"] == "auto" else "the given class"
+        lines += [f"Edits conditioned on {how}, classifier-free guidance w = {meta['guidance']:g}"
+                  + (f"; the reading agrees with the drawn digit for {read:.1%} of the strokes." if read is not None
+                     and meta["class"] == "auto" else "."), ""]
     lines.append(f"Default t0 (the largest swept t0 whose class fidelity is at least {FIDELITY:.0%}): "
                  + (f"**{best:g}**" if best is not None else "none"))
     lines += ["", "Class fidelity: the fraction of images the judge reads as the drawn digit (Wilson interval). "

@@ -25,6 +25,8 @@ class Model:
     -1 means unconditional) and ``guidance=w`` for classifier-free guidance,
     score = (1 + w) score(x | y) - w score(x)  (Ho & Salimans 2022).
     ``config`` is the bundle's config.json (a dict; "sdedit": {"t0": ...} is the calibrated SDEdit t0).
+    ``classifier``: the bundle's noise-conditional classifier (its ``classifier/`` folder) or None; SDEdit
+    reads the drawn class with it (:func:`sdekit.sdedit.edit_condition`).
     """
 
     def __init__(self, net: Denoiser, config: dict, name: str = "model"):
@@ -35,6 +37,7 @@ class Model:
         self.shape = tuple(int(v) for v in config["shape"])
         self.num_classes = int(config.get("num_classes", 0))
         self.data_range = tuple(float(v) for v in config.get("data_range", (-1.0, 1.0)))
+        self.classifier = None       # a noise-conditional classifier p_t(y | x) shipped with the bundle, if any
 
     @property
     def denoiser(self) -> Denoiser:
@@ -56,6 +59,8 @@ class Model:
 
     def to(self, device=None, dtype=None) -> "Model":
         self.net.to(device=device, dtype=dtype)
+        if self.classifier is not None:
+            self.classifier.to(device=device)
         return self
 
     def accelerate(self, options: Acceleration) -> "Model":

@@ -18,6 +18,11 @@ The policy, defined once here and read by the CLI, the page, the demo and ``eval
   [eps, T]; for the VP SDE that is t0 itself (DDPM: timestep t0 N), for EDM sigma_ref(t0).
 * **default t0**: the model bundle's calibrated value (``config.json`` "sdedit": {"t0": ...}, written by
   ``sdekit evaluate --write-t0``), else :data:`DEFAULT_T0`.
+* **default class** of a class-conditional bundle (:func:`edit_condition`): "sdedit": {"class": "auto",
+  "guidance": w} makes an edit read the drawn class with the bundle's noise-conditional classifier
+  (``classifier/`` in the bundle, :func:`sdekit.guidance.read_class`) and edit under classifier-free
+  guidance w toward it; noise from a larger t0 can then not turn the drawing into another class.
+  Such a bundle keeps the plain (unconditional) edit's calibrated t0 as "t0_unconditional".
 * **default steps** (:func:`sdedit_steps`): for the stochastic SDE samplers, a fifth of the sampler's
   default steps (sdekit.registry) per unit of t0, i.e. 100 t0 for reverse diffusion (Algorithm 1's
   Delta t = t0 / N), at least :data:`MIN_STEPS`; the fast solvers keep their default steps, which
@@ -36,7 +41,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .denoisers import as_denoiser
+from .denoisers import ClassifierFree, Conditional, as_denoiser
 from .errors import UserError
 from .guidance import Impute
 from .registry import get_sampler
@@ -44,7 +49,8 @@ from .sampling import sample
 from .sde import SDE, VPSDE
 
 __all__ = ["sdedit", "perturb", "composite", "simulate_strokes", "median_filter", "quantize_colors",
-           "sdedit_time", "sdedit_steps", "default_t0", "DEFAULT_T0", "MIN_STEPS", "DEFAULT_SAMPLER"]
+           "sdedit_time", "sdedit_steps", "default_t0", "default_class", "edit_condition", "DEFAULT_T0", "MIN_STEPS",
+           "DEFAULT_SAMPLER"]
 
 DEFAULT_T0 = 0.5                       # for a model without a calibrated value
 MIN_STEPS = 4
@@ -66,11 +72,58 @@ def sdedit_time(sde: SDE, t0: float) -> float:
     return float(sde.sigma_inv(ref).clamp(sde.eps, sde.T))
 
 
-def default_t0(model=None) -> float:
-    """The calibrated t0 of a bundle (``model.config["sdedit"]["t0"]``) or DEFAULT_T0."""
+def _settings(model) -> dict:
     cfg = getattr(model, "config", None) or {}
-    t0 = (cfg.get("sdedit") or {}).get("t0") if isinstance(cfg, dict) else None
+    sd = cfg.get("sdedit") if isinstance(cfg, dict) else None
+    return sd if isinstance(sd, dict) else {}
+
+
+def default_t0(model=None, conditioned: bool = True) -> float:
+    """The calibrated t0 of a bundle (``model.config["sdedit"]["t0"]``) or DEFAULT_T0. With
+    ``conditioned=False``, the plain edit's ("t0_unconditional") where the bundle's default edit is
+    class-guided (module docstring)."""
+    sd = _settings(model)
+    t0 = sd.get("t0_unconditional") if not conditioned and "t0_unconditional" in sd else sd.get("t0")
     return float(t0) if isinstance(t0, (int, float)) and 0 < t0 <= 1 else DEFAULT_T0
+
+
+def default_class(model) -> int | str:
+    """The class a bundle's default edit is conditioned on: "auto" (read from the guide, "sdedit":
+    {"class": "auto"} in config.json) or -1 (none: a plain edit)."""
+    return "auto" if _settings(model).get("class") == "auto" else -1
+
+
+def edit_condition(model, guide: torch.Tensor, class_label=None, guidance: float | None = None,
+                   generator: torch.Generator | None = None):
+    """What an edit of ``guide`` [B, C, H, W] (model space) by ``model`` is conditioned on.
+
+    class_label: an int K or an int tensor [B] (those classes), -1 (none: an unconditional edit),
+    "auto" (each guide's class as the bundle's classifier reads it, :func:`sdekit.guidance.read_class`),
+    or None: the bundle's default ("sdedit": {"class": ...}), else -1. guidance: classifier-free guidance
+    weight w >= 0 toward the labels (Ho & Salimans 2022); None: the bundle's "sdedit" "guidance" (else 0).
+    Returns (score_fn, labels int64 [B] or None, w). UserError, before any work: "auto" on a model
+    without a classifier, labels outside 0..K-1 or on an unconditional model, w < 0 or not finite."""
+    sd = _settings(model)
+    if class_label is None:
+        class_label = default_class(model)
+    w = float(sd.get("guidance", 0.0) if guidance is None else guidance)
+    if not math.isfinite(w) or w < 0:
+        raise UserError(f"guidance must be a number >= 0, got {guidance}")
+    if isinstance(class_label, str):
+        if class_label != "auto":
+            raise UserError(f"class must be an integer class, -1 (none) or 'auto', got {class_label!r}")
+        classifier = getattr(model, "classifier", None)
+        if classifier is None:
+            raise UserError(f"{getattr(model, 'name', 'the model')} has no classifier to read the drawn class "
+                            "('auto'): give the class")
+        from .guidance import read_class
+        labels = read_class(classifier, guide, generator=generator)[0]
+    elif torch.is_tensor(class_label) or int(class_label) != -1:
+        labels = torch.as_tensor(class_label, dtype=torch.long).expand(len(guide)).clone()
+    else:
+        return model.score_fn, None, 0.0
+    model.check_labels(labels)
+    return model.conditional(labels.to(guide.device), w), labels, w
 
 
 STEPS_PER_UNIT_FRACTION = 0.2    # SDE samplers: steps per unit of t0 = this x the sampler's default steps
@@ -131,11 +184,14 @@ def sdedit(sde: SDE, score_fn, guide: torch.Tensor, t0: float | None = None, ste
     any shape broadcasting to the guide's. repeats: K rounds of perturb-and-denoise, each from the
     previous output (Meng et al. Alg. 3). sampler, options: any sampler of :func:`sdekit.sample`
     (default: reverse diffusion, Algorithm 1's update for VE, ancestral DDPM for VP). callback: a step
-    hook (sdekit.sampling.solve). model: a bundle, for its calibrated t0.
+    hook (sdekit.sampling.solve). model: a bundle, for its calibrated t0 (its plain edit's for a plain
+    score_fn, its class-guided edit's for a conditional one: :func:`default_t0`).
     Returns the edits [B, ...], or (edits, info) with info["nfe"], ["t"], ["t0"], ["steps"].
     Raises UserError on bad input (before any work).
     """
-    t0 = default_t0(model if model is not None else getattr(score_fn, "model", None)) if t0 is None else t0
+    if t0 is None:
+        owner = model if model is not None else getattr(score_fn, "model", None)
+        t0 = default_t0(owner, isinstance(getattr(score_fn, "denoiser", None), (Conditional, ClassifierFree)))
     get_sampler(sampler)
     t0, _, repeats = _check(sde, guide, t0, 1 if steps is None else steps, mask, repeats)
     steps = sdedit_steps(sampler, t0) if steps is None else int(steps)

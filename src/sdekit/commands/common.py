@@ -39,6 +39,18 @@ positive = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive numb
 fraction = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
+def edit_class(text: str):
+    """An argparse type for an edit's --class: 'auto' (read from the guide), 'none' (-1) or a class K >= 0."""
+    word = text.strip().lower()
+    if word in ("auto", "none"):
+        return "auto" if word == "auto" else -1
+    return count(text) if word.isdigit() else _fail(f"must be a class K >= 0, 'auto' or 'none', got {text!r}")
+
+
+def _fail(message: str):
+    raise argparse.ArgumentTypeError(message)
+
+
 def int_range(lo: int, hi: int):
     return _number(int, lambda v: lo <= v <= hi, f"an integer in {lo}..{hi}")
 

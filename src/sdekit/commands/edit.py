@@ -1,6 +1,7 @@
 """sdekit edit: SDEdit a stroke painting or an edited image with a model bundle."""
 from .common import (MODEL_DEFAULT, acceleration, add_acceleration, add_device, add_dtype, add_model,
-                     add_overwrite, add_sampler, add_scale, add_seed, count, int_range, load_model, positive_int)
+                     add_overwrite, add_sampler, add_scale, add_seed, edit_class, finite, int_range, load_model,
+                     positive_int)
 
 
 def add_arguments(p):
@@ -21,8 +22,13 @@ def add_arguments(p):
     add_seed(p)
     p.add_argument("-n", type=int_range(1, 256), default=1,
                    help="number of outputs, 1..256; more than one writes a grid: the guide, then the outputs (default: 1)")
-    p.add_argument("--class", dest="class_label", type=count, default=None,
-                   help="class label K of a class-conditional model (default: none, unconditional)")
+    p.add_argument("--class", dest="class_label", type=edit_class, default=None,
+                   help="class-conditional models: the class K to edit towards, 'auto' (the class the model's "
+                        "classifier reads in the guide) or 'none' (an unconditional edit) (default: the model's "
+                        "own default, for the bundled MNIST model 'auto'; else none)")
+    p.add_argument("--guidance-scale", dest="guidance", type=finite, default=None, metavar="W",
+                   help="classifier-free guidance weight w >= 0 towards the class (default: the model's own, for "
+                        "the bundled MNIST model 1; else 0)")
     p.add_argument("--resize-back", action="store_true",
                    help="write at the guide's own size, without enlargement: the output resized back onto the part "
                         "of the guide the model saw (its centre crop) and pasted into the guide, so it lines up with it")
@@ -43,7 +49,7 @@ def run(args):
     from ..errors import UserError
     from ..images import (EXTENSIONS, check_picture_size, enlarge, from_pil, guide_frame, load_image, load_mask,
                           restore, save_picture, to_pil)
-    from ..sdedit import default_t0, sdedit
+    from ..sdedit import default_t0, edit_condition, sdedit
     from .common import check_class, check_row, file_out, placement, save_row, scale_of
 
     out = file_out(args.out, args.overwrite, EXTENSIONS)
@@ -54,7 +60,8 @@ def run(args):
     acceleration(args)                                   # refused before the model loads
     model = load_model(args, *placement(args))
     model.accelerate(acceleration(args, model.shape))
-    check_class(model, args.class_label)
+    if isinstance(args.class_label, int) and args.class_label >= 0:
+        check_class(model, args.class_label)
     C, H, W = model.shape
     img = load_image(args.guide, model.shape)
     mask = img.alpha
@@ -66,12 +73,13 @@ def run(args):
         check_row(args.n + 1, cell, scale)
     else:
         check_picture_size(cell[1] * scale, cell[0] * scale, "output picture")
-    t0 = default_t0(model) if args.t0 is None else args.t0
-    score = model.score_fn if args.class_label is None else model.conditional(args.class_label)
     guide = model.from_unit(img.pixels.to(model.device)).expand(args.n, -1, -1, -1).contiguous()
+    generator = torch.Generator().manual_seed(args.seed)
     started = time.perf_counter()
+    score, labels, w = edit_condition(model, guide, args.class_label, args.guidance, generator)
+    t0 = default_t0(model, labels is not None) if args.t0 is None else args.t0
     x, info = sdedit(model.sde, score, guide, t0=t0, steps=args.steps, mask=mask, repeats=args.repeats,
-                     sampler=args.sampler, generator=torch.Generator().manual_seed(args.seed), progress=True,
+                     sampler=args.sampler, generator=generator, progress=True,
                      return_info=True)
     seconds = time.perf_counter() - started
     u = model.to_unit(x).cpu()
@@ -84,5 +92,7 @@ def run(args):
     else:
         save_row(out, img.pixels, u, scale, args.overwrite)
     what = "masked " if mask is not None else ""
-    print(f"{what}SDEdit t0={t0:g} ({args.sampler}, {info['steps']} steps, {args.repeats} round(s), "
+    cond = "" if labels is None else (f" class {int(labels[0])}" + (" (read)" if args.class_label in (None, "auto") else "")
+                                      + (f" guidance {w:g}" if w else ""))
+    print(f"{what}SDEdit t0={t0:g}{cond} ({args.sampler}, {info['steps']} steps, {args.repeats} round(s), "
           f"{info['nfe']} evaluations, {seconds:.1f} s) -> {out}")

@@ -1,5 +1,5 @@
 """sdekit evaluate: SDEdit's t0 sweep on held-out strokes: class fidelity, realism (KID), faithfulness (L2)."""
-from .common import MODEL_DEFAULT, add_model, add_sampler, load_model
+from .common import MODEL_DEFAULT, add_model, add_sampler, edit_class, finite, load_model
 
 
 def add_arguments(p):
@@ -22,9 +22,16 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out strokes and the edits' noise (default: 0)")
     p.add_argument("--out", default="sdekit-eval", help="output folder (default: sdekit-eval)")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --out (refused without it)")
+    p.add_argument("--class", dest="class_label", type=edit_class, default=None,
+                   help="how the edits are conditioned: 'auto' (the class the model's classifier reads in each "
+                        "stroke), 'none' (unconditional) or a class K (default: the model's default edit)")
+    p.add_argument("--guidance-scale", dest="guidance", type=finite, default=None, metavar="W",
+                   help="classifier-free guidance weight w >= 0 towards the class (default: the model's own)")
     p.add_argument("--write-t0", action="store_true",
                    help="write the default t0 (the largest with >= 95%% class fidelity) into the --model bundle's "
-                        "config.json as \"sdedit\": {\"t0\": ...}")
+                        "config.json as \"sdedit\": {\"t0\": ...} (with --class auto: the bundle's default edit "
+                        "becomes class-guided at that t0; an unconditional sweep of such a bundle writes "
+                        "\"t0_unconditional\")")
 
 
 def run(args):
@@ -39,15 +46,20 @@ def run(args):
     if args.write_t0:
         if args.model is None:
             raise UserError("--write-t0 needs --model FOLDER: the bundle whose config.json gets the t0")
+        if isinstance(args.class_label, int) and args.class_label >= 0:
+            raise UserError("--write-t0 writes the default of an 'auto' or unconditional edit, not of a given class")
         bundle_config(args.model)
     model = load_model(args)
     res = evaluate(model, args.data, t0s, n=args.n, strokes=args.strokes, sampler=args.sampler,
                    steps_per_unit=args.steps_per_unit, seed=args.seed, out=args.out, batch_size=args.batch_size,
-                   overwrite=args.overwrite, n_reference=args.n_reference)
+                   overwrite=args.overwrite, n_reference=args.n_reference, class_label=args.class_label,
+                   guidance=args.guidance)
     print((res.index.parent / "results.md").read_text(), end="")
     print(f"report: {res.index}")
     if args.write_t0:
         if res.default_t0 is None:
             print("sdekit evaluate: warning: no default t0 found; the bundle is unchanged", file=sys.stderr)
         else:
-            print(f"t0 = {res.default_t0:g} -> {write_t0(args.model, res.default_t0)}")
+            mode = res.meta["class"]
+            path = write_t0(args.model, res.default_t0, "auto" if mode == "auto" else None, res.meta["guidance"])
+            print(f"t0 = {res.default_t0:g} -> {path}")

@@ -203,11 +203,13 @@ class App:
     def info(self) -> dict:
         """The model as the page needs it: shape [C, H, W] (the canvas is H x W model pixels, a colour
         palette for C = 3, grey for C = 1), ``polarity`` and the canvas's starting ``background``
-        (:func:`polarity`), the SDE, classes, samplers and defaults (t0, steps) per tab, and the limits."""
+        (:func:`polarity`), the SDE, classes (``reads_class``: whether edits can read the drawn class), samplers
+        and defaults (t0, steps, label) per tab, and the limits."""
         m = self.model
         C, H, W = m.shape
         look = polarity(m)
         return {"name": m.name, "shape": [C, H, W], "num_classes": m.num_classes, "data": m.config.get("data"),
+                "reads_class": getattr(m, "classifier", None) is not None,
                 "polarity": look, "background": BACKGROUND[look],
                 "sde": type(m.sde).__name__, "T": float(m.sde.T),
                 "samplers": {k: list(samplers_for(k)) for k in KINDS},
@@ -217,11 +219,13 @@ class App:
                            "repeats": self.limits.repeats}}
 
     def defaults(self, kind: str) -> dict:
-        """The library's defaults for a tab: sampler, steps (sampler registry, SDEdit's steps rule), t0."""
-        from ..sdedit import default_t0
-        sampler, t0 = samplers_for(kind)[0], default_t0(self.model)
+        """The library's defaults for a tab: sampler, steps (sampler registry, SDEdit's steps rule), t0, and the
+        class (the bundle's default edit's: "auto" or -1)."""
+        from ..sdedit import default_class, default_t0
+        label = default_class(self.model) if kind == "edit" else -1
+        sampler, t0 = samplers_for(kind)[0], default_t0(self.model, label != -1)
         return {"sampler": sampler, "steps": default_steps(self.model, kind, sampler, t0), "t0": t0,
-                "n": 16 if kind == "sample" else 4}
+                "n": 16 if kind == "sample" else 4, "label": label}
 
     def job_status(self, job: Job) -> dict:
         d = {"id": job.id, "kind": job.task.kind, "status": job.status, "progress": round(job.progress(), 4),

@@ -35,7 +35,7 @@ class Task:
     seed: int = 0
     t0_frac: float = 0.5
     repeats: int = 1
-    label: int = -1
+    label: int | str | None = -1     # a class K, -1 (none), "auto" (read from the image) or None (the model's default edit)
     image: torch.Tensor | None = None
     mask: torch.Tensor | None = None
 
@@ -54,6 +54,21 @@ def _show(v) -> str:
     except ValueError:                       # an int too long to print
         s = type(v).__name__
     return s if len(s) <= 24 else s[:20] + "..."
+
+
+def _label(body: dict, model, kind: str):
+    """The request's class: K in 0..num_classes-1, -1 (none), "auto" (edits only: the class the model's
+    classifier reads in the image); absent: the model's default edit for an edit (None), else -1."""
+    v = body.get("label")
+    if v is None or v == "":
+        return None if kind == "edit" else -1
+    if v == "auto":
+        if kind != "edit":
+            raise UserError("label 'auto' reads the class of a drawing: it applies to edits only")
+        if getattr(model, "classifier", None) is None:
+            raise UserError("this model has no classifier to read the drawn class: choose the class")
+        return "auto"
+    return _int(body, "label", -1, -1, max(model.num_classes - 1, -1))
 
 
 def _int(body: dict, key: str, default: int, lo: int, hi: int) -> int:
@@ -109,16 +124,17 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
     if not isinstance(kind, str) or kind not in KINDS:
         raise UserError(f"kind must be one of {', '.join(KINDS)}, got {_show(kind)}")
     n_max = limits.samples if kind == "sample" else limits.results
-    from ..sdedit import default_t0
+    from ..sdedit import default_class, default_t0
     t = Task(kind=kind,
              n=_int(body, "n", 4, 1, n_max),
              seed=_int(body, "seed", int(time.time_ns() % 2**31), 0, 2**63 - 1),
-             label=_int(body, "label", -1, -1, max(model.num_classes - 1, -1)))
+             label=_label(body, model, kind))
     t.sampler = str(body.get("sampler") or samplers_for(kind)[0]).lower()
     if t.sampler not in samplers_for(kind):
         raise UserError(f"sampler must be one of {', '.join(samplers_for(kind))}, got {_show(t.sampler)}")
     if kind == "edit":
-        t.t0_frac = _float(body, "t0", default_t0(model), 0.0, 1.0)
+        conditioned = (default_class(model) if t.label is None else t.label) != -1
+        t.t0_frac = _float(body, "t0", default_t0(model, conditioned), 0.0, 1.0)
         t.repeats = _int(body, "repeats", 1, 1, limits.repeats)
     t.steps = _int(body, "steps", default_steps(model, kind, t.sampler, t.t0_frac), 1, limits.steps)
     if kind in ("edit", "inpaint"):
@@ -139,7 +155,7 @@ def run_task(model, task: Task, on_step=None) -> dict:
     raise to stop the run). Returns {"results": [n, C, H, W] in [0, 1], "guide": [1, C, H, W] or None,
     "mask": [1, 1, H, W] (1 = kept) or None}."""
     import sdekit
-    score_fn = model.conditional(task.label) if task.label >= 0 else model.score_fn
+    score_fn = model.conditional(task.label) if isinstance(task.label, int) and task.label >= 0 else model.score_fn
     done = 0                                              # evaluations of earlier rounds (repeats)
 
     def hook(state):                                      # a step hook: progress after every solver step
@@ -158,6 +174,7 @@ def run_task(model, task: Task, on_step=None) -> dict:
     x = model.from_unit(task.image).to(model.device).expand(n, *model.shape).contiguous()
     keep = None if task.mask is None else task.mask.to(x.device).expand(n, 1, *model.shape[1:])
     if task.kind == "edit":
+        score_fn = sdekit.edit_condition(model, x, task.label, None, g)[0]
         out = sdekit.sdedit(sde, score_fn, x, t0=task.t0_frac, steps=task.steps, mask=keep,
                             repeats=task.repeats, sampler=task.sampler, generator=g, callback=hook)
     else:

@@ -224,6 +224,7 @@ function setupControls() {
   setupPalette();
   if (state.info.num_classes > 0) {
     $("label-field").hidden = false;
+    if (state.info.reads_class) $("label").add(new Option("read from the drawing (edit)", "auto"));
     for (let k = 0; k < state.info.num_classes; k++) $("label").add(new Option(String(k), String(k)));
   }
 }
@@ -245,7 +246,7 @@ function setupPalette() {     // grey levels for a 1-channel model, colours and 
 
 function request(tab) {
   const body = { kind: tab, steps: +$("steps").value, n: +$("n").value, sampler: $("sampler").value,
-                 label: +$("label").value };
+                 label: $("label").value === "auto" ? "auto" : +$("label").value };
   if ($("seed").value !== "") body.seed = +$("seed").value;
   if (tab === "edit") { body.t0 = +$("t0").value; body.repeats = +$("repeats").value; }
   if (tab !== "sample") {
