@@ -164,18 +164,27 @@ class Conditional(Denoiser):
 class ClassifierFree(Denoiser):
     """Classifier-free guidance (Ho & Salimans 2022): (1 + w) D(y | c) - w D(y | null), the same
     combination of scores since the two differ by an affine map. ``null_label``: the label the
-    network was trained with for "no label" (-1 for sdekit's bundles)."""
+    network was trained with for "no label" (-1 for sdekit's bundles). ``batch``: evaluate both in one
+    call on the doubled batch (for networks, whose outputs are per sample; not for score functions
+    that read one label per batch)."""
 
-    def __init__(self, inner: Denoiser, class_labels, scale: float, null_label=-1):
+    def __init__(self, inner: Denoiser, class_labels, scale: float, null_label=-1, batch: bool = False):
         super().__init__(inner.sde)
         self.inner, self.class_labels, self.scale, self.null_label = inner, class_labels, float(scale), null_label
+        self.batch = bool(batch)
 
     def _combine(self, fn, x, v):
         c = labels_for(self.class_labels, x)
-        cond = fn(x, v, c)
         if self.scale == 0:
-            return cond
-        return (1 + self.scale) * cond - self.scale * fn(x, v, torch.full_like(c, int(self.null_label)))
+            return fn(x, v, c)
+        null = torch.full_like(c, int(self.null_label))
+        if not self.batch:
+            return (1 + self.scale) * fn(x, v, c) - self.scale * fn(x, v, null)
+        per_sample = torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == len(x) and len(x) > 1
+        both = fn(torch.cat([x, x]), torch.cat([v, v]) if per_sample else v,      # one network call for both
+                  torch.cat([c, null]))
+        cond, null = both.chunk(2)
+        return (1 + self.scale) * cond - self.scale * null
 
     def denoise(self, y, sigma, class_labels=None):
         return self._combine(self.inner.denoise, y, sigma)

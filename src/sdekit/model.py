@@ -85,7 +85,7 @@ class Model:
     def conditional(self, class_labels, guidance: float = 0.0) -> ScoreView:
         """A plain score_fn(x, t) for fixed labels (and classifier-free guidance w), for samplers and editors."""
         self.check_labels(class_labels)
-        den = ClassifierFree(self.net, class_labels, guidance) if guidance else Conditional(self.net, class_labels)
+        den = ClassifierFree(self.net, class_labels, guidance, batch=True) if guidance else Conditional(self.net, class_labels)
         view = ScoreView(den)
         view.model = self
         return view
