@@ -77,6 +77,12 @@ def wait_for_images(page, n):
         pytest.fail(f"no results: status {page.inner_text('#status')!r}, message {page.inner_text('#message')!r}")
 
 
+def _edit_t0(model) -> float:
+    """The t0 the edit tab shows: 0.2 as set by the test, or a trained model's default edit's."""
+    from sdekit.sdedit import default_class, default_t0
+    return default_t0(model, default_class(model) != -1) if os.environ.get("SDEKIT_WEB_MODEL") else 0.2
+
+
 def test_paint_a_stroke_and_run_sdedit(served, page):
     model, base = served
     C, H, W = model.shape
@@ -97,9 +103,14 @@ def test_paint_a_stroke_and_run_sdedit(served, page):
         let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 128) n++; return n / (c.width * c.height); }""")
     assert 0.01 < painted < 0.3
 
-    set_value(page, "#t0", 0.2)                   # the default MNIST model's calibrated t0
-    assert page.inner_text("#t0-out") == "0.20"
-    set_value(page, "#steps", 20 if os.environ.get("SDEKIT_WEB_MODEL") else 8)    # a trained model: its default steps
+    if os.environ.get("SDEKIT_WEB_MODEL"):        # a trained model: the page starts at its default edit
+        assert float(page.input_value("#t0")) == pytest.approx(_edit_t0(model))
+        if model.classifier is not None:
+            assert page.input_value("#label") == "auto"            # "read from the drawing"
+    else:
+        set_value(page, "#t0", 0.2)
+        assert page.inner_text("#t0-out") == "0.20"
+        set_value(page, "#steps", 8)
     set_value(page, "#n", 3)
     set_value(page, "#seed", 1)
     page.click("#run")
@@ -161,10 +172,11 @@ def results(page):
     return page.eval_on_selector_all("#results img.result", "els => els.length")
 
 
-def test_each_tab_keeps_its_own_inputs_results_and_status(page):
+def test_each_tab_keeps_its_own_inputs_results_and_status(served, page):
+    model = served[0]
     page.click("#tabs button[data-tab=edit]")         # the results of test_paint_a_stroke_and_run_sdedit, then an upload
     assert results(page) == 3 and page.inner_text("#status").startswith("bar.png: 300×200")
-    assert page.input_value("#n") == "3" and page.input_value("#t0") == "0.2"
+    assert page.input_value("#n") == "3" and float(page.input_value("#t0")) == pytest.approx(_edit_t0(model))
     page.click("#tabs button[data-tab=inpaint]")              # never run: nothing of the other tabs
     assert results(page) == 0 and page.inner_text("#status") == "ready" and page.is_hidden("#grid-link")
     assert page.eval_on_selector("#progress", "e => e.value") == 0                     # the library's default steps
