@@ -66,6 +66,18 @@ def test_default_t0_is_the_largest_that_keeps_the_class():
     assert pick_t0([_row(0.1, 0.8)]) is None
 
 
+def test_default_t0_is_the_least_noise_as_realistic_as_samples():
+    def row(t0, fidelity, kid):
+        return EvalResult("SDEdit", t0, Estimate(fidelity, fidelity, fidelity), Estimate(kid, kid, kid), None,
+                          Estimate(0, 0, 0), None)
+    samples = EvalResult("plain samples (no guide)", None, Estimate(0.1, 0.1, 0.1), Estimate(0.03, 0.03, 0.03), None,
+                         Estimate(9, 9, 9), None)
+    guided = [row(0.2, 0.97, 0.08), row(0.3, 0.94, 0.02), row(0.4, 0.97, 0.01), row(0.6, 0.97, 0.02), row(1.0, 0.97, 0.03)]
+    assert pick_t0(guided + [samples]) == 0.4          # 0.3 is realistic but loses the class; 1.0 forgets the stroke
+    plain = [row(0.2, 0.96, 0.08), row(0.3, 0.6, 0.02), row(0.5, 0.2, 0.01)]
+    assert pick_t0(plain + [samples]) == 0.2           # none both keeps the class and is realistic: the largest keeping it
+
+
 def test_small_samples_are_flagged():
     assert len(sample_warnings(50)) == 2                               # KID noisy, FID empty
     assert len(sample_warnings(120)) == 1 and "FID" in sample_warnings(120)[0]

@@ -432,10 +432,18 @@ def _evaluation_figure(folder: Path, out: Path, model) -> Figure:
     return Figure(
         "The choice of t0, measured", "tradeoff.png",
         f"sdekit evaluate{other}: SDEdit on {meta.get('n')} held-out {meta.get('strokes')} strokes per t0 "
-        f"({meta.get('sampler')}), with 95% intervals: class fidelity (the fraction the judge reads as the digit "
+        f"({meta.get('sampler')}{_conditioning(meta)}), with 95% intervals: class fidelity (the fraction the judge reads as the digit "
         "drawn), KID to held-out real images and L2 to the stroke; bands are the baselines. "
-        + (f"The largest t0 keeping the drawn digit in {meta.get('fidelity_level', 0.95):.0%} of edits: {best:g}."
+        + (f"The default t0 (it keeps the drawn digit in {meta.get('fidelity_level', 0.95):.0%} of edits; the least "
+           f"noise whose edits are as realistic as the model's samples, where there is one): {best:g}."
            if best is not None else f"No swept t0 kept the drawn digit in {meta.get('fidelity_level', 0.95):.0%} of edits."))
+
+
+def _conditioning(meta: dict) -> str:
+    if meta.get("class", "none") == "none":
+        return ""
+    what = "the class the model's classifier reads in each stroke" if meta["class"] == "auto" else "the given class"
+    return f"; each edit guided toward {what}, w = {meta.get('guidance', 0):g}"
 
 
 def _write_index(out: Path, model, figs, toy_link: str, seconds: float, seed: int, s: Settings, t0: float,

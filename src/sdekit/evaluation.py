@@ -16,8 +16,9 @@ For every t0, SDEdit (one call, :func:`edit_strokes`) turns each of n held-out s
 
 Baselines on the same strokes: the raw strokes, real images of the drawn digits (for simulated
 strokes: the very images they were made from), the nearest training image to each stroke (pixel L2)
-and plain samples (no guide). The default t0 is the largest swept t0 whose class fidelity is at least
-95% (:func:`pick_t0`); ``write_t0`` stores it in a bundle's config.json as "sdedit": {"t0": ...}.
+and plain samples (no guide). The default t0 (:func:`pick_t0`) keeps the drawn class in at least 95%
+of edits: the smallest such t0 whose edits are as realistic (KID) as the model's own samples, else the
+largest such t0; ``write_t0`` stores it in a bundle's config.json as "sdedit": {"t0": ...}.
 
 The edits are conditioned as :func:`sdekit.sdedit.edit_condition` says (``class_label``, ``guidance``:
 the model's default edit unless given): with "auto", each stroke's class is read once by the bundle's
@@ -82,7 +83,7 @@ class Evaluation:
     """What :func:`evaluate` found and wrote."""
 
     rows: list[EvalResult]
-    default_t0: float | None      # the largest t0 with class fidelity >= FIDELITY; None if none
+    default_t0: float | None      # pick_t0 of the rows; None if no t0 keeps the class
     warnings: list[str]
     meta: dict
     index: Path                   # the HTML report
@@ -132,10 +133,20 @@ def sample_warnings(n: int) -> list[str]:
     return out
 
 
+SAMPLES = "plain samples (no guide)"
+
+
 def pick_t0(rows, level: float = FIDELITY) -> float | None:
-    """The largest swept t0 whose SDEdit class fidelity is at least ``level``; None if there is none."""
-    ok = [r.t0 for r in rows if r.t0 is not None and r.fidelity.value >= level]
-    return max(ok) if ok else None
+    """The default t0 of a sweep: among the swept t0 whose SDEdit class fidelity is at least ``level``,
+    the smallest whose edits are as realistic as the model's own samples (KID at most the plain samples'
+    row's, when ``rows`` has one): more noise buys no more realism, only less faithfulness; if none is,
+    the largest (the most realistic edits that keep the class). None if no t0 keeps the class."""
+    ok = [r for r in rows if r.t0 is not None and r.fidelity.value >= level]
+    if not ok:
+        return None
+    samples = next((r for r in rows if r.method == SAMPLES), None)
+    real = [r.t0 for r in ok if samples is not None and r.kid.value <= samples.kid.value]
+    return min(real) if real else max(r.t0 for r in ok)
 
 
 def bundle_config(folder) -> tuple[Path, dict]:
@@ -278,7 +289,7 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
     rows += [score("raw strokes", None, guides),
              score("real images (real vs real)", None, real),
              score("nearest training image", None, near),
-             score("plain samples (no guide)", None, plain, 20)]
+             score(SAMPLES, None, plain, 20)]
     best = pick_t0(rows)
     if best is None:
         notes.append(f"no swept t0 keeps the drawn digit in {FIDELITY:.0%} of edits: no default t0")
@@ -384,7 +395,8 @@ def _markdown(rows, meta, best, notes) -> str:
         lines += [f"Edits conditioned on {how}, classifier-free guidance w = {meta['guidance']:g}"
                   + (f"; the reading agrees with the drawn digit for {read:.1%} of the strokes." if read is not None
                      and meta["class"] == "auto" else "."), ""]
-    lines.append(f"Default t0 (the largest swept t0 whose class fidelity is at least {FIDELITY:.0%}): "
+    lines.append(f"Default t0 (among the swept t0 whose class fidelity is at least {FIDELITY:.0%}, the smallest whose KID is "
+                 "at most the plain samples', else the largest): "
                  + (f"**{best:g}**" if best is not None else "none"))
     lines += ["", "Class fidelity: the fraction of images the judge reads as the drawn digit (Wilson interval). "
               "KID: mean over 100 subsets of half of each set, interval -/+ 1.96 std over subsets; compare it with "
