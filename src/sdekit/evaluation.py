@@ -272,11 +272,12 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
         print(f"warning: {w}", file=sys.stderr)
     guides, labels, real = _guides(strokes, n, seed, size, held)
     from .sdedit import edit_condition
-    score_fn, read, w = edit_condition(model, model.from_unit(guides).to(model.device), class_label, guidance,
-                                       torch.Generator().manual_seed(seed))
+    _, read, w = edit_condition(model, model.from_unit(guides).to(model.device), class_label, guidance,
+                                torch.Generator().manual_seed(seed))
     read = None if read is None else read.cpu()
+    first = _conditioned(model, None if read is None else read[:1], w)
     for t0 in t0s:                  # one step on one stroke per t0: SDEdit refuses what it cannot do now
-        edit_strokes(model, guides[:1], t0, 1, sampler, torch.Generator().manual_seed(0), _first(score_fn, read, w, model))
+        edit_strokes(model, guides[:1], t0, 1, sampler, torch.Generator().manual_seed(0), first)
     score = _Scorer(judge, reference, guides, labels, seed)
 
     from .sdedit import sdedit_steps
@@ -307,20 +308,22 @@ def _mode(model, class_label, read) -> str:
     """How the edits were conditioned: "none", "auto" (classes read from the strokes) or "given"."""
     if read is None:
         return "none"
+    from .sdedit import default_class
     if class_label is None:
-        class_label = ((getattr(model, "config", None) or {}).get("sdedit") or {}).get("class")
+        class_label = default_class(model)
     return "auto" if class_label == "auto" else "given"
 
 
-def _first(score_fn, read, w, model):
-    return score_fn if read is None else model.conditional(read[:1].to(model.device), w)
+def _conditioned(model, labels, w):
+    """The score of edits toward ``labels`` [B] with guidance w; None (the plain score) without labels."""
+    return None if labels is None else model.conditional(labels.to(model.device), w)
 
 
 def _sweep(model, guides, steps: dict, sampler, seed, batch_size, progress, read=None, w=0.0) -> dict:
     """t0 -> SDEdit outputs of all guides with steps[t0] steps, in batches (a tqdm bar per batch);
     conditioned on the labels ``read`` [N] with guidance w, or unconditional (None)."""
     batches = guides.split(batch_size)
-    fns = [None] * len(batches) if read is None else [model.conditional(r.to(model.device), w) for r in read.split(batch_size)]
+    fns = [None] * len(batches) if read is None else [_conditioned(model, r, w) for r in read.split(batch_size)]
     outputs = {}
     with tqdm(total=len(steps) * len(batches), desc="SDEdit", unit="batch", disable=not progress) as bar:
         for j, (t0, k) in enumerate(steps.items()):

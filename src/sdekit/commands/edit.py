@@ -76,7 +76,7 @@ def run(args):
     guide = model.from_unit(img.pixels.to(model.device)).expand(args.n, -1, -1, -1).contiguous()
     generator = torch.Generator().manual_seed(args.seed)
     started = time.perf_counter()
-    score, labels, w = edit_condition(model, guide, args.class_label, args.guidance, generator)
+    score, labels, w = edit_condition(model, guide[:1], args.class_label, args.guidance, generator)  # one reading, n outputs
     t0 = default_t0(model, labels is not None) if args.t0 is None else args.t0
     x, info = sdedit(model.sde, score, guide, t0=t0, steps=args.steps, mask=mask, repeats=args.repeats,
                      sampler=args.sampler, generator=generator, progress=True,

@@ -174,7 +174,7 @@ def run_task(model, task: Task, on_step=None) -> dict:
     x = model.from_unit(task.image).to(model.device).expand(n, *model.shape).contiguous()
     keep = None if task.mask is None else task.mask.to(x.device).expand(n, 1, *model.shape[1:])
     if task.kind == "edit":
-        score_fn = sdekit.edit_condition(model, x, task.label, None, g)[0]
+        score_fn = sdekit.edit_condition(model, x[:1], task.label, None, g)[0]      # one reading for the n results
         out = sdekit.sdedit(sde, score_fn, x, t0=task.t0_frac, steps=task.steps, mask=keep,
                             repeats=task.repeats, sampler=task.sampler, generator=g, callback=hook)
     else:
