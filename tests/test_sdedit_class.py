@@ -188,3 +188,23 @@ def test_page_offers_reading_the_class_and_parses_it(tmp_path):
     plain = random_model(shape=(1, 8, 8), num_classes=3, ch=4)
     with pytest.raises(UserError, match="no classifier"):
         web.parse_task(plain, {"kind": "edit", "label": "auto", "image": "x"})
+
+
+MNIST = __import__("pathlib").Path(__import__("os").environ.get("SDEKIT_MNIST", "/work/shared/data/mnist"))
+
+
+@pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").is_file(), reason="MNIST's idx files are not here")
+def test_the_default_edit_of_the_bundled_model_keeps_the_drawn_digit():
+    """The page's failure case: a clean drawn digit turned into another one. The shipped stroke paintings
+    (a 7 among them), three seeds each, at the bundled model's default edit, read by the judge."""
+    from sdekit.judge import load_judge, predict
+    from sdekit.strokes import package
+    m = sdekit.load()
+    u, y = package(28)
+    u, y = u.repeat(3, 1, 1, 1), y.repeat(3)
+    x, g = m.from_unit(u), torch.Generator().manual_seed(0)
+    fn, read, w = edit_condition(m, x, generator=g)
+    assert torch.equal(read, y) and w == 2.0 and default_t0(m) == 0.4
+    out = m.to_unit(sdedit(m.sde, fn, x, generator=g, model=m))
+    kept = int((predict(load_judge(f"mnist:{MNIST}"), out) == y).sum())
+    assert kept >= len(y) - 1, f"{kept} of {len(y)} edits keep the drawn digit"
