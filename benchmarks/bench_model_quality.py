@@ -3,13 +3,15 @@
 * class fidelity: class-conditional samples (each digit in turn) judged the intended class, with a
   95% binomial interval;
 * realism: KID and FID of unconditional samples against the held-out reference split, beside the
-  same figures for real images the model never saw (real-vs-real, the floor), computed the same way;
+  same figures for real images the model never saw (real-vs-real, the floor), computed the same way,
+  for each of the fast solvers at about 20 network evaluations (``--samplers``; the first one also
+  draws the class-conditional samples);
   the same figures for the class-conditional samples (each digit equally often, as in the test split);
 * latency: seconds for one warm SDEdit edit at the model's default settings (the page's case: the
   class read from the guide and a class-guided edit where the bundle says so), and for a plain edit.
 
     python benchmarks/bench_model_quality.py --model src/sdekit/assets/mnist --data mnist:../shared/data/mnist \
-        [--n 1000] [--sampler dpm_solver --steps 20] [--out benchmarks/results/model_quality.json]
+        [--n 1000] [--samplers heun:10,dpm_solver:20,abm:20] [--out benchmarks/results/model_quality.json]
 """
 from __future__ import annotations
 
@@ -36,12 +38,13 @@ def main(argv=None):
     p.add_argument("--model", default=None)
     p.add_argument("--data", required=True, help="the judge's data spec, e.g. mnist:DIR or digits")
     p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--sampler", default="dpm_solver")
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--samplers", default="heun:10,dpm_solver:20,abm:20",
+                   help="sampler:steps,... (heun's 10 steps are 19 evaluations)")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance of the conditional samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    samplers = [(name, int(steps)) for name, steps in (item.split(":") for item in args.samplers.split(","))]
     torch.set_num_threads(1)
 
     model = sdekit.load(args.model)
@@ -50,18 +53,23 @@ def main(argv=None):
     n = args.n
     t = time.perf_counter()
     labels = torch.arange(n) % model.num_classes
-    cond, info = generate(model, n, args.sampler, args.steps, seed=args.seed, class_labels=labels,
+    cond, info = generate(model, n, *samplers[0], seed=args.seed, class_labels=labels,
                           guidance=args.guidance, batch_size=250, progress=True, return_info=True)
     pred = predict(judge, model.to_unit(cond))
     hits = int((pred == labels).sum())
     fidelity = binomial_ci(hits, n)
-    uncond = model.to_unit(generate(model, n, args.sampler, args.steps, seed=args.seed + 1, batch_size=250,
-                                    progress=True))
-    seconds = time.perf_counter() - t
     ref = held.reference[:n]
     real, _ = held.pick(min(n, len(held.real)), seed=1)
-    k_model, k_real = kid(ref, uncond, judge), kid(ref, real, judge)
-    f_model, f_real = fid(ref, uncond, judge), fid(ref, real, judge)
+    k_real, f_real = kid(ref, real, judge), fid(ref, real, judge)
+    uncond = []
+    for name, steps in samplers:
+        x, u_info = generate(model, n, name, steps, seed=args.seed + 1, batch_size=250, progress=True,
+                             return_info=True)
+        x = model.to_unit(x)
+        k, f = kid(ref, x, judge), fid(ref, x, judge)
+        uncond.append({"sampler": name, "steps": steps, "nfe_per_sample": u_info["nfe"] / -(-n // 250),
+                       "kid": [k.mean, k.std], "fid": f, "ratio": (f / f_real) if f and f_real else None})
+    seconds = time.perf_counter() - t
     unit = model.to_unit(cond)
     k_cond, f_cond = kid(ref, unit, judge), fid(ref, unit, judge)
 
@@ -78,11 +86,11 @@ def main(argv=None):
         plain.append(time.perf_counter() - a)
     res = {
         "command": "python benchmarks/bench_model_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "model": model.name, "n": n, "sampler": args.sampler, "steps": args.steps, "nfe_per_sample": info["nfe"] / -(-n // 250),
+        "model": model.name, "step": model.config.get("step"), "n": n, "guidance": args.guidance,
+        "sampler": samplers[0][0], "steps": samplers[0][1], "nfe_per_sample": info["nfe"] / -(-n // 250),
         "class_fidelity": {"hits": hits, "rate": fidelity[0], "ci95": fidelity[1:]},
-        "kid": {"model": [k_model.mean, k_model.std], "real_vs_real": [k_real.mean, k_real.std]},
-        "fid": {"model": f_model, "real_vs_real": f_real,
-                "ratio": (f_model / f_real) if f_model and f_real else None},
+        "real_vs_real": {"kid": [k_real.mean, k_real.std], "fid": f_real},
+        "unconditional": uncond,
         "class_conditional_realism": {"kid": [k_cond.mean, k_cond.std], "fid": f_cond,
                                       "fid_ratio": (f_cond / f_real) if f_cond and f_real else None},
         "edit_latency_s_median": statistics.median(lat[1:]), "t0_default": default_t0(model),
@@ -90,6 +98,11 @@ def main(argv=None):
         "sampling_seconds": seconds,
     }
     print(json.dumps(res, indent=2))
+    for u in uncond:
+        if u["ratio"] is not None:
+            print(f"unconditional, {u['sampler']} ({u['nfe_per_sample']:.0f} NFE): FID {u['fid']:.3f} against "
+                  f"real-vs-real {f_real:.3f}: {u['ratio']:.2f}x")
+    print(f"class fidelity ({samplers[0][0]}, w = {args.guidance}): {fidelity[0]:.3f} [{fidelity[1]:.3f}, {fidelity[2]:.3f}]")
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
 
