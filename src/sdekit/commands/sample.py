@@ -22,7 +22,8 @@ def add_arguments(p):
     p.add_argument("--guidance", dest="guidance", type=finite, default=argparse.SUPPRESS,
                    help=argparse.SUPPRESS)                           # the same option, by a shorter name
     p.add_argument("--classifier", default=None,
-                   help="noise-conditional classifier folder for classifier guidance ('digits': the bundled one)")
+                   help="noise-conditional classifier folder for classifier guidance ('digits': the bundled one "
+                        "for --model digits; 'model': the model bundle's own classifier/, e.g. the default MNIST model's)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="samples per solver batch (default: 256)")
     p.add_argument("--nrow", type=positive_int, default=None,
                    help="images per grid row, 1..n (default: square; with --class all, one class per column)")
@@ -54,22 +55,28 @@ def _labels(spec, n, model):
 
 
 def _classifier_guided(model, args):
-    """A copy of the model whose score is score + w grad log p_t(y | x) for the class --class."""
-    import copy
-
+    """A model whose score is score + w grad log p_t(y | x) for the class --class, unconditional itself."""
+    from ..denoisers import ClassifierGuided
     from ..errors import UserError
-    from ..guidance import classifier_guided_score
+    from ..model import Model
     from ..nets.classifier import load_classifier
     try:
         k = int(args.class_label)
     except (TypeError, ValueError):
         raise UserError("--classifier needs --class K with one integer class") from None
-    clf = load_classifier(args.classifier, sde=model.sde).to(model.device)
-    if not 0 <= k < clf.num_classes or tuple(getattr(clf, "shape", model.shape)) != tuple(model.shape):
-        raise UserError(f"--class must lie in 0..{clf.num_classes - 1} and the classifier fit the model's shape")
-    guided = copy.copy(model)
-    guided.score_fn = classifier_guided_score(model.score_fn, clf, k, args.guidance)
-    guided.num_classes = 0
+    if args.classifier == "model":
+        if model.classifier is None:
+            raise UserError(f"--classifier model: {model.name} ships no classifier/ folder")
+        clf = model.classifier
+    else:
+        clf = load_classifier(args.classifier, sde=model.sde).to(model.device)
+    shape = tuple(getattr(clf, "shape", model.shape))
+    if shape != tuple(model.shape):
+        raise UserError(f"the classifier reads images {shape}, the model draws {tuple(model.shape)}"
+                        + (" (the digits classifier goes with --model digits)" if args.classifier == "digits" else ""))
+    if not 0 <= k < clf.num_classes:
+        raise UserError(f"--class must lie in 0..{clf.num_classes - 1} for this classifier, got {k}")
+    guided = Model(ClassifierGuided(model.net, clf, k, args.guidance), {**model.config, "num_classes": 0}, model.name)
     return guided, None
 
 
