@@ -229,6 +229,9 @@ NOTHING = [
     (["likelihood", "--solver", "heun", "--rtol", "1e-3"], "--rtol"),
     (["likelihood", "--probes", "exact", "--n-probes", "3"], "--n-probes"),
     (["inpaint", "--image", "GUIDE", "--mask", "GUIDE_WHITE"], "no pixel to fill"),
+    (["edit", "--guide", "GUIDE", "--guidance-scale", "2"], "needs a class"),
+    (["sample", "--class", "none", "--guidance", "2"], "--class"),
+    (["sample", "--class", "1", "--guidance", "-1"], ">= 0"),
 ]
 
 
@@ -242,6 +245,13 @@ def test_a_flag_without_effect_is_refused(tmp_path, files, capsys, args, msg):
     code, err = _run(capsys, files, args[0], "--model", "GREY", *args[1:])
     assert code == 2 and msg in err and _one_line(err), err
     assert not any(tmp_path.glob("OUT*"))
+
+
+def test_edit_guidance_with_class_none_is_refused_not_ignored(tmp_path, files, capsys):
+    code, err = _run(capsys, files, "edit", "--model", "digits", "--guide", files["GUIDE"], "--class", "none",
+                     "--guidance-scale", "2", "--out", tmp_path / "e.png")
+    assert code == 2 and "needs a class" in err and _one_line(err), err
+    assert not (tmp_path / "e.png").exists()
 
 
 def test_guidance_without_a_class_is_refused_not_ignored(tmp_path, files, capsys):

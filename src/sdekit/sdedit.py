@@ -102,7 +102,8 @@ def edit_condition(model, guide: torch.Tensor, class_label=None, guidance: float
     or None: the bundle's default ("sdedit": {"class": ...}), else -1. guidance: classifier-free guidance
     weight w >= 0 toward the labels (Ho & Salimans 2022); None: the bundle's "sdedit" "guidance" (else 0).
     Returns (score_fn, labels int64 [B] or None, w). UserError, before any work: "auto" on a model
-    without a classifier, labels outside 0..K-1 or on an unconditional model, w < 0 or not finite."""
+    without a classifier, labels outside 0..K-1 or on an unconditional model, w < 0 or not finite, a
+    given w > 0 for an unconditional edit (nothing to guide towards)."""
     sd = _settings(model)
     if class_label is None:
         class_label = default_class(model)
@@ -120,6 +121,9 @@ def edit_condition(model, guide: torch.Tensor, class_label=None, guidance: float
         labels = read_class(classifier, guide, generator=generator)[0]
     elif torch.is_tensor(class_label) or int(class_label) != -1:
         labels = torch.as_tensor(class_label, dtype=torch.long).expand(len(guide)).clone()
+    elif guidance:
+        raise UserError(f"guidance w = {w:g} needs a class to guide towards (a class K or 'auto'); "
+                        "this edit is unconditional")
     else:
         return model.score_fn, None, 0.0
     model.check_labels(labels)

@@ -28,7 +28,7 @@ def add_arguments(p):
                         "own default, for the bundled MNIST model 'auto'; else none)")
     p.add_argument("--guidance-scale", dest="guidance", type=finite, default=None, metavar="W",
                    help="classifier-free guidance weight w >= 0 towards the class (default: the model's own, for "
-                        "the bundled MNIST model 1; else 0)")
+                        "the bundled MNIST model 2; else 0)")
     p.add_argument("--resize-back", action="store_true",
                    help="write at the guide's own size, without enlargement: the output resized back onto the part "
                         "of the guide the model saw (its centre crop) and pasted into the guide, so it lines up with it")

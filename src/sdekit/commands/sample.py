@@ -15,7 +15,8 @@ def add_arguments(p):
     p.add_argument("-n", type=positive_int, default=64, help="number of samples (default: 64)")
     add_seed(p)
     p.add_argument("--class", dest="class_label", default=None,
-                   help="class label for every sample, or 'all' for the classes in turn (conditional models)")
+                   help="class label for every sample, 'all' for the classes in turn (conditional models), or 'none' "
+                        "(unconditional samples, the default)")
     p.add_argument("--guidance-scale", dest="guidance", type=finite, default=0.0, metavar="W",
                    help="guidance weight w towards --class: classifier-free for a conditional model, or with "
                         "--classifier score + w grad log p_t(y|x) (default: 0, no guidance)")
@@ -49,7 +50,7 @@ def _labels(spec, n, model):
     try:
         k = int(spec)
     except ValueError:
-        raise UserError(f"--class must be an integer or 'all', got {spec!r}") from None
+        raise UserError(f"--class must be an integer, 'all' or 'none', got {spec!r}") from None
     check_class(model, k)
     return torch.full((n,), k, dtype=torch.long)
 
@@ -101,6 +102,10 @@ def run(args):
         raise UserError(f"-n {args.n} is too many for one grid picture; write an .npz")
     if args.nrow is not None and args.nrow > args.n:
         raise UserError(f"--nrow must lie in 1..{args.n} (-n), got {args.nrow}")
+    if str(args.class_label).strip().lower() == "none":
+        args.class_label = None
+    if args.guidance < 0:
+        raise UserError(f"--guidance-scale must be >= 0, got {args.guidance:g}")
     if args.guidance != 0 and args.class_label is None:
         raise UserError("--guidance-scale needs --class K (or 'all'): the class to guide towards")
     if args.classifier is not None and args.guidance == 0:
