@@ -32,6 +32,7 @@ def add_arguments(p):
 
 def run(args):
     import math
+    import sys
     import time
 
     import torch
@@ -53,15 +54,22 @@ def run(args):
     steps, n_probes = args.steps or HEUN_STEPS, args.n_probes or 1
     from .common import placement
     model = load_model(args, *placement(args))
-    args.data = args.data or (getattr(model, "config", None) or {}).get("data")
     if not args.data:
-        raise UserError("this model names no dataset: give --data")
+        args.data = (getattr(model, "config", None) or {}).get("data")
+        if not args.data:
+            raise UserError("this model names no dataset: give --data")
+        if args.data in ("mnist", "fashion-mnist", "cifar10"):
+            raise UserError(f"the model's data, {args.data}, are not shipped: give --data {args.data}:DIR "
+                            "(the folder that holds them)")
     ds = load_dataset(args.data, size=model.shape[-1] if len(model.shape) == 3 else None,
                       channels=model.shape[0] if len(model.shape) == 3 else None)
     if tuple(ds.shape) != tuple(model.shape):
         raise UserError(f"{args.data}: data of shape {ds.shape} do not fit the model's {model.shape}")
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(ds), generator=g)[: args.n]
+    if args.n > len(ds):
+        print(f"note: {args.data} holds {len(ds)} data points, fewer than -n {args.n}: all of them are used",
+              file=sys.stderr)
     image = ds.is_image and ds.data_range is not None
     if args.no_dequantize and not image:
         raise UserError(f"--no-dequantize applies to 8-bit images; {args.data} is not image data")
@@ -100,3 +108,6 @@ def run(args):
           f"{time.time() - start:.0f} s")
     print(f"{float(bpd.mean()):.4f} +- {se:.4f} {unit}  (+- is the standard error over the {len(bpd)} data points "
           f"and their probes)")
+    if unit.startswith("bits/dim (8-bit") and float(bpd.mean()) < 0:
+        print("warning: bits/dim below 0 cannot be: dequantised 8-bit data have bits/dim >= 0; the solver is too "
+              "coarse here (more --steps, or --solver rk45)", file=sys.stderr)
