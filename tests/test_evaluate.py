@@ -166,3 +166,17 @@ def test_the_digits_reference_is_the_judges_own_test_split_whatever_the_seed():
     _, _, test, _ = split_digits(0)                              # the shipped digits judge never saw these
     for seed in (0, 3):
         assert torch.equal(reference_data("digits", (1, 16, 16), seed=seed)[1], test)
+
+
+@pytest.mark.parametrize("extra, msg", [(["--class", "12"], "0..9"), (["--guidance-scale", "-2"], ">= 0"),
+                                        (["--class", "none", "--guidance-scale", "2"], "needs a class")])
+def test_evaluate_cli_refuses_a_bad_condition_before_the_judge_loads(tmp_path, capsys, monkeypatch, extra, msg):
+    import sdekit.judge
+
+    def work(*a, **k):
+        raise AssertionError("the work started")
+    monkeypatch.setattr(sdekit.judge, "load_judge", work)
+    out = tmp_path / "e"
+    assert main(["evaluate", "--model", "digits", "--data", "digits", "-n", "8", "--out", str(out)] + extra) == 2
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1 and not out.exists()

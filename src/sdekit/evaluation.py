@@ -264,6 +264,8 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
         raise UserError("batch size and steps per unit of t0 must be positive, and n_reference at least 4")
     size = _size(model.shape)
     out = check_outputs(out, overwrite)
+    from .sdedit import edit_condition, resolve_condition
+    resolve_condition(model, class_label, guidance)
     judge = load_judge(data)
     held = held_out(data, size)
     reference = held.reference[:n_reference]
@@ -271,7 +273,6 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
     for w in notes if progress else ():
         print(f"warning: {w}", file=sys.stderr)
     guides, labels, real = _guides(strokes, n, seed, size, held)
-    from .sdedit import edit_condition
     _, read, w = edit_condition(model, model.from_unit(guides).to(model.device), class_label, guidance,
                                 torch.Generator().manual_seed(seed))
     read = None if read is None else read.cpu()

@@ -93,6 +93,34 @@ def default_class(model) -> int | str:
     return "auto" if _settings(model).get("class") == "auto" else -1
 
 
+def resolve_condition(model, class_label=None, guidance: float | None = None):
+    """The (class_label, w) an edit by ``model`` uses, checked without any work (arguments as
+    :func:`edit_condition`): class_label an int K, an int tensor, -1 or "auto"; w a float >= 0.
+    UserError for what edit_condition refuses."""
+    sd = _settings(model)
+    if class_label is None:
+        class_label = default_class(model)
+    w = float(sd.get("guidance", 0.0) if guidance is None else guidance)
+    if not math.isfinite(w) or w < 0:
+        raise UserError(f"guidance must be a number >= 0, got {guidance}")
+    if isinstance(class_label, str):
+        if class_label != "auto":
+            raise UserError(f"class must be an integer class, -1 (none) or 'auto', got {class_label!r}")
+        if getattr(model, "classifier", None) is None:
+            raise UserError(f"{getattr(model, 'name', 'the model')} has no classifier to read the drawn class "
+                            "('auto'): give the class")
+        return class_label, w
+    if not torch.is_tensor(class_label):
+        class_label = int(class_label)
+    if torch.is_tensor(class_label) or class_label != -1:
+        model.check_labels(class_label)
+        return class_label, w
+    if guidance:
+        raise UserError(f"guidance w = {w:g} needs a class to guide towards (a class K or 'auto'); "
+                        "this edit is unconditional")
+    return -1, 0.0
+
+
 def edit_condition(model, guide: torch.Tensor, class_label=None, guidance: float | None = None,
                    generator: torch.Generator | None = None):
     """What an edit of ``guide`` [B, C, H, W] (model space) by ``model`` is conditioned on.
@@ -104,26 +132,12 @@ def edit_condition(model, guide: torch.Tensor, class_label=None, guidance: float
     Returns (score_fn, labels int64 [B] or None, w). UserError, before any work: "auto" on a model
     without a classifier, labels outside 0..K-1 or on an unconditional model, w < 0 or not finite, a
     given w > 0 for an unconditional edit (nothing to guide towards)."""
-    sd = _settings(model)
-    if class_label is None:
-        class_label = default_class(model)
-    w = float(sd.get("guidance", 0.0) if guidance is None else guidance)
-    if not math.isfinite(w) or w < 0:
-        raise UserError(f"guidance must be a number >= 0, got {guidance}")
+    class_label, w = resolve_condition(model, class_label, guidance)
     if isinstance(class_label, str):
-        if class_label != "auto":
-            raise UserError(f"class must be an integer class, -1 (none) or 'auto', got {class_label!r}")
-        classifier = getattr(model, "classifier", None)
-        if classifier is None:
-            raise UserError(f"{getattr(model, 'name', 'the model')} has no classifier to read the drawn class "
-                            "('auto'): give the class")
         from .guidance import read_class
-        labels = read_class(classifier, guide, generator=generator)[0]
-    elif torch.is_tensor(class_label) or int(class_label) != -1:
+        labels = read_class(model.classifier, guide, generator=generator)[0]
+    elif torch.is_tensor(class_label) or class_label != -1:
         labels = torch.as_tensor(class_label, dtype=torch.long).expand(len(guide)).clone()
-    elif guidance:
-        raise UserError(f"guidance w = {w:g} needs a class to guide towards (a class K or 'auto'); "
-                        "this edit is unconditional")
     else:
         return model.score_fn, None, 0.0
     model.check_labels(labels)
