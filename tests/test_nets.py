@@ -131,3 +131,43 @@ def test_mlp_shapes():
     x = torch.randn(5, 2)
     assert net(x, torch.zeros(5), torch.arange(5) % 4).shape == (5, 2)
     assert ScoreMLP(dim=1)(torch.randn(4, 1), torch.zeros(4)).shape == (4, 1)
+
+
+def _rel(a, b) -> float:
+    """|a - b| / |b|, in float32."""
+    a, b = a.detach().float(), b.detach().float()
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("name", ["digits", None], ids=["digits", "default"])
+def test_bundled_models_run_in_half_precision(name, dtype):
+    # load(dtype=...) casts the network; its whole forward (noise and class embeddings too) runs in it
+    ref, half = sdekit.load(name), sdekit.load(name, dtype=dtype)
+    assert half.dtype == dtype
+    x = torch.randn(4, *ref.shape, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.05, 0.2, 0.5, 0.9])
+    for labels in (None, torch.tensor([0, 3, 7, -1])):
+        got = half.score_fn(x, t, labels)
+        assert got.dtype == x.dtype
+        assert _rel(got, ref.score_fn(x, t, labels)) < 2e-2
+
+
+def test_nets_run_in_their_weights_dtype():
+    torch.manual_seed(0)
+    x, c = torch.randn(6, 2), torch.linspace(-1, 1, 6)
+    mlp = ScoreMLP(dim=2, hidden=16, depth=2, num_classes=3, embedding="positional")
+    torch.nn.init.normal_(mlp.out.weight, std=0.3)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    out = mlp.to(torch.bfloat16)(x, c, labels)
+    assert out.dtype == torch.bfloat16
+    assert _rel(out, mlp.float()(x, c, labels)) < 2e-2
+    from sdekit.nets.classifier import load_classifier
+    clf = load_classifier()
+    x, t = torch.randn(4, *clf.shape, generator=torch.Generator().manual_seed(1)), torch.tensor([0.05, 0.2, 0.5, 0.9])
+    ref = clf(x, t)
+    assert _rel(clf.to(torch.bfloat16)(x, t), ref) < 2e-2
+    from sdekit.nets.features import load_features
+    feats, u = load_features(), torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    ref = feats(u)
+    assert _rel(feats.to(torch.bfloat16)(u), ref) < 2e-2

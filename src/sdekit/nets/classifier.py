@@ -17,7 +17,7 @@ from torch import nn
 
 from ..persist import check_fields, folder_of, load_module, read_config, save_folder
 from ..sde import SDE, _as_t, _bcast, get_sde
-from .embedding import make_embedding
+from .embedding import NoiseEmbedding
 from .unet import Down, ResBlock, _groups
 
 FORMAT = "sdekit-classifier"
@@ -37,7 +37,7 @@ class NoiseClassifier(nn.Module):
                     "dropout": dropout, "sigma_data": sigma_data}
         self.num_classes, self.sigma_data = int(num_classes), float(sigma_data)
         emb = 4 * ch
-        self.embed = nn.Sequential(make_embedding("fourier", ch), nn.Linear(ch, emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.embed = NoiseEmbedding("fourier", ch, emb)
         self.stem = nn.Conv2d(in_channels, ch, 3, padding=1)
         blocks, c = [], ch
         for i, m in enumerate(ch_mult):
@@ -59,11 +59,12 @@ class NoiseClassifier(nn.Module):
             raise ValueError(f"data shape {list(shape)} does not fit the classifier, which takes [{C}, H, W]")
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
+        """Logits [B, K] in the weights' dtype (x is cast to it)."""
         t = _as_t(t, x)
         s, sig = self.sde.scale(t), self.sde.sigma(t)
         y = x / _bcast(s, x) * _bcast((sig ** 2 + self.sigma_data ** 2).rsqrt(), x)
         emb = self.embed(sig.log() / 4)
-        h = self.stem(y)
+        h = self.stem(y.to(self.stem.weight.dtype))
         for b in self.blocks:
             h = b(h, emb)
         return self.out(self.head(h).mean((2, 3)))

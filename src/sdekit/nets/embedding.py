@@ -21,7 +21,7 @@ class FourierEmbedding(nn.Module):
         self.register_buffer("freqs", torch.randn(dim // 2, generator=g) * scale)
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
-        a = 2 * math.pi * c.float()[:, None] * self.freqs[None]
+        a = 2 * math.pi * c.float()[:, None] * self.freqs.float()[None]
         return torch.cat([a.cos(), a.sin()], dim=1)
 
 
@@ -37,6 +37,21 @@ class PositionalEmbedding(nn.Module):
         freqs = torch.exp(-math.log(self.max_positions) * torch.arange(half, device=c.device) / half)
         a = self.scale * c.float()[:, None] * freqs[None]
         return torch.cat([a.cos(), a.sin()], dim=1)
+
+
+class NoiseEmbedding(nn.Sequential):
+    """features(c) -> Linear -> SiLU -> Linear, run in the Linear layers' dtype; the features are
+    computed in float32 (their phases need it) and then cast."""
+
+    def __init__(self, kind: str, dim: int, out: int, scale: float | None = None):
+        super().__init__(make_embedding(kind, dim, scale), nn.Linear(dim, out), nn.SiLU(), nn.Linear(out, out))
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        features, *mlp = self
+        h = features(c).to(mlp[0].weight.dtype)
+        for layer in mlp:
+            h = layer(h)
+        return h
 
 
 def make_embedding(kind: str, dim: int, scale: float | None = None) -> nn.Module:

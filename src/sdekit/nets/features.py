@@ -57,10 +57,10 @@ class DigitsFeatures(nn.Module):
             raise UserError(f"feature network expects images [B, {C}, H, W], got {tuple(u.shape)}")
         if tuple(u.shape[-2:]) != (S, S):
             u = F.interpolate(u.float(), size=(S, S), mode="bilinear", align_corners=False, antialias=True)
-        return u.float() * 2 - 1
+        return (u.float() * 2 - 1).to(self.head.weight.dtype)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """Features [B, num_features] of pixels u in [0, 1] (or uint8)."""
+        """Features [B, num_features] of pixels u in [0, 1] (or uint8), in the weights' dtype."""
         return self.body(self._prep(u)) / self.scale
 
     def logits(self, u: torch.Tensor) -> torch.Tensor:

@@ -39,13 +39,13 @@ class ScoreMLP(nn.Module):
             raise ValueError(f"data shape {list(shape)} does not fit the MLP, which takes {self.kwargs['dim']} numbers")
 
     def forward(self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None = None):
-        B = x.shape[0]
-        emb = self.noise_embed(noise_labels.reshape(-1).expand(B))
+        B, dtype = x.shape[0], self.out.weight.dtype          # the whole forward in the weights' dtype
+        emb = self.noise_embed(noise_labels.reshape(-1).expand(B)).to(dtype)
         if self.class_embed is not None:
             if class_labels is None:
                 class_labels = torch.full((B,), self.num_classes, dtype=torch.long, device=x.device)
             emb = emb + self.class_embed(class_labels.long().reshape(-1).expand(B))
-        h = torch.cat([x.reshape(B, -1), emb.to(x.dtype)], dim=1)
+        h = torch.cat([x.reshape(B, -1).to(dtype), emb], dim=1)
         for layer in self.hidden:
             h = F.silu(layer(h))
         return self.out(h).reshape(x.shape)

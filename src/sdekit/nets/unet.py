@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embedding import make_embedding
+from .embedding import NoiseEmbedding
 
 SQRT_HALF = 1 / math.sqrt(2)
 
@@ -99,8 +99,7 @@ class UNet(nn.Module):
                            embedding_scale=embedding_scale, num_classes=num_classes)
         self.num_classes = num_classes
         emb = 4 * ch
-        self.noise_embed = nn.Sequential(make_embedding(embedding, ch, embedding_scale),
-                                         nn.Linear(ch, emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.noise_embed = NoiseEmbedding(embedding, ch, emb, embedding_scale)
         self.class_embed = nn.Embedding(num_classes + 1, emb) if num_classes else None   # row num_classes = null
 
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
@@ -141,12 +140,14 @@ class UNet(nn.Module):
             raise ValueError(f"data shape {list(shape)} does not fit the U-Net, which takes [{C}, {R}, {R}]")
 
     def forward(self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None = None):
+        """F [B, C, H, W] in the weights' dtype (x is cast to it; the noise labels stay precise)."""
+        x = x.to(self.conv_in.weight.dtype)
         emb = self.noise_embed(noise_labels.reshape(-1).expand(x.shape[0]))
         if self.class_embed is not None:
             if class_labels is None:
                 class_labels = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
             emb = emb + self.class_embed(class_labels.long().reshape(-1).expand(x.shape[0]))
-        emb = F.silu(emb).to(x.dtype)
+        emb = F.silu(emb)
         h = self.conv_in(x)
         hs = [h]
         for m in self.down:
