@@ -72,6 +72,22 @@ def test_unavailable_devices_and_precisions_are_refused_up_front(folder, images,
     assert not (images / "x.png").exists()
 
 
+def test_class_conditional_unet_without_null_label_needs_a_class(tmp_path, images, capsys):
+    from tiny_unets import ddpm_unet
+    ddpm_folder(tmp_path / "cond", unet=ddpm_unet(num_class_embeds=10))
+    model, out = ["--model", str(tmp_path / "cond")], str(tmp_path / "x.png")
+    edit = ["edit", *model, "--guide", str(images / "guide.png"), "--steps", "2", "--sampler", "ddim", "--out", out]
+    for argv in (["sample", *model, "-n", "2", "--steps", "2", "--out", out],
+                 ["sample", *model, "-n", "2", "--steps", "2", "--class", "3", "--guidance-scale", "1", "--out", out],
+                 edit, [*edit, "--class", "none"], [*edit, "--class", "3", "--guidance-scale", "2"]):
+        assert code(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "needs a class label 0..9" in err and "no null label" in err and err.count("\n") == 1, err
+        assert not (tmp_path / "x.png").exists()
+    assert code([*edit, "--class", "3"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "x.png").exists()
+
+
 MODEL_COMMANDS = ["sample", "edit", "inpaint", "colorize", "likelihood", "evaluate", "demo", "serve"]
 
 

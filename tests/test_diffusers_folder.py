@@ -163,6 +163,48 @@ def test_learned_variance_and_class_conditional_networks(tmp_path):
     assert y.shape == (2, 3, 8, 8)
 
 
+@pytest.fixture(scope="module")
+def conditional(tmp_path_factory):
+    """A DDPM folder whose UNet2DModel has 10 class embeddings and no null label."""
+    path = tmp_path_factory.mktemp("cond") / "ddpm-cond"
+    unet, _ = ddpm_folder(path, unet=ddpm_unet(num_class_embeds=10))
+    return path, unet
+
+
+def test_class_conditional_unet_needs_a_class_and_takes_no_guidance(conditional):
+    path, unet = conditional
+    model = sdekit.load(path)
+    assert model.num_classes == 10 and not model.null_label
+    calls = []
+    model.net.net.net.register_forward_pre_hook(lambda *a: calls.append(1))     # the UNet2DModel itself
+    refused = [lambda: model.sample(2, sampler="ddim", steps=2),
+               lambda: model.sample(2, sampler="ddim", steps=2, class_labels=-1),
+               lambda: model.sample(2, sampler="ddim", steps=2, class_labels=3, guidance=1.0),
+               lambda: sdekit.bundle.generate(model, 2, sampler="ddim", steps=2),
+               lambda: sdekit.bundle.generate(model, 2, sampler="ddim", steps=2, class_labels=torch.tensor([3, -1])),
+               lambda: model.conditional(3, guidance=1.0),
+               lambda: sdekit.edit_condition(model, torch.zeros(1, 3, 8, 8)),
+               lambda: sdekit.edit_condition(model, torch.zeros(1, 3, 8, 8), class_label=3, guidance=2.0)]
+    for call in refused:                                       # before any network evaluation
+        with pytest.raises(sdekit.UserError, match="needs a class label 0..9.*no null label.*guidance") as e:
+            call()
+        assert "\n" not in str(e.value)
+    assert not calls
+    x, t = torch.randn(2, 3, 8, 8), torch.full((2,), 0.5)
+    for labels, w in ((None, 0.0), (torch.tensor([1, -1]), 0.0), (3, 1.0)):
+        with pytest.raises(sdekit.UserError, match="no null label"):
+            model.score_fn(x, t, labels, guidance=w)
+    # with a class and no guidance it is the network's own conditional model
+    with torch.no_grad():
+        eps = unet(x, 499.5, torch.tensor([3, 3])).sample
+    sigma = float(model.sde.sigma(torch.tensor([0.5], dtype=F64)))
+    torch.testing.assert_close(model.denoise(x * (1 + sigma ** 2) ** 0.5, sigma, 3),
+                               (x * (1 + sigma ** 2) ** 0.5 - sigma * eps), rtol=1e-4, atol=1e-5)
+    y = sdekit.bundle.generate(model, 3, sampler="ddim", steps=2, class_labels=3)
+    assert y.shape == (3, 3, 8, 8) and torch.isfinite(y).all()
+    assert model.sample(2, sampler="ddim", steps=2, class_labels=torch.tensor([0, 9])).shape == (2, 3, 8, 8)
+
+
 def test_bin_weights_are_read_without_unpickling_code(ddpm, tmp_path):
     path, unet, _ = ddpm
     folder = tmp_path / "bin"

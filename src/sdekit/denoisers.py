@@ -39,16 +39,19 @@ def labels_for(class_labels, x: torch.Tensor) -> torch.Tensor | None:
     return y.expand(x.shape[0]) if y.numel() == 1 else y
 
 
-def check_labels(class_labels, num_classes: int) -> None:
+def check_labels(class_labels, num_classes: int, null_label: bool = True, guidance: float = 0.0) -> None:
     """UserError unless ``class_labels`` (None, an int or a tensor) fit a model of ``num_classes`` classes:
-    0..K-1, or -1 for "no label"."""
-    if class_labels is None:
-        return
-    if num_classes == 0:
+    0..K-1, or None / -1 for "no label". A conditional model without a null label (``null_label`` False, as
+    a diffusers UNet with class embeddings) has no unconditional score: it needs a label 0..K-1 for every
+    sample and takes no classifier-free ``guidance``."""
+    if class_labels is not None and num_classes == 0:
         raise UserError("this model is unconditional; it takes no class labels")
-    y = torch.as_tensor(class_labels).long()
-    if ((y < -1) | (y >= num_classes)).any():
+    y = None if class_labels is None else torch.as_tensor(class_labels).long()
+    if y is not None and ((y < -1) | (y >= num_classes)).any():
         raise UserError(f"class labels must lie in 0..{num_classes - 1} (or -1 for none)")
+    if num_classes and not null_label and (y is None or guidance or (y < 0).any()):
+        raise UserError(f"this model needs a class label 0..{num_classes - 1} for every sample: it has no null "
+                        "label (no unconditional score), so no unlabelled sampling and no classifier-free guidance")
 
 
 class Denoiser(nn.Module):
@@ -270,13 +273,17 @@ PREDICTIONS = {
 class NetworkDenoiser(Denoiser):
     """D from a network ``net(input, noise_condition[, class_labels]) -> F`` with a ``prediction``
     (a key of PREDICTIONS: "edm", "eps", "x0", "v", "score", "scaled_score") and a ``net_input``
-    (EDMInput or ModelSpaceInput). The network is stored as ``self.net`` (weights under "net.")."""
+    (EDMInput or ModelSpaceInput). The network is stored as ``self.net`` (weights under "net.").
+    ``null_label``: whether a conditional network also takes no label (None, or -1); without one, an
+    evaluation without a class 0..K-1 is a UserError (:func:`check_labels`)."""
 
-    def __init__(self, net: nn.Module, sde: SDE, prediction: str = "edm", net_input=None, sigma_data: float = 0.5):
+    def __init__(self, net: nn.Module, sde: SDE, prediction: str = "edm", net_input=None, sigma_data: float = 0.5,
+                 null_label: bool = True):
         super().__init__(sde)
         if prediction not in PREDICTIONS:
             raise UserError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
         self.net, self.prediction, self.sigma_data = net, prediction, float(sigma_data)
+        self.null_label = bool(null_label)
         self._to_d = PREDICTIONS[prediction]
         self.net_input = net_input if net_input is not None else EDMInput(sigma_data)
 
@@ -285,6 +292,8 @@ class NetworkDenoiser(Denoiser):
         return int(getattr(self.net, "num_classes", 0))
 
     def denoise(self, y, sigma, class_labels=None):
+        if not self.null_label:
+            check_labels(class_labels, self.num_classes, null_label=False)
         sigma = as_batch(sigma, y)
         inp, cond = self.net_input(self.sde, y, sigma)
         F = self.net(inp, cond) if class_labels is None else self.net(inp, cond, class_labels)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .accel import Acceleration, accelerate
-from .denoisers import ClassifierFree, Conditional, Denoiser, ScoreView, check_labels
+from .denoisers import ClassifierFree, Conditional, Denoiser, ScoreView, check_labels, labels_for
 from .errors import UserError
 from .sde import SDE
 
@@ -23,7 +23,9 @@ class Model:
 
     Conditional models (num_classes > 0) take ``class_labels=`` (int tensor [B] or an int; None or
     -1 means unconditional) and ``guidance=w`` for classifier-free guidance,
-    score = (1 + w) score(x | y) - w score(x)  (Ho & Salimans 2022).
+    score = (1 + w) score(x | y) - w score(x)  (Ho & Salimans 2022). A conditional model without a null
+    label (``null_label`` False: a diffusers UNet with class embeddings) has no unconditional score: it
+    needs a class 0..K-1 for every sample and takes no guidance (UserError, see :meth:`check_labels`).
     ``config`` is the bundle's config.json (a dict; "sdedit": {"t0": ...} is the calibrated SDEdit t0).
     ``classifier``: the bundle's noise-conditional classifier (its ``classifier/`` folder) or None; SDEdit
     reads the drawn class with it (:func:`sdekit.sdedit.edit_condition`).
@@ -53,6 +55,12 @@ class Model:
         return p.device if p is not None else torch.device("cpu")
 
     @property
+    def null_label(self) -> bool:
+        """Whether the model also scores without a class (None or label -1): always for an unconditional
+        model and sdekit's bundles; not for a diffusers UNet with class embeddings."""
+        return getattr(self.net, "null_label", True)
+
+    @property
     def dtype(self) -> torch.dtype:
         p = next((q for q in self.net.parameters() if q.is_floating_point()), None)
         return p.dtype if p is not None else torch.float32
@@ -71,9 +79,11 @@ class Model:
         self.net = accelerate(self.net, options, self.device)
         return self
 
-    def check_labels(self, class_labels) -> None:
-        """UserError unless ``class_labels`` (int or tensor) fit this model: 0..K-1, or -1 for none."""
-        check_labels(class_labels, self.num_classes)
+    def check_labels(self, class_labels, guidance: float = 0.0) -> None:
+        """UserError unless ``class_labels`` (None, an int or a tensor) and classifier-free ``guidance`` fit
+        this model: labels 0..K-1, or None / -1 for none where the model has a null label (which guidance
+        needs too)."""
+        check_labels(class_labels, self.num_classes, self.null_label, guidance)
 
     @property
     def score_fn(self) -> ScoreView:
@@ -83,17 +93,19 @@ class Model:
         return view
 
     def conditional(self, class_labels, guidance: float = 0.0) -> ScoreView:
-        """A plain score_fn(x, t) for fixed labels (and classifier-free guidance w), for samplers and editors."""
-        self.check_labels(class_labels)
+        """A plain score_fn(x, t) for fixed labels (and classifier-free guidance w), for samplers and editors.
+        UserError as :meth:`check_labels` says."""
+        self.check_labels(class_labels, guidance)
         den = ClassifierFree(self.net, class_labels, guidance, batch=True) if guidance else Conditional(self.net, class_labels)
         view = ScoreView(den)
         view.model = self
         return view
 
     def denoise(self, x: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
-        """D(x; sigma) = E[x0 | x0 + sigma n = x], x in the scaled variable (EDM / k-diffusion convention)."""
+        """D(x; sigma) = E[x0 | x0 + sigma n = x], x in the scaled variable (EDM / k-diffusion convention).
+        Labels the model does not take: UserError (:meth:`check_labels`)."""
         self.check_labels(class_labels)
-        return self.net.denoise(x, sigma, class_labels)
+        return self.net.denoise(x, sigma, labels_for(class_labels, x))
 
     def from_unit(self, u: torch.Tensor) -> torch.Tensor:
         """Pixels in [0, 1], [B, C, H, W] -> model space."""
@@ -108,8 +120,10 @@ class Model:
     def sample(self, n: int, sampler: str = "abm", steps: int | None = None, generator=None, class_labels=None,
                guidance: float = 0.0, **options) -> torch.Tensor:
         """n samples in model space, shape [n, C, H, W]. Default sampler: ``abm`` at its 20 evaluations
-        (sdekit.registry; the most accurate per evaluation in BENCHMARKS.md section 1)."""
+        (sdekit.registry; the most accurate per evaluation in BENCHMARKS.md section 1). Labels and guidance
+        the model does not take: UserError (:meth:`check_labels`), before any work."""
         from .sampling import sample
+        self.check_labels(class_labels, guidance)
         fn = self.conditional(class_labels, guidance) if class_labels is not None else self.score_fn
         return sample(self.sde, fn, (n, *self.shape), sampler=sampler, steps=steps, generator=generator,
                       device=self.device, **options)
@@ -129,7 +143,8 @@ def generate(model: Model, n: int, sampler: str = "abm", steps: int | None = Non
     result does not depend on the batch size or on how batches are spread over processes. Under
     torchrun, rank r draws batches r, r + K, ... and every rank returns the whole set (gathered).
     ``class_labels``: None, an int for all samples, or an int tensor [n]. ``return_info``: also return
-    {"nfe": evaluations of this process, "steps": steps per sample}."""
+    {"nfe": evaluations of this process, "steps": steps per sample}. UserError before any work for bad
+    sizes, and for labels or guidance the model does not take (:meth:`Model.check_labels`)."""
     from tqdm.auto import tqdm
     import torch.distributed as dist
     from .sampling import sample
@@ -137,7 +152,7 @@ def generate(model: Model, n: int, sampler: str = "abm", steps: int | None = Non
         raise UserError(f"need n >= 1 and batch_size >= 1, got {n}, {batch_size}")
     if class_labels is not None and not torch.is_tensor(class_labels):
         class_labels = torch.full((n,), int(class_labels), dtype=torch.long)
-    model.check_labels(class_labels)
+    model.check_labels(class_labels, guidance)
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     rank = dist.get_rank() if world > 1 else 0
     chunks = [(c, min(batch_size, n - c * batch_size)) for c in range((n + batch_size - 1) // batch_size)]

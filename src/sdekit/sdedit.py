@@ -113,11 +113,12 @@ def resolve_condition(model, class_label=None, guidance: float | None = None):
     if not torch.is_tensor(class_label):
         class_label = int(class_label)
     if torch.is_tensor(class_label) or class_label != -1:
-        model.check_labels(class_label)
+        model.check_labels(class_label, w)
         return class_label, w
     if guidance:
         raise UserError(f"guidance w = {w:g} needs a class to guide towards (a class K or 'auto'); "
                         "this edit is unconditional")
+    model.check_labels(None)                  # a model without a null label has no unconditional edit
     return -1, 0.0
 
 
@@ -131,7 +132,8 @@ def edit_condition(model, guide: torch.Tensor, class_label=None, guidance: float
     weight w >= 0 toward the labels (Ho & Salimans 2022); None: the bundle's "sdedit" "guidance" (else 0).
     Returns (score_fn, labels int64 [B] or None, w). UserError, before any work: "auto" on a model
     without a classifier, labels outside 0..K-1 or on an unconditional model, w < 0 or not finite, a
-    given w > 0 for an unconditional edit (nothing to guide towards)."""
+    given w > 0 for an unconditional edit (nothing to guide towards), no class or w > 0 for a model without
+    a null label (:meth:`sdekit.model.Model.check_labels`)."""
     class_label, w = resolve_condition(model, class_label, guidance)
     if isinstance(class_label, str):
         from .guidance import read_class

@@ -18,6 +18,9 @@ The scheduler's config says what the network computes (:data:`SCHEDULES`):
   the network called as unet(x, sigma) returning the score itself (UNet2DModel divides its output by
   sigma, as score_sde's ``scale_by_sigma``); model space [0, 1], as ScoreSdeVePipeline's.
 
+A UNet2DModel with class embeddings (``num_class_embeds`` K) is a model of K classes without a null
+label: it needs a class 0..K-1 for every sample and takes no classifier-free guidance (UserError).
+
 Weights are read from safetensors, or from a ``.bin`` through ``torch.load(weights_only=True)`` only.
 Every defect is one UserError line naming the file. Loading needs the optional dependency diffusers
 (``pip install 'sdekit[diffusers]'``); recognising a folder does not.
@@ -307,7 +310,7 @@ def load_diffusers(found: DiffusersFolder, device=None, dtype=None, **overrides)
     classes = int(ucfg.get("num_class_embeds") or 0)
     net = TensorOutput(unet, keep_channels=shape[0] if learned else None)
     model = wrap(net, prediction=spec["prediction"], sde=spec["sde"], time_input=spec["time_input"], shape=shape,
-                 data_range=spec["data_range"], num_classes=classes, name=found.name)
+                 data_range=spec["data_range"], num_classes=classes, name=found.name, null_label=False)
     model.config.update({"format": "diffusers", "scheduler": kind, "source": str(found.unet)})
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)

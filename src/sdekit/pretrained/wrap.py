@@ -97,7 +97,7 @@ def _net_input(prediction: str, sde: SDE, time_input: str | None, discrete: bool
 
 def wrap(net, prediction: str = "eps", alphas_cumprod=None, sde: SDE | None = None, time_input: str | None = None,
          shape=None, data_range=(-1.0, 1.0), num_classes: int = 0, name: str = "wrapped",
-         sigma_data: float = 0.5) -> Model:
+         sigma_data: float = 0.5, null_label: bool = True) -> Model:
     """A :class:`~sdekit.model.Model` of any torch network (or callable).
 
     net: called as ``net(x, c)`` (``net(x, c, class_labels)`` for a conditional model) with x [B, *shape]
@@ -110,7 +110,9 @@ def wrap(net, prediction: str = "eps", alphas_cumprod=None, sde: SDE | None = No
     Give exactly one of alphas_cumprod and sde. shape: (C, H, W) of one sample (or (d,) for vectors).
     data_range: (lo, hi), model space x = lo + (hi - lo) u for pixels u in [0, 1] (the network's own
     range, e.g. (-1, 1) for DDPM, (0, 1) for score_sde's VE models). num_classes: K > 0 for a
-    class-conditional network. sigma_data: EDM's, for prediction "edm".
+    class-conditional network. sigma_data: EDM's, for prediction "edm". null_label: whether a conditional
+    network also takes label -1 for "no class" (its unconditional score, which unlabelled sampling and
+    classifier-free guidance need); False: every evaluation needs a class 0..K-1 (UserError otherwise).
 
     The network is put in eval mode and its parameters are frozen. Raises UserError on bad arguments.
     """
@@ -134,7 +136,7 @@ def wrap(net, prediction: str = "eps", alphas_cumprod=None, sde: SDE | None = No
         net = TensorOutput(net)
     net.num_classes = num_classes
     net_input = _net_input(prediction, sde, time_input, discrete, sigma_data)
-    den = NetworkDenoiser(net, sde, prediction, net_input, sigma_data)
+    den = NetworkDenoiser(net, sde, prediction, net_input, sigma_data, null_label)
     config = {"format": "wrapped", "name": str(name), "shape": list(shape), "num_classes": num_classes,
               "data_range": [lo, hi], "sde": sde.config(), "prediction": prediction,
               "time_input": getattr(net_input, "time", "edm")}
