@@ -95,6 +95,19 @@ def test_bundled_models_load():
     assert torch.isfinite(m.score_fn(x, t)).all()
 
 
+
+def test_load_checks_the_device_and_the_precision():
+    for device, message in (("cuda:99", "cuda:99: this machine has"), ("nowhere", "not a torch device")):
+        with pytest.raises(UserError, match=message) as e:
+            load("digits", device=device)
+        assert "\n" not in str(e.value)
+    for dtype in ("int8", torch.int8, "half8", 16):
+        with pytest.raises(UserError, match="dtype must be one of float32, float16, bfloat16, float64"):
+            load("digits", dtype=dtype)
+    for dtype in ("float16", "bfloat16", "float64", torch.float64):
+        m = load("digits", device=torch.device("cpu"), dtype=dtype)
+        assert m.dtype == getattr(torch, str(dtype).removeprefix("torch.")) and m.device.type == "cpu"
+
 # ---- sdekit sample --------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -75,6 +75,21 @@ def build(config: dict) -> Preconditioned:
     return net
 
 
+def _placement(device, dtype):
+    """(device, torch dtype or None) for :func:`load`, checked as the command line checks --device and --dtype."""
+    from argparse import ArgumentTypeError, Namespace
+    from .commands.common import DTYPES, device as machine_device, placement
+    if device is not None:
+        try:
+            device = machine_device(str(device))
+        except ArgumentTypeError as e:
+            raise UserError(str(e)) from None
+    name = None if dtype is None else str(dtype).removeprefix("torch.")
+    if name is not None and name not in DTYPES:
+        raise UserError(f"dtype must be one of {', '.join(DTYPES)} (a torch dtype or its name), got {dtype!r}")
+    return placement(Namespace(device=device, dtype=name))
+
+
 def load(path=None, device=None, dtype=None, **options) -> Model:
     """Load a model bundle folder; no argument (or "default") loads the bundled default model (MNIST,
     28x28, class-conditional), "mnist" / "digits" a shipped model by name.
@@ -82,12 +97,16 @@ def load(path=None, device=None, dtype=None, **options) -> Model:
     ``path`` may also be a diffusers folder (a UNet2DModel with a DDPM/DDIM-style or ScoreSdeVe
     scheduler config, e.g. one written by ``sdekit convert``); ``options`` are that loader's
     (sdekit.pretrained.folder.load_diffusers: ``sigma_min``, ``sigma_max``, ``prediction_type``).
-    ``device``, ``dtype``: where and in which precision the network runs.
+    ``device``, ``dtype``: where and in which precision the network runs: a device this machine has
+    ("cpu", "cuda", "cuda:1", a torch.device), and float32, float16, bfloat16 or float64 (a torch dtype or
+    its name); anything else, or a precision the device cannot run, is a UserError, as for the command line's
+    ``--device`` / ``--dtype``.
 
     Every field of config.json is checked (:func:`sdekit.persist.check_fields`), then against the network it
     describes and the weights' names and shapes, before any real memory is spent: a defect is one
     UserError line naming the file."""
     from .pretrained.folder import find_diffusers, load_diffusers
+    device, dtype = _placement(device, dtype)
     found = find_diffusers(path)
     if found is not None:
         return load_diffusers(found, device=device, dtype=dtype, **options)
