@@ -50,6 +50,25 @@ def test_transform_and_labels():
         random_model(num_classes=3).score_fn(*_xt(), class_labels=3)
 
 
+def test_the_score_takes_only_batches_of_the_model_shape():
+    m = load("digits")                                           # a 16x16 network
+    for x in (torch.zeros(2, 1, 28, 28), torch.zeros(1, 16, 16), torch.zeros(16, 16)):
+        shape = str(list(x.shape))
+        for call in (lambda: m.score_fn(x, 0.5), lambda: m.conditional(3, 2.0)(x, 0.5), lambda: m.denoise(x, 0.5)):
+            with pytest.raises(UserError, match=r"shape \[B, 1, 16, 16\], got \[") as e:
+                call()
+            assert "\n" not in str(e.value)
+        assert shape in str(pytest.raises(UserError, m.score_fn, x, 0.5).value)
+    with pytest.raises(UserError, match=r"\[B, 1, 16, 16\], got \[1, 16, 16\]"):    # a guide without its batch
+        sdekit.sdedit(m.sde, m.score_fn, torch.zeros(1, 16, 16), t0=0.5, steps=2)
+    with pytest.raises(UserError, match=r"got \[2, 1, 28, 28\]"):
+        sdekit.sample(m.sde, m.score_fn, (2, 1, 28, 28), sampler="heun", steps=2)
+    # the guided batch (conditional and unconditional halves in one call) still passes
+    x, t = _xt(3)
+    c, u = m.score_fn(x, t, class_labels=3), m.score_fn(x, t)
+    torch.testing.assert_close(m.conditional(3, 2.0)(x, t), 3 * c - 2 * u, rtol=1e-4, atol=1e-4)
+    assert m.sample(2, sampler="heun", steps=2, class_labels=3, guidance=1.0).shape == (2, 1, 16, 16)
+
 def test_random_model_is_deterministic_and_samples():
     a, b = random_model(seed=3), random_model(seed=3)
     x, t = _xt()

@@ -102,6 +102,6 @@ def test_guidance_combinations():
 
 
 def test_bundle_score_fn_carries_its_denoiser():
-    m = sdekit.load("digits")
-    assert as_denoiser(m.sde, m.score_fn) is m.net
-    assert as_denoiser(m.sde, m.conditional(3)).inner is m.net
+    m = sdekit.load("digits")                         # the network itself, behind the check of x's shape
+    assert as_denoiser(m.sde, m.score_fn).inner is m.net
+    assert as_denoiser(m.sde, m.conditional(3)).inner.inner is m.net

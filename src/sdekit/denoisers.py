@@ -26,9 +26,9 @@ from .errors import UserError
 from .noise import Counter, as_batch, bcast
 from .sde import SDE
 
-__all__ = ["Denoiser", "ScoreDenoiser", "NetworkDenoiser", "Preconditioned", "Counted", "Conditional",
+__all__ = ["Denoiser", "ScoreDenoiser", "NetworkDenoiser", "Preconditioned", "Counted", "Shaped", "Conditional",
            "ClassifierFree", "ClassifierGuided", "ScoreView", "as_denoiser", "EDMInput", "ModelSpaceInput", "PREDICTIONS",
-           "TIME_INPUTS", "labels_for", "check_labels"]
+           "TIME_INPUTS", "labels_for", "check_labels", "check_shape"]
 
 
 def labels_for(class_labels, x: torch.Tensor) -> torch.Tensor | None:
@@ -148,6 +148,28 @@ class Counted(Denoiser):
     def score(self, x, t, class_labels=None):
         where = f"t={float(as_batch(t, x).flatten()[0]):.4g}"
         return self.counter.check(self.inner.score(x, t, class_labels), x, where)
+
+
+def check_shape(x: torch.Tensor, shape: tuple) -> None:
+    """UserError unless x is a batch [B, *shape] (one comparison: it runs at every evaluation)."""
+    if x.shape[1:] != shape:
+        raise UserError(f"the model takes x of shape [B, {', '.join(map(str, shape))}], got {list(x.shape)}")
+
+
+class Shaped(Denoiser):
+    """``inner`` for inputs [B, *shape] only: any other x is a UserError naming both shapes."""
+
+    def __init__(self, inner: Denoiser, shape):
+        super().__init__(inner.sde)
+        self.inner, self.shape = inner, tuple(shape)
+
+    def denoise(self, y, sigma, class_labels=None):
+        check_shape(y, self.shape)
+        return self.inner.denoise(y, sigma, class_labels)
+
+    def score(self, x, t, class_labels=None):
+        check_shape(x, self.shape)
+        return self.inner.score(x, t, class_labels)
 
 
 class Conditional(Denoiser):

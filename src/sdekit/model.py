@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .accel import Acceleration, accelerate
-from .denoisers import ClassifierFree, Conditional, Denoiser, ScoreView, check_labels, labels_for
+from .denoisers import ClassifierFree, Conditional, Denoiser, ScoreView, Shaped, check_labels, check_shape, labels_for
 from .errors import UserError
 from .sde import SDE
 
@@ -87,24 +87,27 @@ class Model:
 
     @property
     def score_fn(self) -> ScoreView:
-        """score_fn(x, t, class_labels=None, guidance=0.0) -> grad_x log p_t(x) [B, C, H, W]."""
-        view = ScoreView(self.net)
+        """score_fn(x, t, class_labels=None, guidance=0.0) -> grad_x log p_t(x) [B, C, H, W]. UserError
+        when x is not [B, *shape] (naming both shapes) or for labels the model does not take."""
+        view = ScoreView(Shaped(self.net, self.shape))
         view.model = self
         return view
 
     def conditional(self, class_labels, guidance: float = 0.0) -> ScoreView:
         """A plain score_fn(x, t) for fixed labels (and classifier-free guidance w), for samplers and editors.
-        UserError as :meth:`check_labels` says."""
+        UserError as :meth:`check_labels` says, and when x is not [B, *shape]."""
         self.check_labels(class_labels, guidance)
-        den = ClassifierFree(self.net, class_labels, guidance, batch=True) if guidance else Conditional(self.net, class_labels)
+        net = Shaped(self.net, self.shape)
+        den = ClassifierFree(net, class_labels, guidance, batch=True) if guidance else Conditional(net, class_labels)
         view = ScoreView(den)
         view.model = self
         return view
 
     def denoise(self, x: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
         """D(x; sigma) = E[x0 | x0 + sigma n = x], x in the scaled variable (EDM / k-diffusion convention).
-        Labels the model does not take: UserError (:meth:`check_labels`)."""
+        UserError when x is not [B, *shape] or for labels the model does not take (:meth:`check_labels`)."""
         self.check_labels(class_labels)
+        check_shape(x, self.shape)
         return self.net.denoise(x, sigma, labels_for(class_labels, x))
 
     def from_unit(self, u: torch.Tensor) -> torch.Tensor:
