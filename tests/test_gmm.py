@@ -74,3 +74,11 @@ def test_image_shaped_mixture():
 def test_bad_parameters():
     with pytest.raises(ValueError):
         sdekit.GaussianMixture(torch.zeros(2, 2), torch.tensor([1.0, -1.0]))
+    with pytest.raises(ValueError, match=r"K = 2, stds of shape \[3\]") as e:
+        sdekit.GaussianMixture(torch.zeros(2, 2), stds=torch.tensor([0.3, 0.5, 0.1]))
+    assert "\n" not in str(e.value)
+    for one in (0.3, torch.tensor(0.3), torch.tensor([0.3])):                    # one std for every component
+        torch.testing.assert_close(sdekit.GaussianMixture(torch.zeros(2, 2), stds=one).stds,
+                                   torch.full((2,), 0.3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"weights of shape \[3\]"):
+        sdekit.GaussianMixture(torch.zeros(2, 2), 0.5, weights=[1.0, 1.0, 1.0])

@@ -17,8 +17,9 @@ __all__ = ["GaussianMixture"]
 
 
 class GaussianMixture:
-    """Isotropic Gaussian mixture. ``means``: [K, *event_shape]; ``stds``: [K] or a float;
-    ``weights``: [K] (normalised here; uniform if None)."""
+    """Isotropic Gaussian mixture. ``means``: [K, *event_shape]; ``stds``: [K] or one for all;
+    ``weights``: [K] (normalised here; uniform if None). ValueError unless the stds are K (or one) positive
+    numbers and the weights K non-negative numbers."""
 
     def __init__(self, means, stds, weights=None):
         means = torch.as_tensor(means, dtype=torch.float64)
@@ -28,10 +29,11 @@ class GaussianMixture:
         self.K, self.dim = means.shape[0], math.prod(self.event_shape)
         self.means = means.reshape(self.K, self.dim)
         stds = torch.as_tensor(stds, dtype=torch.float64)
-        self.stds = stds.expand(self.K).clone() if stds.dim() == 0 else stds.reshape(self.K)
         w = torch.ones(self.K, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
-        if w.shape != (self.K,) or (w < 0).any() or (self.stds <= 0).any():
-            raise ValueError("GaussianMixture needs K means, K positive stds and K non-negative weights")
+        if stds.numel() not in (1, self.K) or w.shape != (self.K,) or (w < 0).any() or (stds <= 0).any():
+            raise ValueError(f"GaussianMixture needs K means, K positive stds (or one) and K non-negative weights; "
+                             f"got K = {self.K}, stds of shape {list(stds.shape)}, weights of shape {list(w.shape)}")
+        self.stds = stds.reshape(-1).expand(self.K).clone()
         self.weights = w / w.sum()
 
     # -- t = 0 ----------------------------------------------------------------------------------
