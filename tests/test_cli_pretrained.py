@@ -86,6 +86,9 @@ def test_class_conditional_unet_without_null_label_needs_a_class(tmp_path, image
         assert not (tmp_path / "x.png").exists()
     assert code([*edit, "--class", "3"]) == 0, capsys.readouterr().err
     assert (tmp_path / "x.png").exists()
+    assert code(["sample", *model, "-n", "2", "--steps", "2", "--class", "3", "--out", str(tmp_path / "s.png")]) == 0, \
+        capsys.readouterr().err
+    assert (tmp_path / "s.png").exists()
 
 
 MODEL_COMMANDS = ["sample", "edit", "inpaint", "colorize", "likelihood", "evaluate", "demo", "serve"]

@@ -141,7 +141,9 @@ def run(args):
         if rank == 0 and image:
             from ..sampling import NOISY, residual_noise
             probe = 0.2 * (model.data_range[1] - model.data_range[0])
-            r = float(residual_noise(model.sde, model.score_fn, x[:64], probe).median())
+            k = min(64, len(x))
+            fn = model.conditional(labels[:k].to(model.device)) if labels is not None else model.score_fn
+            r = float(residual_noise(model.sde, fn, x[:k], probe).median())
             if r > NOISY:
                 noisy = " [STILL NOISY]"
                 print(f"sdekit sample: warning: the samples still hold noise (residual {r:.2f} of the probe level; "
