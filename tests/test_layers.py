@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "sdekit"
 
 LAYERS = [
     {"errors", "threads"},
-    {"io", "noise", "ode", "metrics", "accel"},
+    {"io", "noise", "ode", "metrics", "accel", "placement"},
     {"persist", "images", "sde"},
     {"data", "gmm", "denoisers"},
     {"nets", "samplers", "losses", "progress"},

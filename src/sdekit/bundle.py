@@ -17,6 +17,7 @@ from .errors import UserError
 from .model import Model, generate  # noqa: F401  (sdekit.bundle.Model / generate, as before)
 from .nets import Preconditioned, build_net
 from .persist import check_fields, folder_of, load_module, read_config, save_folder
+from .placement import placement
 from .persist import load_weights  # noqa: F401  (sdekit.bundle.load_weights, as before)
 from .sde import SDE, get_sde
 
@@ -75,21 +76,6 @@ def build(config: dict) -> Preconditioned:
     return net
 
 
-def _placement(device, dtype):
-    """(device, torch dtype or None) for :func:`load`, checked as the command line checks --device and --dtype."""
-    from argparse import ArgumentTypeError, Namespace
-    from .commands.common import DTYPES, device as machine_device, placement
-    if device is not None:
-        try:
-            device = machine_device(str(device))
-        except ArgumentTypeError as e:
-            raise UserError(str(e)) from None
-    name = None if dtype is None else str(dtype).removeprefix("torch.")
-    if name is not None and name not in DTYPES:
-        raise UserError(f"dtype must be one of {', '.join(DTYPES)} (a torch dtype or its name), got {dtype!r}")
-    return placement(Namespace(device=device, dtype=name))
-
-
 def load(path=None, device=None, dtype=None, **options) -> Model:
     """Load a model bundle folder; no argument (or "default") loads the bundled default model (MNIST,
     28x28, class-conditional), "mnist" / "digits" a shipped model by name.
@@ -106,7 +92,7 @@ def load(path=None, device=None, dtype=None, **options) -> Model:
     describes and the weights' names and shapes, before any real memory is spent: a defect is one
     UserError line naming the file."""
     from .pretrained.folder import find_diffusers, load_diffusers
-    device, dtype = _placement(device, dtype)
+    device, dtype = placement(device, dtype)
     found = find_diffusers(path)
     if found is not None:
         return load_diffusers(found, device=device, dtype=dtype, **options)

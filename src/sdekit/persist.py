@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .placement import DTYPES  # how weights may be stored: the precisions networks run in
 from .io import atomic_path, atomic_write_text
 
 __all__ = ["CONFIG", "WEIGHTS", "write_tensors", "read_tensors", "save_folder", "folder_of", "read_config",
@@ -64,7 +65,6 @@ def parse_json(text: str, source):
 
 # ---- the fields saved configs share ------------------------------------------------------------------
 
-DTYPES = ("float32", "float16", "bfloat16", "float64")      # how weights may be stored
 
 
 def _is_shape(v) -> bool:

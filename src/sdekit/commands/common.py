@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import UserError
+from ..placement import DTYPES
 
 SEED_LIMIT = 2 ** 32
 
@@ -57,38 +58,19 @@ def int_range(lo: int, hi: int):
 
 def device(text: str) -> str:
     """An argparse type: a torch device this machine has (cpu, cuda, cuda:1, mps, ...)."""
-    import torch
+    from ..placement import check_device
     try:
-        d = torch.device(text)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (cpu, cuda, cuda:1, mps, ...)") from None
-    if d.type == "cpu":
-        return text
-    have = torch.accelerator.current_accelerator()
-    if have is None or have.type != d.type:
-        raise argparse.ArgumentTypeError(f"{text}: this machine has no {d.type} device "
-                                         f"(available: cpu{', ' + have.type if have is not None else ''})")
-    if d.index is not None and d.index >= torch.accelerator.device_count():
-        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.accelerator.device_count()} {d.type} device(s)")
-    return text
-
-
-DTYPES = ("float32", "float16", "bfloat16", "float64")
+        return check_device(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def placement(args):
     """(device, torch dtype or None) of ``--device`` / ``--dtype``, refusing a precision the device cannot
-    run (bfloat16 on a CUDA GPU without it, float64 on MPS) before any work."""
-    import torch
-    device = getattr(args, "device", None)
-    name = getattr(args, "dtype", None)
-    dtype = getattr(torch, name) if name else None
-    kind = torch.device(device).type if device else "cpu"
-    if dtype is torch.bfloat16 and kind == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UserError(f"--dtype bfloat16: {device} does not support it; use float16 or float32")
-    if dtype is torch.float64 and kind == "mps":
-        raise UserError("--dtype float64: MPS devices have no float64; use float32")
-    return device, dtype
+    run (bfloat16 on a CUDA GPU without it, float64 on MPS) before any work (sdekit.placement)."""
+    from ..placement import precision_on
+    device = getattr(args, "device", None)                # checked by its argparse type
+    return device, precision_on(device, getattr(args, "dtype", None))
 
 
 # ---- the options themselves ------------------------------------------------------------------------
