@@ -62,3 +62,19 @@ def test_unequal_mixtures_have_the_widths_and_weights_the_benchmark_documents():
     assert tuple(big.means.shape) == (8, 64)
     assert float(big.stds.max() / big.stds.min()) == pytest.approx(12.0)
     assert float(big.weights.max() / big.weights.min()) == pytest.approx(8.0)
+
+
+def test_model_quality_reports_each_sampler_with_its_options(tmp_path):
+    """One tiny run on the digits model: a row per listed sampler, its options applied (heun's churn
+    draws other samples than plain heun from the same seed), the real-vs-real floor beside them."""
+    import json
+    bench = pytest.importorskip("bench_model_quality")
+    out = tmp_path / "mq.json"
+    bench.main(["--model", "digits", "--data", "digits", "--n", "20", "--samplers", "heun:3,heun:3:churn=5",
+                "--out", str(out)])
+    res = json.loads(out.read_text())
+    rows = res["samplers"]
+    assert [r["sampler"] for r in rows] == ["heun:3", "heun:3:churn=5"]
+    assert all(r["nfe_per_sample"] == 5 and 0 <= r["class_fidelity"]["rate"] <= 1 for r in rows)
+    assert rows[0]["unconditional"]["kid"] != rows[1]["unconditional"]["kid"]
+    assert "real_vs_real" in res and res["t0_default"] > 0
