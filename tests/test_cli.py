@@ -358,3 +358,10 @@ def test_sampling_one_batch_shows_a_bar_per_solver_step(tmp_path, files, capsys)
     code, err = _run(capsys, files, "sample", "--model", "GREY", "--sampler", "euler_maruyama", "--steps", "7",
                      "-n", "2", "--out", tmp_path / "g.png")
     assert code == 0 and "7/7" in err, err
+
+
+def test_likelihood_notes_data_other_than_the_models_own(capsys):
+    from sdekit.cli import main
+    assert main(["likelihood", "--data", "digits", "-n", "2", "--solver", "heun", "--steps", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "note: digits is not the data mnist was trained on (mnist)" in err

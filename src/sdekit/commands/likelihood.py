@@ -61,6 +61,10 @@ def run(args):
         if args.data in ("mnist", "fashion-mnist", "cifar10"):
             raise UserError(f"the model's data, {args.data}, are not shipped: give --data {args.data}:DIR "
                             "(the folder that holds them)")
+    own = (getattr(model, "config", None) or {}).get("data")
+    if own and str(args.data).partition(":")[0].lower() != str(own).partition(":")[0].lower():
+        print(f"note: {args.data} is not the data {model.name} was trained on ({own}); it is read at the model's "
+              f"shape {tuple(model.shape)}", file=sys.stderr)
     ds = load_dataset(args.data, size=model.shape[-1] if len(model.shape) == 3 else None,
                       channels=model.shape[0] if len(model.shape) == 3 else None)
     if tuple(ds.shape) != tuple(model.shape):
