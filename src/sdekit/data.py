@@ -11,6 +11,8 @@ Specs (``--data``):
   mnist:DIR, fashion-mnist:DIR   the idx files train-images-idx3-ubyte[.gz] / train-labels-idx1-ubyte[.gz].
   cifar10:DIR           the binary version: data_batch_1.bin .. data_batch_5.bin (optionally in
                         cifar-10-batches-bin/).
+  emoji:DIR             colour emoji, both artwork styles (DIR/twemoji-64, DIR/noto-64, DIR/emoji.json); see
+                        :func:`emoji` for the background, the resolution, the classes and the held-out split.
 MNIST, Fashion-MNIST and CIFAR-10 are read from a local directory; with ``download=True``
 (``sdekit train --download``) missing files are fetched first and checked against the published MD5s.
 """
@@ -32,7 +34,8 @@ from .errors import UserError
 from .images import EXTENSIONS, SCALE, grid_shape, load_image, picture, save_picture
 
 __all__ = ["Dataset", "load_dataset", "digits", "toy", "image_folder", "read_idx", "mnist", "cifar10",
-           "save_grid", "grid", "fetch", "SOURCES", "TOYS", "IMAGE_EXTS"]
+           "save_grid", "grid", "fetch", "SOURCES", "TOYS", "IMAGE_EXTS", "emoji", "emoji_split",
+           "EMOJI_CATEGORIES", "EMOJI_STYLES", "EMOJI_BACKGROUND"]
 
 IMAGE_EXTS = set(EXTENSIONS)
 
@@ -216,6 +219,85 @@ def cifar10(root, size: int | None = None, channels: int | None = None) -> Datas
     return Dataset(_to_model(_channels(_resize(u, size), channels)), torch.from_numpy(np.concatenate(ys)), 10, "cifar10")
 
 
+# ---- colour emoji ---------------------------------------------------------------------------------
+
+EMOJI_CATEGORIES = ("Smileys & Emotion", "People & Body", "Animals & Nature", "Food & Drink",
+                    "Travel & Places", "Activities", "Objects", "Symbols", "Flags")   # class k = index k
+EMOJI_STYLES = ("twemoji-64", "noto-64")   # Twemoji (CC BY 4.0), Noto Emoji (Apache 2.0)
+EMOJI_BACKGROUND = (1.0, 1.0, 1.0)         # the alpha channel is composited over white
+EMOJI_HELD_OUT = 10                        # one emoji in ten (by the rule of emoji_split) is held out
+
+
+def emoji_split(unified: str) -> str:
+    """'test' or 'train' for the emoji with code points ``unified`` (emoji.json's spelling of the base
+    emoji, e.g. ``'1F385'``; a skin-tone variant is given by its base). The rule is fixed and stable:
+    CRC-32 of the upper-case code points modulo 10 equal to 0 holds the emoji out (about 10 %), so both
+    artwork styles and all skin tones of one emoji are on the same side."""
+    return "test" if zlib.crc32(unified.upper().encode()) % EMOJI_HELD_OUT == 0 else "train"
+
+
+def _emoji_pixels(path: Path, size: int) -> np.ndarray:
+    """One 64x64 emoji PNG -> [3, size, size] in [0, 1]: Pillow's conversion to RGBA, the mean of each
+    (64/size)^2 block of premultiplied colour and of alpha (a box filter), composited over
+    :data:`EMOJI_BACKGROUND`."""
+    from PIL import Image
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255
+    if a.shape[:2] != (64, 64):
+        raise UserError(f"{path}: expected a 64x64 emoji, got {a.shape[1]}x{a.shape[0]}")
+    rgb, alpha = a[..., :3] * a[..., 3:], a[..., 3:]
+    f = 64 // size
+    rgb = rgb.reshape(size, f, size, f, 3).mean((1, 3))
+    alpha = alpha.reshape(size, f, size, f, 1).mean((1, 3))
+    out = rgb + (1 - alpha) * np.asarray(EMOJI_BACKGROUND, dtype=np.float32)
+    return out.transpose(2, 0, 1)
+
+
+def emoji(root, size: int | None = None, channels: int | None = None, split: str = "train") -> Dataset:
+    """Colour emoji of ``root`` (the layout of ``../shared/data/emoji``: ``emoji.json`` and one folder per
+    artwork style of :data:`EMOJI_STYLES`, each holding ``<code points>.png`` at 64x64 RGBA).
+
+    Every emoji and every skin-tone variant is read in both styles. Pixels: alpha composited over white
+    (:data:`EMOJI_BACKGROUND`) after a box filter from 64x64 to ``size`` (32 by default; 64, 32, 16 or 8),
+    model space [-1, 1]; ``channels`` 3 (default) or 1 (ITU-R 601 luma). Labels: the category, index into
+    :data:`EMOJI_CATEGORIES` (9 classes); the five emoji of the ``Component`` group (skin-tone swatches
+    and hair parts, not pictures of their own) are dropped. ``split``: 'train' (about 90 % of the emoji),
+    'test' (the held-out rest, by :func:`emoji_split`) or 'all'. Raises UserError for a missing folder,
+    file or an unknown split.
+    """
+    import json
+    root = Path(root)
+    size = size or 32
+    if size not in (8, 16, 32, 64):
+        raise UserError(f"emoji data come at 64x64: size must be 64, 32, 16 or 8, got {size}")
+    if split not in ("train", "test", "all"):
+        raise UserError(f"emoji split must be train, test or all, got {split!r}")
+    meta = root / "emoji.json"
+    if not meta.is_file():
+        raise UserError(f"{root}: no emoji.json (expected the emoji folder with {', '.join(EMOJI_STYLES)})")
+    for style in EMOJI_STYLES:
+        if not (root / style).is_dir():
+            raise UserError(f"{root}: no {style}/ folder")
+    xs, ys = [], []
+    for e in json.loads(meta.read_text()):
+        if e["category"] not in EMOJI_CATEGORIES:
+            continue
+        if split != "all" and emoji_split(e["unified"]) != split:
+            continue
+        images = [e["image"]] + [v["image"] for v in (e.get("skin_variations") or {}).values()]
+        for style in EMOJI_STYLES:
+            for name in images:
+                path = root / style / name
+                if path.is_file():
+                    xs.append(_emoji_pixels(path, size))
+                    ys.append(EMOJI_CATEGORIES.index(e["category"]))
+    if not xs:
+        raise UserError(f"{root}: no emoji images found")
+    u = torch.from_numpy(np.stack(xs))
+    return Dataset(_to_model(_channels(u, channels)), torch.tensor(ys, dtype=torch.long),
+                   len(EMOJI_CATEGORIES), "emoji")
+
+
 # name -> (mirrors, {file: published MD5}); the MD5s are those of the original distributions.
 SOURCES = {
     "mnist": (["https://ossci-datasets.s3.amazonaws.com/mnist/"],
@@ -295,10 +377,12 @@ def load_dataset(spec: str, size: int | None = None, channels: int | None = None
         return mnist(arg, size, channels, name=kind.replace("_", "-"))
     if kind in ("cifar10", "cifar-10") and arg:
         return cifar10(arg, size, channels)
-    if kind in ("mnist", "fashion-mnist", "fashion_mnist", "cifar10", "cifar-10", "folder") and not arg:
+    if kind == "emoji" and arg:
+        return emoji(arg, size, channels)
+    if kind in ("mnist", "fashion-mnist", "fashion_mnist", "cifar10", "cifar-10", "folder", "emoji") and not arg:
         raise UserError(f"{kind} data needs its folder: {kind}:DIR")
     raise UserError(f"unknown dataset {spec!r}; use digits, toy:NAME, folder:PATH, mnist:DIR, "
-                    f"fashion-mnist:DIR or cifar10:DIR")
+                    f"fashion-mnist:DIR, cifar10:DIR or emoji:DIR")
 
 
 # ---- pictures -------------------------------------------------------------------------------------
