@@ -282,6 +282,17 @@ def _v(F, y, sigma, s, sd):
     return bcast(a ** 2, y) * y - bcast(sigma * a, y) * F
 
 
+CONSISTENCY_SIGMA_MIN = 0.002   # Song et al. 2023's epsilon: the noise level where f(y) = y
+
+
+def _consistency(F, y, sigma, s, sigma_data, sigma_min=CONSISTENCY_SIGMA_MIN):
+    """A consistency function f(y, sigma) -> x0 (Song et al. 2023, appendix C): c_skip y + c_out F with
+    c_skip = sd^2 / ((sigma - sigma_min)^2 + sd^2), c_out = (sigma - sigma_min) sd / sqrt(sd^2 + sigma^2),
+    so that f(y, sigma_min) = y (the boundary condition)."""
+    sd2, d = sigma_data ** 2, sigma - sigma_min
+    return bcast(sd2 / (d ** 2 + sd2), y) * y + bcast(d * sigma_data * (sigma ** 2 + sd2).rsqrt(), y) * F
+
+
 PREDICTIONS = {
     "edm": _edm,                                                                   # EDM eq. 7
     "eps": lambda F, y, sigma, s, sd: y - bcast(sigma, y) * F,                     # y = x0 + sigma eps
@@ -289,6 +300,7 @@ PREDICTIONS = {
     "v": _v,
     "score": lambda F, y, sigma, s, sd: y + bcast(sigma ** 2 * s, y) * F,          # F = grad_x log p_t
     "scaled_score": lambda F, y, sigma, s, sd: y + bcast(sigma, y) * F,            # F = std * score
+    "consistency": _consistency,                                                   # Song et al. 2023
 }
 
 
@@ -327,7 +339,7 @@ class Preconditioned(NetworkDenoiser):
     """sdekit's own networks: F(c_in y, ln(sigma)/4, class_labels) with the parametrisation ``kind``
     ("edm" preconditioning, "eps", "scaled_score" or "score"); see nets/precond.py."""
 
-    KINDS = ("edm", "eps", "scaled_score", "score")
+    KINDS = ("edm", "eps", "scaled_score", "score", "consistency")
 
     def __init__(self, net: nn.Module, sde: SDE, kind: str = "edm", sigma_data: float = 0.5):
         if kind not in self.KINDS:

@@ -14,6 +14,12 @@ reduce_mean=True) or "sum" (the summed loss on -eps/sigma, whose scale grows wit
 * smld_loss (NCSN, Song & Ermon 2019): sigma_i on the VE SDE's N geometric levels, t_i = i/(N-1).
 * ddpm_loss (Ho et al. 2020): alpha-bar_i of the N-step beta schedule, || eps_hat - z ||^2 with
   eps_hat = -std * score, queried at t_i = (i+1)/N.
+* cd_loss, consistency distillation (Song et al. 2023, Algorithm 2) of a teacher denoiser into a
+  consistency function f: on the Karras grid sigma_1 < ... < sigma_N, y = x0 + sigma_{n+1} z, one Heun step
+  of the teacher's probability-flow ODE to sigma_n gives y', and
+      lambda_n d(f(y, sigma_{n+1}), stopgrad f(y', sigma_n)),  lambda_n = 1 / (sigma_{n+1} - sigma_n),
+  d the pseudo-Huber metric sqrt(||a - b||^2 + c^2) - c, c = 0.00054 sqrt(dim) (Song & Dhariwal 2023,
+  "Improved techniques for training consistency models", which also drops the EMA target network).
 """
 from __future__ import annotations
 
@@ -23,7 +29,8 @@ from .errors import UserError
 from .denoisers import as_denoiser
 from .sde import SDE, VESDE, VPSDE, _bcast
 
-__all__ = ["dsm_loss", "edm_loss", "smld_loss", "ddpm_loss", "LOSSES", "get_loss"]
+__all__ = ["dsm_loss", "edm_loss", "smld_loss", "ddpm_loss", "cd_loss", "karras_sigmas", "heun_step", "LOSSES",
+           "get_loss"]
 
 
 def _reduce(sq: torch.Tensor, reduce: str) -> torch.Tensor:
@@ -118,7 +125,47 @@ def ddpm_loss(model, sde: VPSDE, x0: torch.Tensor, class_labels=None, reduce: st
     return _reduce((eps_hat - z) ** 2, reduce).mean()
 
 
-LOSSES = {"dsm": dsm_loss, "edm": edm_loss, "smld": smld_loss, "ddpm": ddpm_loss}
+def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
+                  dtype=torch.float64) -> torch.Tensor:
+    """The n noise levels of Karras et al. 2022 (eq. 5) in ascending order: sigma_1 = sigma_min ... sigma_n = sigma_max."""
+    r = torch.linspace(0, 1, n, dtype=dtype)
+    return (sigma_min ** (1 / rho) + r * (sigma_max ** (1 / rho) - sigma_min ** (1 / rho))) ** rho
+
+
+def heun_step(teacher, y: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor, class_labels=None) -> torch.Tensor:
+    """One Heun step (EDM Algorithm 1, lines 5-8) of the probability-flow ODE dy/dsigma = (y - D(y; sigma)) / sigma
+    from ``sigma`` to ``sigma_next`` (tensors [B], both > 0) with the denoiser ``teacher``."""
+    s, sn = _bcast(sigma, y), _bcast(sigma_next, y)
+    d = (y - teacher.denoise(y, sigma, class_labels)) / s
+    y_euler = y + (sn - s) * d
+    d_next = (y_euler - teacher.denoise(y_euler, sigma_next, class_labels)) / sn
+    return y + (sn - s) * (d + d_next) / 2
+
+
+def cd_loss(model, sde: SDE, x0: torch.Tensor, class_labels=None, teacher=None, N: int = 18,
+            reduce: str = "mean", index: torch.Tensor | None = None, z: torch.Tensor | None = None,
+            generator=None) -> torch.Tensor:
+    """Consistency distillation (module docstring) of ``teacher`` (a Denoiser, frozen) into ``model`` (a
+    Denoiser whose D is a consistency function, e.g. Preconditioned kind "consistency"). x0 [B, ...] in model
+    space; ``index`` n in 0..N-2 per sample; the grid is :func:`karras_sigmas` (N) with the model's
+    sigma_min. ``reduce`` is accepted for a uniform signature; the metric is over the whole sample."""
+    if teacher is None:
+        raise UserError("consistency distillation needs a teacher model")
+    sigmas = karras_sigmas(N).to(device=x0.device, dtype=x0.dtype)
+    n = torch.randint(N - 1, (x0.shape[0],), generator=generator, device=x0.device) if index is None else index
+    lo, hi = sigmas[n], sigmas[n + 1]
+    z = _randn(x0, generator) if z is None else z
+    y = x0 + _bcast(hi, x0) * z
+    with torch.no_grad():
+        y_lo = heun_step(teacher, y, hi, lo, class_labels)
+        target = model.denoise(y_lo, lo, class_labels)
+    pred = model.denoise(y, hi, class_labels)
+    c = 0.00054 * x0[0].numel() ** 0.5
+    dist = ((pred - target).flatten(1).pow(2).sum(1) + c ** 2).sqrt() - c
+    return (dist / (hi - lo)).mean()
+
+
+LOSSES = {"dsm": dsm_loss, "edm": edm_loss, "smld": smld_loss, "ddpm": ddpm_loss, "cd": cd_loss}
 
 
 def get_loss(name: str):

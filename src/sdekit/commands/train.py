@@ -5,7 +5,9 @@ HELP = {
     "data": "digits | toy:NAME | folder:PATH | mnist:DIR | fashion-mnist:DIR | cifar10:DIR",
     "sde": "ve | vp | subvp | edm",
     "out": "run folder (checkpoint, log.csv, samples/, model/ bundle)",
-    "loss": "dsm | edm | smld | ddpm",
+    "loss": "dsm | edm | smld | ddpm | cd (consistency distillation of --teacher)",
+    "teacher": "cd loss: the model to distil (a bundled model's name or a bundle folder); the student starts as its copy",
+    "cd_levels": "cd loss: noise levels N of the Karras grid (Song et al. 2023: 18)",
     "weighting": "dsm weighting: sigma2 | likelihood",
     "reduce": "mean | sum over a sample's dimensions",
     "precond": "network parametrisation: edm | eps | scaled_score | score",
@@ -63,6 +65,8 @@ def add_arguments(p):
                 p.add_argument(flag, action="store_true", help=help_)
         elif isinstance(default, tuple):
             p.add_argument(flag, type=_ints, default=default, help=help_)
+        elif f.name == "teacher":
+            p.add_argument(flag, default=None, help=help_)
         elif f.name in ("image_size", "channels", "threads"):
             p.add_argument(flag, type=int, default=None, help=help_)
         elif f.name == "autocast":

@@ -22,7 +22,7 @@ class TrainConfig:
     warmup: int = 500              # linear learning-rate warm-up steps
     grad_clip: float = 1.0         # max gradient norm (0: off)
     ema: float = 0.999             # EMA decay, warmed up as min(ema, (1 + k) / (10 + k))
-    loss: str = "dsm"              # dsm | edm | smld | ddpm
+    loss: str = "dsm"              # dsm | edm | smld | ddpm | cd
     weighting: str = "sigma2"      # dsm: sigma2 | likelihood
     reduce: str = "mean"           # mean | sum over a sample's dimensions
     P_mean: float = -1.2           # edm loss: ln sigma ~ N(P_mean, P_std^2)
@@ -40,6 +40,8 @@ class TrainConfig:
     depth: int = 3
     class_cond: bool = False
     label_dropout: float = 0.0     # probability of the null label (classifier-free guidance)
+    teacher: str | None = None     # cd loss: the model distilled (a bundle name or folder)
+    cd_levels: int = 18            # cd loss: N noise levels of the Karras grid
     image_size: int | None = None
     channels: int | None = None
     # not hyper-parameters (may change on --resume):
@@ -74,7 +76,9 @@ def validate(cfg: TrainConfig) -> None:
               (0 <= cfg.label_dropout < 1, "--label-dropout must lie in [0, 1)"),
               (cfg.warmup >= 0 and cfg.grad_clip >= 0, "--warmup and --grad-clip must be >= 0"),
               (min(cfg.ckpt_every, cfg.log_every, cfg.sample_every) >= 0, "intervals must be >= 0"),
-              (cfg.threads is None or cfg.threads >= 1, "--threads must be >= 1")]
+              (cfg.threads is None or cfg.threads >= 1, "--threads must be >= 1"),
+              ((cfg.loss == "cd") == (cfg.teacher is not None), "--loss cd and --teacher go together"),
+              (cfg.cd_levels >= 2, "--cd-levels must be >= 2")]
     for ok, msg in checks:
         if not ok:
             raise UserError(msg)

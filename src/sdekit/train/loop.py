@@ -22,7 +22,7 @@ from .config import TrainConfig, hparams, validate
 from .distributed import all_mean, barrier, dist_env, distributed
 from .ema import EMA
 from .log import LOG_FIELDS, prepare_log, tensorboard
-from .model import LossModule, build_model
+from .model import LossModule, build_model, load_teacher
 from .pictures import sample_pictures
 from .seeds import Batches, draw_randomness, step_seed
 from .step import optimizer_step
@@ -71,7 +71,8 @@ def train(cfg: TrainConfig, device=None) -> dict:
         if cfg.steps <= start:
             raise UserError(f"{ckpt_path}: the run is at step {start} already; --steps {cfg.steps} leaves "
                             f"nothing to train (pass a larger --steps to continue it)")
-        step_module = LossModule(accelerate(model, options, device), cfg)
+        teacher = load_teacher(cfg, data).to(device) if cfg.teacher is not None else None
+        step_module = LossModule(accelerate(model, options, device), cfg, teacher)
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
             step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)

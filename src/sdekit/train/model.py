@@ -15,7 +15,11 @@ __all__ = ["build_model", "LossModule"]
 
 
 def build_model(cfg: TrainConfig, data: Dataset) -> Preconditioned:
-    """A fresh preconditioned U-Net (images) or MLP (vectors) for ``data``; UserError if they do not fit."""
+    """A fresh preconditioned U-Net (images) or MLP (vectors) for ``data``; UserError if they do not fit.
+    With a ``teacher`` (consistency distillation): a copy of the teacher's network and SDE, parametrised as a
+    consistency function (Song et al. 2023 initialise the student from the teacher)."""
+    if cfg.teacher is not None:
+        return student_of(load_teacher(cfg, data), cfg)
     sde = get_sde(cfg.sde)
     num_classes = data.num_classes if cfg.class_cond else 0
     if cfg.class_cond and not data.num_classes:
@@ -41,12 +45,35 @@ def build_model(cfg: TrainConfig, data: Dataset) -> Preconditioned:
         raise UserError(str(e)) from None
 
 
+def load_teacher(cfg: TrainConfig, data: Dataset) -> Preconditioned:
+    """The frozen teacher network of ``cfg.teacher`` (UserError unless it is an sdekit model of the data's shape)."""
+    from ..bundle import load
+    teacher = load(cfg.teacher)
+    if not isinstance(teacher.net, Preconditioned):
+        raise UserError(f"{cfg.teacher}: only sdekit's own models can be distilled")
+    if tuple(teacher.shape) != tuple(data.shape):
+        raise UserError(f"the teacher takes {tuple(teacher.shape)} images, the data are {tuple(data.shape)}")
+    net = teacher.net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def student_of(teacher: Preconditioned, cfg: TrainConfig) -> Preconditioned:
+    import copy
+    net = copy.deepcopy(teacher.net)
+    for p in net.parameters():
+        p.requires_grad_(True)
+    return Preconditioned(net, teacher.sde, "consistency", teacher.sigma_data)
+
+
 class LossModule(nn.Module):
     """model + loss as one module, so DistributedDataParallel sees the whole forward pass."""
 
-    def __init__(self, model: Preconditioned, cfg: TrainConfig):
+    def __init__(self, model: Preconditioned, cfg: TrainConfig, teacher: Preconditioned | None = None):
         super().__init__()
         self.model, self.cfg, self.fn = model, cfg, get_loss(cfg.loss)
+        self.teacher = [teacher]          # a list: not a submodule (no gradients, not in the state)
 
     def forward(self, x0, labels, draws):
         c, extra = self.cfg, {}
@@ -54,4 +81,6 @@ class LossModule(nn.Module):
             extra = {"weighting": c.weighting}
         elif c.loss == "edm":
             extra = {"sigma_data": c.sigma_data}
+        elif c.loss == "cd":
+            extra = {"teacher": self.teacher[0], "N": c.cd_levels}
         return self.fn(self.model, self.model.sde, x0, labels, reduce=c.reduce, **draws, **extra)

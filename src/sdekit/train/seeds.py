@@ -41,4 +41,6 @@ def draw_randomness(cfg, sde, B: int, shape, g: torch.Generator) -> dict:
         return {"t": sde.eps + (sde.T - sde.eps) * torch.rand(B, generator=g), "z": z}
     if cfg.loss == "edm":
         return {"sigma": (cfg.P_mean + cfg.P_std * torch.randn(B, generator=g)).exp(), "z": z}
+    if cfg.loss == "cd":
+        return {"index": torch.randint(cfg.cd_levels - 1, (B,), generator=g), "z": z}
     return {"index": torch.randint(sde.N, (B,), generator=g), "z": z}
