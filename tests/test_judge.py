@@ -28,7 +28,10 @@ def test_the_judge_is_chosen_by_the_data():
     for bad, msg in [("fashion-mnist:/x", "no judge"), ("cifar10:/x", "no judge"), ("mnist", "needs its folder")]:
         with pytest.raises(UserError, match=msg):
             judged(bad)
-    assert set(JUDGED) == {"digits", "mnist"}
+    assert set(JUDGED) == {"digits", "mnist", "emoji"}
+    assert judged("emoji:/x").channels == 3 and judged("emoji:/x").num_classes == 9
+    with pytest.raises(UserError, match="needs its folder"):
+        judged("emoji")
 
 
 def test_shipped_mnist_judge_config():

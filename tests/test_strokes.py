@@ -58,7 +58,7 @@ def test_package_strokes_are_labelled_by_name():
 def test_package_refuses_unnamed(tmp_path):
     from PIL import Image
     Image.new("L", (20, 20)).save(tmp_path / "blob.png")
-    with pytest.raises(UserError, match="digit's name"):
+    with pytest.raises(UserError, match="class word"):
         package(folder=tmp_path)
     with pytest.raises(UserError, match="no stroke paintings"):
         package(folder=tmp_path / "none")
@@ -84,3 +84,21 @@ def test_simulated_strokes_come_from_held_out_mnist_test_images():
 
 def test_the_evaluate_flag_names_the_sets():
     assert set(STROKE_SETS) == {"pen", "simulated", "package"}
+
+
+def test_colour_package_and_simulation():
+    """The shipped colour guides are RGB, labelled by their category's first word; colour strokes of
+    emoji-like images keep at most the dataset's number of flat colours per image."""
+    from sdekit.data import EMOJI_CATEGORIES
+    from sdekit.strokes import SIMULATION, simulate_from
+    u, y = package(32, data="emoji")
+    assert u.shape[1:] == (3, 32, 32) and len(u) >= 4
+    assert {EMOJI_CATEGORIES[k] for k in y.tolist()} >= {"Smileys & Emotion", "Food & Drink", "Flags", "Travel & Places"}
+    assert (u.amax(1) - u.amin(1)).mean() > 0.1                      # colour, not grey
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(3, 3, 32, 32, generator=g)
+    s = simulate_from(real, data="emoji:somewhere")
+    colours = [len(torch.unique(img.reshape(3, -1).T, dim=0)) for img in s]
+    assert max(colours) <= SIMULATION["emoji"][1] and s.shape == real.shape
+    with pytest.raises(UserError, match="no stroke paintings for data"):
+        simulate_from(real, data="cifar10:x")

@@ -108,14 +108,18 @@ def reference_data(spec: str, shape, seed: int = 0):
     """(train_u, reference_u) of a judged dataset at the model's shape (C, H, W), pixels in [0, 1]
     (:func:`sdekit.judge.held_out`: for digits the judge's own 80/20 split; ``seed`` is ignored)."""
     from .judge import held_out
-    h = held_out(spec, _size(shape))
+    h = held_out(spec, _size(shape, spec))
     return h.train, h.reference
 
 
-def _size(shape) -> int:
+def _size(shape, spec) -> int:
+    """The side of the model's square images, if the judge of ``spec`` measures their channels."""
+    from .judge import judged
     C, H, W = shape
-    if C != 1 or H != W:
-        raise UserError(f"the judges measure square 1-channel images; this model makes {tuple(shape)}")
+    channels = judged(spec).channels
+    if C != channels or H != W:
+        raise UserError(f"the {judged(spec).name} judge measures square {channels}-channel images; "
+                        f"this model makes {tuple(shape)}")
     return H
 
 
@@ -192,13 +196,15 @@ def edit_strokes(model, strokes: torch.Tensor, t0: float, steps: int, sampler: s
     return model.to_unit(out).cpu()
 
 
-def _guides(kind: str, n: int, seed: int, size: int, held):
-    """(strokes, labels, real images of the same digits): [n, 1, size, size] in [0, 1] and int64 [n]."""
+def _guides(kind: str, n: int, seed: int, size: int, held, data: str):
+    """(strokes, labels, real images of the same classes): [n, C, size, size] in [0, 1] and int64 [n]."""
     from . import strokes as sets
     if kind == "simulated":
         real, labels = held.pick(n, seed)
-        return sets.simulate_from(real), labels, real
-    u, labels = sets.pen(n, seed, size) if kind == "pen" else sets.package(size)
+        return sets.simulate_from(real, data=data), labels, real
+    if kind == "pen" and held.real.shape[1] != 1:
+        raise UserError("pen strokes are grey digits; for a colour model use --strokes simulated or package")
+    u, labels = sets.pen(n, seed, size) if kind == "pen" else sets.package(size, data=data)
     if len(u) < n:                                     # the package's few paintings, each edited repeatedly
         reps = -(-n // len(u))
         u, labels = u.repeat(reps, 1, 1, 1)[:n], labels.repeat(reps)[:n]
@@ -262,7 +268,7 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
         raise UserError(f"-n must be an integer of at least 4, got {n}")
     if batch_size < 1 or (steps_per_unit is not None and steps_per_unit < 1) or (n_reference is not None and n_reference < 4):
         raise UserError("batch size and steps per unit of t0 must be positive, and n_reference at least 4")
-    size = _size(model.shape)
+    size = _size(model.shape, data)
     out = check_outputs(out, overwrite)
     from .sdedit import edit_condition, resolve_condition
     resolve_condition(model, class_label, guidance)
@@ -272,7 +278,7 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
     notes = sample_warnings(min(n, len(reference)))
     for w in notes if progress else ():
         print(f"warning: {w}", file=sys.stderr)
-    guides, labels, real = _guides(strokes, n, seed, size, held)
+    guides, labels, real = _guides(strokes, n, seed, size, held, data)
     _, read, w = edit_condition(model, model.from_unit(guides).to(model.device), class_label, guidance,
                                 torch.Generator().manual_seed(seed))
     read = None if read is None else read.cpu()

@@ -11,6 +11,8 @@ data        weights                         size     held-out images (never trai
 ==========  ==============================  =======  ==========================================
 digits      sdekit/assets/digits-features   16x16    the seeded 20% test split (359 images)
 mnist:DIR   sdekit/assets/mnist-features    28x28    MNIST's 10000-image test split
+emoji:DIR   sdekit/assets/emoji-features    32x32    the held-out emoji (:func:`sdekit.data.emoji_split`,
+                                                     880 images in both styles), RGB, 9 categories
 ==========  ==============================  =======  ==========================================
 
 :func:`held_out` divides the held-out images into a fixed KID/FID *reference* and disjoint *real*
@@ -20,6 +22,7 @@ on MNIST's training split has seen any of them. The digits test split is too sma
 the real images come from the training split, as in the digits model's published numbers.
 
 MNIST: Y. LeCun and C. Cortes, http://yann.lecun.com/exdb/mnist/, licence CC BY-SA 3.0.
+Emoji: Twemoji (Twitter, Inc. and contributors), CC BY 4.0; Noto Emoji (Google), Apache License 2.0.
 """
 from __future__ import annotations
 
@@ -29,11 +32,14 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
-from .nets.features import FEATURES_DIR, MNIST_FEATURES_DIR, DigitsFeatures, load_features, split_digits
+from .nets.features import (EMOJI_FEATURES_DIR, FEATURES_DIR, MNIST_FEATURES_DIR, DigitsFeatures, load_features,
+                            split_digits)
 
 __all__ = ["Judged", "JUDGED", "judged", "split", "load_judge", "HeldOut", "held_out", "predict"]
 
 MNIST_CREDIT = "MNIST: Y. LeCun and C. Cortes, licence CC BY-SA 3.0"
+EMOJI_CREDIT = ("Twemoji (Twitter, Inc. and other contributors), licence CC BY 4.0; "
+                "Noto Emoji (Google), licence Apache 2.0")
 
 
 @dataclass(frozen=True)
@@ -46,21 +52,26 @@ class Judged:
     epochs: int
     real_from_test: bool        # real images: the test split's other half (True) or the training split
     credit: str = ""
+    channels: int = 1
+    num_classes: int = 10
 
 
 JUDGED = {
     "digits": Judged("digits", FEATURES_DIR, 16, 40, real_from_test=False, credit="scikit-learn's digits (UCI)"),
     "mnist": Judged("mnist", MNIST_FEATURES_DIR, 28, 4, real_from_test=True, credit=MNIST_CREDIT),
+    "emoji": Judged("emoji", EMOJI_FEATURES_DIR, 32, 30, real_from_test=True, credit=EMOJI_CREDIT, channels=3,
+                    num_classes=9),
 }
+NEEDS_FOLDER = ("mnist", "emoji")
 
 
 def _parse(data) -> tuple[Judged, str]:
     kind, _, arg = str(data).partition(":")
     spec = JUDGED.get(kind.lower())
     if spec is None:
-        raise UserError(f"no judge for data {data!r}: sdekit judges digits and mnist:DIR")
-    if spec.name == "mnist" and not arg:
-        raise UserError("mnist data needs its folder: mnist:DIR (the four idx files)")
+        raise UserError(f"no judge for data {data!r}: sdekit judges digits, mnist:DIR and emoji:DIR")
+    if spec.name in NEEDS_FOLDER and not arg:
+        raise UserError(f"{spec.name} data needs its folder: {spec.name}:DIR")
     return spec, arg
 
 
@@ -70,12 +81,18 @@ def judged(data) -> Judged:
 
 
 def split(data, seed: int = 0, size: int | None = None):
-    """(train_u, train_y, test_u, test_y) of ``data``: pixels in [0, 1], [N, 1, size, size] (default
-    the judge's size), labels int64 in 0..9. Digits: the seeded 80/20 split; MNIST: its own files."""
-    from .data import _resize
+    """(train_u, train_y, test_u, test_y) of ``data``: pixels in [0, 1], [N, C, size, size] (default
+    the judge's size), labels int64 in 0..K-1. Digits: the seeded 80/20 split; MNIST: its own files;
+    emoji: the fixed held-out split of :func:`sdekit.data.emoji_split`."""
+    from .data import _resize, emoji
     spec, arg = _parse(data)
     if spec.name == "digits":
         tr, tr_y, te, te_y = split_digits(seed)
+    elif spec.name == "emoji":
+        size = size or spec.size
+        (tr, tr_y), (te, te_y) = [((d.x + 1) / 2, d.labels) for d in
+                                  (emoji(arg, size, split="train"), emoji(arg, size, split="test"))]
+        return tr, tr_y, te, te_y
     else:
         (tr, tr_y), (te, te_y) = _mnist(arg, "train"), _mnist(arg, "t10k")
     size = size or spec.size
@@ -99,7 +116,7 @@ def _mnist(root, part: str):
 
 def load_judge(data) -> DigitsFeatures:
     """The shipped judge of ``data`` in eval mode: ``net(u)`` features [B, 64], ``net.logits(u)``
-    class scores [B, 10], for pixels u in [0, 1] of shape [B, 1, H, W] (resized to its size)."""
+    class scores [B, K], for pixels u in [0, 1] of shape [B, C, H, W] (resized to its size)."""
     spec = judged(data)
     if not (spec.weights / "config.json").is_file():
         raise UserError(f"the {spec.name} judge is not installed with this copy of sdekit "
@@ -109,7 +126,7 @@ def load_judge(data) -> DigitsFeatures:
 
 @torch.no_grad()
 def predict(judge: DigitsFeatures, u: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """The judged class of each image u [B, 1, H, W] in [0, 1]: int64 [B]."""
+    """The judged class of each image u [B, C, H, W] in [0, 1]: int64 [B]."""
     return torch.cat([judge.logits(b).argmax(1) for b in u.split(batch_size)])
 
 

@@ -1,7 +1,7 @@
-"""Held-out stroke paintings of digits, for evaluating SDEdit; none is ever used in training.
+"""Held-out stroke paintings, for evaluating SDEdit; none is ever used in training.
 
-Three sets, each returning ``(images, labels)``: pixels in [0, 1] of shape [N, 1, size, size]
-(light strokes on black, as MNIST) and the digit each shows, int64 [N] in 0..9.
+Three sets, each returning ``(images, labels)``: pixels in [0, 1] of shape [N, C, size, size]
+(digits: light strokes on black, as MNIST; emoji: colour on white) and the class each shows, int64 [N].
 
 * :func:`pen`: digits drawn as pen strokes, the way a person draws them with a mouse: polylines,
   arcs and curves per digit 0-9 (two to three ways of writing each), with random stroke width,
@@ -9,11 +9,15 @@ Three sets, each returning ``(images, labels)``: pixels in [0, 1] of shape [N, 1
   Pillow (drawn at 4x and area-averaged down). Image i depends only on (seed, i): the first k of
   ``pen(n, seed)`` are ``pen(k, seed)``; labels cycle 0, 1, ..., 9.
 * :func:`simulated`: the paper's simulation (Meng et al. 2022, App. D) of held-out real images:
-  median filter, then colour quantisation to three flat colours (:func:`sdekit.sdedit.simulate_strokes`).
-  For MNIST the images come from its test split (the half that is not the KID reference, see
-  :func:`sdekit.judge.held_out`).
-* :func:`package`: the stroke paintings shipped in ``sdekit/assets/strokes`` (labelled by their
-  file names, "three_colour.png" -> 3), converted by the guide rule of :mod:`sdekit.images`.
+  median filter, then colour quantisation to a few flat colours (:func:`sdekit.sdedit.simulate_strokes`),
+  with the dataset's own window and number of colours (:data:`SIMULATION`: 3x3 and 3 grey levels for
+  digits; 5x5 and 6 colours for 32x32 emoji, where a 3x3 window keeps their drawn detail: the paper's
+  23 px window at 256 px is 9 % of the width). The images come from the held-out split (for MNIST
+  and emoji the half that is not the KID reference, see :func:`sdekit.judge.held_out`).
+* :func:`package`: the stroke paintings shipped in ``sdekit/assets/strokes`` (digits, labelled by their
+  file names, "three_colour.png" -> 3) and ``sdekit/assets/strokes/emoji`` (colour guides painted with
+  a round brush on white, labelled by the first word of their category: "food_apple.png" -> Food &
+  Drink), converted by the guide rule of :mod:`sdekit.images`.
 
 :data:`STROKE_SETS` names them for ``sdekit evaluate --strokes``.
 """
@@ -27,10 +31,15 @@ import torch
 
 from .errors import UserError
 
-__all__ = ["pen", "simulated", "simulate_from", "package", "glyphs", "STROKE_SETS", "STROKES_DIR"]
+__all__ = ["pen", "simulated", "simulate_from", "package", "glyphs", "STROKE_SETS", "STROKES_DIR", "SIMULATION",
+           "PACKAGED", "CATEGORY_WORDS"]
 
 STROKES_DIR = Path(__file__).resolve().parent / "assets" / "strokes"
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+CATEGORY_WORDS = ("smileys", "people", "animals", "food", "travel", "activities", "objects", "symbols", "flags")
+SIMULATION = {"digits": (3, 3), "mnist": (3, 3), "emoji": (5, 6)}    # data -> (median window, colours)
+PACKAGED = {"digits": (STROKES_DIR, NUMBERS, 1), "mnist": (STROKES_DIR, NUMBERS, 1),
+            "emoji": (STROKES_DIR / "emoji", CATEGORY_WORDS, 3)}    # data -> (folder, class words, channels)
 
 
 # ---- the digits as pen strokes, in a box x in [0, 1] (right), y in [0, 1] (down) ------------------
@@ -161,39 +170,52 @@ def pen(n: int, seed: int = 0, size: int = 28) -> tuple[torch.Tensor, torch.Tens
     return torch.from_numpy(np.stack(images))[:, None], labels
 
 
-def simulated(n: int, data: str, seed: int = 0, size: int = 28, median: int = 3,
-              colors: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stroke paintings simulated from n held-out real images of ``data`` ("mnist:DIR": its test
-    split; "digits"), picked by ``seed``: a ``median`` x ``median`` median filter, then ``colors`` flat
-    colours per image.
+def _dataset(data) -> str:
+    name = str(data).partition(":")[0].lower()
+    if name not in SIMULATION:
+        raise UserError(f"no stroke paintings for data {data!r}; sdekit has them for {', '.join(SIMULATION)}")
+    return name
+
+
+def simulated(n: int, data: str, seed: int = 0, size: int = 28, median: int | None = None,
+              colors: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stroke paintings simulated from n held-out real images of ``data`` ("mnist:DIR", "emoji:DIR":
+    their held-out splits; "digits"), picked by ``seed``: a ``median`` x ``median`` median filter, then
+    ``colors`` flat colours per image (defaults: the dataset's, :data:`SIMULATION`).
     At 28x28 a 3x3 median keeps MNIST's 2-3 px pen lines while smoothing them into blocky strokes
-    (5x5 erases them). Images [n, 1, size, size] in [0, 1], labels [n]."""
+    (5x5 erases them). Images [n, C, size, size] in [0, 1], labels [n]."""
     from .judge import held_out
     real, labels = held_out(data, size).pick(n, seed)
-    return simulate_from(real, median, colors), labels
+    return simulate_from(real, median, colors, data), labels
 
 
-def simulate_from(real: torch.Tensor, median: int = 3, colors: int = 3) -> torch.Tensor:
-    """The stroke paintings :func:`simulated` makes of given real images [N, 1, H, W] in [0, 1]."""
+def simulate_from(real: torch.Tensor, median: int | None = None, colors: int | None = None,
+                  data: str = "mnist") -> torch.Tensor:
+    """The stroke paintings :func:`simulated` makes of given real images [N, C, H, W] in [0, 1]."""
     from .sdedit import simulate_strokes
-    return simulate_strokes(real, median=median, colors=colors).clamp(0, 1)
+    m, k = SIMULATION[_dataset(data)]
+    return simulate_strokes(real, median=median or m, colors=colors or k).clamp(0, 1)
 
 
-def package(size: int = 28, folder=STROKES_DIR) -> tuple[torch.Tensor, torch.Tensor]:
-    """The stroke paintings in ``folder`` (default the package's), converted to [N, 1, size, size] in
-    [0, 1] by :func:`sdekit.images.load_image`, labelled by the number word that starts each file
-    name. UserError if a name starts with no number word or the folder holds no PNG."""
+def package(size: int = 28, folder=None, data: str = "mnist") -> tuple[torch.Tensor, torch.Tensor]:
+    """The stroke paintings in ``folder`` (default the package's for ``data``, :data:`PACKAGED`),
+    converted to [N, C, size, size] in [0, 1] (C: the data's channels) by
+    :func:`sdekit.images.load_image`, labelled by the class word that starts each file name (digits:
+    zero ... nine; emoji: the first word of the category). UserError if a name starts with no class
+    word or the folder holds no PNG."""
     from .images import load_image
+    default, words, channels = PACKAGED[_dataset(data)]
+    folder = default if folder is None else folder
     files = sorted(Path(folder).glob("*.png"))
     if not files:
         raise UserError(f"{folder}: no stroke paintings (*.png)")
     labels = []
     for f in files:
         word = f.stem.split("_")[0].lower()
-        if word not in NUMBERS:
-            raise UserError(f"{f}: the file name must start with the digit's name (zero ... nine)")
-        labels.append(NUMBERS.index(word))
-    u = torch.cat([load_image(f, (1, size, size)).pixels for f in files])
+        if word not in words:
+            raise UserError(f"{f}: the file name must start with a class word ({', '.join(words)})")
+        labels.append(words.index(word))
+    u = torch.cat([load_image(f, (channels, size, size)).pixels for f in files])
     return u, torch.tensor(labels)
 
 

@@ -3,10 +3,10 @@ from .common import add_seed, positive, positive_int
 
 
 def add_arguments(p):
-    p.add_argument("--data", default="digits", help="digits or mnist:DIR (default: digits)")
+    p.add_argument("--data", default="digits", help="digits, mnist:DIR or emoji:DIR (default: digits)")
     p.add_argument("--out", required=True, help="output folder (config.json + model.safetensors)")
     p.add_argument("--epochs", type=positive_int, default=None,
-                   help="passes over the training images (default: the dataset's own: digits 40, MNIST 4)")
+                   help="passes over the training images (default: the dataset's own: digits 40, MNIST 4, emoji 30)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per training step (default: 64)")
     p.add_argument("--lr", type=positive, default=2e-3, help="Adam learning rate (default: 0.002)")
     add_seed(p)

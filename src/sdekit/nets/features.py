@@ -8,7 +8,9 @@ each trained by :func:`train_features` on that dataset's training split only:
 
 * ``sdekit/assets/digits-features/``: scikit-learn's digits at 16x16 (the seeded 80% split);
 * ``sdekit/assets/mnist-features/``: MNIST at 28x28 (its 60000 training images; MNIST by Y. LeCun
-  and C. Cortes, licence CC BY-SA 3.0).
+  and C. Cortes, licence CC BY-SA 3.0);
+* ``sdekit/assets/emoji-features/``: colour emoji at 32x32 RGB, 9 categories (the training split of
+  :func:`sdekit.data.emoji`; Twemoji CC BY 4.0, Noto Emoji Apache 2.0).
 
 :mod:`sdekit.judge` picks the one that matches a model's data.
 """
@@ -25,11 +27,12 @@ from ..errors import UserError
 from ..persist import check_fields, folder_of, load_module, read_config, save_folder
 
 __all__ = ["DigitsFeatures", "load_features", "train_features", "split_digits", "FEATURES_DIR",
-           "MNIST_FEATURES_DIR"]
+           "MNIST_FEATURES_DIR", "EMOJI_FEATURES_DIR"]
 
 FORMAT = "sdekit-features"
 FEATURES_DIR = Path(__file__).resolve().parent.parent / "assets" / "digits-features"
 MNIST_FEATURES_DIR = FEATURES_DIR.parent / "mnist-features"
+EMOJI_FEATURES_DIR = FEATURES_DIR.parent / "emoji-features"
 
 
 class DigitsFeatures(nn.Module):
@@ -106,7 +109,7 @@ def train_features(out=FEATURES_DIR, epochs: int | None = None, seed: int = 0, p
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     tr_u, tr_y, te_u, te_y = split(data, seed)
-    net = DigitsFeatures(size=spec.size)
+    net = DigitsFeatures(spec.channels, spec.size, num_classes=spec.num_classes)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     batches = (len(tr_u) + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
@@ -131,7 +134,7 @@ def train_features(out=FEATURES_DIR, epochs: int | None = None, seed: int = 0, p
         pred = torch.cat([net.logits(b).argmax(1) for b in te_u.split(1000)])
         acc = float((pred == te_y).float().mean())
     S = spec.size
-    cfg = {"format": FORMAT, "network": net.cfg, "input": f"pixels in [0, 1], [B, 1, {S}, {S}]",
+    cfg = {"format": FORMAT, "network": net.cfg, "input": f"pixels in [0, 1], [B, {spec.channels}, {S}, {S}]",
            "data": spec.name, "train_images": len(tr_u), "test_images": len(te_u), "seed": seed,
            "epochs": epochs, "batch_size": batch_size, "lr": lr, "dtype": str(dtype).replace("torch.", ""),
            "test_accuracy": round(acc, 4), "credit": spec.credit}
