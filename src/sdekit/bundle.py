@@ -25,7 +25,8 @@ __all__ = ["Model", "load", "save_bundle", "random_model", "generate", "export_b
 
 FORMAT = "sdekit-bundle"
 ASSETS = Path(__file__).parent / "assets"
-BUNDLED_MODELS = {"mnist": ASSETS / "mnist", "digits": ASSETS / "digits"}   # name -> shipped bundle
+BUNDLED_MODELS = {"mnist": ASSETS / "mnist", "digits": ASSETS / "digits", "emoji": ASSETS / "emoji",
+                  "mnist-cd": ASSETS / "mnist-cd"}   # name -> shipped bundle
 DEFAULT_MODEL = "mnist"
 BUNDLED = BUNDLED_MODELS["digits"]
 
@@ -78,7 +79,8 @@ def build(config: dict) -> Preconditioned:
 
 def load(path=None, device=None, dtype=None, **options) -> Model:
     """Load a model bundle folder; no argument (or "default") loads the bundled default model (MNIST,
-    28x28, class-conditional), "mnist" / "digits" a shipped model by name.
+    28x28, class-conditional), "mnist" / "digits" / "emoji" (32x32 RGB, class = emoji category) /
+    "mnist-cd" (the MNIST model distilled into a consistency student) a shipped model by name.
 
     ``path`` may also be a diffusers folder (a UNet2DModel with a DDPM/DDIM-style or ScoreSdeVe
     scheduler config, e.g. one written by ``sdekit convert``); ``options`` are that loader's

@@ -1,0 +1,168 @@
+"""Few-step samplers on a real network: sdekit's fast solvers beside diffusers' implementations of the
+same methods, driving the same bundled network from the same noise, FID in the project's judge.
+
+Every solver starts from the same standard-normal noise z (seed s) and calls the same denoiser
+D(y; sigma) of the model (unconditional). diffusers' schedulers use the DDPM discretisation (1000 steps,
+linear betas 1e-4..0.02, i.e. the bundled models' VP SDE with beta_min = 0.1, beta_max = 20) with their
+own recommended settings and are fed eps = (y - D(y; sigma_t)) / sigma_t of their own alpha_bar_t.
+FID and KID are against the held-out reference of the model's data (:func:`sdekit.judge.held_out`);
+the real-vs-real row (held-out real images against the same reference) is the floor. Each cell is the
+mean over seeds with the spread (min..max); the ratio is ours / the peer's of the same method.
+
+    python benchmarks/bench_fewstep_network.py [--model mnist] [--data mnist:../shared/data/mnist]
+        [--n 1000] [--seeds 0,1] [--nfes 3,4,5,6,8,10] [--only dpm,abm]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, save_json, save_text  # noqa: E402
+
+import sdekit  # noqa: E402
+from sdekit.denoisers import as_denoiser  # noqa: E402
+from sdekit.metrics import fid, kid  # noqa: E402
+
+
+def denoiser_of(model):
+    den = as_denoiser(model.sde, model.score_fn)
+    return lambda y, sigma: den.denoise(y, torch.as_tensor(sigma, dtype=y.dtype).expand(y.shape[0]))
+
+
+def sdekit_run(sampler, steps=lambda n: n, **options):
+    def run(model, z, nfe):
+        x, info = sdekit.sample(model.sde, model.score_fn, z.shape, x_T=z * model.sde.prior_std, sampler=sampler,
+                                steps=steps(nfe), return_info=True, **options)
+        return x, info["nfe"]
+    return run
+
+
+def diffusers_run(cls_name, steps=lambda n: n, **config):
+    def run(model, z, nfe):
+        import diffusers
+        sched = getattr(diffusers, cls_name)(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
+                                             beta_schedule="linear", **config)
+        sched.set_timesteps(steps(nfe))
+        ab = sched.alphas_cumprod.double().numpy()
+        train_sigmas = np.sqrt((1 - ab) / ab)
+        den, calls = denoiser_of(model), [0]
+        x = z * float(sched.init_noise_sigma)
+        for t in sched.timesteps:
+            inp = sched.scale_model_input(x, t)
+            sig = float(np.interp(float(t), np.arange(len(train_sigmas)), train_sigmas))
+            y = inp * math.sqrt(1 + sig ** 2)
+            eps = (y - den(y, sig)) / sig
+            calls[0] += 1
+            x = sched.step(eps, t, x).prev_sample
+        return x, calls[0]
+    return run
+
+
+def heun_steps(nfe):
+    return max(2, (nfe + 1) // 2)
+
+
+METHODS = {   # method -> {implementation: runner}
+    "dpm": {"diffusers DPM-Solver++(2M)": diffusers_run("DPMSolverMultistepScheduler", algorithm_type="dpmsolver++",
+                                                         solver_order=2),
+            "sdekit dpm_solver": sdekit_run("dpm_solver")},
+    "dpm3": {"diffusers DPM-Solver++(3M)": diffusers_run("DPMSolverMultistepScheduler", algorithm_type="dpmsolver++",
+                                                          solver_order=3),
+             "sdekit dpm_solver order 3": sdekit_run("dpm_solver", order=3)},
+    "unipc": {"diffusers UniPC": diffusers_run("UniPCMultistepScheduler")},
+    "deis": {"diffusers DEIS": diffusers_run("DEISMultistepScheduler")},
+    "ddim": {"diffusers DDIM": diffusers_run("DDIMScheduler", set_alpha_to_one=True),
+             "sdekit ddim": sdekit_run("ddim")},
+    "abm": {"sdekit abm": sdekit_run("abm")},
+    "heun": {"sdekit heun": sdekit_run("heun", steps=heun_steps)},
+}
+
+
+def run(model_name, data, n, seeds, nfes, only):
+    from sdekit.judge import held_out, load_judge
+    model = sdekit.load(model_name)
+    judge = load_judge(data)
+    held = held_out(data, model.shape[-1])
+    ref = held.reference
+    real = held.real[:n]
+    floor = {"fid": fid(ref, real, judge), "kid": kid(ref, real, judge, subsets=50).mean}
+    rows = []
+    for method, impls in METHODS.items():
+        if only and method not in only:
+            continue
+        for name, runner in impls.items():
+            for nfe in nfes:
+                fids, used, t = [], None, time.time()
+                for s in seeds:
+                    z = torch.randn((n, *model.shape), generator=torch.Generator().manual_seed(s))
+                    with torch.no_grad():
+                        x, used = runner(model, z, nfe)
+                    fids.append(fid(ref, model.to_unit(x).clamp(0, 1), judge))
+                rows.append({"method": method, "impl": name, "nfe": nfe, "nfe_used": used, "fid": fids,
+                             "seconds": time.time() - t})
+                print(f"{name:32s} NFE {nfe:2d} ({used:2d}): FID {np.mean(fids):7.3f} "
+                      f"[{min(fids):.3f}..{max(fids):.3f}]", flush=True)
+    return floor, rows
+
+
+def table(floor, rows, nfes) -> str:
+    names = list(dict.fromkeys(r["impl"] for r in rows))
+    cell = {(r["impl"], r["nfe"]): r for r in rows}
+    out = [f"real vs real: FID {floor['fid']:.3f}, KID {floor['kid']:.4f}", "",
+           "| implementation | " + " | ".join(f"NFE {k}" for k in nfes) + " |",
+           "|---|" + "---|" * len(nfes)]
+    for name in names:
+        vals = []
+        for k in nfes:
+            r = cell.get((name, k))
+            if r is None:
+                vals.append("-")
+                continue
+            f = r["fid"]
+            nfe_note = f" ({r['nfe_used']})" if r["nfe_used"] != k else ""
+            vals.append(f"{np.mean(f):.2f} [{min(f):.2f}, {max(f):.2f}]{nfe_note}")
+        out.append(f"| {name} | " + " | ".join(vals) + " |")
+    out += ["", "ratio ours / peer (same method, same NFE, mean FID):"]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        impls = [nm for nm in names if cell.get((nm, nfes[0]), {}).get("method") == method]
+        peers = [nm for nm in impls if nm.startswith("diffusers")]
+        ours = [nm for nm in impls if nm.startswith("sdekit")]
+        for o in ours:
+            for p in peers:
+                rs = [f"NFE {k}: {np.mean(cell[(o, k)]['fid']) / np.mean(cell[(p, k)]['fid']):.2f}x"
+                      for k in nfes if (o, k) in cell and (p, k) in cell]
+                out.append(f"- {o} / {p}: " + ", ".join(rs))
+    return "\n".join(out)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="mnist")
+    p.add_argument("--data", default="mnist:../shared/data/mnist")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--nfes", default="3,4,5,6,8,10")
+    p.add_argument("--only", default="")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    nfes = [int(v) for v in a.nfes.split(",")]
+    seeds = [int(v) for v in a.seeds.split(",")]
+    only = [v for v in a.only.split(",") if v]
+    floor, rows = run(a.model, a.data, a.n, seeds, nfes, only)
+    text = table(floor, rows, nfes)
+    cmd = "python benchmarks/bench_fewstep_network.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(text)
+    save_json("fewstep_network", {"machine": machine(), "command": cmd, "floor": floor, "rows": rows})
+    save_text("fewstep_network.md", f"{cmd}\n\n{machine()}\n\n{text}\n")
+
+
+if __name__ == "__main__":
+    main()
