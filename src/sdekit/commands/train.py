@@ -6,6 +6,8 @@ HELP = {
     "sde": "ve | vp | subvp | edm",
     "out": "run folder (checkpoint, log.csv, samples/, model/ bundle)",
     "loss": "dsm | edm | smld | ddpm | cd (consistency distillation of --teacher)",
+    "init": "start from the weights of this sdekit model bundle (a bundled model's name, a bundle folder or a run's "
+            "model/ folder) whose network is the one the other flags describe; a resumed run ignores it",
     "teacher": "cd loss: the model to distil (a bundled model's name or a bundle folder); the student starts as its copy",
     "cd_levels": "cd loss: noise levels N of the Karras grid (Song et al. 2023: 18)",
     "weighting": "dsm weighting: sigma2 | likelihood",
@@ -65,7 +67,7 @@ def add_arguments(p):
                 p.add_argument(flag, action="store_true", help=help_)
         elif isinstance(default, tuple):
             p.add_argument(flag, type=_ints, default=default, help=help_)
-        elif f.name == "teacher":
+        elif f.name in ("teacher", "init"):
             p.add_argument(flag, default=None, help=help_)
         elif f.name in ("image_size", "channels", "threads"):
             p.add_argument(flag, type=int, default=None, help=help_)

@@ -40,6 +40,7 @@ class TrainConfig:
     depth: int = 3
     class_cond: bool = False
     label_dropout: float = 0.0     # probability of the null label (classifier-free guidance)
+    init: str | None = None        # start from this sdekit bundle's weights (a name or folder), same network
     teacher: str | None = None     # cd loss: the model distilled (a bundle name or folder)
     cd_levels: int = 18            # cd loss: N noise levels of the Karras grid
     image_size: int | None = None

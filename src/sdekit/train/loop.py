@@ -22,7 +22,7 @@ from .config import TrainConfig, hparams, validate
 from .distributed import all_mean, barrier, dist_env, distributed
 from .ema import EMA
 from .log import LOG_FIELDS, prepare_log, tensorboard
-from .model import LossModule, build_model, load_teacher
+from .model import LossModule, build_model, init_from, load_teacher
 from .pictures import sample_pictures
 from .seeds import Batches, draw_randomness, step_seed
 from .step import optimizer_step
@@ -63,7 +63,10 @@ def train(cfg: TrainConfig, device=None) -> dict:
         if cfg.batch_size % world:
             raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {world} processes")
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg, data).to(device)
+        model = build_model(cfg, data)
+        if cfg.init is not None and saved is None:
+            init_from(model, cfg.init)
+        model = model.to(device)
         ema = EMA(model, cfg.ema)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         scaler = grad_scaler(options, device)

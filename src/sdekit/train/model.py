@@ -45,6 +45,21 @@ def build_model(cfg: TrainConfig, data: Dataset) -> Preconditioned:
         raise UserError(str(e)) from None
 
 
+def init_from(model: Preconditioned, source: str) -> None:
+    """Copy the weights of the sdekit bundle ``source`` into ``model`` (UserError unless the bundle's
+    network, parametrisation and SDE are the ones ``model`` has)."""
+    from ..bundle import load
+    init = load(source)
+    if not isinstance(init.net, Preconditioned):
+        raise UserError(f"--init {source}: only sdekit's own bundles can start a run")
+    mine = (model.net.config(), model.config(), model.sde.config())
+    theirs = (init.net.net.config(), init.net.config(), init.net.sde.config())
+    for what, a, b in zip(("network", "parametrisation", "SDE"), mine, theirs):
+        if a != b:
+            raise UserError(f"--init {source}: its {what} {b} is not this run's {a}")
+    model.load_state_dict(init.net.state_dict())
+
+
 def load_teacher(cfg: TrainConfig, data: Dataset) -> Preconditioned:
     """The frozen teacher network of ``cfg.teacher`` (UserError unless it is an sdekit model of the data's shape)."""
     from ..bundle import load

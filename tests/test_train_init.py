@@ -1,0 +1,33 @@
+"""sdekit train --init: a run starts from a bundle's weights, refused when the networks differ."""
+import pytest
+import torch
+
+import sdekit
+from sdekit.cli import main
+from sdekit.data import load_dataset
+from sdekit.errors import UserError
+from sdekit.train import TrainConfig
+from sdekit.train.model import build_model, init_from
+
+FLAGS = ["--data", "digits", "--ch", "8", "--ch-mult", "1,2", "--num-res-blocks", "1", "--attn", "", "--batch-size", "8",
+         "--sample-every", "0", "--no-progress", "--threads", "1"]
+
+
+def test_init_copies_the_bundle_and_refuses_another_network(tmp_path):
+    assert main(["train", *FLAGS, "--steps", "2", "--out", str(tmp_path / "a")]) in (0, None)
+    cfg = TrainConfig(data="digits", ch=8, ch_mult=(1, 2), num_res_blocks=1, attn=())
+    model = build_model(cfg, load_dataset("digits"))
+    init_from(model, str(tmp_path / "a" / "model"))
+    saved = sdekit.load(tmp_path / "a" / "model").net.state_dict()
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, saved[k])
+    other = build_model(TrainConfig(data="digits", ch=16, ch_mult=(1, 2), num_res_blocks=1, attn=()), load_dataset("digits"))
+    with pytest.raises(UserError, match="network"):
+        init_from(other, str(tmp_path / "a" / "model"))
+    # the command line: a run from the bundle trains on; another network is one line, exit 2
+    assert main(["train", *FLAGS, "--steps", "1", "--lr", "1e-12", "--warmup", "0", "--init", str(tmp_path / "a" / "model"),
+                 "--out", str(tmp_path / "b")]) in (0, None)
+    b = sdekit.load(tmp_path / "b" / "model").net.state_dict()
+    assert max((b[k].float() - saved[k].float()).abs().max().item() for k in saved) < 1e-6
+    assert main(["train", *FLAGS, "--ch", "16", "--steps", "1", "--init", str(tmp_path / "a" / "model"),
+                 "--out", str(tmp_path / "c")]) == 2
