@@ -76,12 +76,25 @@ def _fit(u: torch.Tensor, shape) -> torch.Tensor:
     return u.expand(-1, C, -1, -1).contiguous()
 
 
-def stroke_guides(shape) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """The shipped stroke paintings: (names, pixels [G, C, H, W] in [0, 1] at ``shape``, digits [G])."""
-    from .strokes import package
-    names = [f.stem for f in sorted(STROKES_DIR.glob("*.png"))]
-    u, labels = package(size=max(shape[-2:]))
+def stroke_guides(shape, data: str = "mnist") -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """The shipped stroke paintings of ``data`` (:data:`sdekit.strokes.PACKAGED`): (names, pixels [G, C, H, W]
+    in [0, 1] at ``shape``, classes [G])."""
+    from .strokes import PACKAGED, package
+    folder = PACKAGED[data][0]
+    names = [f.stem for f in sorted(folder.glob("*.png"))]
+    u, labels = package(size=max(shape[-2:]), data=data)
     return names, _fit(u, shape), labels
+
+
+def _data_kind(model) -> str:
+    """The kind of the model's data spec ("mnist", "digits", "emoji", ...; "" if not recorded)."""
+    return str((getattr(model, "config", None) or {}).get("data") or "").partition(":")[0].lower()
+
+
+def _class_names(model) -> list[str]:
+    """A short name per class of the model's data: the digits, or the first word of each emoji category."""
+    from .strokes import CATEGORY_WORDS
+    return list(CATEGORY_WORDS) if _data_kind(model) == "emoji" else [str(c) for c in range(model.num_classes)]
 
 
 def model_card(model) -> list[tuple[str, str]]:
@@ -136,7 +149,7 @@ class _Reader:
         data = (getattr(model, "config", None) or {}).get("data")
         spec = JUDGED.get(str(data).partition(":")[0].lower()) if data else None
         installed = spec is not None and (spec.weights / "config.json").is_file()
-        self.net = load_features(spec.weights) if installed and model.shape[0] == 1 else None
+        self.net = load_features(spec.weights) if installed and model.shape[0] == spec.channels else None
 
     def count(self, u: torch.Tensor, labels: torch.Tensor) -> int | None:
         """How many images u [N, 1, H, W] in [0, 1] the judge reads as ``labels``; None without a judge."""
@@ -198,6 +211,7 @@ class _Run:
     t0: float
     judge: _Reader
     g: torch.Generator
+    noun: str = "digit"             # what a class is called in captions ("digit", "category")
 
     def edit(self, guide_u, t: float | None = None, **kw):
         """SDEdit of pixels [B, C, H, W] in [0, 1] from t (default the model's t0) with the library's steps for
@@ -215,14 +229,16 @@ class _Run:
 
 
 def demo(out="sdekit-demo", seed: int = 0, model=None, small: bool = False, toy: bool = True,
-         progress: bool = True, scale: int = SCALE, evaluation=None, settings: Settings | None = None) -> Path:
+         progress: bool = True, scale: int = SCALE, evaluation=None, settings: Settings | None = None,
+         colour: bool | None = None) -> Path:
     """Write the demo report into folder ``out``; returns the path of its index.html.
 
     model: a :class:`sdekit.Model` (default: the default model, ``sdekit.load()``); small: the quick
     :data:`SMALL` settings (or give ``settings``); scale: enlargement of the pictures (nearest
     neighbour); evaluation: a folder written by ``sdekit evaluate`` whose t0 trade-off plot the report
-    shows. Raises UserError on bad input (an unknown sampler, a folder that holds no evaluation) before
-    any work."""
+    shows; colour: also the report of the bundled colour model in ``out/colour`` (default: with the default
+    model, when the colour model is installed). Raises UserError on bad input (an unknown sampler, a folder
+    that holds no evaluation) before any work."""
     from .bundle import load
     from .registry import get_sampler
     from .sdedit import default_t0
@@ -231,10 +247,19 @@ def demo(out="sdekit-demo", seed: int = 0, model=None, small: bool = False, toy:
     get_sampler(s.sampler), get_sampler(s.sample_sampler)
     if evaluation is not None and find_evaluation(evaluation) is None:
         raise UserError(f"{evaluation}: not an sdekit evaluate report (needs results.json and tradeoff.png)")
+    from .bundle import BUNDLED_MODELS
+    colour_installed = (BUNDLED_MODELS["emoji"] / "config.json").is_file()
+    if colour is None:
+        colour = model is None and colour_installed
+    if colour and not colour_installed:
+        raise UserError("the bundled colour model 'emoji' is not installed with this copy of sdekit")
     model = load() if model is None else model
+    colour_model = load("emoji") if colour and _data_kind(model) != "emoji" else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    run = _Run(model, s, out, scale, default_t0(model), _Reader(model), torch.Generator().manual_seed(seed))
+    colour = _data_kind(model) == "emoji"
+    run = _Run(model, s, out, scale, default_t0(model), _Reader(model), torch.Generator().manual_seed(seed),
+               "category" if colour else "digit")
     t0s = _strip_t0s(s, run.t0)
     with tqdm(total=4 + len(t0s), desc="demo", unit="stage", disable=not progress) as bar:
         def section(name, make, *args):
@@ -244,8 +269,15 @@ def demo(out="sdekit-demo", seed: int = 0, model=None, small: bool = False, toy:
             return result
         samples_fig, samples, labels = section("samples", _samples, run, seed)
         strokes_fig, guides = section("strokes", _strokes, run, samples, labels, seed)
-        figs = [samples_fig, strokes_fig, section("masked edit", _masked, run, samples, seed),
+        figs = [samples_fig, strokes_fig, section("masked edit", _masked, run, samples, seed, guides),
                 section("composite", _composite, run, samples), _strip(run, guides, t0s, section)]
+    colour_link = ""
+    if colour_model is not None:
+        sub_index = demo(out / "colour", seed, colour_model, small, toy=False, progress=progress, scale=scale,
+                         settings=settings, colour=False)
+        colour_link = (f'<p><a href="{html.escape(str(sub_index.relative_to(out)))}">The same report on the bundled '
+                       f"colour model ({html.escape(str(colour_model.name))}: 32x32 RGB emoji)</a>: samples per category, "
+                       "colour stroke paintings to images, a masked edit, a composite and the t0 strip.</p>")
     if evaluation is not None:
         figs.append(_evaluation_figure(Path(evaluation), out, model))
     toy_link = ""
@@ -255,7 +287,8 @@ def demo(out="sdekit-demo", seed: int = 0, model=None, small: bool = False, toy:
         toy_link = (f'<p><a href="{html.escape(str(Path(idx).relative_to(out)))}">The toy pictures</a>: forward and '
                     "reverse SDE and probability-flow ODE on 1-D data, every sampler on 2-D data, all with exact "
                     "scores.</p>")
-    _write_index(out, model, figs, toy_link, time.time() - t_start, seed, s, run.t0, evaluation is not None)
+    _write_index(out, model, figs, toy_link, time.time() - t_start, seed, s, run.t0, evaluation is not None,
+                 colour_link)
     return out / "index.html"
 
 
@@ -271,13 +304,13 @@ def _samples(run: _Run, seed: int):
                        class_labels=labels if conditional else None, return_info=True)
     samples = m.to_unit(x)
     png = run.save("samples.png", samples.reshape(s.rows, k, *m.shape), None,
-                   [str(c) for c in range(k)] if conditional else None)
+                   _class_names(m)[:k] if conditional else None)
     how = f"{get_sampler(s.sample_sampler).summary}, {info['steps']} steps"
     if not conditional:
         return Figure("Samples", png, f"{len(samples)} samples of this unconditional model; {how}."), samples, None
-    read = run.judge.says(samples, labels, "digit asked for")
-    return Figure("Samples", png, f"{len(samples)} class-conditional samples, {s.rows} per digit: column c asked for "
-                  f"the digit c (no guidance); {how}." + (f" Measured: {read}." if read else "")), samples, labels
+    read = run.judge.says(samples, labels, f"{run.noun} asked for")
+    return Figure("Samples", png, f"{len(samples)} class-conditional samples, {s.rows} per {run.noun}: column c asked "
+                  f"for the {run.noun} c (no guidance); {how}." + (f" Measured: {read}." if read else "")), samples, labels
 
 
 @dataclass
@@ -293,8 +326,12 @@ def _strokes(run: _Run, samples, labels, seed: int):
     from .strokes import pen
     m, s = run.model, run.s
     C, H, W = m.shape
-    names, painted, painted_y = stroke_guides(m.shape)
-    pen_u, pen_y = pen(s.pen, seed, size=max(H, W))
+    kind = _data_kind(m)
+    names, painted, painted_y = stroke_guides(m.shape, "emoji" if kind == "emoji" else "mnist")
+    if kind == "emoji":                                                    # pen strokes are digits
+        pen_u, pen_y = torch.zeros(0, 1, H, W), torch.zeros(0, dtype=torch.long)
+    else:
+        pen_u, pen_y = pen(s.pen, seed, size=max(H, W))
     gd = _Guides(torch.cat([painted, _fit(pen_u, m.shape)]), torch.cat([painted_y, pen_y]),
                  names + [f"pen {NUMBERS[int(y)]}" for y in pen_y], len(painted))
     x, info = run.edit(gd.u.repeat_interleave(s.seeds, 0))
@@ -305,29 +342,34 @@ def _strokes(run: _Run, samples, labels, seed: int):
     measured = [f"mean L2 to the guide {_mean_l2(res, gd.u.repeat_interleave(s.seeds, 0)):.2f}"]
     like = _same_digit(samples, labels, gd.labels) if labels is not None else None
     if like is not None:
-        measured.append(f"an unguided sample of the same digit is at {_mean_l2(like, gd.u):.2f}")
+        measured.append(f"an unguided sample of the same {run.noun} is at {_mean_l2(like, gd.u):.2f}")
     reads = [run.judge.count(res[:n_paint], res_y[:n_paint]), run.judge.count(res[n_paint:], res_y[n_paint:]),
              run.judge.count(gd.u, gd.labels)]
     if reads[0] is not None:
-        measured.insert(0, f"the judge reads the drawn digit in {reads[0]} of {n_paint} edits of the paintings and "
-                           f"{reads[1]} of {len(res) - n_paint} edits of the pen strokes (in the guides themselves: "
-                           f"{reads[2]} of {len(gd.u)})")
+        pens = f" and {reads[1]} of {len(res) - n_paint} edits of the pen strokes" if len(res) > n_paint else ""
+        measured.insert(0, f"the judge reads the drawn {run.noun} in {reads[0]} of {n_paint} edits of the paintings"
+                           f"{pens} (in the guides themselves: {reads[2]} of {len(gd.u)})")
     return Figure(
         "Stroke painting to image", png,
-        f"Rows: the {gd.painted} stroke paintings shipped in sdekit/assets/strokes and {len(pen_u)} pen-drawn "
-        f"strokes (sdekit.strokes.pen, held out); columns: the guide, then SDEdit from t0 = {run.t0:g} with "
+        f"Rows: the {gd.painted} stroke paintings shipped in sdekit/assets/strokes"
+        + (f" and {len(pen_u)} pen-drawn strokes (sdekit.strokes.pen, held out)" if len(pen_u) else "")
+        + f"; columns: the guide, then SDEdit from t0 = {run.t0:g} with "
         f"{s.seeds} seed{'s' if s.seeds > 1 else ''} ({info['sampler']}, {info['steps']} steps). "
         f"Measured: {'; '.join(measured)} (pixels in [0, 1])."), gd
 
 
-def _masked(run: _Run, samples, seed: int) -> Figure:
-    """Stroke-based editing: keep the top half of a sample, repaint the bottom half with a pen stroke."""
+def _masked(run: _Run, samples, seed: int, gd: _Guides) -> Figure:
+    """Stroke-based editing: keep the top half of a sample, repaint the bottom half with a pen stroke (digits)
+    or with one of the colour stroke paintings."""
     from .strokes import pen
     m = run.model
     C, H, W = m.shape
     source = samples[: min(run.s.edits, len(samples))]
     n = len(source)
-    donors = _fit(pen(n + 1, seed + 1, size=max(H, W))[0][1:], m.shape)
+    if run.noun == "digit":
+        donors = _fit(pen(n + 1, seed + 1, size=max(H, W))[0][1:], m.shape)
+    else:
+        donors = gd.u[(torch.arange(n) + 1) % len(gd.u)]
     guide = source.clone()
     guide[..., H // 2:, :] = donors[..., H // 2:, :]
     mask = torch.zeros(1, 1, H, W)
@@ -340,7 +382,7 @@ def _masked(run: _Run, samples, seed: int) -> Figure:
     return Figure(
         "Stroke-based editing", png,
         f"Rows: {n} samples from above; columns: the sample, the guide (its bottom half painted over with the "
-        f"bottom half of a pen stroke), the mask over the guide, and SDEdit from t0 = {run.t0:g} ({info['sampler']}, "
+        f"bottom half of a {'pen stroke' if run.noun == 'digit' else 'stroke painting'}), the mask over the guide, and SDEdit from t0 = {run.t0:g} ({info['sampler']}, "
         f"{info['steps']} steps) with that mask. Measured: in the kept top half the output differs from the guide "
         f"by at most {_diff(kept)}; in the bottom half its mean L2 to the painted strokes is "
         f"{_mean_l2(res[..., H // 2:, :], guide[..., H // 2:, :]):.2f} (pixels in [0, 1]).",
@@ -394,8 +436,8 @@ def _strip(run: _Run, gd: _Guides, t0s, section) -> Figure:
         f"Rows: {len(rows)} of the guides above; columns: the guide, then SDEdit from each t0 ({run.s.sampler}, steps "
         "by the library's rule). The table measures each column: the mean L2 from the outputs to their guides "
         "(faithfulness: 0 is the guide itself)"
-        + ("" if run.judge.net is None else ", and how many outputs the judge reads as the digit drawn") + ".",
-        table=(("t0", "steps", "mean L2 to the guide", "judge reads the drawn digit"), tuple(table)))
+        + ("" if run.judge.net is None else f", and how many outputs the judge reads as the {run.noun} drawn") + ".",
+        table=(("t0", "steps", "mean L2 to the guide", f"judge reads the drawn {run.noun}"), tuple(table)))
 
 
 def _strip_t0s(s: Settings, t0: float) -> list[float]:
@@ -447,7 +489,7 @@ def _conditioning(meta: dict) -> str:
 
 
 def _write_index(out: Path, model, figs, toy_link: str, seconds: float, seed: int, s: Settings, t0: float,
-                 evaluated: bool) -> None:
+                 evaluated: bool, colour_link: str = "") -> None:
     from .registry import get_sampler
     from .sdedit import sdedit_steps
     body, last = [], None
@@ -482,6 +524,7 @@ t0 = {t0:g} (the model's) with {html.escape(spec.summary)}, {sdedit_steps(spec.n
 for this sampler and t0). L2 distances are per image on pixels in [0, 1].
 Seed {seed}; written in {seconds:.0f} s.</p>
 {chr(10).join(body)}
+{"<h2>In colour</h2>" + colour_link if colour_link else ""}
 <h2>Toy pictures</h2>
 {toy_link or "<p>(not generated)</p>"}
 <p>Reproduce: <code>sdekit demo --seed {seed}</code> (with <code>--model</code> for a model other than the default); edit your own painting (light strokes on a dark background):
