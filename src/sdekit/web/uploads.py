@@ -132,7 +132,7 @@ def strength_map(data: bytes, shape, t0: float, limits: Limits = Limits()) -> to
     if not painted.any():
         return None
     r, b = img.pixels[:, :1], img.pixels[:, 2:3]
-    a = (r / (r + b).clamp_min(1e-6)).clamp(0, 1)
+    a = (r / (r + b).clamp_min(1e-6)).clamp(0, 1).double()            # float64: the slider's t0 exactly
     return torch.where(painted, a, torch.full_like(a, float(t0)))
 
 
