@@ -64,13 +64,14 @@ def main(argv=None):
         print(rows[-1], flush=True)
     plain, mapped = out["plain SDEdit"], out["t0 map (gradient 0..t0)"]
     ratio = {k: mapped[k] / plain[k] for k in ("nfe", "seconds", "cpu_seconds")}
-    rows.append(["ratio map / plain", "", "", f"{ratio['nfe']:.2f}", f"{ratio['seconds']:.2f}", f"{ratio['cpu_seconds']:.2f}", ""])
+    rows.append(["ratio map / plain", "", "", f"{ratio['nfe']:.2f}", f"{ratio['seconds']:.2f}",
+                 f"{ratio['cpu_seconds']:.2f}", ""])
     command = "python benchmarks/bench_t0map.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = "\n".join([f"Command: `{command.strip()}`", "", f"Machine: {machine()}", "",
                       f"Network: {what} ({W}x{H}x{C}); {args.n} random guides in one batch; t0 = {args.t0:g}; "
                       f"median of {args.repeats} calls each, interleaved.", "",
-                      md_table(["edit", "sampler", "steps", "evaluations", "wall s / call", "CPU s / call", "wall s / edit"],
-                               rows)]) + "\n"
+                      md_table(["edit", "sampler", "steps", "evaluations", "wall s / call", "CPU s / call",
+                                "wall s / edit"], rows)]) + "\n"
     save_json(args.out, {"command": command, "machine": machine(), "n": args.n, "t0": args.t0, "results": out,
                          "ratio": ratio})
     save_text(f"{args.out}.md", text)

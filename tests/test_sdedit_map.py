@@ -103,7 +103,8 @@ def _release(sde, sampler, steps, t0):
     """Each coordinate's start: the last time of the solver's grid at or above sdedit_time(t0) (0: kept)."""
     from sdekit.sampling import make_grid
     t_start = sdedit_time(sde, float(t0.max()))
-    ts = torch.tensor(make_grid(sde, sdekit.get_sampler(sampler), steps, t_start, sde.eps, True).ts, dtype=torch.float64)
+    grid = make_grid(sde, sdekit.get_sampler(sampler), steps, t_start, sde.eps, True)
+    ts = torch.tensor(grid.ts, dtype=torch.float64)
     return torch.tensor([0.0 if t == 0 else float(ts[ts >= sdedit_time(sde, float(t))].min()) for t in t0])
 
 
@@ -152,7 +153,8 @@ def test_a_map_costs_the_evaluations_of_its_largest_t0(gen):
 
 
 @pytest.mark.parametrize("t0,msg", [(torch.full((3, 3), 0.5), "shape"), (torch.full((4,), 1.5), r"\[0, 1\]"),
-                                    (torch.full((4,), -0.1), r"\[0, 1\]"), (torch.tensor([0.5, float("nan"), 0.5, 0.5]), "NaN"),
+                                    (torch.full((4,), -0.1), r"\[0, 1\]"),
+                                    (torch.tensor([0.5, float("nan"), 0.5, 0.5]), "NaN"),
                                     (torch.zeros(4), "nothing to edit"), (torch.full((1, 1, 4), 0.5), "shape")])
 def test_bad_maps_are_one_line_errors(t0, msg):
     sde = VPSDE()

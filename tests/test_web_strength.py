@@ -43,8 +43,8 @@ def test_painted_amounts_come_back_and_the_rest_is_the_slider():
     m = web.strength_map(base64.b64decode(data_url(im).split(",")[1]), (1, 16, 16), t0=0.6)
     assert m.shape == (1, 1, 16, 16)
     assert (m[..., :4] == 0).all()
-    assert torch.allclose(m[..., 4:8], torch.full((1, 1, 16, 4), round(255 * 0.25) / 255, dtype=torch.float64), atol=2e-3)
-    assert torch.allclose(m[..., 8:10], torch.full((1, 1, 16, 2), round(255 * 0.8) / 255, dtype=torch.float64), atol=2e-3)
+    assert torch.allclose(m[..., 4:8], torch.full_like(m[..., 4:8], round(255 * 0.25) / 255), atol=2e-3)
+    assert torch.allclose(m[..., 8:10], torch.full_like(m[..., 8:10], round(255 * 0.8) / 255), atol=2e-3)
     assert (m[..., 10:] == 0.6).all()
     blank = Image.new("RGBA", (384, 384), (0, 0, 0, 0))
     assert web.strength_map(base64.b64decode(data_url(blank).split(",")[1]), (1, 16, 16), t0=0.6) is None

@@ -2,8 +2,8 @@
 
 Sections: a model card; class-conditional samples, one column per digit; stroke painting -> image
 from the stroke paintings shipped in ``sdekit/assets/strokes`` and from pen-drawn strokes
-(:func:`sdekit.strokes.pen`); a masked edit beside an edit with a graded t0 map; a composite; the t0 strip with its measurements; the t0
-trade-off plot of an ``sdekit evaluate`` report when one is given; the toy pictures.
+(:func:`sdekit.strokes.pen`); a masked edit beside an edit with a graded t0 map; a composite; the t0
+strip with its measurements; the t0 trade-off plot of an ``sdekit evaluate`` report when one is given; the toy pictures.
 
 Every caption says what its picture shows and measures it where it can: the judge of the model's data
 (:mod:`sdekit.judge`; none for a model of other data) reads the digits, and L2 distances are per
@@ -336,7 +336,7 @@ def _masked(run: _Run, samples, seed: int) -> Figure:
     kept = float((x - m.from_unit(guide))[..., : H // 2, :].abs().max())       # model space: exact where kept
     res = m.to_unit(x)
     ramp = torch.linspace(0, 1, H, dtype=torch.float64).view(1, 1, H, 1).expand(1, 1, H, W)   # float64: t0 exact
-    y, graded = run.edit(guide, t=run.t0 * ramp)          # a t0 map: keep at the top row .. the model's t0 at the bottom
+    y, graded = run.edit(guide, t=run.t0 * ramp)          # a t0 map: keep the top row .. the model's t0 at the bottom
     top = float((y - m.from_unit(guide))[..., 0, :].abs().max())
     res_map = m.to_unit(y)
     change = [float((res_map - guide)[..., q * H // 4:(q + 1) * H // 4, :].abs().mean()) for q in range(4)]

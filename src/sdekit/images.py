@@ -42,10 +42,10 @@ import torch
 from .errors import UserError
 from .io import atomic_path
 
-__all__ = ["LoadedImage", "load_image", "load_mask", "load_map", "check_aspect", "read_image", "image_size", "crop_box", "restore",
+__all__ = ["LoadedImage", "load_image", "load_mask", "read_image", "image_size", "crop_box", "restore",
            "guide_frame", "save_image", "save_picture", "picture", "enlarge", "grid_shape", "grid_size",
            "check_picture_size", "save_labelled_grid", "to_pil", "from_pil", "FORMATS", "EXTENSIONS",
-           "MAX_PIXELS", "MAX_OUTPUT_PIXELS", "SCALE"]
+           "MAX_PIXELS", "MAX_OUTPUT_PIXELS", "SCALE", "load_map", "check_aspect"]
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")   # Pillow plugin names; nothing else is decoded
 SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".webp": "WEBP",
@@ -248,7 +248,8 @@ def check_aspect(path, frame: tuple[int, int], what: str = "t0 map", max_pixels:
     w, h = image_size(path, max_pixels)
     fw, fh = (int(v) for v in frame)
     if abs(w * fh - h * fw) > max(h, fh):
-        raise UserError(f"{_name(path)}: the {what} is {w}x{h} pixels, not of the aspect ratio of the guide ({fw}x{fh})")
+        raise UserError(f"{_name(path)}: the {what} is {w}x{h} pixels, not of the aspect ratio of the guide "
+                        f"({fw}x{fh})")
 
 
 def load_map(path, size_hw=(16, 16), max_pixels: int = MAX_PIXELS) -> torch.Tensor:

@@ -62,9 +62,9 @@ from .registry import get_sampler
 from .sampling import sample
 from .sde import SDE, VPSDE
 
-__all__ = ["sdedit", "perturb", "start_times", "Release", "composite", "simulate_strokes", "median_filter", "quantize_colors",
+__all__ = ["sdedit", "perturb", "composite", "simulate_strokes", "median_filter", "quantize_colors",
            "sdedit_time", "sdedit_steps", "default_t0", "default_class", "edit_condition", "DEFAULT_T0", "MIN_STEPS",
-           "DEFAULT_SAMPLER"]
+           "DEFAULT_SAMPLER", "start_times", "Release"]
 
 DEFAULT_T0 = 0.5                       # for a model without a calibrated value
 MIN_STEPS = 4

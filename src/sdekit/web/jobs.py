@@ -32,7 +32,7 @@ class Job:
     status: str = "queued"                   # queued, running, done, error, cancelled
     nfe: int = 0
     message: str = ""
-    pngs: dict = field(default_factory=dict)  # name -> PNG bytes: result-0.., guide, mask (white = kept), t0map (grey = t0), grid
+    pngs: dict = field(default_factory=dict)  # name -> PNG bytes: result-0.., guide, mask (white = kept), t0map, grid
     created: float = field(default_factory=time.monotonic)
     started: float | None = None
     finished: float | None = None

@@ -27,8 +27,8 @@ class Task:
 
     edit: SDEdit of ``image`` from t0_frac * T (mask [1, 1, H, W]: 1 = keep the guide, 0 = regenerate;
     None = regenerate everything), or with a per-pixel t0 (t0_map [1, 1, H, W] in [0, 1], the strength
-    layer where painted and t0_frac elsewhere; None = t0_frac everywhere); inpaint: fill the pixels of ``image`` where ``mask`` is 0;
-    sample: n images from the prior."""
+    layer where painted and t0_frac elsewhere; None = t0_frac everywhere); inpaint: fill the pixels of
+    ``image`` where ``mask`` is 0; sample: n images from the prior."""
     kind: str
     n: int = 4
     steps: int = 100
