@@ -351,8 +351,8 @@ def _masked(run: _Run, samples, seed: int) -> Figure:
         f"kept, at the top row to {run.t0:g} at the bottom; blue to orange) and SDEdit with it. Measured: in the kept "
         f"top half the masked output differs from the guide by at most {_diff(kept)}; in the bottom half its mean L2 "
         f"to the painted strokes is {_mean_l2(res[..., H // 2:, :], guide[..., H // 2:, :]):.2f} (pixels in [0, 1]). "
-        f"With the map, the top row differs from the guide by at most {_diff(top)} and the mean change per pixel "
-        f"grows down the quarters of the image: {', '.join(f'{c:.3f}' for c in change)}; "
+        f"With the map, the top row differs from the guide by at most {_diff(top)}; the mean change per pixel in the "
+        f"quarters of the image from the top down is {', '.join(f'{c:.3f}' for c in change)}; "
         f"{graded['nfe']} evaluations, as the masked edit's {info['nfe']}.",
         legend=((_css(KEEP_COLOUR), "kept from the guide (mask = 1)"), (_css(REDO_COLOUR), "regenerated (mask = 0)")))
 
