@@ -1,5 +1,5 @@
 """End to end in headless Chromium: paint a strength map (a t0 per pixel) beside a stroke and get an edit
-that keeps what the map keeps (fixtures and helpers of test_browser.py)."""
+that keeps what the map keeps (the fixtures of test_browser.py)."""
 import pytest
 
 from test_browser import browser, page, served, set_value, wait_for_images  # noqa: F401  (fixtures)
