@@ -32,6 +32,7 @@ BENCHES = {  # name -> (full runs, quick runs); a run = (script, arguments)
                    [("bench_likelihood.py", ["--problems", "2d", "--n", "16", "--max-steps", "16"])]),
     "train": ([("bench_train.py", ["--steps", "8", "--rounds", "4"])], [("bench_train.py", ["--steps", "2", "--batch", "8", "--rounds", "1"])]),
     "sdedit": ([("bench_sdedit.py", ["--n", "16", "--t0", "0.3,0.6"])], [("bench_sdedit.py", ["--quick"])]),
+    "t0map": ([("bench_t0map.py", ["--n", "16", "--repeats", "7"])], [("bench_t0map.py", ["--quick"])]),
     "recipes": ([("bench_recipes.py", ["--minutes", "3", "--n", "500"])],
                 [("bench_recipes.py", ["--minutes", "0.02", "--n", "16", "--steps", "4"])]),
     "pretrained": ([("bench_pretrained.py", ["--steps", "2", "--repeats", "3", "--threads", "1"])],

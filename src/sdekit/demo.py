@@ -2,8 +2,8 @@
 
 Sections: a model card; class-conditional samples, one column per digit; stroke painting -> image
 from the stroke paintings shipped in ``sdekit/assets/strokes`` and from pen-drawn strokes
-(:func:`sdekit.strokes.pen`); a masked edit; a composite; the t0 strip with its measurements; the t0
-trade-off plot of an ``sdekit evaluate`` report when one is given; the toy pictures.
+(:func:`sdekit.strokes.pen`); a masked edit beside an edit with a graded t0 map; a composite; the t0
+strip with its measurements; the t0 trade-off plot of an ``sdekit evaluate`` report when one is given; the toy pictures.
 
 Every caption says what its picture shows and measures it where it can: the judge of the model's data
 (:mod:`sdekit.judge`; none for a model of other data) reads the digits, and L2 distances are per
@@ -377,15 +377,25 @@ def _masked(run: _Run, samples, seed: int, gd: _Guides) -> Figure:
     x, info = run.edit(guide, mask=mask)
     kept = float((x - m.from_unit(guide))[..., : H // 2, :].abs().max())       # model space: exact where kept
     res = m.to_unit(x)
-    png = run.save("masked.png", torch.stack([_rgb(source), _rgb(guide), mask_overlay(guide, mask), _rgb(res)], 1),
-                   None, ["source", "guide", "mask", "SDEdit"])
+    ramp = torch.linspace(0, 1, H, dtype=torch.float64).view(1, 1, H, 1).expand(1, 1, H, W)   # float64: t0 exact
+    y, graded = run.edit(guide, t=run.t0 * ramp)          # a t0 map: keep the top row .. the model's t0 at the bottom
+    top = float((y - m.from_unit(guide))[..., 0, :].abs().max())
+    res_map = m.to_unit(y)
+    change = [float((res_map - guide)[..., q * H // 4:(q + 1) * H // 4, :].abs().mean()) for q in range(4)]
+    png = run.save("masked.png", torch.stack([_rgb(source), _rgb(guide), mask_overlay(guide, mask), _rgb(res),
+                                              mask_overlay(guide, 1 - ramp.float()), _rgb(res_map)], 1),
+                   None, ["source", "guide", "mask", "SDEdit", "t0 map", "SDEdit (map)"])
     return Figure(
         "Stroke-based editing", png,
         f"Rows: {n} samples from above; columns: the sample, the guide (its bottom half painted over with the "
         f"bottom half of a {'pen stroke' if run.noun == 'digit' else 'stroke painting'}), the mask over the guide, and SDEdit from t0 = {run.t0:g} ({info['sampler']}, "
-        f"{info['steps']} steps) with that mask. Measured: in the kept top half the output differs from the guide "
-        f"by at most {_diff(kept)}; in the bottom half its mean L2 to the painted strokes is "
-        f"{_mean_l2(res[..., H // 2:, :], guide[..., H // 2:, :]):.2f} (pixels in [0, 1]).",
+        f"{info['steps']} steps) with that mask; then a graded t0 map over the guide (a per-pixel t0 rising from 0, "
+        f"kept, at the top row to {run.t0:g} at the bottom; blue to orange) and SDEdit with it. Measured: in the kept "
+        f"top half the masked output differs from the guide by at most {_diff(kept)}; in the bottom half its mean L2 "
+        f"to the painted strokes is {_mean_l2(res[..., H // 2:, :], guide[..., H // 2:, :]):.2f} (pixels in [0, 1]). "
+        f"With the map, the top row differs from the guide by at most {_diff(top)}; the mean change per pixel in the "
+        f"quarters of the image from the top down is {', '.join(f'{c:.3f}' for c in change)}; "
+        f"{graded['nfe']} evaluations, as the masked edit's {info['nfe']}.",
         legend=((_css(KEEP_COLOUR), "kept from the guide (mask = 1)"), (_css(REDO_COLOUR), "regenerated (mask = 0)")))
 
 

@@ -45,7 +45,7 @@ from .io import atomic_path
 __all__ = ["LoadedImage", "load_image", "load_mask", "read_image", "image_size", "crop_box", "restore",
            "guide_frame", "save_image", "save_picture", "picture", "enlarge", "grid_shape", "grid_size",
            "check_picture_size", "save_labelled_grid", "to_pil", "from_pil", "FORMATS", "EXTENSIONS",
-           "MAX_PIXELS", "MAX_OUTPUT_PIXELS", "SCALE"]
+           "MAX_PIXELS", "MAX_OUTPUT_PIXELS", "SCALE", "load_map", "check_aspect"]
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")   # Pillow plugin names; nothing else is decoded
 SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".webp": "WEBP",
@@ -240,6 +240,24 @@ def load_mask(path, size_hw=(16, 16), max_pixels: int = MAX_PIXELS) -> torch.Ten
     if alpha is None:
         alpha = colour if colour.mode == "F" else colour.convert("L")
     return _mask(alpha, box, size_hw)
+
+
+def check_aspect(path, frame: tuple[int, int], what: str = "t0 map", max_pixels: int = MAX_PIXELS) -> None:
+    """UserError, naming both sizes, unless the picture at ``path`` has the aspect ratio of a (width,
+    height) ``frame`` (the guide it goes with) to within a pixel of rounding; reads the header only."""
+    w, h = image_size(path, max_pixels)
+    fw, fh = (int(v) for v in frame)
+    if abs(w * fh - h * fw) > max(h, fh):
+        raise UserError(f"{_name(path)}: the {what} is {w}x{h} pixels, not of the aspect ratio of the guide "
+                        f"({fw}x{fh})")
+
+
+def load_map(path, size_hw=(16, 16), max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """A grey-level map file (a t0 map: grey level = value) -> [1, 1, H, W] in [0, 1] by the rule of
+    this module: values by rule 3 (so transparency reads as 0), colour by luma (rule 4), the centre
+    crop of aspect H : W resized (rule 5), which covers what the guide's conversion keeps when the map
+    has the guide's aspect ratio (:func:`check_aspect`). UserError as :func:`read_image`."""
+    return load_image(path, (1, *size_hw), max_pixels).pixels
 
 
 def guide_frame(img: LoadedImage, channels: int):

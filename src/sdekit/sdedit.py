@@ -33,6 +33,20 @@ With a mask (1 = keep the guide, 0 = regenerate), the kept region of the state i
 every solver step by the guide perturbed to the new time (the replacement trick of Song et al. 2021,
 App. I), inside one solver call that keeps its grid and history; the output equals the guide where
 mask = 1.
+
+**A t0 map** (per-pixel t0, a "strength map"; soft masks and differential editing) generalises both:
+each pixel has its own t0 in [0, 1] and with it its own start time tau = sdedit_time(t0) (0 for t0 = 0).
+The solver starts from the map's largest t0; a pixel is held at the guide perturbed to the solver's
+current time t (the kernel above, a fresh draw at every step, as the kept region of a masked edit) for
+as long as t >= tau, and released to the solver once t falls below tau. On the solver's grid a pixel
+therefore starts from the last grid time at or above its own tau: at most one step early. A constant map
+is plain SDEdit at that t0; t0 = 0 is a kept pixel (a map with values 0 and t0 is masked SDEdit), as is
+a t0 whose noise level lies below the smallest the SDE reaches. Differential Diffusion (Levin & Fried
+2023, "Differential Diffusion: Giving Each Pixel Its Strength") injects the noised original the same
+way, but reads a pixel's strength as a fraction of the run's own timesteps (released when the fraction
+of the schedule still to go falls to its strength), so its effect depends on the run's overall strength
+and on the scheduler; here a pixel's t0 is a noise level with the same meaning as a single t0 (module
+docstring above), whatever the map's other values, the SDE or the sampler.
 """
 from __future__ import annotations
 
@@ -50,7 +64,7 @@ from .sde import SDE, VPSDE
 
 __all__ = ["sdedit", "perturb", "composite", "simulate_strokes", "median_filter", "quantize_colors",
            "sdedit_time", "sdedit_steps", "default_t0", "default_class", "edit_condition", "DEFAULT_T0", "MIN_STEPS",
-           "DEFAULT_SAMPLER"]
+           "DEFAULT_SAMPLER", "start_times", "Release"]
 
 DEFAULT_T0 = 0.5                       # for a model without a calibrated value
 MIN_STEPS = 4
@@ -58,18 +72,28 @@ DEFAULT_SAMPLER = "reverse_diffusion"  # Algorithm 1's stochastic update
 REFERENCE_SDE = VPSDE(0.1, 20.0)
 
 
+def start_times(sde: SDE, t0: torch.Tensor) -> torch.Tensor:
+    """The time of ``sde`` at which SDEdit starts for each element of ``t0`` (values in (0, 1], any shape):
+    sigma(t) = sigma_ref(t0) (module docstring), clamped to [eps, T]; NaN where that noise level lies at
+    or below the SDE's smallest, sigma(eps). Returns float64, t0's shape."""
+    t0 = torch.as_tensor(t0, dtype=torch.float64)
+    if type(sde) is VPSDE and (sde.beta_min, sde.beta_max) == (0.1, 20.0):
+        return t0 * sde.T
+    ref = REFERENCE_SDE.sigma(t0)
+    lo, hi = sde.sigma(torch.tensor([sde.eps, sde.T], dtype=torch.float64)).tolist()
+    t = torch.where(ref >= hi, sde.T, sde.sigma_inv(ref).clamp(sde.eps, sde.T))
+    return torch.where(ref <= lo, math.nan, t)
+
+
 def sdedit_time(sde: SDE, t0: float) -> float:
     """The time of ``sde`` at which SDEdit starts for t0 in (0, 1]: sigma(t) = sigma_ref(t0) (module
     docstring), clamped to T. Raises UserError when that noise level lies below the SDE's eps."""
-    ref = REFERENCE_SDE.sigma(torch.tensor([float(t0)], dtype=torch.float64))
-    if type(sde) is VPSDE and (sde.beta_min, sde.beta_max) == (0.1, 20.0):
-        return float(t0) * sde.T
-    lo, hi = sde.sigma(torch.tensor([sde.eps, sde.T], dtype=torch.float64)).tolist()
-    if float(ref) >= hi:
-        return sde.T
-    if float(ref) <= lo:
-        raise UserError(f"t0 = {t0} is a noise level (sigma {float(ref):.3g}) below this SDE's smallest ({lo:.3g})")
-    return float(sde.sigma_inv(ref).clamp(sde.eps, sde.T))
+    t = float(start_times(sde, torch.tensor([float(t0)], dtype=torch.float64))[0])
+    if math.isnan(t):
+        ref = float(REFERENCE_SDE.sigma(torch.tensor([float(t0)], dtype=torch.float64)))
+        lo = float(sde.sigma(torch.tensor([sde.eps], dtype=torch.float64)))
+        raise UserError(f"t0 = {t0} is a noise level (sigma {ref:.3g}) below this SDE's smallest ({lo:.3g})")
+    return t
 
 
 def _settings(model) -> dict:
@@ -163,6 +187,23 @@ def perturb(sde: SDE, x0: torch.Tensor, t: float, generator=None) -> torch.Tenso
     return sde.perturb(x0, t, generator)
 
 
+def _broadcasts(what: str, a: torch.Tensor, guide: torch.Tensor) -> None:
+    shape, gs = tuple(a.shape), tuple(guide.shape)
+    if len(shape) > len(gs) or any(m not in (1, g) for m, g in zip(shape[::-1], gs[::-1])):
+        raise UserError(f"{what} of shape {shape} does not match the guide's shape {gs}")
+
+
+def _check_map(t0: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+    """A t0 map checked (module docstring): float64, values in [0, 1], not all 0, broadcasting to the guide."""
+    _broadcasts("t0 map", t0, guide)
+    t0 = t0.detach().to(torch.float64)
+    if t0.numel() == 0 or not torch.isfinite(t0).all() or t0.min() < 0 or t0.max() > 1:
+        raise UserError("t0 map values must lie in [0, 1] (0 = keep the guide), without NaN")
+    if t0.max() == 0:
+        raise UserError("t0 map is 0 everywhere (keep the guide): nothing to edit")
+    return t0
+
+
 def _check(sde: SDE, guide, t0, steps, mask, repeats):
     if not torch.is_tensor(guide) or guide.dim() < 2:
         raise UserError("guide must be a tensor [B, ...] in the model's space")
@@ -170,12 +211,15 @@ def _check(sde: SDE, guide, t0, steps, mask, repeats):
         raise UserError(f"guide must be a floating-point tensor, got {guide.dtype}")
     if not torch.isfinite(guide).all():
         raise UserError("guide contains NaN or Inf")
-    try:
-        t0 = float(t0)
-    except (TypeError, ValueError):
-        raise UserError(f"t0 must be a number in (0, 1], got {t0!r}") from None
-    if not 0 < t0 <= 1:
-        raise UserError(f"t0 must lie in (0, 1], got {t0}")
+    if torch.is_tensor(t0) and t0.dim() > 0:
+        t0 = _check_map(t0, guide)
+    else:
+        try:
+            t0 = float(t0)
+        except (TypeError, ValueError):
+            raise UserError(f"t0 must be a number in (0, 1] or a t0 map (a tensor), got {t0!r}") from None
+        if not 0 < t0 <= 1:
+            raise UserError(f"t0 must lie in (0, 1], got {t0}")
     if isinstance(steps, bool) or int(steps) != steps or int(steps) < 1:
         raise UserError(f"steps must be a positive integer, got {steps}")
     if isinstance(repeats, bool) or int(repeats) != repeats or int(repeats) < 1:
@@ -185,10 +229,42 @@ def _check(sde: SDE, guide, t0, steps, mask, repeats):
             raise UserError("mask must be a tensor")
         if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
             raise UserError("mask values must lie in [0, 1] (1 = keep the guide)")
-        ms, gs = tuple(mask.shape), tuple(guide.shape)
-        if len(ms) > len(gs) or any(m not in (1, g) for m, g in zip(ms[::-1], gs[::-1])):
-            raise UserError(f"mask of shape {ms} does not match the guide's shape {gs}")
+        _broadcasts("mask", mask, guide)
     return t0, int(steps), int(repeats)
+
+
+class Release(Impute):
+    """The step hook of a t0 map (module docstring): after each step to time t the state keeps the guide,
+    perturbed to t, where t >= tau (not yet released) or ``mask`` = 1, as :class:`Impute` does for a
+    fixed mask. tau: per-pixel start times (0 = always kept), broadcasting to the guide; mask: None or as
+    :func:`sdedit`'s. ``t_last``: the last time it was offered."""
+
+    def __init__(self, sde: SDE, guide: torch.Tensor, tau: torch.Tensor, mask=None, generator=None, then=None):
+        super().__init__(sde, guide, mask, generator, then=then)
+        self.tau, self.keep, self.t_last = tau.to(guide.device), mask, None
+
+    def kept(self, t: float) -> torch.Tensor | None:
+        """Where the state is the guide's at time t: 1 (held or masked), the mask's value elsewhere; None
+        when nothing is (no draw of the kernel then)."""
+        held = self.tau <= t
+        if self.keep is None:
+            return held.to(self.known.dtype) if held.any() else None
+        return torch.where(held, torch.ones_like(self.keep), self.keep)
+
+    def project(self, x: torch.Tensor, t, held_at: float | None = None) -> torch.Tensor:
+        """x with the guide perturbed to t where :meth:`kept` at time ``held_at`` (default t) says so."""
+        self.t_last = float(t)
+        self.mask = self.kept(float(t) if held_at is None else held_at)
+        return x if self.mask is None else super().project(x, t)
+
+    def __call__(self, state):
+        x = super().__call__(state)
+        return None if x is state.x else x            # nothing held: the state as the solver left it
+
+    def start(self, x: torch.Tensor, t) -> torch.Tensor:
+        """The state at the start time t, x being the guide perturbed to t: the region kept throughout
+        (t0 = 0 or mask) imposed as a masked edit does; every other pixel is already held there."""
+        return self.project(x, t, held_at=0.0)
 
 
 def sdedit(sde: SDE, score_fn, guide: torch.Tensor, t0: float | None = None, steps: int | None = None, mask=None,
@@ -199,21 +275,28 @@ def sdedit(sde: SDE, score_fn, guide: torch.Tensor, t0: float | None = None, ste
 
     guide: [B, ...] in the model's space (any floating dtype; the output has the guide's dtype).
     t0 in (0, 1]: the noise level to go back from, the same for every SDE (module docstring; for the
-    VP SDE the time t0); default: ``model``'s calibrated value or DEFAULT_T0. steps: solver steps
+    VP SDE the time t0); default: ``model``'s calibrated value or DEFAULT_T0. Or a t0 map: a tensor
+    (at least one dimension) broadcasting to the guide, values in [0, 1], 0 = keep the guide exactly:
+    each pixel released to the solver at its own t0 (module docstring, after Levin & Fried 2023), the
+    solver starting from the map's largest. steps: solver steps
     from there to eps (default :func:`sdedit_steps`). mask: 1 = keep the guide exactly, 0 = regenerate;
     any shape broadcasting to the guide's. repeats: K rounds of perturb-and-denoise, each from the
     previous output (Meng et al. Alg. 3). sampler, options: any sampler of :func:`sdekit.sample`
     (default: reverse diffusion, Algorithm 1's update for VE, ancestral DDPM for VP). callback: a step
     hook (sdekit.sampling.solve). model: a bundle, for its calibrated t0 (its plain edit's for a plain
     score_fn, its class-guided edit's for a conditional one: :func:`default_t0`).
-    Returns the edits [B, ...], or (edits, info) with info["nfe"], ["t"], ["t0"], ["steps"].
-    Raises UserError on bad input (before any work).
+    Returns the edits [B, ...], or (edits, info) with info["nfe"], ["t"], ["t0"] (a map's largest),
+    ["steps"]. Raises UserError on bad input (before any work): among it a t0 map of a shape that does
+    not broadcast to the guide's, with values outside [0, 1] or NaN, or 0 everywhere.
     """
     if t0 is None:
         owner = model if model is not None else getattr(score_fn, "model", None)
         t0 = default_t0(owner, isinstance(getattr(score_fn, "denoiser", None), (Conditional, ClassifierFree)))
     get_sampler(sampler)
     t0, _, repeats = _check(sde, guide, t0, 1 if steps is None else steps, mask, repeats)
+    t0_map = t0 if torch.is_tensor(t0) else None
+    if t0_map is not None:
+        t0 = float(t0_map.max())
     steps = sdedit_steps(sampler, t0) if steps is None else int(steps)
     t = sdedit_time(sde, t0)
     eps = sde.eps if eps is None else float(eps)
@@ -223,17 +306,24 @@ def sdedit(sde: SDE, score_fn, guide: torch.Tensor, t0: float | None = None, ste
     hook = callback
     if mask is not None:
         mask = mask.to(guide.dtype).to(guide.device)
+    if t0_map is not None:                 # t0 = 0 and noise levels below the SDE's range: kept (tau = 0)
+        hook = Release(sde, guide, start_times(sde, t0_map).nan_to_num(0.0).masked_fill(t0_map == 0, 0.0),
+                       mask, generator, then=callback)
+    elif mask is not None:
         hook = Impute(sde, guide, mask, generator, then=callback)
     x, nfe = guide, 0
     for _ in range(repeats):
         xt = sde.perturb(x, t, generator)
-        if mask is not None:
+        if t0_map is not None:
+            xt = hook.start(xt, t)
+        elif mask is not None:
             xt = hook.project(xt, t)
         x, info = sample(sde, den, x_T=xt, t_start=t, eps=eps, steps=steps, sampler=sampler, generator=generator,
                          denoise=denoise, progress=progress, callback=hook, return_info=True, **options)
         nfe += info["nfe"]
-        if mask is not None:
-            x = mask * guide + (1 - mask) * x
+        keep = hook.kept(hook.t_last) if t0_map is not None else mask     # never released: the guide itself
+        if keep is not None:
+            x = keep * guide + (1 - keep) * x
     return (x, {"nfe": nfe, "t": t, "t0": t0, "steps": steps, "sampler": get_sampler(sampler).name}) if return_info else x
 
 

@@ -15,6 +15,10 @@ def add_arguments(p):
     p.add_argument("--t0", type=float, default=None,
                    help="noise level to start from, in (0, 1]: the VP SDE's noise level at time t0, the same for "
                         "every SDE (default: the model's calibrated t0, else 0.5)")
+    p.add_argument("--t0-map", dest="t0_map", default=None, metavar="MAP",
+                   help="a per-pixel t0 instead of --t0: a picture of the guide's aspect ratio whose grey level is "
+                        "t0 (black = keep the guide, white = t0 1), read by the guide's rule; each pixel joins the "
+                        "edit when the solver reaches its own noise level")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="solver steps from t0 down to 0 (default: the sampler's default steps x t0, at least 4)")
     p.add_argument("--repeats", type=positive_int, default=1, help="perturb-and-denoise rounds K (default: 1)")
@@ -47,14 +51,18 @@ def run(args):
     import torch
 
     from ..errors import UserError
-    from ..images import (EXTENSIONS, check_picture_size, enlarge, from_pil, guide_frame, load_image, load_mask,
-                          restore, save_picture, to_pil)
+    from ..images import (EXTENSIONS, check_aspect, check_picture_size, enlarge, from_pil, guide_frame, image_size,
+                          load_image, load_map, load_mask, restore, save_picture, to_pil)
     from ..sdedit import default_t0, edit_condition, sdedit
     from .common import check_class, check_row, file_out, placement, save_row, scale_of
 
     out = file_out(args.out, args.overwrite, EXTENSIONS)
     if args.t0 is not None and not (math.isfinite(args.t0) and 0 < args.t0 <= 1):
         raise UserError(f"--t0 must lie in (0, 1], got {args.t0}")
+    if args.t0 is not None and args.t0_map is not None:
+        raise UserError("give --t0 (one t0) or --t0-map (one per pixel), not both")
+    if args.t0_map is not None:
+        check_aspect(args.t0_map, image_size(args.guide))
     if args.resize_back and args.scale is not None:
         raise UserError("--scale does not apply with --resize-back: the output keeps the guide's own size")
     acceleration(args)                                   # refused before the model loads
@@ -67,6 +75,7 @@ def run(args):
     mask = img.alpha
     if args.mask is not None:
         mask = load_mask(args.mask, (H, W))
+    t0_map = None if args.t0_map is None else load_map(args.t0_map, (H, W))
     scale = 1 if args.resize_back else scale_of(args)
     cell = (img.size[1], img.size[0]) if args.resize_back else (H, W)
     if args.n > 1:
@@ -78,6 +87,8 @@ def run(args):
     started = time.perf_counter()
     score, labels, w = edit_condition(model, guide[:1], args.class_label, args.guidance, generator)  # one reading, n outputs
     t0 = default_t0(model, labels is not None) if args.t0 is None else args.t0
+    if t0_map is not None:
+        t0 = t0_map.to(model.device)
     x, info = sdedit(model.sde, score, guide, t0=t0, steps=args.steps, mask=mask, repeats=args.repeats,
                      sampler=args.sampler, generator=generator, progress=True,
                      return_info=True)
@@ -94,5 +105,6 @@ def run(args):
     what = "masked " if mask is not None else ""
     cond = "" if labels is None else (f" class {int(labels[0])}" + (" (read)" if args.class_label in (None, "auto") else "")
                                       + (f" guidance {w:g}" if w else ""))
-    print(f"{what}SDEdit t0={t0:g}{cond} ({args.sampler}, {info['steps']} steps, {args.repeats} round(s), "
+    level = f"t0={t0:g}" if t0_map is None else f"t0 map {float(t0_map.min()):g}..{info['t0']:g}"
+    print(f"{what}SDEdit {level}{cond} ({args.sampler}, {info['steps']} steps, {args.repeats} round(s), "
           f"{info['nfe']} evaluations, {seconds:.1f} s) -> {out}")

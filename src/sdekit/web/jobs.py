@@ -32,7 +32,7 @@ class Job:
     status: str = "queued"                   # queued, running, done, error, cancelled
     nfe: int = 0
     message: str = ""
-    pngs: dict = field(default_factory=dict)  # name -> PNG bytes: result-0.., guide, mask (white = kept), grid
+    pngs: dict = field(default_factory=dict)  # name -> PNG bytes: result-0.., guide, mask (white = kept), t0map, grid
     created: float = field(default_factory=time.monotonic)
     started: float | None = None
     finished: float | None = None
@@ -124,6 +124,8 @@ class JobQueue:
                 pngs["guide"] = png_bytes(out["guide"][0])
             if out["mask"] is not None:
                 pngs["mask"] = png_bytes(out["mask"][0])
+            if out.get("t0_map") is not None:
+                pngs["t0map"] = png_bytes(out["t0_map"][0])
             job.pngs, job.status = pngs, "done"
             job.message = f"{len(out['results'])} images in {time.monotonic() - job.started:.1f} s ({job.nfe} score evaluations)"
         except Cancelled:

@@ -22,11 +22,11 @@ from .app import App
 from .jobs import Busy, Cancelled, Job, JobQueue
 from .limits import Limits
 from .tasks import KINDS, Task, parse_task, run_task, samplers_for
-from .uploads import data_url_bytes, keep_mask, load_canvas, load_upload, png_bytes, remove_stale
+from .uploads import data_url_bytes, keep_mask, load_canvas, load_upload, png_bytes, remove_stale, strength_map
 
 __all__ = ["App", "Busy", "Cancelled", "Job", "JobQueue", "KINDS", "Limits", "Server", "Task", "bind",
            "data_url_bytes", "keep_mask", "load_canvas", "load_upload", "make_server", "parse_task",
-           "png_bytes", "run_task", "samplers_for", "start_in_thread", "stop"]
+           "png_bytes", "run_task", "samplers_for", "start_in_thread", "stop", "strength_map"]
 
 
 class DeadlineProtocol(H11Protocol):

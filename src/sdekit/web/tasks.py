@@ -16,7 +16,7 @@ import torch
 
 from ..errors import UserError
 from .limits import Limits
-from .uploads import data_url_bytes, keep_mask, load_canvas
+from .uploads import data_url_bytes, keep_mask, load_canvas, strength_map
 
 KINDS = ("edit", "inpaint", "sample")
 
@@ -26,8 +26,9 @@ class Task:
     """One request, validated. Images are in [0, 1] at the model's resolution, batch 1.
 
     edit: SDEdit of ``image`` from t0_frac * T (mask [1, 1, H, W]: 1 = keep the guide, 0 = regenerate;
-    None = regenerate everything); inpaint: fill the pixels of ``image`` where ``mask`` is 0;
-    sample: n images from the prior."""
+    None = regenerate everything), or with a per-pixel t0 (t0_map [1, 1, H, W] in [0, 1], the strength
+    layer where painted and t0_frac elsewhere; None = t0_frac everywhere); inpaint: fill the pixels of
+    ``image`` where ``mask`` is 0; sample: n images from the prior."""
     kind: str
     n: int = 4
     steps: int = 100
@@ -38,6 +39,7 @@ class Task:
     label: int | str | None = -1     # a class K, -1 (none), "auto" (read from the image) or None (the model's default edit)
     image: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    t0_map: torch.Tensor | None = None
 
     def expected_nfe(self) -> int:
         """Model evaluations a run should take, for the progress bar (the sampler registry's count; the
@@ -136,7 +138,12 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
         conditioned = (default_class(model) if t.label is None else t.label) != -1
         t.t0_frac = _float(body, "t0", default_t0(model, conditioned), 0.0, 1.0)
         t.repeats = _int(body, "repeats", 1, 1, limits.repeats)
-    t.steps = _int(body, "steps", default_steps(model, kind, t.sampler, t.t0_frac), 1, limits.steps)
+        if body.get("t0_map"):
+            t.t0_map = strength_map(data_url_bytes(body["t0_map"], "t0_map"), model.shape, t.t0_frac, limits)
+            if t.t0_map is not None and t.t0_map.max() == 0:
+                raise UserError("the strength layer keeps everything (t0 0 everywhere): nothing to edit")
+    t0 = t.t0_frac if t.t0_map is None else float(t.t0_map.max())          # the solver starts at the largest
+    t.steps = _int(body, "steps", default_steps(model, kind, t.sampler, t0), 1, limits.steps)
     if kind in ("edit", "inpaint"):
         if not body.get("image"):
             raise UserError("paint something or upload an image first")
@@ -153,7 +160,7 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
 def run_task(model, task: Task, on_step=None) -> dict:
     """Run one task on ``model``. ``on_step(nfe)`` is called after every solver step with the evaluations so far (it may
     raise to stop the run). Returns {"results": [n, C, H, W] in [0, 1], "guide": [1, C, H, W] or None,
-    "mask": [1, 1, H, W] (1 = kept) or None}."""
+    "mask": [1, 1, H, W] (1 = kept) or None, "t0_map": the task's t0_map}."""
     import sdekit
     score_fn = model.conditional(task.label) if isinstance(task.label, int) and task.label >= 0 else model.score_fn
     done = 0                                              # evaluations of earlier rounds (repeats)
@@ -170,14 +177,15 @@ def run_task(model, task: Task, on_step=None) -> dict:
     if task.kind == "sample":
         out = sdekit.sample(sde, score_fn, (n, *model.shape), sampler=task.sampler, steps=task.steps,
                             generator=g, device=model.device, callback=hook)
-        return {"results": model.to_unit(out), "guide": None, "mask": None}
+        return {"results": model.to_unit(out), "guide": None, "mask": None, "t0_map": None}
     x = model.from_unit(task.image).to(model.device).expand(n, *model.shape).contiguous()
     keep = None if task.mask is None else task.mask.to(x.device).expand(n, 1, *model.shape[1:])
     if task.kind == "edit":
         score_fn = sdekit.edit_condition(model, x[:1], task.label, None, g)[0]      # one reading for the n results
-        out = sdekit.sdedit(sde, score_fn, x, t0=task.t0_frac, steps=task.steps, mask=keep,
+        t0 = task.t0_frac if task.t0_map is None else task.t0_map.to(x.device)
+        out = sdekit.sdedit(sde, score_fn, x, t0=t0, steps=task.steps, mask=keep,
                             repeats=task.repeats, sampler=task.sampler, generator=g, callback=hook)
     else:
         out = sdekit.inpaint(sde, score_fn, x, keep, steps=task.steps, sampler=task.sampler, generator=g,
                              callback=hook)
-    return {"results": model.to_unit(out), "guide": task.image, "mask": task.mask}
+    return {"results": model.to_unit(out), "guide": task.image, "mask": task.mask, "t0_map": task.t0_map}

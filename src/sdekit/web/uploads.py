@@ -118,6 +118,24 @@ def keep_mask(data: bytes, shape, limits: Limits = Limits()) -> torch.Tensor:
     return torch.zeros(1, 1, H, W) if painted is None else 1 - painted
 
 
+STRENGTH_GREEN = 160      # the strength layer's colour for t0 = a: (255 a, STRENGTH_GREEN, 255 (1 - a)), blue = keep
+
+
+def strength_map(data: bytes, shape, t0: float, limits: Limits = Limits()) -> torch.Tensor | None:
+    """The page's strength layer (a PNG; painted = opaque, in the colour (255 a, 160, 255 (1 - a)) for the
+    amount t0 = a in [0, 1]) -> a t0 map [1, 1, H, W]: a = R / (R + B) where at least half of a model
+    pixel is painted (the ratio survives block averaging and a stroke's soft edge), ``t0`` (the page's
+    slider) elsewhere; None when nothing is painted. A PNG without transparency is all painted."""
+    C, H, W = shape
+    img = load_canvas(data, (3, H, W), limits, "strength")
+    painted = torch.ones(1, 1, H, W, dtype=torch.bool) if img.alpha is None else img.alpha.bool()
+    if not painted.any():
+        return None
+    r, b = img.pixels[:, :1], img.pixels[:, 2:3]
+    a = (r / (r + b).clamp_min(1e-6)).clamp(0, 1).double()            # float64: the slider's t0 exactly
+    return torch.where(painted, a, torch.full_like(a, float(t0)))
+
+
 def png_bytes(u: torch.Tensor) -> bytes:
     """One image [C, H, W] in [0, 1] -> PNG bytes."""
     from ..images import to_pil

@@ -1,4 +1,5 @@
-// The SDEdit page: a paint layer (the guide) and a mask layer over it, drawn at the model's
+// The SDEdit page: a paint layer (the guide), a strength layer (a t0 per pixel, edits only) and a mask
+// layer over it, drawn at the model's
 // resolution times `zoom` (small models enlarged to about DISPLAY css pixels, larger ones 1:1); the
 // palette, the canvas's starting colour and the hint follow the model (/api/info: shape, polarity,
 // background). Jobs go to /api/jobs and are polled until their PNGs are ready.
@@ -20,6 +21,7 @@ const POLARITY_HINT = {
   "natural": "Paint in colour over the grey canvas (fill a background first), or upload a photo and paint over it.",
 };
 const MASK_RGB = "#ff3b30";
+const STRENGTH_GREEN = 160;   // t0 = a is painted as (255 a, 160, 255 (1 - a)): the server reads a = R / (R + B)
 const INPUTS = ["steps", "n", "seed", "sampler", "t0", "repeats", "label"];
 
 // ---- per-tab state ---------------------------------------------------------------------------------
@@ -69,7 +71,8 @@ async function api(path, options = {}) {
 
 // ---- canvas ------------------------------------------------------------------------------------
 
-const paint = () => $("paint"), mask = () => $("mask");
+const paint = () => $("paint"), mask = () => $("mask"), strength = () => $("strength");
+const LAYERS = { paint, mask, strength };
 const ctx = (c) => c.getContext("2d", { willReadFrequently: true });
 
 function setupCanvas() {
@@ -78,11 +81,11 @@ function setupCanvas() {
   state.bg = state.info.background || "#000000";
   const fit = Math.min(1, MAX_DISPLAY / (state.zoom * Math.max(H, W)));
   state.display = [W * state.zoom * fit, H * state.zoom * fit];          // CSS pixels of the canvas and the results
-  for (const c of [paint(), mask()]) {
+  for (const c of [paint(), mask(), strength()]) {
     c.width = W * state.zoom; c.height = H * state.zoom;
     c.style.width = `${state.display[0]}px`; c.style.height = `${state.display[1]}px`;
   }
-  clearLayer("paint"); clearLayer("mask"); state.undo = [];
+  clearLayer("paint"); clearLayer("mask"); clearLayer("strength"); state.undo = [];
   const shown = state.zoom > 1 ? `shown ${state.zoom}× enlarged` : fit < 1 ? `shown at ${Math.round(100 * fit)}%` : "shown 1:1";
   $("canvas-hint").textContent = `${W}×${H} model pixels, ${shown}; the model sees exactly these pixels (the guide beside ` +
     `the results). ${POLARITY_HINT[state.info.polarity] || ""}`;
@@ -100,20 +103,24 @@ function brushColour() {
   return $("colour").value;
 }
 
+function strengthColour(a) {  // the strength brush's colour for t0 = a: blue (keep) .. orange (change completely)
+  const r = Math.round(255 * a);
+  return `rgb(${r},${STRENGTH_GREEN},${255 - r})`;
+}
+
 function snapshot() {
-  state.undo.push([ctx(paint()).getImageData(0, 0, paint().width, paint().height),
-                   ctx(mask()).getImageData(0, 0, mask().width, mask().height)]);
+  state.undo.push([paint(), mask(), strength()].map((c) => ctx(c).getImageData(0, 0, c.width, c.height)));
   if (state.undo.length > 40) state.undo.shift();
 }
 
 function undo() {
   const s = state.undo.pop();
   if (!s) return;
-  ctx(paint()).putImageData(s[0], 0, 0); ctx(mask()).putImageData(s[1], 0, 0);
+  [paint(), mask(), strength()].forEach((c, i) => ctx(c).putImageData(s[i], 0, 0));
 }
 
 function clearLayer(which) {
-  const c = which === "paint" ? paint() : mask(), g = ctx(c);
+  const c = LAYERS[which](), g = ctx(c);
   if (which === "paint") { g.fillStyle = state.bg; g.fillRect(0, 0, c.width, c.height); }
   else g.clearRect(0, 0, c.width, c.height);
 }
@@ -124,13 +131,14 @@ function point(e) {
 }
 
 function stroke(from, to) {
-  const onMask = layer() === "mask", erase = $("eraser").checked;
-  const g = ctx(onMask ? mask() : paint());
+  const which = layer(), erase = $("eraser").checked, overlay = which !== "paint";
+  const g = ctx(LAYERS[which]());
   g.save();
   g.lineCap = g.lineJoin = "round";
   g.lineWidth = brushPixels() * state.zoom;
-  g.globalCompositeOperation = onMask && erase ? "destination-out" : "source-over";
-  g.strokeStyle = g.fillStyle = onMask ? MASK_RGB : (erase ? state.bg : brushColour());
+  g.globalCompositeOperation = overlay && erase ? "destination-out" : "source-over";
+  g.strokeStyle = g.fillStyle = which === "mask" ? MASK_RGB : which === "strength" ? strengthColour(+$("amount").value)
+                                : (erase ? state.bg : brushColour());
   g.beginPath(); g.moveTo(from[0], from[1]); g.lineTo(to[0] + 0.01, to[1]); g.stroke();
   g.restore();
 }
@@ -153,8 +161,8 @@ function setupDrawing() {
   document.addEventListener("keydown", (e) => { if ((e.ctrlKey || e.metaKey) && e.key === "z") { e.preventDefault(); undo(); } });
 }
 
-function maskIsEmpty() {
-  const d = ctx(mask()).getImageData(0, 0, mask().width, mask().height).data;
+function isEmpty(c) {         // an overlay layer (mask, strength) with nothing painted on it
+  const d = ctx(c).getImageData(0, 0, c.width, c.height).data;
   for (let i = 3; i < d.length; i += 4) if (d[i]) return false;
   return true;
 }
@@ -203,7 +211,10 @@ function setTab(tab) {
   render();
 }
 
-function updateLayer() { document.body.classList.toggle("layer-mask", layer() === "mask"); }
+function updateLayer() {
+  document.body.classList.toggle("layer-mask", layer() === "mask");
+  document.body.classList.toggle("layer-strength", layer() === "strength");
+}
 
 function setupControls() {
   for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => setTab(b.dataset.tab));
@@ -214,6 +225,11 @@ function setupControls() {
   };
   $("brush").addEventListener("input", showBrush); showBrush();
   $("t0").addEventListener("input", () => { $("t0-out").textContent = (+$("t0").value).toFixed(2); });
+  const showAmount = () => {
+    $("amount-out").textContent = (+$("amount").value).toFixed(2);
+    $("amount-swatch").style.background = strengthColour(+$("amount").value);
+  };
+  $("amount").addEventListener("input", showAmount); showAmount();
   $("undo").addEventListener("click", undo);
   $("clear").addEventListener("click", () => { snapshot(); clearLayer(layer()); });
   $("fill").addEventListener("click", () => { snapshot(); const g = ctx(paint()); g.fillStyle = brushColour(); g.fillRect(0, 0, paint().width, paint().height); });
@@ -248,10 +264,13 @@ function request(tab) {
   const body = { kind: tab, steps: +$("steps").value, n: +$("n").value, sampler: $("sampler").value,
                  label: $("label").value === "auto" ? "auto" : +$("label").value };
   if ($("seed").value !== "") body.seed = +$("seed").value;
-  if (tab === "edit") { body.t0 = +$("t0").value; body.repeats = +$("repeats").value; }
+  if (tab === "edit") {
+    body.t0 = +$("t0").value; body.repeats = +$("repeats").value;
+    if (!isEmpty(strength())) body.t0_map = strength().toDataURL("image/png");
+  }
   if (tab !== "sample") {
     body.image = paint().toDataURL("image/png");
-    if (!maskIsEmpty()) body.mask = mask().toDataURL("image/png");
+    if (!isEmpty(mask())) body.mask = mask().toDataURL("image/png");
   }
   return body;
 }
@@ -328,6 +347,12 @@ function show(job) {
     const [f, img] = figure(job, job.images.mask, "mask", `${tag}-mask.png`);
     img.alt = "mask"; img.title = "white = kept from the guide, black = regenerated";
     f.querySelector("figcaption").firstChild.textContent = "mask (white = kept)";
+    f.classList.add("guide"); box.append(f);
+  }
+  if (job.images.t0map) {
+    const [f, img] = figure(job, job.images.t0map, "t0 map", `${tag}-t0map.png`);
+    img.alt = "t0 map"; img.title = "grey level = t0: black = kept from the guide, white = t0 1";
+    f.querySelector("figcaption").firstChild.textContent = "t0 map (black = kept)";
     f.classList.add("guide"); box.append(f);
   }
   job.results.forEach((url, i) => {
