@@ -47,8 +47,8 @@ def run(args):
     import torch
 
     from ..errors import UserError
-    from ..images import (EXTENSIONS, check_picture_size, enlarge, from_pil, guide_frame, load_image, load_mask,
-                          restore, save_picture, to_pil)
+    from ..images import (EXTENSIONS, check_agree, check_picture_size, enlarge, from_pil, guide_frame, image_size,
+                          load_image, load_mask, restore, save_picture, to_pil)
     from ..sdedit import default_t0, edit_condition, sdedit
     from .common import check_class, check_row, file_out, placement, save_row, scale_of
 
@@ -64,8 +64,9 @@ def run(args):
         check_class(model, args.class_label)
     C, H, W = model.shape
     img = load_image(args.guide, model.shape)
-    mask = img.alpha
+    mask, scaled = img.alpha, None
     if args.mask is not None:
+        scaled = check_agree(image_size(args.mask), img.size, f"the mask {args.mask}", f"the guide {args.guide}")
         mask = load_mask(args.mask, (H, W))
     scale = 1 if args.resize_back else scale_of(args)
     cell = (img.size[1], img.size[0]) if args.resize_back else (H, W)
@@ -95,4 +96,4 @@ def run(args):
     cond = "" if labels is None else (f" class {int(labels[0])}" + (" (read)" if args.class_label in (None, "auto") else "")
                                       + (f" guidance {w:g}" if w else ""))
     print(f"{what}SDEdit t0={t0:g}{cond} ({args.sampler}, {info['steps']} steps, {args.repeats} round(s), "
-          f"{info['nfe']} evaluations, {seconds:.1f} s) -> {out}")
+          f"{info['nfe']} evaluations, {seconds:.1f} s) -> {out}" + (f"; {scaled}" if scaled else ""))

@@ -140,9 +140,10 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
     if kind in ("edit", "inpaint"):
         if not body.get("image"):
             raise UserError("paint something or upload an image first")
-        t.image = load_canvas(data_url_bytes(body["image"], "image"), model.shape, limits).pixels
+        image = load_canvas(data_url_bytes(body["image"], "image"), model.shape, limits)
+        t.image = image.pixels
         if body.get("mask"):
-            t.mask = keep_mask(data_url_bytes(body["mask"], "mask"), model.shape, limits)
+            t.mask = keep_mask(data_url_bytes(body["mask"], "mask"), model.shape, limits, image.size)
             if t.mask.all():                 # nothing painted on the mask layer: no mask
                 t.mask = None
         if kind == "inpaint" and t.mask is None:
