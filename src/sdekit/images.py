@@ -23,7 +23,9 @@ The rule for an image file of any size and mode (stated once; used by ``sdekit e
    whole height is kept) is resized to H x W, Lanczos when shrinking, bicubic when enlarging; a mask
    is resized bilinearly and thresholded at 1/2. The rule is inverted by :func:`restore`: an output
    resized back onto the crop box and pasted into the guide's frame, so it lines up with the guide
-   wherever the model saw it; outside the box the guide is kept.
+   wherever the model saw it; outside the box the guide is kept. A mask that goes with a guide or
+   image must have its size, or its aspect ratio (then it goes through the same crop, and the
+   command's message says it was scaled), else it is refused naming both sizes (:func:`check_agree`).
 
 Pixels are returned as float tensors [1, C, H, W] in [0, 1]; the model's ``from_unit`` maps them to
 its space. Pictures are written atomically by :func:`save_picture` (format from the file suffix).

@@ -113,6 +113,12 @@ class JobQueue:
         with self.cond:
             return next((i + 1 for i, j in enumerate(self.waiting) if j is job), 0)
 
+    def ahead(self, job: Job) -> int:
+        """The jobs that run or wait before a queued ``job`` (0: it starts next, nothing else runs)."""
+        with self.cond:
+            position = self.position(job)
+            return 0 if position == 0 else position - 1 + (self.running is not None)
+
     def cancel(self, job: Job) -> None:
         with self.cond:
             job.cancel.set()
