@@ -2,6 +2,7 @@
 damaged weights; and a run that remembers its configuration."""
 import errno
 import hashlib
+import io
 import json
 import os
 import signal
@@ -311,3 +312,20 @@ def test_files_without_a_checksum_still_load(tmp_path):
     tensors = load_file(str(path))
     save_file(tensors, str(path), metadata={k: v for k, v in meta.items() if k != CHECKSUM})
     assert train(replace(TOY, out=str(out), steps=6, resume=True))["step"] == 6
+
+
+def test_a_full_disk_while_logging_is_one_line_naming_the_log(tmp_path, capsys, monkeypatch):
+    import sdekit.train.loop as loop
+    out = tmp_path / "run"
+    train(replace(TOY, out=str(out)))
+    before = (out / "checkpoint.safetensors").read_bytes()
+
+    class Full(io.StringIO):
+        def flush(self):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    real = open
+    monkeypatch.setattr(loop, "open", lambda path, *a, **k: Full() if Path(path).name == "log.csv" else real(path, *a, **k),
+                        raising=False)
+    err = _one_line_error(capsys, ["--out", str(out), "--resume", "--steps", "6"])
+    assert err == f"sdekit train: error: {out / 'log.csv'}: cannot write (No space left on device)"
+    assert (out / "checkpoint.safetensors").read_bytes() == before

@@ -1,6 +1,7 @@
 """The training loop: Adam with warm-up and clipping, EMA, logs, checkpoints, pictures, DDP."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -15,7 +16,7 @@ from ..accel import Acceleration, accelerate, grad_scaler
 from ..bundle import save_bundle
 from ..data import load_dataset
 from ..errors import UserError
-from ..io import check_writable, remove_stale_temps
+from ..io import check_writable, remove_stale_temps, write_errors
 from ..sde import get_sde
 from ..threads import default_threads, torch_threads
 from .checkpoint import CKPT, check_hparams, read_checkpoint, restore, save_checkpoint
@@ -184,10 +185,11 @@ def _loop(cfg, data, sde, model, ema, opt, scaler, step_module, start, rank, wor
                 mean_loss = all_mean(sum(losses) / len(losses), world)
                 losses = []
                 if rank == 0:
-                    writer.writerow({"step": step, "loss": f"{mean_loss:.6g}", "lr": f"{lr:.3g}", "grad_norm": f"{float(gn):.4g}",
-                                     "ema_decay": f"{ema.rate(step - 1):.6g}", "img_per_s": f"{seen / elapsed:.1f}",
-                                     "elapsed_s": f"{elapsed:.1f}"})
-                    log.flush()
+                    with write_errors(out / "log.csv"):           # a full disk: one line naming the log
+                        writer.writerow({"step": step, "loss": f"{mean_loss:.6g}", "lr": f"{lr:.3g}",
+                                         "grad_norm": f"{float(gn):.4g}", "ema_decay": f"{ema.rate(step - 1):.6g}",
+                                         "img_per_s": f"{seen / elapsed:.1f}", "elapsed_s": f"{elapsed:.1f}"})
+                        log.flush()
                     if tb is not None:
                         tb.add_scalar("loss", mean_loss, step)
                         tb.add_scalar("img_per_s", seen / elapsed, step)
@@ -211,7 +213,8 @@ def _loop(cfg, data, sde, model, ema, opt, scaler, step_module, start, rank, wor
     finally:
         bar.close()
         if log:
-            log.close()
+            with contextlib.suppress(OSError):                # a full disk was reported where it happened
+                log.close()
         if tb is not None:
             tb.close()
     elapsed = time.time() - t0
