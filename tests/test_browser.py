@@ -141,7 +141,7 @@ def test_a_bad_upload_shows_a_message(page, tmp_path):
     bad.write_bytes(b"definitely not a PNG")
     page.set_input_files("#upload", str(bad))
     page.wait_for_function("() => document.getElementById('message').textContent.length > 0", timeout=10000)
-    assert "photo.png: the file: not an image" in page.inner_text("#message")
+    assert page.inner_text("#message").startswith("photo.png: not an image")        # named once
     assert not page.errors
 
 
@@ -434,3 +434,139 @@ def test_a_256_pixel_model_is_shown_1_to_1(browser):
         page.close()
     finally:
         web.stop(srv)
+
+
+# ---- a phone's width; edit under a result; cancel; labels; queue words; favicon --------------------------
+
+def fresh_page(browser, base, width=1180, height=900):
+    pg = browser.new_page(viewport={"width": width, "height": height})
+    pg.errors = []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.goto(base)
+    pg.wait_for_selector("body[data-ready='1']", timeout=15000)
+    return pg
+
+
+def overflow(page) -> int:
+    return page.evaluate("() => document.documentElement.scrollWidth")
+
+
+def test_the_page_fits_a_phone(served, browser):
+    _, base = served
+    pg = fresh_page(browser, base, 375, 740)
+    try:
+        for tab in ("edit", "inpaint", "sample"):
+            pg.click(f"#tabs button[data-tab={tab}]")
+            assert overflow(pg) <= 375, tab
+        pg.click("#tabs button[data-tab=edit]")
+        pg.check("input[name=layer][value=paint]")                                  # the inpaint tab chose the mask
+        pg.locator("#mask").scroll_into_view_if_needed()
+        box = pg.locator("#mask").bounding_box()
+        paint_box = pg.locator("#paint").bounding_box()
+        assert pg.is_visible("#paint") and 0 <= box["x"] and box["x"] + box["width"] <= 375 and box["width"] > 250
+        assert box == pytest.approx(paint_box, abs=0.5)                             # the mask covers the canvas
+        assert box["height"] == pytest.approx(box["width"], abs=1)                  # square, not squashed
+        z = box["width"] / 16                                                        # painting still hits its pixel
+        pg.mouse.move(box["x"] + 8.5 * z, box["y"] + 8.5 * z)
+        pg.mouse.down(); pg.mouse.up()
+        hit = pg.evaluate("""() => { const c = document.getElementById('paint'), k = c.width / 16;
+            return c.getContext('2d').getImageData(8.5 * k, 8.5 * k, 1, 1).data[0]; }""")
+        assert hit > 128
+        set_value(pg, "#steps", 3)
+        set_value(pg, "#n", 4)
+        pg.click("#run")
+        wait_for_images(pg, 4)
+        assert overflow(pg) <= 375                                                  # the results fit too
+        assert not pg.errors
+    finally:
+        pg.close()
+
+
+def test_edit_under_an_inpaint_result_starts_with_a_fresh_mask_on_the_paint_layer(served, browser):
+    model, base = served
+    C, H, W = model.shape
+    pg = fresh_page(browser, base)
+    try:
+        pg.click("#tabs button[data-tab=inpaint]")
+        assert pg.is_checked("input[name=layer][value=mask]")
+        box = pg.locator("#mask").bounding_box()
+        z = box["width"] / W
+        pg.mouse.move(box["x"] + 2 * z, box["y"] + 2 * z)
+        pg.mouse.down()
+        pg.mouse.move(box["x"] + 14 * z, box["y"] + 2 * z, steps=5)
+        pg.mouse.up()
+        set_value(pg, "#steps", 3)
+        set_value(pg, "#n", 2)
+        pg.once("dialog", lambda d: d.accept())                          # "the canvas is empty": run anyway
+        pg.click("#run")
+        wait_for_images(pg, 2)
+        url = pg.eval_on_selector_all("#results img.result", "els => els[1].src")
+        pg.click("#results figure:has(img.result) >> nth=1 >> text=edit")
+        pg.wait_for_function("() => document.getElementById('status').textContent.startsWith('result #2')")
+        assert pg.eval_on_selector("#tabs button.active", "e => e.dataset.tab") == "edit"
+        assert pg.is_checked("input[name=layer][value=paint]") and not pg.is_checked("input[name=layer][value=mask]")
+        assert pg.evaluate("""() => { const c = document.getElementById('mask');
+            return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.every(v => v === 0); }""")
+        same = pg.evaluate("""async url => { const i = new Image(); i.src = url; await i.decode();
+            const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;
+            const g = c.getContext('2d'); g.drawImage(i, 0, 0); const r = g.getImageData(0, 0, c.width, c.height).data;
+            const p = document.getElementById('paint'), k = p.width / c.width;
+            const d = p.getContext('2d').getImageData(0, 0, p.width, p.height).data;
+            for (let y = 0; y < c.height; y++) for (let x = 0; x < c.width; x++)
+              if (d[((y * k + 1) * p.width + x * k + 1) * 4] !== r[(y * c.width + x) * 4]) return false;
+            return true; }""", url)
+        assert same                                                       # the result is the new guide, pixel for pixel
+        pg.click("text=undo")                                             # one undo: the old guide and its mask
+        assert not pg.evaluate("""() => { const c = document.getElementById('mask');
+            return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.every(v => v === 0); }""")
+        assert not pg.errors
+    finally:
+        pg.close()
+
+
+def test_results_keep_their_settings_after_a_cancel_and_labels_match_messages(served, browser):
+    _, base = served
+    pg = fresh_page(browser, base)
+    try:
+        pg.click("#tabs button[data-tab=sample]")
+        set_value(pg, "#steps", 3)
+        set_value(pg, "#n", 2)
+        set_value(pg, "#seed", 5)
+        pg.click("#run")
+        wait_for_images(pg, 2)
+        made = pg.inner_text("#results-settings")
+        assert "3 steps" in made and "2 results" in made and "seed 5" in made
+        # a run that is cancelled: the results shown stay with the settings that made them
+        pg.evaluate("""() => { window.seen = []; new MutationObserver(() => window.seen.push(
+            document.getElementById('status').textContent)).observe(document.getElementById('status'),
+            { childList: true, characterData: true, subtree: true }); }""")
+        set_value(pg, "#steps", 2000)
+        set_value(pg, "#n", 16)
+        pg.click("#run")
+        pg.wait_for_function("() => document.getElementById('status').textContent.startsWith('working')", timeout=60000)
+        pg.click("#cancel")
+        pg.wait_for_function("() => document.getElementById('status').textContent.startsWith('cancelled')", timeout=60000)
+        assert pg.inner_text("#results-settings") == made and results(pg) == 2
+        assert "earlier run" in pg.inner_text("#status")
+        seen = pg.evaluate("() => window.seen")
+        assert not any("in the queue" in s for s in seen), seen                 # nothing else ran
+        # the field the server names is the field the page labels
+        set_value(pg, "#n", 99)
+        pg.click("#run")
+        pg.wait_for_function("() => document.getElementById('message').textContent.length > 0", timeout=10000)
+        assert pg.inner_text("#message").startswith("n must lie in 1..")
+        assert "(n)" in pg.inner_text("label[for=n]")
+        assert not pg.errors
+    finally:
+        pg.close()
+
+
+def test_the_page_has_a_favicon(served, browser):
+    _, base = served
+    pg = fresh_page(browser, base)
+    try:
+        href = pg.get_attribute("link[rel=icon]", "href")
+        status = pg.evaluate("h => fetch(h).then(r => r.status + ' ' + r.headers.get('content-type'))", href)
+        assert status.startswith("200 image/svg+xml")
+    finally:
+        pg.close()

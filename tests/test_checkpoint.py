@@ -16,6 +16,7 @@ from sdekit import threads
 from sdekit.cli import main
 from sdekit.errors import UserError
 from sdekit.io import atomic_path, is_temp_name, remove_stale_temps
+from sdekit.persist import CHECKSUM, tensors_checksum
 from sdekit.train import HPARAMS_IGNORED, TrainConfig, read_checkpoint, train
 
 TOY = TrainConfig(data="toy:gmm8", sde="ve", loss="dsm", hidden=16, depth=1, batch_size=16, steps=4, warmup=0,
@@ -31,7 +32,7 @@ def run(tmp_path_factory):
 
 def _digest(folder):
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in Path(folder).rglob("*") if p.is_file()}
+            for p in Path(folder).rglob("*") if p.is_file() and p.name != ".lock"}   # the run lock: bookkeeping
 
 
 def _copy(run, tmp_path) -> Path:
@@ -51,6 +52,7 @@ def _rewrite(folder: Path, edit_tensors=None, edit_state=None, meta_edit=None):
     if edit_state:
         edit_state(state)
     meta["state"] = json.dumps(state)
+    meta[CHECKSUM] = tensors_checksum(tensors)          # the defect under test, not a checksum mismatch
     if meta_edit:
         meta_edit(meta)
     save_file(tensors, str(path), metadata=meta)
@@ -112,16 +114,19 @@ def test_a_good_checkpoint_reads(run):
 
 
 @pytest.mark.parametrize("steps", [4, 2])
-def test_resume_with_nothing_left_to_train_says_so(run, tmp_path, capsys, steps):
+def test_resume_of_a_finished_run_says_it_is_complete_and_touches_nothing(run, tmp_path, capsys, steps):
+    """A scheduler re-runs a finished job's exact command: exit 0, the run folder unchanged."""
     folder = _copy(run, tmp_path)
-    assert "at step 4 already; --steps" in _resume_fails(folder, steps=steps)
+    before = _digest(folder)
+    s = train(replace(TOY, out=str(folder), steps=steps, resume=True))
+    assert s["complete"] and s["step"] == 4 and _digest(folder) == before
     capsys.readouterr()
     args = ["train", "--data", "toy:gmm8", "--sde", "ve", "--loss", "dsm", "--hidden", "16", "--depth", "1",
             "--batch-size", "16", "--warmup", "0", "--steps", str(steps), "--out", str(folder), "--resume"]
-    assert main(args) == 2
+    assert main(args) == 0
     captured = capsys.readouterr()
-    assert "trained" not in captured.out
-    assert len(captured.err.strip().splitlines()) == 1 and "nothing to train" in captured.err
+    assert "trained" not in captured.out and "is complete: it is at step 4" in captured.out
+    assert _digest(folder) == before
 
 
 def test_resume_removes_temp_files_of_killed_writes_and_nothing_else(run, tmp_path):

@@ -15,7 +15,7 @@ from sdekit.cli import main
 from sdekit.errors import UserError
 from sdekit.nets.classifier import NoiseClassifier, load_classifier, save_classifier
 from sdekit.nets.features import FEATURES_DIR, load_features
-from sdekit.persist import read_config, read_tensors, save_folder
+from sdekit.persist import CHECKSUM, read_config, read_tensors, save_folder
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +258,7 @@ def test_save_folder_round_trip(tmp_path):
     t = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.tensor([1, 2])}
     save_folder(tmp_path / "f", {"format": "x", "k": [1, 2]}, t, dtype=torch.float16)
     back, meta = read_tensors(tmp_path / "f" / "model.safetensors")
-    assert back["a"].dtype == torch.float16 and back["b"].dtype == torch.int64 and meta == {"format": "x"}
+    assert back["a"].dtype == torch.float16 and back["b"].dtype == torch.int64 and meta["format"] == "x" and set(meta) == {"format", CHECKSUM}
     assert read_config(tmp_path / "f", "x", "thing") == {"format": "x", "k": [1, 2]}
     shapes, _ = read_tensors(tmp_path / "f" / "model.safetensors", header_only=True)
     assert shapes == {"a": (2, 3), "b": (2,)}

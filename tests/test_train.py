@@ -31,7 +31,7 @@ def _tensors(run):
 
 
 def _digest(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in Path(folder).rglob("*") if p.is_file()}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in Path(folder).rglob("*") if p.is_file() and p.name != ".lock"}   # the run lock: bookkeeping
 
 
 def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
@@ -135,11 +135,11 @@ def test_bad_input_exit_2_and_run_dir_intact(tmp_path, capsys):
     fails(base, "already holds a run")
     fails(base + ["--resume", "--lr", "1e-3"], "changed hyper-parameters: lr")
     fails(base + ["--resume", "--ch", "16"], "changed hyper-parameters: ch")
-    fails([*base, "--resume", "--data", "cifar100"], "unknown dataset")
-    fails([*base, "--resume", "--sde", "ou"], "unknown SDE")
+    fails([*base, "--resume", "--data", "cifar100"], "changed hyper-parameters: data")
+    fails([*base, "--resume", "--sde", "ou"], "changed hyper-parameters: sde")
+    fails([*base[:-1], str(tmp_path / "new"), "--sde", "ou"], "unknown SDE")
     (tmp_path / "empty").mkdir()
     fails([*base[:-1], str(tmp_path / "new"), "--data", f"folder:{tmp_path / 'empty'}"], "no images")
-    fails([*base[:-1], str(tmp_path / "new2"), "--resume"], "no checkpoint")
     # a checkpoint of another architecture, with matching hyper-parameters
     other = tmp_path / "other"
     other.mkdir()
@@ -148,10 +148,11 @@ def test_bad_input_exit_2_and_run_dir_intact(tmp_path, capsys):
         meta = f.metadata()
     t = _tensors(run)
     t["model.net.conv_in.weight"] = torch.zeros(3, 3, 3, 3)
+    meta.pop("sdekit_sha256", None)                    # written by hand: no checksum, read unchecked
     save_file(t, str(other / "checkpoint.safetensors"), metadata=meta)
     before_other = _digest(other)
     capsys.readouterr()
-    assert main(["train", *base[:-1], str(other), "--resume"]) == 2
+    assert main(["train", *base[:-1], str(other), "--resume", "--steps", "6"]) == 2
     assert "another architecture" in capsys.readouterr().err and _digest(other) == before_other
     # truncated checkpoint
     data = (run / "checkpoint.safetensors").read_bytes()

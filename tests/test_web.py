@@ -609,7 +609,7 @@ def _rss_mb() -> float:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the resident size from /proc")
 def test_the_memory_of_uploads_is_returned(model):
-    srv = web.make_server(model, "127.0.0.1", 0, web.Limits(upload_bytes=4_000_000, pixels=4096 * 4096))
+    srv = web.make_server(model, "127.0.0.1", 0, web.Limits(upload_bytes=4_000_000, pixels=4096 * 4096, zoom=256))
     web.start_in_thread(srv)
     base = f"http://127.0.0.1:{srv.server_address[1]}"
     data = png(Image.linear_gradient("L").resize((4096, 4096)).convert("RGBA"))      # 16.8 M pixels, 0.1 MB

@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     except SystemExit as e:                   # --help (0), or an argument refused on one line (2)
         return 0 if e.code is None else int(e.code)
     try:
-        args.func(args)
+        code = args.func(args)                # a command may return its exit code (None: 0)
     except (UserError, OSError) as e:
         if not is_user_error(e):
             raise
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 if __name__ == "__main__":

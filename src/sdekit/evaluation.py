@@ -231,7 +231,8 @@ class _Scorer:
 
 
 def check_outputs(out, overwrite: bool) -> Path:
-    """The output folder, refused (UserError) if it holds a report and ``overwrite`` is False."""
+    """The output folder, refused (UserError) if it holds a report and ``overwrite`` is False, or if it
+    cannot be written (:func:`sdekit.io.check_writable`)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder")
@@ -239,7 +240,8 @@ def check_outputs(out, overwrite: bool) -> Path:
         there = [f for f in OUTPUTS if (out / f).exists()]
         if there:
             raise UserError(f"{out / there[0]} exists; pass --overwrite to replace the report")
-    return out
+    from .io import check_writable
+    return check_writable(out)                   # a full disk or read-only folder: refused before the work
 
 
 def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str = "pen",

@@ -7,7 +7,8 @@ The rule for an image file of any size and mode (stated once; used by ``sdekit e
    anything else (EPS and PostScript, which Pillow would hand to Ghostscript, and every other
    plugin) is refused unread. An image of more than ``max_pixels`` pixels (:data:`MAX_PIXELS` by
    default) is refused from the size its header declares, before any pixel is decoded; a truncated
-   file (for PNG also one that ends before its IEND chunk) is refused.
+   file (for PNG also one that ends before its IEND chunk, or whose compressed pixel data end before
+   the size its header declares, which Pillow would fill with zeros) is refused.
 2. Picture: what a viewer shows: the first frame, turned upright by its EXIF orientation
    (``PIL.ImageOps.exif_transpose``).
 3. Values in [0, 1]: 8-bit modes v / 255; 16-bit grey (I;16, I;16B, I;16L, I;16N) and 32-bit
@@ -22,17 +23,21 @@ The rule for an image file of any size and mode (stated once; used by ``sdekit e
    whole height is kept) is resized to H x W, Lanczos when shrinking, bicubic when enlarging; a mask
    is resized bilinearly and thresholded at 1/2. The rule is inverted by :func:`restore`: an output
    resized back onto the crop box and pasted into the guide's frame, so it lines up with the guide
-   wherever the model saw it; outside the box the guide is kept.
+   wherever the model saw it; outside the box the guide is kept. A mask that goes with a guide or
+   image must have its size, or its aspect ratio (then it goes through the same crop, and the
+   command's message says it was scaled), else it is refused naming both sizes (:func:`check_agree`).
 
 Pixels are returned as float tensors [1, C, H, W] in [0, 1]; the model's ``from_unit`` maps them to
 its space. Pictures are written atomically by :func:`save_picture` (format from the file suffix).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,10 +47,10 @@ import torch
 from .errors import UserError
 from .io import atomic_path
 
-__all__ = ["LoadedImage", "load_image", "load_mask", "read_image", "image_size", "crop_box", "restore",
+__all__ = ["LoadedImage", "load_image", "load_mask", "read_image", "image_size", "check_agree", "crop_box", "restore",
            "guide_frame", "save_image", "save_picture", "picture", "enlarge", "grid_shape", "grid_size",
            "check_picture_size", "save_labelled_grid", "to_pil", "from_pil", "FORMATS", "EXTENSIONS",
-           "MAX_PIXELS", "MAX_OUTPUT_PIXELS", "SCALE", "load_map", "check_aspect"]
+           "MAX_PIXELS", "MAX_OUTPUT_PIXELS", "SCALE", "load_map"]
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")   # Pillow plugin names; nothing else is decoded
 SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".webp": "WEBP",
@@ -141,13 +146,67 @@ def read_image(source, max_pixels: int = MAX_PIXELS):
         source = io.BytesIO(bytes(source))
     with _open(source, max_pixels) as im:
         try:
+            if im.format == "PNG":                             # pixel data that end early: before any memory
+                raw = _source(source)
+                with (open(raw, "rb") if isinstance(raw, Path) else contextlib.nullcontext(raw)) as f:
+                    _png_data_complete(f, name)
             im.load()                                          # a truncated file fails here
             if im.format == "PNG":                             # and one that ends before IEND here
                 with Image.open(_source(source), formats=("PNG",)) as again:
                     again.verify()
             return ImageOps.exif_transpose(im)                 # a copy, upright
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
+        except UserError:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as e:
             raise UserError(f"{name}: unreadable or truncated image ({_first_line(e)})") from None
+
+
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))  # x0, y0, dx, dy
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}             # by colour type (PNG specification, 11.2.2)
+
+
+def png_data_size(width: int, height: int, depth: int, colour: int, interlaced: bool) -> int:
+    """Bytes of a PNG's decompressed pixel data (filter byte + packed samples per row, per Adam7 pass
+    when interlaced), as its IHDR declares (PNG specification, 7.2 and 8.2)."""
+    bits = depth * PNG_CHANNELS[colour]
+    passes = ADAM7 if interlaced else ((0, 0, 1, 1),)
+    total = 0
+    for x0, y0, dx, dy in passes:
+        w, h = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if w > 0 and h > 0:
+            total += h * (1 + -(-w * bits // 8))
+    return total
+
+
+def _png_data_complete(f, name: str) -> None:
+    """UserError unless the IDAT chunks of the PNG file ``f`` decompress to the size its IHDR declares.
+    Pillow fills rows missing from a zlib stream that ends early with zeros (96 bytes can declare
+    4096 x 4096 RGBA); this reads the chunks and counts the decompressed bytes without keeping them."""
+    import struct
+    f.seek(8)
+    need, got, inflate = None, 0, zlib.decompressobj()
+    while True:
+        head = f.read(8)
+        if len(head) < 8:
+            break
+        length, kind = struct.unpack(">I4s", head)
+        if kind == b"IHDR":
+            w, h, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", f.read(13))
+            need = png_data_size(w, h, depth, colour, interlace == 1)
+            f.seek(length - 13 + 4, 1)
+        elif kind == b"IDAT":
+            data = f.read(length)
+            while data and got <= need:                        # at most need + 64 kB in memory at a time
+                got += len(inflate.decompress(data, 1 << 16))
+                data = inflate.unconsumed_tail
+            f.seek(4, 1)
+        elif kind == b"IEND":
+            break
+        else:
+            f.seek(length + 4, 1)
+    if need is not None and got < need:
+        raise UserError(f"{name}: truncated image: its pixel data end after {got} of the {need} bytes "
+                        "its header declares")
 
 
 def _planes(im):
@@ -242,21 +301,25 @@ def load_mask(path, size_hw=(16, 16), max_pixels: int = MAX_PIXELS) -> torch.Ten
     return _mask(alpha, box, size_hw)
 
 
-def check_aspect(path, frame: tuple[int, int], what: str = "t0 map", max_pixels: int = MAX_PIXELS) -> None:
-    """UserError, naming both sizes, unless the picture at ``path`` has the aspect ratio of a (width,
-    height) ``frame`` (the guide it goes with) to within a pixel of rounding; reads the header only."""
-    w, h = image_size(path, max_pixels)
-    fw, fh = (int(v) for v in frame)
-    if abs(w * fh - h * fw) > max(h, fh):
-        raise UserError(f"{_name(path)}: the {what} is {w}x{h} pixels, not of the aspect ratio of the guide "
-                        f"({fw}x{fh})")
+def check_agree(size, ref, what: str, ref_what: str) -> str | None:
+    """Two inputs that must line up pixel for pixel (a mask with its guide or image): ``size`` and
+    ``ref`` are their (width, height). The same size: None. The same aspect ratio (up to a pixel's
+    rounding): both go through the same crop and resize (rule 5), so they line up; returns the note the
+    output's message shows ("what 28x28 scaled to ref_what's 280x280"). Otherwise UserError naming both sizes."""
+    (w, h), (W, H) = (tuple(int(v) for v in size), tuple(int(v) for v in ref))
+    if (w, h) == (W, H):
+        return None
+    if abs(w * H - h * W) > max(w, h, W, H):
+        raise UserError(f"{what} is {w}x{h} but {ref_what} is {W}x{H}: they must have the same size "
+                        f"(or the same aspect ratio) to line up")
+    return f"{what} {w}x{h} scaled to {ref_what}'s {W}x{H}"
 
 
 def load_map(path, size_hw=(16, 16), max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """A grey-level map file (a t0 map: grey level = value) -> [1, 1, H, W] in [0, 1] by the rule of
     this module: values by rule 3 (so transparency reads as 0), colour by luma (rule 4), the centre
     crop of aspect H : W resized (rule 5), which covers what the guide's conversion keeps when the map
-    has the guide's aspect ratio (:func:`check_aspect`). UserError as :func:`read_image`."""
+    has the guide's aspect ratio (:func:`check_agree`). UserError as :func:`read_image`."""
     return load_image(path, (1, *size_hw), max_pixels).pixels
 
 

@@ -25,7 +25,7 @@ from .errors import UserError
 from .placement import DTYPES  # how weights may be stored: the precisions networks run in
 from .io import atomic_path, atomic_write_text
 
-__all__ = ["CONFIG", "WEIGHTS", "write_tensors", "read_tensors", "save_folder", "folder_of", "read_config",
+__all__ = ["CONFIG", "WEIGHTS", "CHECKSUM", "tensors_checksum", "write_tensors", "read_tensors", "save_folder", "folder_of", "read_config",
            "parse_json", "load_state", "load_weights", "load_module", "check_fields", "FIELDS", "DTYPES", "expect",
            "is_int", "is_number"]
 
@@ -127,12 +127,35 @@ def check_fields(cfg: dict, source, required=()) -> None:
 
 # ---- tensors -----------------------------------------------------------------------------------------
 
+CHECKSUM = "sdekit_sha256"          # the metadata key of :func:`tensors_checksum`
+
+
+def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of ``tensors``: each one's name, dtype, shape and bytes, in the order of the names.
+    Written into the metadata of every safetensors file sdekit saves (key :data:`CHECKSUM`) and compared
+    when the file is read, so a flipped bit or a zeroed block in the data is refused."""
+    import hashlib
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        v = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name}\0{v.dtype}\0{tuple(v.shape)}\0".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
 def write_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
-    """Write ``tensors`` (moved to the CPU, made contiguous) as one safetensors file, atomically."""
+    """Write ``tensors`` (moved to the CPU, made contiguous) as one safetensors file, atomically, with
+    their :func:`tensors_checksum` in the metadata. A full disk or a read-only folder: UserError
+    naming ``path``, and an existing file at ``path`` is left as it was."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
     state = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    metadata = {**(metadata or {}), CHECKSUM: tensors_checksum(state)}
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+        try:
+            save_file(state, str(tmp), metadata=metadata)
+        except SafetensorError as e:               # safetensors' (Rust) wrapper of an I/O error
+            raise UserError(f"{path}: cannot write ({_first_line(e)})") from None
     return Path(path)
 
 
@@ -142,20 +165,25 @@ def _first_line(e: Exception) -> str:
 
 def read_tensors(path, what: str = "weights", header_only: bool = False) -> tuple[dict, dict[str, str]]:
     """(tensors, metadata) of a safetensors file; with ``header_only`` the tensors are only
-    ``{name: shape}`` and nothing is read beyond the header. Missing or corrupt: UserError."""
+    ``{name: shape}`` and nothing is read beyond the header. Missing or corrupt (also: tensors that
+    do not match the checksum in the metadata, see :func:`tensors_checksum`; a file without one, as
+    written before sdekit recorded it, is read unchecked): UserError."""
     from safetensors import safe_open
     try:
         with safe_open(str(path), "pt") as f:
             metadata = f.metadata() or {}
             if header_only:
                 return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, metadata
-            return {k: f.get_tensor(k) for k in f.keys()}, metadata
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise UserError(f"{path}: a folder, not a {what} file") from None
     except Exception as e:                         # safetensors raises its own (Rust) error types
         raise UserError(f"{path}: corrupt or truncated {what} ({_first_line(e)})") from None
+    expect(CHECKSUM not in metadata or metadata[CHECKSUM] == tensors_checksum(tensors), path,
+           f"corrupt {what}: its tensors do not match the checksum written with them")
+    return tensors, metadata
 
 
 def load_state(module: nn.Module, tensors: dict[str, torch.Tensor], source, what: str = "weights") -> None:
@@ -234,11 +262,14 @@ def save_folder(folder, config: dict, tensors: dict[str, torch.Tensor], dtype: t
 
 def folder_of(path, default: Path) -> Path:
     """The folder ``path`` names: None, "digits" or "default" mean ``default``; a path to its
-    config.json or model.safetensors means the folder holding it."""
+    config.json or model.safetensors means the folder holding it; a training run's folder (one with a
+    ``model/`` bundle and no weights of its own, as ``sdekit train --out`` writes) means its ``model/``."""
     if path is None or str(path) in ("digits", "default"):
         return default
     p = Path(path)
-    return p.parent if p.name in (CONFIG, WEIGHTS) and p.is_file() else p
+    if p.name in (CONFIG, WEIGHTS) and p.is_file():
+        return p.parent
+    return p / "model" if (p / "model" / CONFIG).is_file() and not (p / WEIGHTS).exists() else p
 
 
 def read_config(path, format_: str, what: str) -> dict:

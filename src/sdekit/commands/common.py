@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import tempfile
 from pathlib import Path
 
 from ..errors import UserError
@@ -176,17 +175,10 @@ def scale_of(args) -> int:
 # ---- outputs ---------------------------------------------------------------------------------------
 
 def _writable_folder(folder: Path) -> None:
-    """The nearest existing folder at or above ``folder`` must be a folder we may write into."""
-    p = folder
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    if not p.is_dir():
-        raise UserError(f"{p} is not a folder; cannot write below it")
-    try:
-        with tempfile.TemporaryFile(dir=p):                  # what the atomic write will do there
-            pass
-    except OSError as e:
-        raise UserError(f"{p}: cannot write here ({e.strerror or type(e).__name__})") from None
+    """The nearest existing folder at or above ``folder`` must be a folder we may write into, with
+    room for the output (:func:`sdekit.io.check_writable`)."""
+    from ..io import check_writable
+    check_writable(folder)
 
 
 def file_out(path, overwrite: bool, suffixes) -> Path:

@@ -51,7 +51,7 @@ def run(args):
     import torch
 
     from ..errors import UserError
-    from ..images import (EXTENSIONS, check_aspect, check_picture_size, enlarge, from_pil, guide_frame, image_size,
+    from ..images import (EXTENSIONS, check_agree, check_picture_size, enlarge, from_pil, guide_frame, image_size,
                           load_image, load_map, load_mask, restore, save_picture, to_pil)
     from ..sdedit import default_t0, edit_condition, sdedit
     from .common import check_class, check_row, file_out, placement, save_row, scale_of
@@ -62,7 +62,8 @@ def run(args):
     if args.t0 is not None and args.t0_map is not None:
         raise UserError("give --t0 (one t0) or --t0-map (one per pixel), not both")
     if args.t0_map is not None:
-        check_aspect(args.t0_map, image_size(args.guide))
+        map_scaled = check_agree(image_size(args.t0_map), image_size(args.guide), f"the t0 map {args.t0_map}",
+                                 f"the guide {args.guide}")
     if args.resize_back and args.scale is not None:
         raise UserError("--scale does not apply with --resize-back: the output keeps the guide's own size")
     acceleration(args)                                   # refused before the model loads
@@ -72,9 +73,12 @@ def run(args):
         check_class(model, args.class_label)
     C, H, W = model.shape
     img = load_image(args.guide, model.shape)
-    mask = img.alpha
+    mask, scaled = img.alpha, None
     if args.mask is not None:
+        scaled = check_agree(image_size(args.mask), img.size, f"the mask {args.mask}", f"the guide {args.guide}")
         mask = load_mask(args.mask, (H, W))
+    if args.t0_map is not None and map_scaled:
+        scaled = f"{scaled}; {map_scaled}" if scaled else map_scaled
     t0_map = None if args.t0_map is None else load_map(args.t0_map, (H, W))
     scale = 1 if args.resize_back else scale_of(args)
     cell = (img.size[1], img.size[0]) if args.resize_back else (H, W)
@@ -107,4 +111,4 @@ def run(args):
                                       + (f" guidance {w:g}" if w else ""))
     level = f"t0={t0:g}" if t0_map is None else f"t0 map {float(t0_map.min()):g}..{info['t0']:g}"
     print(f"{what}SDEdit {level}{cond} ({args.sampler}, {info['steps']} steps, {args.repeats} round(s), "
-          f"{info['nfe']} evaluations, {seconds:.1f} s) -> {out}")
+          f"{info['nfe']} evaluations, {seconds:.1f} s) -> {out}" + (f"; {scaled}" if scaled else ""))

@@ -59,7 +59,7 @@ def run(args):
 
     from ..errors import UserError
     from ..guidance import inpaint
-    from ..images import load_image, load_mask
+    from ..images import check_agree, image_size, load_image, load_mask
     from .common import check_class, check_row, placement, save_row, scale_of
 
     out = check_args(args)
@@ -69,7 +69,12 @@ def run(args):
     check_row(args.n + 1, model.shape[-2:], scale)
     C, H, W = model.shape
     img = load_image(args.image, model.shape)
-    mask = _shape_mask(args.mask, H, W) if args.mask in SHAPES else load_mask(args.mask, (H, W))
+    scaled = None
+    if args.mask in SHAPES:
+        mask = _shape_mask(args.mask, H, W)
+    else:
+        scaled = check_agree(image_size(args.mask), img.size, f"the mask {args.mask}", f"the image {args.image}")
+        mask = load_mask(args.mask, (H, W))
     if mask.sum() == 0:
         raise UserError("the mask keeps no pixel (white = known)")
     if mask.min() == 1:
@@ -84,4 +89,4 @@ def run(args):
     holed = img.pixels * mask + 0.5 * (1 - mask)                     # grey where unknown
     save_row(out, holed, model.to_unit(x), scale, args.overwrite)
     print(f"{args.n} completions ({args.sampler}, {info['steps']} steps, resample {args.resample}, "
-          f"{info['nfe']} evaluations, {seconds:.1f} s) -> {out}")
+          f"{info['nfe']} evaluations, {seconds:.1f} s) -> {out}" + (f"; {scaled}" if scaled else ""))

@@ -42,8 +42,13 @@ def run(args):
         print(f"sdekit serve: {model.name} {tuple(model.shape)} on http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
             print(f"sdekit serve: listening on {host}: anyone who can reach this machine can use the page")
-        server.serve_forever()
+        server.serve_forever()                   # until Ctrl-C or SIGTERM
+        print("stopped", flush=True)
     except KeyboardInterrupt:
-        print("stopped")
+        print("stopped", flush=True)
     finally:
-        server.server_close()
+        if not server.server_close():            # the running job did not stop within Limits.stop_seconds
+            import os
+            import sys
+            print("sdekit serve: the running job did not stop in time; exiting without it", file=sys.stderr, flush=True)
+            os._exit(0)                          # no interpreter shutdown under a thread inside the model

@@ -19,7 +19,10 @@ HELP = {
     "class_cond": "class-conditional network (with a null label)",
     "label_dropout": "probability of training with the null label (classifier-free guidance)",
     "max_minutes": "stop (with a checkpoint) after this much wall time",
-    "resume": "continue the run in --out from its checkpoint",
+    "resume": "continue the run in --out from its checkpoint with the configuration it recorded (flags that may "
+              "change: --steps, intervals, --max-minutes, --threads, execution options); a finished run is "
+              "reported complete (exit 0), a folder without a checkpoint yet starts the run",
+    "overwrite": "start a new run in an --out that holds one (its checkpoint is deleted)",
     "download": "fetch missing MNIST / Fashion-MNIST / CIFAR-10 files into DIR (MD5-checked)",
     "steps": "optimisation steps in all (a resumed run continues to this count)",
     "batch_size": "images per step (per process under torchrun)",
@@ -54,6 +57,9 @@ def _ints(s):
 
 
 def add_arguments(p):
+    """One flag per TrainConfig field. No flag has an argparse default: ``args`` holds only the flags
+    given, so that --resume can tell them from the run's recorded configuration (:func:`run`)."""
+    import argparse
     import dataclasses
     from ..train import TrainConfig
     for f in dataclasses.fields(TrainConfig):
@@ -62,32 +68,51 @@ def add_arguments(p):
         help_ = HELP.get(f.name, "") + (f" (default: {default})" if default is not None and default is not False else "")
         if isinstance(default, bool):
             if f.name == "progress":
-                p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+                p.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
+                               help="no progress bar")
             else:
-                p.add_argument(flag, action="store_true", help=help_)
+                p.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_)
         elif isinstance(default, tuple):
-            p.add_argument(flag, type=_ints, default=default, help=help_)
+            p.add_argument(flag, type=_ints, default=argparse.SUPPRESS, help=help_)
         elif f.name in ("teacher", "init"):
-            p.add_argument(flag, default=None, help=help_)
+            p.add_argument(flag, type=str, default=argparse.SUPPRESS, help=help_)
         elif f.name in ("image_size", "channels", "threads"):
-            p.add_argument(flag, type=int, default=None, help=help_)
+            p.add_argument(flag, type=int, default=argparse.SUPPRESS, help=help_)
         elif f.name == "autocast":
-            p.add_argument(flag, choices=AUTOCAST_CHOICES, default=default, help=help_)
+            p.add_argument(flag, choices=AUTOCAST_CHOICES, default=argparse.SUPPRESS, help=help_)
         elif f.name == "max_minutes":
-            p.add_argument(flag, type=float, default=None, help=help_)
+            p.add_argument(flag, type=float, default=argparse.SUPPRESS, help=help_)
         else:
-            p.add_argument(flag, type=type(default), default=default, help=help_)
+            p.add_argument(flag, type=type(default), default=argparse.SUPPRESS, help=help_)
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
 
 
 def run(args):
+    """Train; exit code 0, or 128 + the signal's number (130 for SIGINT, 143 for SIGTERM) when a signal
+    stopped the run early, after its checkpoint was written."""
     import dataclasses
+    import shlex
+    import signal
+    import sys
     from ..train import TrainConfig, dist_env, train
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    from ..train.folder import resumed_config
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    cfg = resumed_config(given)
     s = train(cfg, device=args.device)
-    if dist_env()[0] == 0:
-        if s["removed"]:
-            print(f"removed {s['removed']} temporary file(s) that killed writes had left in {s['out']}")
-        threads = f"{s['threads']} thread" + ("s" if s["threads"] > 1 else "")
-        print(f"trained {s['step']} steps in {s['seconds']:.0f} s ({s['img_per_s']:.1f} img/s, {threads}); "
-              f"model bundle: {s['out']}/model")
+    if dist_env()[0] != 0:
+        return 128 + signal.Signals[s["signal"]] if s["signal"] else 0
+    if s["complete"]:
+        print(f"the run in {s['out']} is complete: it is at step {s['step']} of --steps {cfg.steps}; nothing to do "
+              f"(a larger --steps continues it)")
+        return 0
+    if s["removed"]:
+        print(f"removed {s['removed']} temporary file(s) that killed writes had left in {s['out']}")
+    threads = f"{s['threads']} thread" + ("s" if s["threads"] > 1 else "")
+    if s["signal"]:
+        print(f"stopped by {s['signal']} at step {s['step']} of {cfg.steps}, checkpoint written to "
+              f"{s['out']}/checkpoint.safetensors; continue with: sdekit train --out {shlex.quote(s['out'])} --resume",
+              file=sys.stderr)
+        return 128 + signal.Signals[s["signal"]]
+    print(f"trained {s['step']} steps in {s['seconds']:.0f} s ({s['img_per_s']:.1f} img/s, {threads}); "
+          f"model bundle: {s['out']}/model")
+    return 0

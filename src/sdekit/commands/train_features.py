@@ -29,6 +29,8 @@ def run(args):
         raise UserError("--epochs, --batch-size, --lr and --threads must be positive")
     if not args.overwrite and any((Path(args.out) / f).exists() for f in ("config.json", "model.safetensors")):
         raise UserError(f"{args.out} holds a network; pass --overwrite to replace it")
+    from ..io import check_writable
+    check_writable(args.out)                     # a full disk or read-only folder: refused before the training
     torch.set_num_threads(args.threads)
     cfg = train_features(args.out, args.epochs, args.seed, data=args.data, batch_size=args.batch_size, lr=args.lr,
                          dtype=torch.float16 if args.float16 else torch.float32)

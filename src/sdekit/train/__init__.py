@@ -8,9 +8,12 @@ One module per concern:
 * :mod:`.ema`: the exponential moving average of the weights;
 * :mod:`.checkpoint`: one safetensors file (weights, EMA, Adam moments, RNG states; the rest as JSON in
   its metadata), written atomically, checked field by field when read, never unpickled;
+* :mod:`.folder`: the run folder: its lock (one writer), the configuration it records (so --resume
+  needs no other flag);
 * :mod:`.distributed`: torchrun's environment, the process group, averages over ranks;
 * :mod:`.log`, :mod:`.pictures`: log.csv / TensorBoard, and sample grids during training;
-* :mod:`.loop`: :func:`train`, the loop that ties them together.
+* :mod:`.loop`: :func:`train`, the loop that ties them together (it stops on SIGTERM / SIGINT with a
+  checkpoint of the step it reached).
 
 Determinism. Everything random in step k (the data order, the loss's t / sigma / noise draws, label
 dropout, network dropout) comes from generators seeded by (seed, k) and, for the data order, by

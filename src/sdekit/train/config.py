@@ -51,7 +51,8 @@ class TrainConfig:
     log_every: int = 50
     max_minutes: float | None = None
     progress: bool = True
-    resume: bool = False
+    resume: bool = False           # continue the run in out (or start it when out holds none yet)
+    overwrite: bool = False        # start a new run in an out that holds one (its checkpoint is deleted)
     download: bool = False         # fetch MNIST / Fashion-MNIST / CIFAR-10 files missing from DIR
     threads: int | None = None     # torch CPU threads; None: sdekit.threads.default_threads (or the checkpoint's)
     compile: bool = False          # torch.compile the network's forward (sdekit.accel)
@@ -60,7 +61,7 @@ class TrainConfig:
 
 
 HPARAMS_IGNORED = {"out", "steps", "sample_every", "ckpt_every", "log_every", "max_minutes", "progress", "resume",
-                   "download", "threads", "compile", "channels_last", "autocast"}
+                   "overwrite", "download", "threads", "compile", "channels_last", "autocast"}
 
 
 def hparams(cfg: TrainConfig) -> dict:
@@ -78,6 +79,7 @@ def validate(cfg: TrainConfig) -> None:
               (cfg.warmup >= 0 and cfg.grad_clip >= 0, "--warmup and --grad-clip must be >= 0"),
               (min(cfg.ckpt_every, cfg.log_every, cfg.sample_every) >= 0, "intervals must be >= 0"),
               (cfg.threads is None or cfg.threads >= 1, "--threads must be >= 1"),
+              (not (cfg.resume and cfg.overwrite), "--resume continues a run, --overwrite replaces it: pass one"),
               ((cfg.loss == "cd") == (cfg.teacher is not None), "--loss cd and --teacher go together"),
               (cfg.cd_levels >= 2, "--cd-levels must be >= 2")]
     for ok, msg in checks:

@@ -229,7 +229,7 @@ class App:
 
     def job_status(self, job: Job) -> dict:
         d = {"id": job.id, "kind": job.task.kind, "status": job.status, "progress": round(job.progress(), 4),
-             "nfe": job.nfe, "position": self.queue.position(job), "message": job.message,
+             "nfe": job.nfe, "position": self.queue.position(job), "ahead": self.queue.ahead(job), "message": job.message,
              "seed": job.task.seed}
         if job.status == "done":
             d["results"] = [f"/api/jobs/{job.id}/{k}.png" for k in job.pngs if k.startswith("result-")]

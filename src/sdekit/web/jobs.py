@@ -1,5 +1,12 @@
 """The page's job queue: one worker thread runs tasks in order (the CPU is the bottleneck), a bounded wait
-list answers "busy" beyond it, and finished jobs keep their PNGs for a while so clients can fetch them."""
+list answers "busy" beyond it, and finished jobs keep their PNGs until their clients have had a fair
+chance to fetch them.
+
+Retention (:meth:`JobQueue.forget`): a finished job is kept for ``Limits.keep_seconds`` after it finished
+or after its status or an image of it was last read, whichever is later, and beyond that as long as fewer
+than ``max(Limits.keep_jobs, 4 * (Limits.waiting + 1))`` finished jobs are newer; so every accepted job,
+however long the queue, is kept at least that long after its result appears. Above ``Limits.keep_bytes``
+of result PNGs in all, the oldest finished jobs are forgotten first whatever their age (a bound on memory)."""
 from __future__ import annotations
 
 import collections
@@ -36,7 +43,12 @@ class Job:
     created: float = field(default_factory=time.monotonic)
     started: float | None = None
     finished: float | None = None
+    read: float | None = None                # when its status or an image was last asked for
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    def size(self) -> int:
+        """Bytes of its result PNGs."""
+        return sum(map(len, self.pngs.values()))
 
     def progress(self) -> float:
         """In [0, 1]: score evaluations done over those expected, capped at 0.99 until done."""
@@ -47,10 +59,11 @@ class Job:
 
 class JobQueue:
     """First come, first served, one job at a time; at most ``limits.waiting`` jobs wait (more: Busy);
-    the ``keep`` most recent jobs are remembered."""
+    finished jobs are kept as the module's docstring says (``keep``, if given, replaces ``limits.keep_jobs``)."""
 
-    def __init__(self, model, limits: Limits = Limits(), keep: int = 32):
-        self.model, self.limits, self.keep = model, limits, keep
+    def __init__(self, model, limits: Limits = Limits(), keep: int | None = None):
+        self.model, self.limits = model, limits
+        self.keep = max(limits.keep_jobs if keep is None else keep, 4 * (limits.waiting + 1))
         self.jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self.waiting: collections.deque[Job] = collections.deque()
         self.running: Job | None = None
@@ -61,27 +74,50 @@ class JobQueue:
 
     def submit(self, task: Task) -> Job:
         with self.cond:
+            if self.closed:
+                raise Busy("the server is stopping")
             if len(self.waiting) >= self.limits.waiting:
                 raise Busy(f"busy: {len(self.waiting)} jobs are waiting; try again in a minute")
             job = Job(task)
             self.jobs[job.id] = job
             self.waiting.append(job)
-            while len(self.jobs) > self.keep:                 # forget the oldest finished jobs
-                old = next((j for j in self.jobs.values() if j.status not in ("queued", "running")), None)
-                if old is None:
-                    break
-                del self.jobs[old.id]
+            self.forget()
             self.cond.notify_all()
             return job
 
-    def get(self, job_id: str) -> Job | None:
+    def forget(self, now: float | None = None) -> list[str]:
+        """Drop the finished jobs the retention rule (module docstring) lets go; returns their ids."""
+        now = time.monotonic() if now is None else now
         with self.cond:
-            return self.jobs.get(job_id)
+            done = [j for j in self.jobs.values() if j.finished is not None]          # oldest first
+            total, gone = sum(j.size() for j in done), []
+            for i, j in enumerate(done):
+                newer = len(done) - i - 1
+                last = max(j.finished, j.read or j.finished)
+                if total > self.limits.keep_bytes or (newer >= self.keep and now - last > self.limits.keep_seconds):
+                    total -= j.size()
+                    gone.append(j.id)
+                    del self.jobs[j.id]
+            return gone
+
+    def get(self, job_id: str) -> Job | None:
+        """The job (its retention clock restarts: a client is reading it), or None."""
+        with self.cond:
+            job = self.jobs.get(job_id)
+            if job is not None:
+                job.read = time.monotonic()
+            return job
 
     def position(self, job: Job) -> int:
         """1 = next to run; 0 = running or finished."""
         with self.cond:
             return next((i + 1 for i, j in enumerate(self.waiting) if j is job), 0)
+
+    def ahead(self, job: Job) -> int:
+        """The jobs that run or wait before a queued ``job`` (0: it starts next, nothing else runs)."""
+        with self.cond:
+            position = self.position(job)
+            return 0 if position == 0 else position - 1 + (self.running is not None)
 
     def cancel(self, job: Job) -> None:
         with self.cond:
@@ -90,12 +126,22 @@ class JobQueue:
                 self.waiting.remove(job)
                 job.status, job.message = "cancelled", "cancelled"
 
-    def close(self) -> None:
+    def close(self, seconds: float | None = None) -> bool:
+        """Stop: cancel the waiting jobs and the running one, and wait up to ``seconds`` (default
+        ``limits.stop_seconds``) for the worker to end (a running job stops at its next solver step).
+        Returns whether it ended."""
         with self.cond:
             self.closed = True
+            for job in self.waiting:
+                job.cancel.set()
+                job.status, job.message = "cancelled", "cancelled: the server stopped"
+            self.waiting.clear()
             if self.running is not None:
                 self.running.cancel.set()
             self.cond.notify_all()
+        if self.worker is not threading.current_thread():
+            self.worker.join(self.limits.stop_seconds if seconds is None else seconds)
+        return not self.worker.is_alive()
 
     def _work(self) -> None:
         while True:
@@ -109,6 +155,7 @@ class JobQueue:
             self._run(job)
             with self.cond:
                 self.running = None
+                self.forget()
 
     def _run(self, job: Job) -> None:
         def on_step(nfe):

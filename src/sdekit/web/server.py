@@ -8,6 +8,7 @@ connections and on how long a client may take to send its request.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import socket
@@ -79,6 +80,19 @@ class DeadlineProtocol(H11Protocol):
         super().connection_lost(exc)
 
 
+class StoppingServer(uvicorn.Server):
+    """uvicorn's server, which on SIGINT / SIGTERM stops serving and returns (uvicorn would raise the
+    signal again once it stopped: a KeyboardInterrupt, or the end of the process for SIGTERM, while the
+    job queue's worker may still be inside the model). The caller then stops the queue."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        with super().capture_signals():
+            yield
+            self.signals = list(self._captured_signals)
+            self._captured_signals.clear()
+
+
 class Server:
     """A listening socket and, once ``app`` (an :class:`App`) is set, uvicorn serving it there.
     ``server_address`` is (host, port) as bound (port 0 asks for any free port)."""
@@ -101,20 +115,23 @@ class Server:
                     self.app.asgi, http=functools.partial(DeadlineProtocol, head_seconds=limits.head_seconds),
                     lifespan="off", log_config=None, access_log=False, server_header=False,
                     limit_concurrency=limits.connections, timeout_keep_alive=5, timeout_graceful_shutdown=3)
-                self._uvicorn = uvicorn.Server(config)
+                self._uvicorn = StoppingServer(config)
             return self._uvicorn
 
     def serve_forever(self) -> None:
-        """Serve until :meth:`shutdown` (or, in the main thread, until SIGINT / SIGTERM)."""
+        """Serve until :meth:`shutdown` (or, in the main thread, until SIGINT / SIGTERM, which end it
+        as :meth:`shutdown` does, and return)."""
         self._server().run(sockets=[self.socket])
 
     def shutdown(self) -> None:
         self._server().should_exit = True
 
-    def server_close(self) -> None:
-        if self.app is not None:
-            self.app.queue.close()
+    def server_close(self, seconds: float | None = None) -> bool:
+        """Stop the job queue (cancel its jobs and wait up to ``seconds``, default
+        ``Limits.stop_seconds``, for its worker) and close the socket. Returns whether the worker ended."""
+        stopped = self.app.queue.close(seconds) if self.app is not None else True
         self.socket.close()
+        return stopped
 
 
 def bind(host: str = "127.0.0.1", port: int = 7860) -> Server:

@@ -138,18 +138,21 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
         conditioned = (default_class(model) if t.label is None else t.label) != -1
         t.t0_frac = _float(body, "t0", default_t0(model, conditioned), 0.0, 1.0)
         t.repeats = _int(body, "repeats", 1, 1, limits.repeats)
-        if body.get("t0_map"):
-            t.t0_map = strength_map(data_url_bytes(body["t0_map"], "t0_map"), model.shape, t.t0_frac, limits)
-            if t.t0_map is not None and t.t0_map.max() == 0:
-                raise UserError("the strength layer keeps everything (t0 0 everywhere): nothing to edit")
-    t0 = t.t0_frac if t.t0_map is None else float(t.t0_map.max())          # the solver starts at the largest
-    t.steps = _int(body, "steps", default_steps(model, kind, t.sampler, t0), 1, limits.steps)
+    image = None
     if kind in ("edit", "inpaint"):
         if not body.get("image"):
             raise UserError("paint something or upload an image first")
-        t.image = load_canvas(data_url_bytes(body["image"], "image"), model.shape, limits).pixels
+        image = load_canvas(data_url_bytes(body["image"], "image"), model.shape, limits)
+    if kind == "edit" and body.get("t0_map"):
+        t.t0_map = strength_map(data_url_bytes(body["t0_map"], "t0_map"), model.shape, t.t0_frac, limits, image.size)
+        if t.t0_map is not None and t.t0_map.max() == 0:
+            raise UserError("the strength layer keeps everything (t0 0 everywhere): nothing to edit")
+    t0 = t.t0_frac if t.t0_map is None else float(t.t0_map.max())          # the solver starts at the largest
+    t.steps = _int(body, "steps", default_steps(model, kind, t.sampler, t0), 1, limits.steps)
+    if image is not None:
+        t.image = image.pixels
         if body.get("mask"):
-            t.mask = keep_mask(data_url_bytes(body["mask"], "mask"), model.shape, limits)
+            t.mask = keep_mask(data_url_bytes(body["mask"], "mask"), model.shape, limits, image.size)
             if t.mask.all():                 # nothing painted on the mask layer: no mask
                 t.mask = None
         if kind == "inpaint" and t.mask is None:

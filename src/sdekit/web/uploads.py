@@ -66,19 +66,21 @@ def return_memory() -> None:
         trim(0)
 
 
-def load_upload(data: bytes, shape, limits: Limits = Limits(), what: str = "image"):
+def load_upload(data: bytes, shape, limits: Limits = Limits(), what: str = "image", max_pixels: int | None = None):
     """Bytes of an image file -> :class:`sdekit.images.LoadedImage` at ``shape`` = (C, H, W).
 
     Raises UserError (its message names ``what``, never a server path) for an empty or too large file
-    (more than ``limits.upload_bytes``), a file that is not an image, a truncated one, or one of more than
-    ``limits.pixels`` pixels."""
+    (more than ``limits.upload_bytes``), a file that is not an image, a truncated one (also one whose
+    pixel data end before its declared size), or one of more than ``max_pixels`` pixels (default
+    ``limits.max_pixels(shape)``: at most ``limits.zoom`` times the model's size a side), refused from
+    its header before any pixel is decoded."""
     from ..images import load_image
     if len(data) > limits.upload_bytes:
         raise UserError(f"{what} is {len(data) / 1e6:.1f} MB; the limit is {limits.upload_bytes / 1e6:.1f} MB")
     if not data:
         raise UserError(f"{what} is an empty file")
     try:
-        im = load_image(data, shape, max_pixels=limits.pixels)
+        im = load_image(data, shape, max_pixels=limits.max_pixels(shape) if max_pixels is None else max_pixels)
     except UserError as e:                   # sdekit.images calls bytes "image"
         raise UserError(str(e).replace("image: ", f"{what}: ", 1)) from None
     except (OSError, SyntaxError, EOFError, ValueError) as e:      # a decoder's own complaint: still a bad file
@@ -86,11 +88,11 @@ def load_upload(data: bytes, shape, limits: Limits = Limits(), what: str = "imag
     return type(im)(im.pixels, im.alpha, im.size)            # without the whole picture
 
 
-def _zoom(data: bytes, H: int, W: int, limits: Limits) -> int:
+def _zoom(data: bytes, H: int, W: int, max_pixels: int) -> int:
     """k when the image is exactly k times the model's size (the page's canvas), else 0."""
     from ..images import image_size
     try:
-        w, h = image_size(data, limits.pixels)            # the header only
+        w, h = image_size(data, max_pixels)               # the header only
     except Exception:                                     # not a canvas; the decode says what is wrong
         return 0
     return w // W if w % W == 0 and h % H == 0 and w // W == h // H else 0
@@ -102,32 +104,46 @@ def load_canvas(data: bytes, shape, limits: Limits = Limits(), what: str = "imag
     image shown at zoom k comes back unchanged. Any other size goes by the rule of sdekit.images."""
     import torch.nn.functional as F
     C, H, W = shape
-    k = _zoom(data, H, W, limits)
+    bound = limits.max_pixels(shape)
+    k = _zoom(data, H, W, bound)
     if k <= 1:
         return load_upload(data, shape, limits, what)
-    big = load_upload(data, (C, k * H, k * W), limits, what)
+    big = load_upload(data, (C, k * H, k * W), limits, what, bound)
     alpha = None if big.alpha is None else (F.avg_pool2d(big.alpha, k) >= 0.5).float()
     return type(big)(F.avg_pool2d(big.pixels, k), alpha, big.size)
 
 
-def keep_mask(data: bytes, shape, limits: Limits = Limits()) -> torch.Tensor:
+def _same_canvas(layer, image_size, what: str) -> None:
+    """UserError naming both sizes unless a layer has the (width, height) ``image_size`` of its image (None: unchecked)."""
+    if image_size is not None and tuple(layer.size) != tuple(image_size):
+        raise UserError(f"the {what} is {layer.size[0]}x{layer.size[1]} but the image is "
+                        f"{image_size[0]}x{image_size[1]}: send every layer of one canvas")
+
+
+def keep_mask(data: bytes, shape, limits: Limits = Limits(), image_size=None) -> torch.Tensor:
     """The page's mask layer (a PNG; painted = opaque = the region to regenerate) -> [1, 1, H, W] in the
-    library's convention: 1 = keep the guide, 0 = regenerate. A PNG without transparency is all painted."""
+    library's convention: 1 = keep the guide, 0 = regenerate. A PNG without transparency is all painted.
+    ``image_size``: the (width, height) of the image the mask goes with; a mask of another size is
+    refused (UserError naming both sizes): the page sends both layers of one canvas."""
     C, H, W = shape
-    painted = load_canvas(data, (1, H, W), limits, "mask").alpha
+    layer = load_canvas(data, (1, H, W), limits, "mask")
+    _same_canvas(layer, image_size, "mask")
+    painted = layer.alpha
     return torch.zeros(1, 1, H, W) if painted is None else 1 - painted
 
 
 STRENGTH_GREEN = 160      # the strength layer's colour for t0 = a: (255 a, STRENGTH_GREEN, 255 (1 - a)), blue = keep
 
 
-def strength_map(data: bytes, shape, t0: float, limits: Limits = Limits()) -> torch.Tensor | None:
+def strength_map(data: bytes, shape, t0: float, limits: Limits = Limits(), image_size=None) -> torch.Tensor | None:
     """The page's strength layer (a PNG; painted = opaque, in the colour (255 a, 160, 255 (1 - a)) for the
     amount t0 = a in [0, 1]) -> a t0 map [1, 1, H, W]: a = R / (R + B) where at least half of a model
     pixel is painted (the ratio survives block averaging and a stroke's soft edge), ``t0`` (the page's
-    slider) elsewhere; None when nothing is painted. A PNG without transparency is all painted."""
+    slider) elsewhere; None when nothing is painted. A PNG without transparency is all painted.
+    ``image_size``: as for :func:`keep_mask`."""
     C, H, W = shape
     img = load_canvas(data, (3, H, W), limits, "strength")
+    _same_canvas(img, image_size, "strength layer")
     painted = torch.ones(1, 1, H, W, dtype=torch.bool) if img.alpha is None else img.alpha.bool()
     if not painted.any():
         return None

@@ -81,10 +81,8 @@ function setupCanvas() {
   state.bg = state.info.background || "#000000";
   const fit = Math.min(1, MAX_DISPLAY / (state.zoom * Math.max(H, W)));
   state.display = [W * state.zoom * fit, H * state.zoom * fit];          // CSS pixels of the canvas and the results
-  for (const c of [paint(), mask(), strength()]) {
-    c.width = W * state.zoom; c.height = H * state.zoom;
-    c.style.width = `${state.display[0]}px`; c.style.height = `${state.display[1]}px`;
-  }
+  for (const c of [paint(), mask(), strength()]) { c.width = W * state.zoom; c.height = H * state.zoom; }
+  paint().style.width = `${state.display[0]}px`;          // at most the screen's width (CSS); the layers cover it
   clearLayer("paint"); clearLayer("mask"); clearLayer("strength"); state.undo = [];
   const shown = state.zoom > 1 ? `shown ${state.zoom}× enlarged` : fit < 1 ? `shown at ${Math.round(100 * fit)}%` : "shown 1:1";
   $("canvas-hint").textContent = `${W}×${H} model pixels, ${shown}; the model sees exactly these pixels (the guide beside ` +
@@ -191,7 +189,10 @@ async function upload(file) {
     const r = await api("/api/upload", { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } });
     await drawImageOnPaint(r.image);
     status(`${file.name}: ${r.width}×${r.height}, resized to the model's resolution; paint over it`);
-  } catch (e) { message(`${file.name}: ${e.message}`); status("ready"); }
+  } catch (e) {               // the server calls the upload "the file": name it
+    message(e.message.startsWith("the file") ? file.name + e.message.slice(8) : `${file.name}: ${e.message}`);
+    status("ready");
+  }
 }
 
 // ---- controls ----------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ function setTab(tab) {
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.tab === tab);
   $("run").textContent = RUN_LABEL[tab];
   loadInputs(tab);
-  if (tab === "inpaint") document.querySelector("input[name=layer][value=mask]").click();
+  if (tab === "inpaint") selectLayer("mask");
   updateLayer();
   render();
 }
@@ -215,6 +216,8 @@ function updateLayer() {
   document.body.classList.toggle("layer-mask", layer() === "mask");
   document.body.classList.toggle("layer-strength", layer() === "strength");
 }
+
+function selectLayer(which) { document.querySelector(`input[name=layer][value=${which}]`).checked = true; updateLayer(); }
 
 function setupControls() {
   for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => setTab(b.dataset.tab));
@@ -260,6 +263,13 @@ function setupPalette() {     // grey levels for a 1-channel model, colours and 
 
 // ---- jobs --------------------------------------------------------------------------------------
 
+function settings(body) {    // the settings that made a set of results, as the page's labels name them
+  const parts = [body.sampler, `${body.steps} steps`, `${body.n} results`];
+  if (body.kind === "edit") parts.push(`t0 ${body.t0.toFixed(2)}`, `${body.repeats} repeat(s)`);
+  if (body.label !== -1) parts.push(`class ${body.label === "auto" ? "read from the drawing" : body.label}`);
+  return parts.join(" · ");
+}
+
 function request(tab) {
   const body = { kind: tab, steps: +$("steps").value, n: +$("n").value, sampler: $("sampler").value,
                  label: $("label").value === "auto" ? "auto" : +$("label").value };
@@ -288,27 +298,35 @@ async function run() {
       !window.confirm("The canvas is empty: nothing is painted or uploaded. Run on it anyway?")) return;
   update(tab, { message: "", status: "sending…", progress: 0 });
   let job;
+  const body = request(tab);
   try {
-    job = await api("/api/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(request(tab)) });
+    job = await api("/api/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
   } catch (e) { update(tab, { status: "not run", progress: 0, message: e.message }); return; }
   update(tab, { job: job.id });
-  poll(tab, job);
+  poll(tab, job, settings(body));
 }
 
-async function poll(tab, job) {
+function waiting(job) {      // a queued job: how many jobs run or wait before it
+  if (!job.ahead) return "starting…";
+  return `waiting: ${job.ahead} job${job.ahead > 1 ? "s" : ""} ahead in the queue`;
+}
+
+async function poll(tab, job, made) {
   const t = tabState(tab);
   while (t.job === job.id) {
     if (["done", "error", "cancelled"].includes(job.status)) break;
-    update(tab, { progress: job.progress, status: job.status === "queued" ? `waiting: number ${job.position} in the queue`
+    update(tab, { progress: job.progress, status: job.status === "queued" ? waiting(job)
                                                    : `working… ${Math.round(job.progress * 100)}% (${job.nfe} score evaluations)` });
     await new Promise((r) => setTimeout(r, 250));
     try { job = await api(`/api/jobs/${job.id}`); }
     catch (e) { update(tab, { job: null, status: "lost track of the job", progress: 0, message: e.message }); return; }
   }
   if (t.job !== job.id) return;
-  if (job.status === "done") update(tab, { job: null, status: `done: ${job.message}; seed ${job.seed}`, progress: 1, shown: job });
+  if (job.status === "done") update(tab, { job: null, status: `done: ${job.message}; seed ${job.seed}`, progress: 1,
+                                           shown: { ...job, settings: `${made} · seed ${job.seed}` } });
   else if (job.status === "error") update(tab, { job: null, status: "failed", progress: 0, message: job.message });
-  else update(tab, { job: null, status: "cancelled", progress: 0 });
+  else update(tab, { job: null, status: t.shown ? "cancelled; the results shown are those of the earlier run below"
+                                                 : "cancelled", progress: 0 });
 }
 
 async function cancel() {
@@ -340,6 +358,7 @@ function figure(job, url, caption, name, extra) {
 function show(job) {
   const box = $("results"); box.innerHTML = "";
   $("grid-link").hidden = !job;
+  $("results-settings").textContent = job ? job.settings : "";
   if (!job) return;
   const tag = `${job.kind}-seed${job.seed}`;
   if (job.images.guide) { const [f] = figure(job, job.images.guide, "guide", `${tag}-guide.png`); f.classList.add("guide"); box.append(f); }
@@ -357,13 +376,21 @@ function show(job) {
   }
   job.results.forEach((url, i) => {
     const use = document.createElement("button");
-    use.textContent = "edit"; use.title = "load into the canvas as the new guide";
-    use.addEventListener("click", async () => { if (state.tab === "sample") setTab("edit"); await drawImageOnPaint(url); });
+    use.textContent = "edit"; use.title = "load into the Paint & edit tab's canvas as the new guide (with a fresh mask)";
+    use.addEventListener("click", () => editResult(url, i + 1));
     const [f, img] = figure(job, url, `#${i + 1}`, `${tag}-${i + 1}.png`, use);
     img.classList.add("result");
     box.append(f);
   });
   $("grid-link").href = job.images.grid; $("grid-link").download = `${tag}-grid.png`;
+}
+
+async function editResult(url, k) {   // a result as the new guide: the edit tab, a fresh mask, the paint layer
+  if (state.tab !== "edit") setTab("edit");
+  await drawImageOnPaint(url);                                        // one undo step brings back both layers
+  clearLayer("mask");
+  selectLayer("paint");
+  status(`result #${k} is the new guide (the mask is cleared); paint over it and run again`);
 }
 
 // ---- start -------------------------------------------------------------------------------------
