@@ -266,12 +266,13 @@ TIME_INPUTS = {
     "sigma": lambda sde, sigma: sigma,                        # NCSN / score_sde VE: the noise level itself
     "t": lambda sde, sigma: sde.sigma_inv(sigma),             # continuous time in [0, T]
     "timestep": lambda sde, sigma: sde.timestep(sigma),       # discrete: fractional index into alphas_cumprod
+    "flow": lambda sde, sigma: sigma / (1 + sigma),           # the flow path's time tau (diffusers' flow "sigma")
 }
 
 
 class ModelSpaceInput:
     """The network sees the model-space state x = s(t) y and its own time variable: ``time`` is one of
-    TIME_INPUTS ("sigma", "t", "timestep"), optionally multiplied by ``time_scale`` (e.g. 999)."""
+    TIME_INPUTS ("sigma", "t", "timestep", "flow": tau = sigma / (1 + sigma)), optionally multiplied by ``time_scale`` (e.g. 999)."""
 
     def __init__(self, time: str = "t", time_scale: float = 1.0):
         if time not in TIME_INPUTS:
@@ -316,6 +317,13 @@ class Consistency:
         return bcast(sd2 / (d ** 2 + sd2), y) * y + bcast(d * sigma_data * (sd2 + sigma ** 2).rsqrt(), y) * F
 
 
+def _velocity(F, y, sigma, s, sd):
+    """Flow matching's velocity v = dx/dtau = n - x0 on the path x = (1 - tau) x0 + tau n (Lipman et al.
+    2023; Liu et al. 2023) with tau = sigma / (1 + sigma), x = y / (1 + sigma): x0 = x - tau v, i.e.
+    D = (y - sigma F) / (1 + sigma)."""
+    return (y - bcast(sigma, y) * F) / bcast(1 + sigma, y)
+
+
 PREDICTIONS = {
     "edm": _edm,                                                                   # EDM eq. 7
     "eps": lambda F, y, sigma, s, sd: y - bcast(sigma, y) * F,                     # y = x0 + sigma eps
@@ -324,12 +332,13 @@ PREDICTIONS = {
     "score": lambda F, y, sigma, s, sd: y + bcast(sigma ** 2 * s, y) * F,          # F = grad_x log p_t
     "scaled_score": lambda F, y, sigma, s, sd: y + bcast(sigma, y) * F,            # F = std * score
     "consistency": Consistency(),                                                  # Song et al. 2023 eq. 5
+    "velocity": _velocity,                                                         # F = n - x0 (flow)
 }
 
 
 class NetworkDenoiser(Denoiser):
     """D from a network ``net(input, noise_condition[, class_labels]) -> F`` with a ``prediction``
-    (a key of PREDICTIONS: "edm", "eps", "x0", "v", "score", "scaled_score", "consistency") and a
+    (a key of PREDICTIONS: "edm", "eps", "x0", "v", "score", "scaled_score", "consistency", "velocity") and a
     ``net_input`` (EDMInput or ModelSpaceInput). The network is stored as ``self.net`` (weights under "net.").
     ``null_label``: whether a conditional network also takes no label (None, or -1); without one, an
     evaluation without a class 0..K-1 is a UserError (:func:`check_labels`). ``sigma_min``: the boundary

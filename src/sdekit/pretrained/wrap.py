@@ -27,7 +27,7 @@ from ..sde import SDE, DiscreteVPSDE
 
 __all__ = ["wrap", "TensorOutput", "WRAP_PREDICTIONS"]
 
-WRAP_PREDICTIONS = ("eps", "x0", "v", "score", "edm", "consistency")
+WRAP_PREDICTIONS = ("eps", "x0", "v", "score", "edm", "consistency", "velocity")
 EDM_INPUT = ("edm", "consistency")          # predictions whose network is fed EDM's c_in y and ln(sigma) / 4
 
 
@@ -92,8 +92,8 @@ def _net_input(prediction: str, sde: SDE, time_input: str | None, discrete: bool
             raise UserError("a network on alphas_cumprod takes the timestep; time_input must be left out")
         return ModelSpaceInput("timestep")
     time_input = "t" if time_input is None else time_input
-    if time_input not in ("t", "sigma"):
-        raise UserError(f"time_input must be 't' or 'sigma', got {time_input!r}")
+    if time_input not in ("t", "sigma", "flow"):
+        raise UserError(f"time_input must be 't', 'sigma' or 'flow', got {time_input!r}")
     return ModelSpaceInput(time_input)
 
 
@@ -106,10 +106,12 @@ def wrap(net, prediction: str = "eps", alphas_cumprod=None, sde: SDE | None = No
     in model space; it returns a tensor shaped like x (or an object with ``.sample``, or a tuple).
     prediction: what it returns, one of "eps" (the noise: x = s (x0 + sigma eps)), "x0" (the clean data),
     "v" (v-prediction, alpha eps - sigma_t x0 in the VP sense), "score" (grad_x log p_t), "edm" (EDM's F),
-    "consistency" (a consistency model's F, Song et al. 2023; fed as "edm"; its default sampler is "consistency").
+    "consistency" (a consistency model's F, Song et al. 2023; fed as "edm"; its default sampler is "consistency"),
+    "velocity" (flow matching: v = n - x0 on the path x = (1 - tau) x0 + tau n, with sde=sdekit.FlowSDE()).
     alphas_cumprod: [N] strictly decreasing in (0, 1), for a discrete-time network: c is the float
     timestep [B] in [0, N - 1]. sde: a member of the SDE family, for a continuous-time network:
-    c = t in [0, sde.T] (time_input "t", default) or c = sigma(t) (time_input "sigma").
+    c = t in [0, sde.T] (time_input "t", default), c = sigma(t) (time_input "sigma") or the flow path's
+    time c = tau = sigma / (1 + sigma) (time_input "flow"; t itself for sdekit.FlowSDE() without shift).
     Give exactly one of alphas_cumprod and sde. shape: (C, H, W) of one sample (or (d,) for vectors).
     data_range: (lo, hi), model space x = lo + (hi - lo) u for pixels u in [0, 1] (the network's own
     range, e.g. (-1, 1) for DDPM, (0, 1) for score_sde's VE models). num_classes: K > 0 for a
