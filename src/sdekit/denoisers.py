@@ -253,13 +253,14 @@ class ClassifierGuided(Denoiser):
 
 class EDMInput:
     """EDM's input scaling (Karras et al. Table 1): the network sees c_in y with
-    c_in = 1 / sqrt(sigma^2 + sigma_data^2), and the noise condition c_noise = ln(sigma) / 4."""
+    c_in = 1 / sqrt(sigma^2 + sigma_data^2), and the noise condition c_noise = ln(sigma) / 4, multiplied
+    by ``time_scale`` (e.g. 1000: the consistency models' 250 ln(sigma))."""
 
-    def __init__(self, sigma_data: float = 0.5):
-        self.sigma_data = float(sigma_data)
+    def __init__(self, sigma_data: float = 0.5, time_scale: float = 1.0):
+        self.sigma_data, self.time_scale = float(sigma_data), float(time_scale)
 
     def __call__(self, sde: SDE, y, sigma):
-        return bcast((sigma ** 2 + self.sigma_data ** 2).rsqrt(), y) * y, sigma.log() / 4
+        return bcast((sigma ** 2 + self.sigma_data ** 2).rsqrt(), y) * y, sigma.log() / 4 * self.time_scale
 
 
 TIME_INPUTS = {

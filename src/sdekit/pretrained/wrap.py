@@ -81,25 +81,29 @@ def _data_range(data_range) -> tuple[float, float]:
     return lo, hi
 
 
-def _net_input(prediction: str, sde: SDE, time_input: str | None, discrete: bool, sigma_data: float):
-    """What the network is fed: EDM's scaling, or the model-space x and its time variable."""
+def _net_input(prediction: str, sde: SDE, time_input: str | None, discrete: bool, sigma_data: float,
+               time_scale: float = 1.0):
+    """What the network is fed: EDM's scaling, or the model-space x and its time variable (x time_scale)."""
+    if not (isinstance(time_scale, (int, float)) and not isinstance(time_scale, bool) and 0 < time_scale < float("inf")):
+        raise UserError(f"time_scale must be a positive number, got {time_scale!r}")
     if prediction in EDM_INPUT:
         if time_input is not None:
             raise UserError(f"prediction={prediction!r} feeds the network EDM's ln(sigma)/4; it takes no time_input")
-        return EDMInput(sigma_data)
+        return EDMInput(sigma_data, time_scale)
     if discrete:
         if time_input not in (None, "timestep"):
             raise UserError("a network on alphas_cumprod takes the timestep; time_input must be left out")
-        return ModelSpaceInput("timestep")
+        return ModelSpaceInput("timestep", time_scale)
     time_input = "t" if time_input is None else time_input
     if time_input not in ("t", "sigma", "flow"):
         raise UserError(f"time_input must be 't', 'sigma' or 'flow', got {time_input!r}")
-    return ModelSpaceInput(time_input)
+    return ModelSpaceInput(time_input, time_scale)
 
 
 def wrap(net, prediction: str = "eps", alphas_cumprod=None, sde: SDE | None = None, time_input: str | None = None,
          shape=None, data_range=(-1.0, 1.0), num_classes: int = 0, name: str = "wrapped",
-         sigma_data: float = 0.5, null_label: bool = True, sigma_min: float | None = None) -> Model:
+         sigma_data: float = 0.5, null_label: bool = True, sigma_min: float | None = None,
+         time_scale: float = 1.0) -> Model:
     """A :class:`~sdekit.model.Model` of any torch network (or callable).
 
     net: called as ``net(x, c)`` (``net(x, c, class_labels)`` for a conditional model) with x [B, *shape]
@@ -116,7 +120,8 @@ def wrap(net, prediction: str = "eps", alphas_cumprod=None, sde: SDE | None = No
     data_range: (lo, hi), model space x = lo + (hi - lo) u for pixels u in [0, 1] (the network's own
     range, e.g. (-1, 1) for DDPM, (0, 1) for score_sde's VE models). num_classes: K > 0 for a
     class-conditional network. sigma_data: EDM's, for predictions "edm" and "consistency". sigma_min: the
-    boundary level of prediction "consistency" (default 0.002). null_label: whether a conditional
+    boundary level of prediction "consistency" (default 0.002). time_scale: the network's time input is
+    c x time_scale (e.g. 1000 for diffusers' flow-matching timesteps, 1000 ln(sigma)/4 for consistency models). null_label: whether a conditional
     network also takes label -1 for "no class" (its unconditional score, which unlabelled sampling and
     classifier-free guidance need); False: every evaluation needs a class 0..K-1 (UserError otherwise).
 
@@ -141,7 +146,7 @@ def wrap(net, prediction: str = "eps", alphas_cumprod=None, sde: SDE | None = No
     if not isinstance(net, TensorOutput):
         net = TensorOutput(net)
     net.num_classes = num_classes
-    net_input = _net_input(prediction, sde, time_input, discrete, sigma_data)
+    net_input = _net_input(prediction, sde, time_input, discrete, sigma_data, time_scale)
     den = NetworkDenoiser(net, sde, prediction, net_input, sigma_data, null_label, sigma_min)
     config = {"format": "wrapped", "name": str(name), "shape": list(shape), "num_classes": num_classes,
               "data_range": [lo, hi], "sde": sde.config(), "prediction": prediction,
