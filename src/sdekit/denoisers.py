@@ -385,11 +385,11 @@ class NetworkDenoiser(Denoiser):
 
 class Preconditioned(NetworkDenoiser):
     """sdekit's own networks: F(c_in y, ln(sigma)/4, class_labels) with the parametrisation ``kind``
-    ("edm" preconditioning, "eps", "scaled_score", "score" or "consistency"); see nets/precond.py.
+    ("edm" preconditioning, "eps", "scaled_score", "score", "consistency" or "velocity"); see nets/precond.py.
     ``sigma_min``: the boundary level of kind "consistency" (None: :data:`SIGMA_MIN_CM`); ValueError for
     another kind."""
 
-    KINDS = ("edm", "eps", "scaled_score", "score", "consistency")
+    KINDS = ("edm", "eps", "scaled_score", "score", "consistency", "velocity")
 
     def __init__(self, net: nn.Module, sde: SDE, kind: str = "edm", sigma_data: float = 0.5,
                  sigma_min: float | None = None):

@@ -3,12 +3,16 @@ from .common import ACCEL_HELP, AUTOCAST_CHOICES
 
 HELP = {
     "data": "digits | toy:NAME | folder:PATH | mnist:DIR | fashion-mnist:DIR | cifar10:DIR",
-    "sde": "ve | vp | subvp | edm",
+    "sde": "ve | vp | subvp | edm | flow",
     "out": "run folder (checkpoint, log.csv, samples/, model/ bundle)",
-    "loss": "dsm | edm | smld | ddpm",
+    "loss": "dsm | edm | smld | ddpm | flow (default: flow for --sde flow, else dsm)",
     "weighting": "dsm weighting: sigma2 | likelihood",
     "reduce": "mean | sum over a sample's dimensions",
-    "precond": "network parametrisation: edm | eps | scaled_score | score",
+    "precond": "network parametrisation: edm | eps | scaled_score | score | velocity "
+               "(default: velocity for the flow loss, else edm)",
+    "time_density": "flow loss: density of the path time tau, uniform | logit_normal",
+    "ln_mean": "flow loss, logit_normal: mean of logit tau (Esser et al. 2024: 0)",
+    "ln_std": "flow loss, logit_normal: standard deviation of logit tau (Esser et al. 2024: 1)",
     "net": "auto | unet | mlp",
     "ch_mult": "channel multipliers per level, e.g. 1,2,2",
     "attn": "resolutions with self-attention, e.g. 8 (empty: none)",
@@ -65,6 +69,8 @@ def add_arguments(p):
             p.add_argument(flag, type=_ints, default=default, help=help_)
         elif f.name in ("image_size", "channels", "threads"):
             p.add_argument(flag, type=int, default=None, help=help_)
+        elif f.name in ("loss", "precond"):
+            p.add_argument(flag, default=None, help=help_)
         elif f.name == "autocast":
             p.add_argument(flag, choices=AUTOCAST_CHOICES, default=default, help=help_)
         elif f.name == "max_minutes":

@@ -54,4 +54,6 @@ class LossModule(nn.Module):
             extra = {"weighting": c.weighting}
         elif c.loss == "edm":
             extra = {"sigma_data": c.sigma_data}
+        elif c.loss == "flow":
+            extra = {"density": c.time_density, "mean": c.ln_mean, "std": c.ln_std}
         return self.fn(self.model, self.model.sde, x0, labels, reduce=c.reduce, **draws, **extra)
