@@ -273,7 +273,8 @@ TIME_INPUTS = {
 
 class ModelSpaceInput:
     """The network sees the model-space state x = s(t) y and its own time variable: ``time`` is one of
-    TIME_INPUTS ("sigma", "t", "timestep", "flow": tau = sigma / (1 + sigma)), optionally multiplied by ``time_scale`` (e.g. 999)."""
+    TIME_INPUTS ("sigma", "t", "timestep", "flow": tau = sigma / (1 + sigma)), optionally multiplied by
+    ``time_scale`` (e.g. 999)."""
 
     def __init__(self, time: str = "t", time_scale: float = 1.0):
         if time not in TIME_INPUTS:

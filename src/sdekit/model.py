@@ -149,9 +149,9 @@ def sample_seeds(seed: int, start: int, count: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed((int(seed) * 1_000_003 + i) % (2 ** 63)) for i in range(start, start + count)]
 
 
-def generate(model: Model, n: int, sampler: str | None = None, steps: int | None = None, seed: int = 0, class_labels=None,
-             guidance: float = 0.0, batch_size: int = 256, progress: bool = False, return_info: bool = False,
-             **options):
+def generate(model: Model, n: int, sampler: str | None = None, steps: int | None = None, seed: int = 0,
+             class_labels=None, guidance: float = 0.0, batch_size: int = 256, progress: bool = False,
+             return_info: bool = False, **options):
     """n samples in model space [n, C, H, W] (on the CPU), drawn in batches of ``batch_size`` on the
     model's device. Sample i uses its own noise stream seeded by (seed, i) (:func:`sample_seeds`), so the
     result does not depend on the batch size or on how batches are spread over processes. Under

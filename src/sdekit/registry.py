@@ -12,7 +12,8 @@ from typing import Callable
 
 from .errors import UserError
 from .noise import SCHEDULES
-from .samplers import ABM, CORRECTORS, DDIM, NORMS, PC, PREDICTORS, ConsistencySampler, DPMSolver, Heun, consistency_levels
+from .samplers import (ABM, CORRECTORS, DDIM, NORMS, PC, PREDICTORS, ConsistencySampler, DPMSolver, Heun,
+                       consistency_levels)
 
 __all__ = ["Option", "SamplerSpec", "REGISTRY", "SAMPLERS", "ALIASES", "get_sampler", "check_options",
            "default_sampler", "CONSISTENCY"]

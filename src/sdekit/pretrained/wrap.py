@@ -84,7 +84,7 @@ def _data_range(data_range) -> tuple[float, float]:
 def _net_input(prediction: str, sde: SDE, time_input: str | None, discrete: bool, sigma_data: float,
                time_scale: float = 1.0):
     """What the network is fed: EDM's scaling, or the model-space x and its time variable (x time_scale)."""
-    if not (isinstance(time_scale, (int, float)) and not isinstance(time_scale, bool) and 0 < time_scale < float("inf")):
+    if isinstance(time_scale, bool) or not isinstance(time_scale, (int, float)) or not 0 < time_scale < float("inf"):
         raise UserError(f"time_scale must be a positive number, got {time_scale!r}")
     if prediction in EDM_INPUT:
         if time_input is not None:
@@ -121,7 +121,8 @@ def wrap(net, prediction: str = "eps", alphas_cumprod=None, sde: SDE | None = No
     range, e.g. (-1, 1) for DDPM, (0, 1) for score_sde's VE models). num_classes: K > 0 for a
     class-conditional network. sigma_data: EDM's, for predictions "edm" and "consistency". sigma_min: the
     boundary level of prediction "consistency" (default 0.002). time_scale: the network's time input is
-    c x time_scale (e.g. 1000 for diffusers' flow-matching timesteps, 1000 ln(sigma)/4 for consistency models). null_label: whether a conditional
+    c x time_scale (e.g. 1000 for diffusers' flow-matching timesteps, 1000 ln(sigma)/4 for consistency
+    models). null_label: whether a conditional
     network also takes label -1 for "no class" (its unconditional score, which unlabelled sampling and
     classifier-free guidance need); False: every evaluation needs a class 0..K-1 (UserError otherwise).
 
@@ -150,5 +151,6 @@ def wrap(net, prediction: str = "eps", alphas_cumprod=None, sde: SDE | None = No
     den = NetworkDenoiser(net, sde, prediction, net_input, sigma_data, null_label, sigma_min)
     config = {"format": "wrapped", "name": str(name), "shape": list(shape), "num_classes": num_classes,
               "data_range": [lo, hi], "sde": sde.config(), "prediction": prediction,
-              "time_input": getattr(net_input, "time", "edm"), **({"sigma_min": den.sigma_min} if den.consistency else {})}
+              "time_input": getattr(net_input, "time", "edm"),
+              **({"sigma_min": den.sigma_min} if den.consistency else {})}
     return Model(den, config, str(name))

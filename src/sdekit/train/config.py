@@ -27,7 +27,7 @@ class TrainConfig:
     reduce: str = "mean"           # mean | sum over a sample's dimensions
     P_mean: float = -1.2           # edm loss: ln sigma ~ N(P_mean, P_std^2)
     P_std: float = 1.2
-    precond: str | None = None     # edm | eps | scaled_score | score | velocity; None: velocity for the flow loss, else edm
+    precond: str | None = None     # edm | eps | scaled_score | score | velocity; None: velocity for flow, else edm
     sigma_data: float = 0.5
     time_density: str = "uniform"  # flow loss: uniform | logit_normal (Esser et al. 2024)
     ln_mean: float = 0.0           # flow loss, logit_normal: logit tau ~ N(ln_mean, ln_std^2)
