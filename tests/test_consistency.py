@@ -152,3 +152,15 @@ def test_sdedit_and_inpainting_default_to_consistency_sampling_and_stay_exact():
     assert info["sampler"] == "consistency"
     assert torch.equal(out[:, 0], known[:, 0])
     _close(out[:, 1:], M, S ** 2 + SMIN ** 2)
+
+
+def test_the_commands_default_to_consistency_sampling_on_a_consistency_model(tmp_path, capsys):
+    from sdekit.cli import main
+    net = build_net({"type": "unet", "in_channels": 1, "resolution": 8, "ch": 8, "ch_mult": [1, 2],
+                     "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0})
+    save_bundle(tmp_path / "cm", Preconditioned(net, sdekit.VPSDE(), kind="consistency"), shape=(1, 8, 8))
+    assert main(["sample", "--model", str(tmp_path / "cm"), "-n", "2", "--out", str(tmp_path / "g.png")]) == 0
+    assert "(consistency, 2 steps, 2 evaluations" in capsys.readouterr().out
+    assert main(["sample", "--model", str(tmp_path / "cm"), "-n", "2", "--sampler", "heun", "--steps", "3",
+                 "--out", str(tmp_path / "h.png")]) == 0
+    assert "(heun, 3 steps" in capsys.readouterr().out
