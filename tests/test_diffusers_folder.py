@@ -237,7 +237,7 @@ def test_folder_defects_are_one_line_errors(ddpm, tmp_path):
     shutil.copy(path / "unet" / "diffusion_pytorch_model.safetensors", weights)
     cfg_path = f / "scheduler" / "scheduler_config.json"
     cfg = json.loads(cfg_path.read_text())
-    for change, message in (({"_class_name": "FlowMatchEulerDiscreteScheduler"}, "not one sdekit reads"),
+    for change, message in (({"_class_name": "LCMScheduler"}, "not one sdekit reads"),
                             ({"rescale_betas_zero_snr": True}, "infinite"),
                             ({"prediction_type": "flow"}, "prediction_type"),
                             ({"beta_schedule": "sigmoid"}, "beta schedule")):

@@ -7,8 +7,9 @@ import torch
 import sdekit
 from sdekit.errors import UserError
 
-SDES = [sdekit.VESDE(0.01, 50.0), sdekit.VPSDE(0.1, 20.0), sdekit.SubVPSDE(0.1, 20.0), sdekit.EDMSDE()]
-IDS = ["ve", "vp", "subvp", "edm"]
+SDES = [sdekit.VESDE(0.01, 50.0), sdekit.VPSDE(0.1, 20.0), sdekit.SubVPSDE(0.1, 20.0), sdekit.EDMSDE(),
+        sdekit.FlowSDE(), sdekit.FlowSDE(shift=3.0)]
+IDS = ["ve", "vp", "subvp", "edm", "flow", "flow-shift3"]
 
 
 @pytest.mark.parametrize("sde", SDES, ids=IDS)

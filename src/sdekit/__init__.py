@@ -1,5 +1,5 @@
 """sdekit: score-based generative modeling through SDEs, and SDEdit."""
-from .sde import SDE, VESDE, VPSDE, SubVPSDE, EDMSDE, DiscreteVPSDE, ReverseSDE, get_sde
+from .sde import SDE, VESDE, VPSDE, SubVPSDE, EDMSDE, FlowSDE, DiscreteVPSDE, ReverseSDE, get_sde
 from .gmm import GaussianMixture
 from .sampling import sample
 from .registry import SAMPLERS, get_sampler

@@ -69,7 +69,7 @@ def build(config: dict) -> Preconditioned:
     the network's: ValueError / TypeError / KeyError (:func:`load` turns them into a UserError)."""
     pre = config.get("precond", {"kind": "edm"})
     net = Preconditioned(build_net(config["network"]), get_sde(config["sde"]), pre.get("kind", "edm"),
-                         pre.get("sigma_data", 0.5))
+                         pre.get("sigma_data", 0.5), pre.get("sigma_min"))
     net.net.check_shape(tuple(config["shape"]))
     num_classes = config.get("num_classes", 0)
     if num_classes != net.num_classes:

@@ -28,7 +28,7 @@ from .sde import SDE
 
 __all__ = ["Denoiser", "ScoreDenoiser", "NetworkDenoiser", "Preconditioned", "Counted", "Shaped", "Conditional",
            "ClassifierFree", "ClassifierGuided", "ScoreView", "as_denoiser", "EDMInput", "ModelSpaceInput", "PREDICTIONS",
-           "TIME_INPUTS", "labels_for", "check_labels", "check_shape"]
+           "TIME_INPUTS", "labels_for", "check_labels", "check_shape", "Consistency", "SIGMA_MIN_CM"]
 
 
 def labels_for(class_labels, x: torch.Tensor) -> torch.Tensor | None:
@@ -60,6 +60,20 @@ class Denoiser(nn.Module):
     def __init__(self, sde: SDE):
         super().__init__()
         self.sde = sde
+
+    @property
+    def consistency(self) -> bool:
+        """Whether denoise(y, sigma) is a consistency function f(y, sigma) (Song et al. 2023): the end point
+        of the probability-flow ODE from (y, sigma) to sigma_min, not the posterior mean E[x0 | y]. Such a
+        model is sampled by the "consistency" sampler; a wrapper answers for the model it wraps."""
+        inner = getattr(self, "inner", None)
+        return bool(inner is not None and inner.consistency)
+
+    @property
+    def sigma_min(self) -> float | None:
+        """A consistency model's boundary level (f(y, sigma_min) = y); None for other models."""
+        inner = getattr(self, "inner", None)
+        return None if inner is None else inner.sigma_min
 
     def denoise(self, y: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
         """D(y; sigma) = E[x0 | y], y = x / s(t): [B, ...] like y. Default: from the score (Tweedie)."""
@@ -239,25 +253,28 @@ class ClassifierGuided(Denoiser):
 
 class EDMInput:
     """EDM's input scaling (Karras et al. Table 1): the network sees c_in y with
-    c_in = 1 / sqrt(sigma^2 + sigma_data^2), and the noise condition c_noise = ln(sigma) / 4."""
+    c_in = 1 / sqrt(sigma^2 + sigma_data^2), and the noise condition c_noise = ln(sigma) / 4, multiplied
+    by ``time_scale`` (e.g. 1000: the consistency models' 250 ln(sigma))."""
 
-    def __init__(self, sigma_data: float = 0.5):
-        self.sigma_data = float(sigma_data)
+    def __init__(self, sigma_data: float = 0.5, time_scale: float = 1.0):
+        self.sigma_data, self.time_scale = float(sigma_data), float(time_scale)
 
     def __call__(self, sde: SDE, y, sigma):
-        return bcast((sigma ** 2 + self.sigma_data ** 2).rsqrt(), y) * y, sigma.log() / 4
+        return bcast((sigma ** 2 + self.sigma_data ** 2).rsqrt(), y) * y, sigma.log() / 4 * self.time_scale
 
 
 TIME_INPUTS = {
     "sigma": lambda sde, sigma: sigma,                        # NCSN / score_sde VE: the noise level itself
     "t": lambda sde, sigma: sde.sigma_inv(sigma),             # continuous time in [0, T]
     "timestep": lambda sde, sigma: sde.timestep(sigma),       # discrete: fractional index into alphas_cumprod
+    "flow": lambda sde, sigma: sigma / (1 + sigma),           # the flow path's time tau (diffusers' flow "sigma")
 }
 
 
 class ModelSpaceInput:
     """The network sees the model-space state x = s(t) y and its own time variable: ``time`` is one of
-    TIME_INPUTS ("sigma", "t", "timestep"), optionally multiplied by ``time_scale`` (e.g. 999)."""
+    TIME_INPUTS ("sigma", "t", "timestep", "flow": tau = sigma / (1 + sigma)), optionally multiplied by
+    ``time_scale`` (e.g. 999)."""
 
     def __init__(self, time: str = "t", time_scale: float = 1.0):
         if time not in TIME_INPUTS:
@@ -282,15 +299,31 @@ def _v(F, y, sigma, s, sd):
     return bcast(a ** 2, y) * y - bcast(sigma * a, y) * F
 
 
-CONSISTENCY_SIGMA_MIN = 0.002   # Song et al. 2023's epsilon: the noise level where f(y) = y
+SIGMA_MIN_CM = 0.002     # consistency models' boundary level epsilon (Song et al. 2023, EDM's sigma_min)
 
 
-def _consistency(F, y, sigma, s, sigma_data, sigma_min=CONSISTENCY_SIGMA_MIN):
-    """A consistency function f(y, sigma) -> x0 (Song et al. 2023, appendix C): c_skip y + c_out F with
-    c_skip = sd^2 / ((sigma - sigma_min)^2 + sd^2), c_out = (sigma - sigma_min) sd / sqrt(sd^2 + sigma^2),
-    so that f(y, sigma_min) = y (the boundary condition)."""
-    sd2, d = sigma_data ** 2, sigma - sigma_min
-    return bcast(sd2 / (d ** 2 + sd2), y) * y + bcast(d * sigma_data * (sigma ** 2 + sd2).rsqrt(), y) * F
+class Consistency:
+    """The consistency-model parametrisation (Song et al. 2023, eq. 5 and appendix C):
+    D = f(y, sigma) = c_skip y + c_out F with c_skip = sd^2 / ((sigma - sigma_min)^2 + sd^2) and
+    c_out = (sigma - sigma_min) sd / sqrt(sd^2 + sigma^2), so f(y, sigma_min) = y exactly (the boundary
+    condition). ``sigma_min`` > 0: the boundary level epsilon (default SIGMA_MIN_CM); the network is fed
+    EDM's c_in y and ln(sigma) / 4 (:class:`EDMInput`). UserError for sigma_min <= 0."""
+
+    def __init__(self, sigma_min: float = SIGMA_MIN_CM):
+        if not (isinstance(sigma_min, (int, float)) and 0 < sigma_min < float("inf")):
+            raise UserError(f"sigma_min must be a positive number, got {sigma_min!r}")
+        self.sigma_min = float(sigma_min)
+
+    def __call__(self, F, y, sigma, s, sigma_data):
+        sd2, d = sigma_data ** 2, sigma - self.sigma_min
+        return bcast(sd2 / (d ** 2 + sd2), y) * y + bcast(d * sigma_data * (sd2 + sigma ** 2).rsqrt(), y) * F
+
+
+def _velocity(F, y, sigma, s, sd):
+    """Flow matching's velocity v = dx/dtau = n - x0 on the path x = (1 - tau) x0 + tau n (Lipman et al.
+    2023; Liu et al. 2023) with tau = sigma / (1 + sigma), x = y / (1 + sigma): x0 = x - tau v, i.e.
+    D = (y - sigma F) / (1 + sigma)."""
+    return (y - bcast(sigma, y) * F) / bcast(1 + sigma, y)
 
 
 PREDICTIONS = {
@@ -300,26 +333,42 @@ PREDICTIONS = {
     "v": _v,
     "score": lambda F, y, sigma, s, sd: y + bcast(sigma ** 2 * s, y) * F,          # F = grad_x log p_t
     "scaled_score": lambda F, y, sigma, s, sd: y + bcast(sigma, y) * F,            # F = std * score
-    "consistency": _consistency,                                                   # Song et al. 2023
+    "consistency": Consistency(),                                                  # Song et al. 2023 eq. 5
+    "velocity": _velocity,                                                         # F = n - x0 (flow)
 }
 
 
 class NetworkDenoiser(Denoiser):
     """D from a network ``net(input, noise_condition[, class_labels]) -> F`` with a ``prediction``
-    (a key of PREDICTIONS: "edm", "eps", "x0", "v", "score", "scaled_score") and a ``net_input``
-    (EDMInput or ModelSpaceInput). The network is stored as ``self.net`` (weights under "net.").
+    (a key of PREDICTIONS: "edm", "eps", "x0", "v", "score", "scaled_score", "consistency", "velocity") and a
+    ``net_input`` (EDMInput or ModelSpaceInput). The network is stored as ``self.net`` (weights under "net.").
     ``null_label``: whether a conditional network also takes no label (None, or -1); without one, an
-    evaluation without a class 0..K-1 is a UserError (:func:`check_labels`)."""
+    evaluation without a class 0..K-1 is a UserError (:func:`check_labels`). ``sigma_min``: the boundary
+    level of prediction "consistency" (None: its default, :data:`SIGMA_MIN_CM`); UserError for another
+    prediction."""
 
     def __init__(self, net: nn.Module, sde: SDE, prediction: str = "edm", net_input=None, sigma_data: float = 0.5,
-                 null_label: bool = True):
+                 null_label: bool = True, sigma_min: float | None = None):
         super().__init__(sde)
         if prediction not in PREDICTIONS:
             raise UserError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
         self.net, self.prediction, self.sigma_data = net, prediction, float(sigma_data)
         self.null_label = bool(null_label)
         self._to_d = PREDICTIONS[prediction]
+        if sigma_min is not None:
+            if not isinstance(self._to_d, Consistency):
+                raise UserError(f"sigma_min is a parameter of prediction 'consistency', not of {prediction!r}")
+            self._to_d = Consistency(sigma_min)
         self.net_input = net_input if net_input is not None else EDMInput(sigma_data)
+
+    @property
+    def consistency(self) -> bool:
+        return isinstance(self._to_d, Consistency)
+
+    @property
+    def sigma_min(self) -> float | None:
+        """The boundary level of a consistency model (f(y, sigma_min) = y), None for other predictions."""
+        return self._to_d.sigma_min if self.consistency else None
 
     @property
     def num_classes(self) -> int:
@@ -337,18 +386,24 @@ class NetworkDenoiser(Denoiser):
 
 class Preconditioned(NetworkDenoiser):
     """sdekit's own networks: F(c_in y, ln(sigma)/4, class_labels) with the parametrisation ``kind``
-    ("edm" preconditioning, "eps", "scaled_score" or "score"); see nets/precond.py."""
+    ("edm" preconditioning, "eps", "scaled_score", "score", "consistency" or "velocity"); see nets/precond.py.
+    ``sigma_min``: the boundary level of kind "consistency" (None: :data:`SIGMA_MIN_CM`); ValueError for
+    another kind."""
 
-    KINDS = ("edm", "eps", "scaled_score", "score", "consistency")
+    KINDS = ("edm", "eps", "scaled_score", "score", "consistency", "velocity")
 
-    def __init__(self, net: nn.Module, sde: SDE, kind: str = "edm", sigma_data: float = 0.5):
+    def __init__(self, net: nn.Module, sde: SDE, kind: str = "edm", sigma_data: float = 0.5,
+                 sigma_min: float | None = None):
         if kind not in self.KINDS:
             raise ValueError(f"unknown preconditioning {kind!r}; choose one of {', '.join(self.KINDS)}")
-        super().__init__(net, sde, kind, EDMInput(sigma_data), sigma_data)
+        if sigma_min is not None and kind != "consistency":
+            raise ValueError(f"sigma_min is a parameter of the consistency preconditioning, not of {kind!r}")
+        super().__init__(net, sde, kind, EDMInput(sigma_data), sigma_data, sigma_min=sigma_min)
         self.kind = kind
 
     def config(self) -> dict:
-        return {"kind": self.kind, "sigma_data": self.sigma_data}
+        extra = {"sigma_min": self.sigma_min} if self.consistency else {}
+        return {"kind": self.kind, "sigma_data": self.sigma_data, **extra}
 
     def denoise(self, y, sigma, class_labels=None):
         """As NetworkDenoiser; class label -1 means "no label" (the embedding's extra null row)."""

@@ -32,7 +32,7 @@ import torch
 
 from .denoisers import ClassifierFree, ClassifierGuided, ScoreView, as_denoiser
 from .errors import UserError
-from .registry import get_sampler
+from .registry import default_sampler, get_sampler
 from .sampling import Rewind, sample
 from .sde import SDE
 
@@ -106,15 +106,17 @@ def _check_mask(known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def impute(sde: SDE, score_fn, known: torch.Tensor, mask: torch.Tensor, sampler: str = "pc", steps: int | None = None,
-           resample: int = 0, generator: torch.Generator | None = None, transform: str | None = None,
-           eps: float | None = None, progress: bool = False, return_info: bool = False, callback=None, **options):
+def impute(sde: SDE, score_fn, known: torch.Tensor, mask: torch.Tensor, sampler: str | None = None,
+           steps: int | None = None, resample: int = 0, generator: torch.Generator | None = None,
+           transform: str | None = None, eps: float | None = None, progress: bool = False, return_info: bool = False,
+           callback=None, **options):
     """Sample x with x = known where mask = 1 (in the coordinates ``transform``: None or "decouple").
 
     known: [B, ...] model space (any floating dtype; the output has its dtype); mask: broadcastable,
-    1 = known. sampler, steps, options: as :func:`sdekit.sample`. resample: RePaint rounds per step.
+    1 = known. sampler, steps, options: as :func:`sdekit.sample` (default sampler "pc", "consistency" for
+    a consistency model). resample: RePaint rounds per step.
     Returns x [B, ...] in the original coordinates (or (x, info) with info["nfe"])."""
-    spec = get_sampler(sampler)
+    spec = get_sampler(default_sampler(as_denoiser(sde, score_fn), "pc") if sampler is None else sampler)
     if steps is not None and (isinstance(steps, bool) or int(steps) != steps or int(steps) < 1):
         raise UserError(f"steps must be a positive integer, got {steps}")
     if isinstance(resample, bool) or int(resample) != resample or int(resample) < 0:
@@ -135,15 +137,16 @@ def impute(sde: SDE, score_fn, known: torch.Tensor, mask: torch.Tensor, sampler:
     return (x, info) if return_info else x
 
 
-def inpaint(sde: SDE, score_fn, image: torch.Tensor, mask: torch.Tensor, steps: int | None = None, sampler: str = "pc",
-            resample: int = 0, generator: torch.Generator | None = None, **options) -> torch.Tensor:
+def inpaint(sde: SDE, score_fn, image: torch.Tensor, mask: torch.Tensor, steps: int | None = None,
+            sampler: str | None = None, resample: int = 0, generator: torch.Generator | None = None,
+            **options) -> torch.Tensor:
     """Fill the pixels where mask = 0 given those where mask = 1 (image in model space, [B, ...])."""
     return impute(sde, score_fn, image, mask, sampler=sampler, steps=steps, resample=resample,
                   generator=generator, **options)
 
 
-def colorize(sde: SDE, score_fn, gray: torch.Tensor, steps: int | None = None, sampler: str = "pc", resample: int = 0,
-             generator: torch.Generator | None = None, **options) -> torch.Tensor:
+def colorize(sde: SDE, score_fn, gray: torch.Tensor, steps: int | None = None, sampler: str | None = None,
+             resample: int = 0, generator: torch.Generator | None = None, **options) -> torch.Tensor:
     """RGB [B, 3, H, W] whose channel mean is ``gray`` ([B, 1, H, W] grey, or [B, 3, H, W] averaged);
     model space. The score must be that of a 3-channel model."""
     if gray.dim() < 3 or gray.shape[1] not in (1, 3):

@@ -20,6 +20,11 @@ reduce_mean=True) or "sum" (the summed loss on -eps/sigma, whose scale grows wit
       lambda_n d(f(y, sigma_{n+1}), stopgrad f(y', sigma_n)),  lambda_n = 1 / (sigma_{n+1} - sigma_n),
   d the pseudo-Huber metric sqrt(||a - b||^2 + c^2) - c, c = 0.00054 sqrt(dim) (Song & Dhariwal 2023,
   "Improved techniques for training consistency models", which also drops the EMA target network).
+* flow_loss, flow matching (Lipman et al. 2023; Liu et al. 2023): on the straight path
+  x = (1 - tau) x0 + tau z, the velocity MSE || v_hat(x, tau) - (z - x0) ||^2 with v_hat = (x - D) / tau;
+  tau from TIME_DENSITIES: uniform, or logit-normal (Esser et al. 2024: logit tau ~ N(mean, std^2)).
+  Any member's scaled variable y = x0 + sigma z is that path as y / (1 + sigma), tau = sigma / (1 + sigma)
+  (sdekit.FlowSDE's own kernel).
 """
 from __future__ import annotations
 
@@ -29,7 +34,8 @@ from .errors import UserError
 from .denoisers import as_denoiser
 from .sde import SDE, VESDE, VPSDE, _bcast
 
-__all__ = ["dsm_loss", "edm_loss", "smld_loss", "ddpm_loss", "cd_loss", "karras_sigmas", "heun_step", "LOSSES",
+__all__ = ["dsm_loss", "edm_loss", "smld_loss", "ddpm_loss", "cd_loss", "karras_sigmas", "heun_step", "flow_loss",
+           "flow_times", "TIME_DENSITIES", "LOSSES",
            "get_loss"]
 
 
@@ -165,7 +171,42 @@ def cd_loss(model, sde: SDE, x0: torch.Tensor, class_labels=None, teacher=None, 
     return (dist / (hi - lo)).mean()
 
 
-LOSSES = {"dsm": dsm_loss, "edm": edm_loss, "smld": smld_loss, "ddpm": ddpm_loss, "cd": cd_loss}
+# the flow path's time densities: a draw u (U(0, 1) or N(0, 1)) -> tau in [lo, hi] (mean, std: the logit-normal's)
+TIME_DENSITIES = {
+    "uniform": (torch.rand, lambda u, mean, std, lo, hi: lo + (hi - lo) * u),
+    "logit_normal": (torch.randn, lambda u, mean, std, lo, hi: torch.sigmoid(mean + std * u).clamp(lo, hi)),
+}
+
+
+def flow_times(n: int, sde: SDE, density: str = "uniform", mean: float = 0.0, std: float = 1.0, generator=None,
+               dtype=torch.float32, device=None) -> torch.Tensor:
+    """n path times tau [n] from ``density`` (a key of TIME_DENSITIES), kept within the SDE's range
+    [tau(eps), tau(T)], tau = sigma / (1 + sigma). UserError for an unknown density or std <= 0."""
+    if density not in TIME_DENSITIES:
+        raise UserError(f"unknown time density {density!r}; choose one of {', '.join(TIME_DENSITIES)}")
+    if not std > 0:
+        raise UserError(f"the logit-normal std must be > 0, got {std}")
+    draw, to_tau = TIME_DENSITIES[density]
+    sig = sde.sigma(torch.tensor([sde.eps, sde.T], dtype=torch.float64))
+    lo, hi = (sig / (1 + sig)).tolist()
+    return to_tau(draw(n, generator=generator, dtype=dtype, device=device), mean, std, lo, hi)
+
+
+def flow_loss(model, sde: SDE, x0: torch.Tensor, class_labels=None, reduce: str = "mean", density: str = "uniform",
+              mean: float = 0.0, std: float = 1.0, tau: torch.Tensor | None = None, z: torch.Tensor | None = None,
+              generator=None) -> torch.Tensor:
+    """Flow matching's velocity MSE || (x - D) / tau - (z - x0) ||^2 at x = (1 - tau) x0 + tau z (module
+    docstring); ``tau`` [B] and ``z`` may be given, else drawn (:func:`flow_times`)."""
+    if tau is None:
+        tau = flow_times(x0.shape[0], sde, density, mean, std, generator, x0.dtype, x0.device)
+    z = _randn(x0, generator) if z is None else z
+    sigma = tau / (1 - tau)
+    d = as_denoiser(sde, model).denoise(x0 + _bcast(sigma, x0) * z, sigma, class_labels)
+    x = _bcast(1 - tau, x0) * x0 + _bcast(tau, x0) * z
+    return _reduce(((x - d) / _bcast(tau, x0) - (z - x0)) ** 2, reduce).mean()
+
+
+LOSSES = {"dsm": dsm_loss, "edm": edm_loss, "smld": smld_loss, "ddpm": ddpm_loss, "flow": flow_loss, "cd": cd_loss}
 
 
 def get_loss(name: str):

@@ -13,9 +13,12 @@ import torch
 from .accel import Acceleration, accelerate
 from .denoisers import ClassifierFree, Conditional, Denoiser, ScoreView, Shaped, check_labels, check_shape, labels_for
 from .errors import UserError
+from .registry import default_sampler
 from .sde import SDE
 
-__all__ = ["Model", "generate", "sample_seeds"]
+__all__ = ["Model", "generate", "sample_seeds", "SAMPLER"]
+
+SAMPLER = "abm"      # the default sampler of a (diffusion) model; a consistency model's is "consistency"
 
 
 class Model:
@@ -44,6 +47,12 @@ class Model:
     @property
     def denoiser(self) -> Denoiser:
         return self.net
+
+    @property
+    def consistency(self) -> bool:
+        """Whether this is a consistency model (prediction "consistency", Song et al. 2023): its tasks'
+        default sampler is then "consistency" (sdekit.registry.default_sampler)."""
+        return self.net.consistency
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.net.parameters())
@@ -120,12 +129,14 @@ class Model:
         lo, hi = self.data_range
         return ((x - lo) / (hi - lo)).clamp(0, 1)
 
-    def sample(self, n: int, sampler: str = "abm", steps: int | None = None, generator=None, class_labels=None,
+    def sample(self, n: int, sampler: str | None = None, steps: int | None = None, generator=None, class_labels=None,
                guidance: float = 0.0, **options) -> torch.Tensor:
         """n samples in model space, shape [n, C, H, W]. Default sampler: ``abm`` at its 20 evaluations
-        (sdekit.registry; the most accurate per evaluation in BENCHMARKS.md section 1). Labels and guidance
-        the model does not take: UserError (:meth:`check_labels`), before any work."""
+        (sdekit.registry; the most accurate per evaluation in BENCHMARKS.md section 1), "consistency" for a
+        consistency model. Labels and guidance the model does not take: UserError (:meth:`check_labels`),
+        before any work."""
         from .sampling import sample
+        sampler = default_sampler(self, SAMPLER) if sampler is None else sampler
         self.check_labels(class_labels, guidance)
         fn = self.conditional(class_labels, guidance) if class_labels is not None else self.score_fn
         return sample(self.sde, fn, (n, *self.shape), sampler=sampler, steps=steps, generator=generator,
@@ -138,19 +149,21 @@ def sample_seeds(seed: int, start: int, count: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed((int(seed) * 1_000_003 + i) % (2 ** 63)) for i in range(start, start + count)]
 
 
-def generate(model: Model, n: int, sampler: str = "abm", steps: int | None = None, seed: int = 0, class_labels=None,
-             guidance: float = 0.0, batch_size: int = 256, progress: bool = False, return_info: bool = False,
-             **options):
+def generate(model: Model, n: int, sampler: str | None = None, steps: int | None = None, seed: int = 0,
+             class_labels=None, guidance: float = 0.0, batch_size: int = 256, progress: bool = False,
+             return_info: bool = False, **options):
     """n samples in model space [n, C, H, W] (on the CPU), drawn in batches of ``batch_size`` on the
     model's device. Sample i uses its own noise stream seeded by (seed, i) (:func:`sample_seeds`), so the
     result does not depend on the batch size or on how batches are spread over processes. Under
     torchrun, rank r draws batches r, r + K, ... and every rank returns the whole set (gathered).
     ``class_labels``: None, an int for all samples, or an int tensor [n]. ``return_info``: also return
-    {"nfe": evaluations of this process, "steps": steps per sample}. UserError before any work for bad
-    sizes, and for labels or guidance the model does not take (:meth:`Model.check_labels`)."""
+    {"nfe": evaluations of this process, "steps": steps per sample}. ``sampler``: default as
+    :meth:`Model.sample`. UserError before any work for bad sizes, and for labels or guidance the model
+    does not take (:meth:`Model.check_labels`)."""
     from tqdm.auto import tqdm
     import torch.distributed as dist
     from .sampling import sample
+    sampler = default_sampler(model, SAMPLER) if sampler is None else sampler
     if n < 1 or batch_size < 1:
         raise UserError(f"need n >= 1 and batch_size >= 1, got {n}, {batch_size}")
     if class_labels is not None and not torch.is_tensor(class_labels):

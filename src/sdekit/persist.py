@@ -92,7 +92,8 @@ def _is_sde(v) -> bool:
 
 
 def _is_precond(v) -> bool:
-    return isinstance(v, dict) and is_number(v.get("sigma_data", 0.5)) and v.get("sigma_data", 0.5) > 0
+    return (isinstance(v, dict) and is_number(v.get("sigma_data", 0.5)) and v.get("sigma_data", 0.5) > 0
+            and (v.get("sigma_min") is None or (is_number(v["sigma_min"]) and v["sigma_min"] > 0)))
 
 
 # field: (is it valid?, what it must be)
@@ -102,7 +103,7 @@ FIELDS = {
     "data_range": (_is_range, "[lo, hi], finite numbers with lo < hi"),
     "sde": (_is_sde, 'an object {"name": ..., parameters: finite numbers or lists of them, "N": integer >= 1}'),
     "network": (lambda v: isinstance(v, dict), "an object (the network's constructor arguments)"),
-    "precond": (_is_precond, 'an object {"kind": ..., "sigma_data": number > 0}'),
+    "precond": (_is_precond, 'an object {"kind": ..., "sigma_data": number > 0[, "sigma_min": number > 0]}'),
     "name": (lambda v: isinstance(v, str), "a string"),
     "data": (lambda v: v is None or isinstance(v, str), "a dataset spec string or null"),
     "dtype": (lambda v: v in DTYPES, "one of " + ", ".join(DTYPES)),

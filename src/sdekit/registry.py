@@ -12,9 +12,11 @@ from typing import Callable
 
 from .errors import UserError
 from .noise import SCHEDULES
-from .samplers import ABM, CORRECTORS, DDIM, NORMS, PC, PREDICTORS, DPMSolver, Heun
+from .samplers import (ABM, CORRECTORS, DDIM, NORMS, PC, PREDICTORS, ConsistencySampler, DPMSolver, Heun,
+                       consistency_levels)
 
-__all__ = ["Option", "SamplerSpec", "REGISTRY", "SAMPLERS", "ALIASES", "get_sampler", "check_options"]
+__all__ = ["Option", "SamplerSpec", "REGISTRY", "SAMPLERS", "ALIASES", "get_sampler", "check_options",
+           "default_sampler", "CONSISTENCY"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class SamplerSpec:
     fixed: dict = field(default_factory=dict)
     aliases: tuple = ()
     finishes: bool = True          # False: at its default steps the output on an image model still holds noise
+    levels: Callable | None = None  # (sigma_start, sigma_end, steps, sigma_min) -> its own default levels
 
     def evaluations(self, steps: int, options: dict | None = None) -> int | None:
         """Expected evaluations for ``steps`` steps (None for the adaptive solver)."""
@@ -139,7 +142,10 @@ _SPECS = [
                 "fast", ABM, "cosine", False, 20, lambda o: 1,
                 {"order": Option(3, _one_of((2, 3)), "predictor order (the corrector's is one more)"),
                  "schedule": SCHEDULE, "rho": RHO}),
+    SamplerSpec("consistency", "multistep consistency sampling (Song et al. 2023 Alg. 1), for consistency models",
+                "fast", ConsistencySampler, "karras", True, 2, lambda o: 1, levels=consistency_levels),
 ]
+CONSISTENCY = "consistency"      # the default sampler of every task on a consistency model
 
 REGISTRY: dict[str, SamplerSpec] = {s.name: s for s in _SPECS}
 ALIASES: dict[str, str] = {a: s.name for s in _SPECS for a in s.aliases}
@@ -153,6 +159,13 @@ def get_sampler(name) -> SamplerSpec:
     if key not in REGISTRY:
         raise UserError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
     return REGISTRY[key]
+
+
+def default_sampler(model, fallback: str) -> str:
+    """The sampler a task uses when none is named: "consistency" for a consistency model (``model`` or
+    the denoiser it holds says ``consistency``), else ``fallback``, the task's own default."""
+    den = getattr(model, "denoiser", model)
+    return CONSISTENCY if getattr(den, "consistency", False) else fallback
 
 
 def check_options(spec: SamplerSpec, options: dict) -> dict:

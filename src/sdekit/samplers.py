@@ -10,6 +10,8 @@ counting) is :func:`sdekit.sampling.solve`; the records that name them are sdeki
 * In y = x / s(t) with sigma as time, where every member is EDM's ODE
   dy/dsigma = (y - D(y; sigma)) / sigma  (Karras et al. eq. 4): DDIM, EDM's Heun, DPM-Solver++, and
   an Adams-Bashforth-Moulton predictor-corrector for few evaluations (ABM).
+* Multistep consistency sampling (Song et al. 2023, Algorithm 1) for consistency models, whose D is
+  the consistency function f(y, sigma) (:class:`Consistency`).
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from .denoisers import Denoiser
 from .errors import UserError
 from .noise import bcast, cos_theta, randn
 
-__all__ = ["Grid", "Stepper", "PC", "DDIM", "Heun", "DPMSolver", "ABM", "PREDICTORS", "CORRECTORS", "NORMS",
+__all__ = ["Grid", "Stepper", "PC", "DDIM", "Heun", "DPMSolver", "ABM", "ConsistencySampler", "consistency_levels",
+           "SIGMA_MID", "PREDICTORS", "CORRECTORS", "NORMS",
            "euler_maruyama_step", "reverse_diffusion_step", "ancestral_step", "langevin_step",
            "annealed_langevin_step", "ddim_step"]
 
@@ -366,6 +369,48 @@ class ABM(_InY):
         w = _exp_weights(cs, -math.log(sig), -math.log(sig_next), _cos_of_lambda)
         self.pending = (i + 1, cs, ds, w)
         y = (sig_next / sig) * y + sum(wj * dj for wj, dj in zip(w, ds))             # Adams-Bashforth
+        return y, y
+
+
+SIGMA_MID = 0.821      # the second level of two-step consistency sampling (Song & Dhariwal 2023, CIFAR-10)
+
+
+def consistency_levels(sigma_start: float, sigma_end: float, steps: int, sigma_min: float) -> list[float]:
+    """The default noise levels of the "consistency" sampler, [steps] descending: sigma_start (sigma(T),
+    or sigma(t0) for SDEdit), then steps - 1 levels of the Karras grid (rho = 7) from
+    m = min(SIGMA_MID, sigma_start / 2) down to the boundary level, its last point dropped: with 2 steps
+    the levels are sigma_start and m, i.e. 80 and 0.821 for an EDM model, the two-step grid of Song &
+    Dhariwal (2023) on CIFAR-10. Levels below ``sigma_end`` (the sampler's eps) are raised to it."""
+    from .noise import karras
+    if steps == 1:
+        return [float(sigma_start)]
+    m = min(SIGMA_MID, sigma_start / 2)
+    rest = karras(m, max(sigma_min, 1e-12), steps).tolist()[:-1]
+    return [float(sigma_start)] + [max(v, sigma_end) for v in rest]
+
+
+class ConsistencySampler(_InY):
+    """Multistep consistency sampling (Song et al. 2023, Algorithm 1) on the grid tau_0 > ... > tau_n:
+
+        x <- f(y, tau_0);  for each further level: y <- x + sqrt(tau_i^2 - sigma_min^2) z, x <- f(y, tau_i)
+
+    with f the model's denoise (a consistency model's f(y, sigma), :class:`sdekit.denoisers.Consistency`)
+    and sigma_min its boundary level (0 for a model that is not a consistency model: then each step jumps
+    to E[x0 | y] and renoises). A last level 0 returns f itself; ``steps`` levels are ``steps`` evaluations,
+    one step is one-step generation. A step hook sees y at each level tau_i, so SDEdit starts at
+    sigma(t0) and inpainting re-imposes the known pixels noised to tau_i (the paper's zero-shot editing)."""
+
+    def __init__(self, model, grid, generator=None):
+        super().__init__(model, grid, generator)
+        self.sigma_min = float(model.sigma_min or 0.0)
+
+    def step_y(self, i, y):
+        sig, sig_next = self.grid.sigmas[i], self.grid.sigmas[i + 1]
+        x0 = self.den(y, sig)
+        if sig_next == 0:
+            return x0, x0
+        std = math.sqrt(max(sig_next ** 2 - self.sigma_min ** 2, 0.0))
+        y = x0 + std * randn(x0, self.generator)
         return y, y
 
 

@@ -62,12 +62,17 @@ def model_dtype_device(model: Denoiser):
 
 
 def make_grid(sde: SDE, spec: SamplerSpec, steps: int, t_start: float, eps: float, denoise: bool,
-              schedule: str | None = None, rho: float = 7.0, sigmas=None) -> Grid:
-    """The grid a sampler walks: explicit ``sigmas`` (descending, may end at 0), or ``steps`` steps of
-    the record's (or the given) schedule from t_start down to eps; fast solvers that denoise end
-    with a last step to sigma = 0."""
+              schedule: str | None = None, rho: float = 7.0, sigmas=None, sigma_min: float = 0.0) -> Grid:
+    """The grid a sampler walks: explicit ``sigmas`` (descending, may end at 0), the record's own
+    ``levels`` (``sigma_min``: the model's boundary level), or ``steps`` steps of the record's (or the
+    given) schedule from t_start down to eps; fast solvers that denoise end with a last step to sigma = 0."""
     if sigmas is not None:
         return Grid(sde, sigmas=sigmas)
+    if spec.levels is not None and schedule is None:       # the sampler's own default levels
+        smax, smin = sde.sigma(torch.tensor([t_start, eps], dtype=torch.float64)).tolist()
+        levels = torch.tensor(spec.levels(smax, smin, steps, sigma_min), dtype=torch.float64)
+        end = levels.new_zeros(1) if denoise else levels.new_full((1,), smin)
+        return Grid(sde, sigmas=torch.cat([levels, end]))
     kind = schedule or spec.schedule
     if spec.kind == "fast":
         n = steps if denoise else steps + 1
@@ -213,7 +218,7 @@ def sample(sde: SDE, score_fn, shape=None, sampler: str = "pc", steps: int | Non
     if spec.kind == "adaptive":
         x = _ode(model, x, t_start, eps, denoise, callback, opts["rtol"], opts["atol"])
     else:
-        grid = make_grid(sde, spec, steps, t_start, eps, denoise, schedule, rho, sigmas)
+        grid = make_grid(sde, spec, steps, t_start, eps, denoise, schedule, rho, sigmas, model.sigma_min or 0.0)
         stepper = spec.stepper(model, grid, generator, **opts)
         x = solve(stepper, x, denoise and spec.kind == "sde", callback, progress, desc=spec.name)
 

@@ -19,7 +19,7 @@ import torch
 
 from .noise import as_batch, bcast, randn
 
-__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "EDMSDE", "DiscreteVPSDE", "ReverseSDE", "get_sde",
+__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "EDMSDE", "FlowSDE", "DiscreteVPSDE", "ReverseSDE", "get_sde",
            "BETA_SCHEDULES"]
 
 
@@ -309,6 +309,53 @@ class EDMSDE(SDE):
                 "sigma_data": self.sigma_data, "N": self.N}
 
 
+class FlowSDE(SDE):
+    """Rectified flow / flow matching (Liu et al. 2023; Lipman et al. 2023): the straight path
+    x = (1 - tau) x0 + tau n, i.e. s = 1 - tau and sigma = tau / (1 - tau), so s = 1 / (1 + sigma).
+
+    ``shift`` k > 0 reparametrises time as diffusers' FlowMatchEulerDiscreteScheduler does (Esser et al.
+    2024): the path time is tau(t) = k t / (1 + (k - 1) t), so a grid uniform in t is its shifted grid.
+    Then sigma(t) = k t / (1 - t), s(t) = (1 - t) / (1 - t + k t) and, as for every member,
+    f(t) = d log s / dt = -k / ((1 - t)(1 - t + k t)) and g(t)^2 = s^2 d sigma^2 / dt =
+    2 k^2 t / ((1 - t)(1 - t + k t)^2) (k = 1: f = -1 / (1 - t), g^2 = 2 t / (1 - t)).
+
+    At t = 1 the path is pure noise (s = 0, sigma infinite), where the solvers in y = x / s cannot start:
+    time runs in [0, T] with T < 1 (default 0.999, sigma(T) = 999 k). The prior is N(0, tau(T)^2 I), the
+    marginal's noise; it leaves out the marginal's mean s(T) x0 (a thousandth of the data for k = 1).
+    ``eps``: the smallest time samplers go to (default 1e-3). ValueError unless 0 < eps < T < 1, k > 0."""
+
+    def __init__(self, shift: float = 1.0, T: float = 0.999, eps: float = 1e-3, N: int = 1000):
+        if not (shift > 0 and 0 < eps < T < 1):
+            raise ValueError(f"FlowSDE needs shift > 0 and 0 < eps < T < 1, got {shift}, {eps}, {T}")
+        self.shift, self.T, self.eps, self.N = float(shift), float(T), float(eps), int(N)
+
+    def tau(self, t):
+        """The path time tau(t) = k t / (1 + (k - 1) t) in [0, 1): x = (1 - tau) x0 + tau n."""
+        return self.shift * t / (1 + (self.shift - 1) * t)
+
+    def scale(self, t):
+        return 1 - self.tau(t)
+
+    def sigma(self, t):
+        return self.shift * t / (1 - t)
+
+    def sigma_inv(self, sigma):
+        return sigma / (self.shift + sigma)
+
+    def drift_coef(self, t):
+        return -self.shift / ((1 - t) * (1 - t + self.shift * t))
+
+    def diffusion_sq(self, t):
+        return 2 * self.shift ** 2 * t / ((1 - t) * (1 - t + self.shift * t) ** 2)
+
+    @property
+    def prior_std(self):
+        return float(self.tau(torch.tensor(self.T, dtype=torch.float64)))
+
+    def config(self):
+        return {"name": "flow", "shift": self.shift, "T": self.T, "eps": self.eps, "N": self.N}
+
+
 def _cosine_betas(n: int, max_beta: float = 0.999) -> torch.Tensor:
     """Nichol & Dhariwal's cosine schedule as betas (diffusers' "squaredcos_cap_v2"):
     beta_i = min(1 - abar((i+1)/n) / abar(i/n), max_beta), abar(u) = cos((u + 0.008) / 1.008 pi/2)^2."""
@@ -440,11 +487,11 @@ class DiscreteVPSDE(SDE):
         return f"DiscreteVPSDE({inner})"
 
 
-_SDES = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE, "edm": EDMSDE, "discretevp": DiscreteVPSDE}
+_SDES = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE, "edm": EDMSDE, "flow": FlowSDE, "discretevp": DiscreteVPSDE}
 
 
 def get_sde(name: str | dict, **kwargs) -> SDE:
-    """An SDE by name ("ve", "vp", "subvp", "edm", "discrete_vp") or from its :meth:`SDE.config`."""
+    """An SDE by name ("ve", "vp", "subvp", "edm", "flow", "discrete_vp") or from its :meth:`SDE.config`."""
     if isinstance(name, dict):
         kwargs = {**{k: v for k, v in name.items() if k != "name"}, **kwargs}
         name = name["name"]

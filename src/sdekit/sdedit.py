@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from .denoisers import ClassifierFree, Conditional, as_denoiser
 from .errors import UserError
 from .guidance import Impute
-from .registry import get_sampler
+from .registry import default_sampler, get_sampler
 from .sampling import sample
 from .sde import SDE, VPSDE
 
@@ -268,7 +268,7 @@ class Release(Impute):
 
 
 def sdedit(sde: SDE, score_fn, guide: torch.Tensor, t0: float | None = None, steps: int | None = None, mask=None,
-           repeats: int = 1, sampler: str = DEFAULT_SAMPLER, generator: torch.Generator | None = None,
+           repeats: int = 1, sampler: str | None = None, generator: torch.Generator | None = None,
            denoise: bool = True, eps: float | None = None, progress: bool = False, return_info: bool = False,
            callback=None, model=None, **options):
     """SDEdit: perturb ``guide`` to the noise level of t0 and solve the reverse SDE back to time 0.
@@ -282,7 +282,8 @@ def sdedit(sde: SDE, score_fn, guide: torch.Tensor, t0: float | None = None, ste
     from there to eps (default :func:`sdedit_steps`). mask: 1 = keep the guide exactly, 0 = regenerate;
     any shape broadcasting to the guide's. repeats: K rounds of perturb-and-denoise, each from the
     previous output (Meng et al. Alg. 3). sampler, options: any sampler of :func:`sdekit.sample`
-    (default: reverse diffusion, Algorithm 1's update for VE, ancestral DDPM for VP). callback: a step
+    (default: reverse diffusion, Algorithm 1's update for VE, ancestral DDPM for VP; "consistency" for a
+    consistency model, whose first level is sigma(t0)). callback: a step
     hook (sdekit.sampling.solve). model: a bundle, for its calibrated t0 (its plain edit's for a plain
     score_fn, its class-guided edit's for a conditional one: :func:`default_t0`).
     Returns the edits [B, ...], or (edits, info) with info["nfe"], ["t"], ["t0"] (a map's largest),
@@ -292,6 +293,7 @@ def sdedit(sde: SDE, score_fn, guide: torch.Tensor, t0: float | None = None, ste
     if t0 is None:
         owner = model if model is not None else getattr(score_fn, "model", None)
         t0 = default_t0(owner, isinstance(getattr(score_fn, "denoiser", None), (Conditional, ClassifierFree)))
+    sampler = default_sampler(as_denoiser(sde, score_fn), DEFAULT_SAMPLER) if sampler is None else sampler
     get_sampler(sampler)
     t0, _, repeats = _check(sde, guide, t0, 1 if steps is None else steps, mask, repeats)
     t0_map = t0 if torch.is_tensor(t0) else None

@@ -1,6 +1,6 @@
 """sdekit colorize: colour a grey image with a 3-channel model (imputation in a decoupled colour space)."""
 from .common import (add_device, add_dtype, add_model, add_overwrite, add_sampler, add_scale, add_seed, count,
-                     int_range, load_model, positive_int)
+                     int_range, load_model, positive_int, resolve_sampler)
 
 
 def add_arguments(p):
@@ -32,6 +32,7 @@ def run(args):
 
     out = check_args(args)
     model = load_model(args, *placement(args))
+    resolve_sampler(args, model)
     if model.shape[0] != 3:
         raise UserError(f"colorize needs a 3-channel (RGB) model; {model.name} has {model.shape[0]} channel(s)")
     scale = scale_of(args)

@@ -248,5 +248,15 @@ def add_sampler(p, default: str, what: str = "solver") -> None:
                         f"{'adaptive steps' if s.kind == 'adaptive' else f'{s.default_steps} steps'}"
                         f"{'' if s.finishes else '; meant as a corrector in pc: alone it leaves noise on images'})"
                         for s in REGISTRY.values())
-    p.add_argument("--sampler", type=sampler_name, default=default, metavar="NAME",
-                   help=f"{what}: {listing} (default: {default})")
+    p.add_argument("--sampler", type=sampler_name, default=None, metavar="NAME",
+                   help=f"{what}: {listing} (default: {default}; consistency for a consistency model)")
+    p.set_defaults(default_sampler=default)
+
+
+def resolve_sampler(args, model) -> str:
+    """``args.sampler``, or when none was named the command's default for ``model`` (a consistency model's
+    is "consistency": sdekit.registry.default_sampler); stored back in ``args``."""
+    from ..registry import default_sampler
+    if args.sampler is None:
+        args.sampler = default_sampler(model, args.default_sampler)
+    return args.sampler

@@ -1,7 +1,7 @@
 """sdekit edit: SDEdit a stroke painting or an edited image with a model bundle."""
-from .common import (MODEL_DEFAULT, acceleration, add_acceleration, add_device, add_dtype, add_model,
-                     add_overwrite, add_sampler, add_scale, add_seed, edit_class, finite, int_range, load_model,
-                     positive_int)
+from .common import (MODEL_DEFAULT, acceleration, add_acceleration, add_device, add_dtype, add_model, add_overwrite,
+                     add_sampler, add_scale, add_seed, edit_class, finite, int_range, load_model, positive_int,
+                     resolve_sampler)
 
 
 def add_arguments(p):
@@ -68,6 +68,7 @@ def run(args):
         raise UserError("--scale does not apply with --resize-back: the output keeps the guide's own size")
     acceleration(args)                                   # refused before the model loads
     model = load_model(args, *placement(args))
+    resolve_sampler(args, model)
     model.accelerate(acceleration(args, model.shape))
     if isinstance(args.class_label, int) and args.class_label >= 0:
         check_class(model, args.class_label)

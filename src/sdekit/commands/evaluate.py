@@ -1,5 +1,5 @@
 """sdekit evaluate: SDEdit's t0 sweep on held-out strokes: class fidelity, realism (KID), faithfulness (L2)."""
-from .common import MODEL_DEFAULT, add_model, add_sampler, edit_class, finite, load_model
+from .common import MODEL_DEFAULT, add_model, add_sampler, edit_class, finite, load_model, resolve_sampler
 
 
 def add_arguments(p):
@@ -51,6 +51,7 @@ def run(args):
             raise UserError("--write-t0 writes the default of an 'auto' or unconditional edit, not of a given class")
         bundle_config(args.model)
     model = load_model(args)
+    resolve_sampler(args, model)
     res = evaluate(model, args.data, t0s, n=args.n, strokes=args.strokes, sampler=args.sampler,
                    steps_per_unit=args.steps_per_unit, seed=args.seed, out=args.out, batch_size=args.batch_size,
                    overwrite=args.overwrite, n_reference=args.n_reference, class_label=args.class_label,

@@ -1,6 +1,6 @@
 """sdekit inpaint: fill the unknown region of an image (imputation by the reverse SDE)."""
-from .common import (MODEL_DEFAULT, add_device, add_dtype, add_model, add_overwrite, add_sampler, add_scale,
-                     add_seed, count, int_range, load_model, positive_int)
+from .common import (MODEL_DEFAULT, add_device, add_dtype, add_model, add_overwrite, add_sampler, add_scale, add_seed,
+                     count, int_range, load_model, positive_int, resolve_sampler)
 
 SHAPES = ("left", "right", "top", "bottom", "centre", "center")
 
@@ -64,6 +64,7 @@ def run(args):
 
     out = check_args(args)
     model = load_model(args, *placement(args))
+    resolve_sampler(args, model)
     check_class(model, args.class_label)
     scale = scale_of(args)
     check_row(args.n + 1, model.shape[-2:], scale)

@@ -2,8 +2,8 @@
 import argparse
 import sys
 
-from .common import (MODEL_DEFAULT, acceleration, add_acceleration, add_device, add_dtype, add_model,
-                     add_overwrite, add_sampler, add_scale, add_seed, finite, load_model, positive_int)
+from .common import (MODEL_DEFAULT, acceleration, add_acceleration, add_device, add_dtype, add_model, add_overwrite,
+                     add_sampler, add_scale, add_seed, finite, load_model, positive_int, resolve_sampler)
 
 
 def add_arguments(p):
@@ -115,6 +115,7 @@ def run(args):
     from .common import placement
     acceleration(args)                                   # refused before the model loads
     model = load_model(args, *placement(args))
+    resolve_sampler(args, model)
     model.accelerate(acceleration(args, model.shape))
     image = len(model.shape) == 3
     if not npz and not image:

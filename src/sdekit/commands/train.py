@@ -3,16 +3,21 @@ from .common import ACCEL_HELP, AUTOCAST_CHOICES
 
 HELP = {
     "data": "digits | toy:NAME | folder:PATH | mnist:DIR | fashion-mnist:DIR | cifar10:DIR",
-    "sde": "ve | vp | subvp | edm",
+    "sde": "ve | vp | subvp | edm | flow",
     "out": "run folder (checkpoint, log.csv, samples/, model/ bundle)",
-    "loss": "dsm | edm | smld | ddpm | cd (consistency distillation of --teacher)",
+    "loss": "dsm | edm | smld | ddpm | flow | cd (consistency distillation of --teacher) (default: flow for --sde flow, "
+            "else dsm)",
     "init": "start from the weights of this sdekit model bundle (a bundled model's name, a bundle folder or a run's "
             "model/ folder) whose network is the one the other flags describe; a resumed run ignores it",
     "teacher": "cd loss: the model to distil (a bundled model's name or a bundle folder); the student starts as its copy",
     "cd_levels": "cd loss: noise levels N of the Karras grid (Song et al. 2023: 18)",
     "weighting": "dsm weighting: sigma2 | likelihood",
     "reduce": "mean | sum over a sample's dimensions",
-    "precond": "network parametrisation: edm | eps | scaled_score | score",
+    "precond": "network parametrisation: edm | eps | scaled_score | score | velocity "
+               "(default: velocity for the flow loss, else edm)",
+    "time_density": "flow loss: density of the path time tau, uniform | logit_normal",
+    "ln_mean": "flow loss, logit_normal: mean of logit tau (Esser et al. 2024: 0)",
+    "ln_std": "flow loss, logit_normal: standard deviation of logit tau (Esser et al. 2024: 1)",
     "net": "auto | unet | mlp",
     "ch_mult": "channel multipliers per level, e.g. 1,2,2",
     "attn": "resolutions with self-attention, e.g. 8 (empty: none)",
@@ -74,7 +79,7 @@ def add_arguments(p):
                 p.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_)
         elif isinstance(default, tuple):
             p.add_argument(flag, type=_ints, default=argparse.SUPPRESS, help=help_)
-        elif f.name in ("teacher", "init"):
+        elif f.name in ("teacher", "init", "loss", "precond"):
             p.add_argument(flag, type=str, default=argparse.SUPPRESS, help=help_)
         elif f.name in ("image_size", "channels", "threads"):
             p.add_argument(flag, type=int, default=argparse.SUPPRESS, help=help_)

@@ -17,6 +17,14 @@ The scheduler's config says what the network computes (:data:`SCHEDULES`):
   with the config's sigma_min, sigma_max (overridable: published configs disagree with the papers'),
   the network called as unet(x, sigma) returning the score itself (UNet2DModel divides its output by
   sigma, as score_sde's ``scale_by_sigma``); model space [0, 1], as ScoreSdeVePipeline's.
+* ``FlowMatchEulerDiscreteScheduler`` (flow matching / rectified flow): :class:`~sdekit.sde.FlowSDE` with
+  the config's ``shift`` (a grid uniform in t is the scheduler's shifted grid), the network called as
+  unet(x, 1000 tau) (tau the path time, the scheduler's "sigma") returning the velocity n - x0; model
+  space [-1, 1]. sdekit's time ends at T = 0.999 < 1 (FlowSDE), where the scheduler starts at tau = 1.
+* ``CMStochasticIterativeScheduler`` (consistency models, Song et al. 2023): the EDM SDE on the config's
+  [sigma_min, sigma_max] with its sigma_data, the network fed c_in x and 250 ln(sigma) (the scheduler's
+  timestep) and parametrised as prediction "consistency" with the config's sigma_min; model space [-1, 1].
+  The scheduler's ``clip_denoised`` (clamping each f to [-1, 1]) is not applied.
 
 A UNet2DModel with class embeddings (``num_class_embeds`` K) is a model of K classes without a null
 label: it needs a class 0..K-1 for every sample and takes no classifier-free guidance (UserError).
@@ -35,7 +43,7 @@ import torch
 
 from ..errors import UserError
 from ..persist import MAX_CONFIG_BYTES, expect, is_number, load_state, parse_json, read_tensors
-from ..sde import VESDE, DiscreteVPSDE
+from ..sde import EDMSDE, VESDE, DiscreteVPSDE, FlowSDE
 from .wrap import TensorOutput, wrap
 
 __all__ = ["DiffusersFolder", "find_diffusers", "load_diffusers", "read_json", "SCHEDULES", "DISCRETE_SCHEDULERS",
@@ -196,9 +204,35 @@ def _score_sde_ve(cfg: dict, source, overrides: dict) -> dict:
     return {"sde": sde, "prediction": "score", "time_input": "sigma", "data_range": (0.0, 1.0)}
 
 
+def _positive(cfg: dict, key: str, default, source) -> float:
+    v = _number(cfg, key, default, source)
+    expect(v > 0, source, f"{key} must be a positive number, got {v!r}")
+    return v
+
+
+def _flow_match(cfg: dict, source, overrides: dict) -> dict:
+    """FlowMatchEulerDiscreteScheduler: the flow path with the config's shift; the network returns the velocity."""
+    for key in ("use_dynamic_shifting", "invert_sigmas"):
+        expect(not cfg.get(key, False), source, f"{key} is not supported: sdekit needs one fixed time shift")
+    n = _positive(cfg, "num_train_timesteps", 1000, source)
+    return {"sde": FlowSDE(shift=_positive(cfg, "shift", 1.0, source)), "prediction": "velocity", "time_input": "flow",
+            "time_scale": n, "data_range": (-1.0, 1.0)}
+
+
+def _consistency(cfg: dict, source, overrides: dict) -> dict:
+    """CMStochasticIterativeScheduler: EDM's SDE; a consistency network fed c_in x and 250 ln(sigma)."""
+    lo, hi = _positive(cfg, "sigma_min", 0.002, source), _positive(cfg, "sigma_max", 80.0, source)
+    expect(lo < hi, source, f"sigma_min {lo:g} must be below sigma_max {hi:g}")
+    sd = _positive(cfg, "sigma_data", 0.5, source)
+    return {"sde": EDMSDE(lo, hi, sd), "prediction": "consistency", "time_input": None, "time_scale": 1000.0,
+            "sigma_data": sd, "sigma_min": lo, "data_range": (-1.0, 1.0)}
+
+
 # scheduler class -> (reader of its config, keyword overrides it takes)
 SCHEDULES = {**{name: (_discrete, ("prediction_type",)) for name in DISCRETE_SCHEDULERS},
-             "ScoreSdeVeScheduler": (_score_sde_ve, ("sigma_min", "sigma_max"))}
+             "ScoreSdeVeScheduler": (_score_sde_ve, ("sigma_min", "sigma_max")),
+             "FlowMatchEulerDiscreteScheduler": (_flow_match, ()),
+             "CMStochasticIterativeScheduler": (_consistency, ())}
 
 
 # the keyword options of load_diffusers -> the models they apply to
@@ -309,8 +343,9 @@ def load_diffusers(found: DiffusersFolder, device=None, dtype=None, **overrides)
     unet = load_unet(found.unet)
     classes = int(ucfg.get("num_class_embeds") or 0)
     net = TensorOutput(unet, keep_channels=shape[0] if learned else None)
+    extra = {k: spec[k] for k in ("time_scale", "sigma_data", "sigma_min") if k in spec}
     model = wrap(net, prediction=spec["prediction"], sde=spec["sde"], time_input=spec["time_input"], shape=shape,
-                 data_range=spec["data_range"], num_classes=classes, name=found.name, null_label=False)
+                 data_range=spec["data_range"], num_classes=classes, name=found.name, null_label=False, **extra)
     model.config.update({"format": "diffusers", "scheduler": kind, "source": str(found.unet)})
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)

@@ -12,7 +12,8 @@ only D (k-diffusion's ``external.py`` idea). Two ways to state the noise process
   or c = sigma(t) (``time_input="sigma"``).
 
 With ``prediction="edm"`` the network is EDM's F(c_in y, ln(sigma) / 4) instead (Karras et al.
-Table 1), for any ``sde``.
+Table 1), for any ``sde``; so is it with ``prediction="consistency"`` (a consistency model, Song et al.
+2023: D = c_skip y + c_out F with the boundary condition at ``sigma_min``).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from ..sde import SDE, DiscreteVPSDE
 
 __all__ = ["wrap", "TensorOutput", "WRAP_PREDICTIONS"]
 
-WRAP_PREDICTIONS = ("eps", "x0", "v", "score", "edm")
+WRAP_PREDICTIONS = ("eps", "x0", "v", "score", "edm", "consistency", "velocity")
+EDM_INPUT = ("edm", "consistency")          # predictions whose network is fed EDM's c_in y and ln(sigma) / 4
 
 
 class TensorOutput(nn.Module):
@@ -79,38 +81,48 @@ def _data_range(data_range) -> tuple[float, float]:
     return lo, hi
 
 
-def _net_input(prediction: str, sde: SDE, time_input: str | None, discrete: bool, sigma_data: float):
-    """What the network is fed: EDM's scaling, or the model-space x and its time variable."""
-    if prediction == "edm":
+def _net_input(prediction: str, sde: SDE, time_input: str | None, discrete: bool, sigma_data: float,
+               time_scale: float = 1.0):
+    """What the network is fed: EDM's scaling, or the model-space x and its time variable (x time_scale)."""
+    if isinstance(time_scale, bool) or not isinstance(time_scale, (int, float)) or not 0 < time_scale < float("inf"):
+        raise UserError(f"time_scale must be a positive number, got {time_scale!r}")
+    if prediction in EDM_INPUT:
         if time_input is not None:
-            raise UserError("prediction='edm' feeds the network EDM's ln(sigma)/4; it takes no time_input")
-        return EDMInput(sigma_data)
+            raise UserError(f"prediction={prediction!r} feeds the network EDM's ln(sigma)/4; it takes no time_input")
+        return EDMInput(sigma_data, time_scale)
     if discrete:
         if time_input not in (None, "timestep"):
             raise UserError("a network on alphas_cumprod takes the timestep; time_input must be left out")
-        return ModelSpaceInput("timestep")
+        return ModelSpaceInput("timestep", time_scale)
     time_input = "t" if time_input is None else time_input
-    if time_input not in ("t", "sigma"):
-        raise UserError(f"time_input must be 't' or 'sigma', got {time_input!r}")
-    return ModelSpaceInput(time_input)
+    if time_input not in ("t", "sigma", "flow"):
+        raise UserError(f"time_input must be 't', 'sigma' or 'flow', got {time_input!r}")
+    return ModelSpaceInput(time_input, time_scale)
 
 
 def wrap(net, prediction: str = "eps", alphas_cumprod=None, sde: SDE | None = None, time_input: str | None = None,
          shape=None, data_range=(-1.0, 1.0), num_classes: int = 0, name: str = "wrapped",
-         sigma_data: float = 0.5, null_label: bool = True) -> Model:
+         sigma_data: float = 0.5, null_label: bool = True, sigma_min: float | None = None,
+         time_scale: float = 1.0) -> Model:
     """A :class:`~sdekit.model.Model` of any torch network (or callable).
 
     net: called as ``net(x, c)`` (``net(x, c, class_labels)`` for a conditional model) with x [B, *shape]
     in model space; it returns a tensor shaped like x (or an object with ``.sample``, or a tuple).
     prediction: what it returns, one of "eps" (the noise: x = s (x0 + sigma eps)), "x0" (the clean data),
-    "v" (v-prediction, alpha eps - sigma_t x0 in the VP sense), "score" (grad_x log p_t), "edm" (EDM's F).
+    "v" (v-prediction, alpha eps - sigma_t x0 in the VP sense), "score" (grad_x log p_t), "edm" (EDM's F),
+    "consistency" (a consistency model's F, Song et al. 2023; fed as "edm"; its default sampler is "consistency"),
+    "velocity" (flow matching: v = n - x0 on the path x = (1 - tau) x0 + tau n, with sde=sdekit.FlowSDE()).
     alphas_cumprod: [N] strictly decreasing in (0, 1), for a discrete-time network: c is the float
     timestep [B] in [0, N - 1]. sde: a member of the SDE family, for a continuous-time network:
-    c = t in [0, sde.T] (time_input "t", default) or c = sigma(t) (time_input "sigma").
+    c = t in [0, sde.T] (time_input "t", default), c = sigma(t) (time_input "sigma") or the flow path's
+    time c = tau = sigma / (1 + sigma) (time_input "flow"; t itself for sdekit.FlowSDE() without shift).
     Give exactly one of alphas_cumprod and sde. shape: (C, H, W) of one sample (or (d,) for vectors).
     data_range: (lo, hi), model space x = lo + (hi - lo) u for pixels u in [0, 1] (the network's own
     range, e.g. (-1, 1) for DDPM, (0, 1) for score_sde's VE models). num_classes: K > 0 for a
-    class-conditional network. sigma_data: EDM's, for prediction "edm". null_label: whether a conditional
+    class-conditional network. sigma_data: EDM's, for predictions "edm" and "consistency". sigma_min: the
+    boundary level of prediction "consistency" (default 0.002). time_scale: the network's time input is
+    c x time_scale (e.g. 1000 for diffusers' flow-matching timesteps, 1000 ln(sigma)/4 for consistency
+    models). null_label: whether a conditional
     network also takes label -1 for "no class" (its unconditional score, which unlabelled sampling and
     classifier-free guidance need); False: every evaluation needs a class 0..K-1 (UserError otherwise).
 
@@ -135,9 +147,10 @@ def wrap(net, prediction: str = "eps", alphas_cumprod=None, sde: SDE | None = No
     if not isinstance(net, TensorOutput):
         net = TensorOutput(net)
     net.num_classes = num_classes
-    net_input = _net_input(prediction, sde, time_input, discrete, sigma_data)
-    den = NetworkDenoiser(net, sde, prediction, net_input, sigma_data, null_label)
+    net_input = _net_input(prediction, sde, time_input, discrete, sigma_data, time_scale)
+    den = NetworkDenoiser(net, sde, prediction, net_input, sigma_data, null_label, sigma_min)
     config = {"format": "wrapped", "name": str(name), "shape": list(shape), "num_classes": num_classes,
               "data_range": [lo, hi], "sde": sde.config(), "prediction": prediction,
-              "time_input": getattr(net_input, "time", "edm")}
+              "time_input": getattr(net_input, "time", "edm"),
+              **({"sigma_min": den.sigma_min} if den.consistency else {})}
     return Model(den, config, str(name))

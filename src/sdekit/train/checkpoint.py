@@ -159,9 +159,13 @@ def read_checkpoint(path) -> Checkpoint:
 
 
 def check_hparams(ckpt: Checkpoint, cfg: TrainConfig) -> None:
-    """UserError naming the first hyper-parameter ``cfg`` changes against the checkpoint's."""
-    old, new = ckpt.state["hparams"], hparams(cfg)
-    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    """UserError naming the first hyper-parameter ``cfg`` changes against the checkpoint's. A hyper-parameter
+    the checkpoint does not record (it was written before sdekit had it) holds its default there."""
+    import dataclasses
+    defaults = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+                for f in dataclasses.fields(TrainConfig)}
+    old, new = {**defaults, **ckpt.state["hparams"]}, hparams(cfg)
+    changed = [k for k in sorted(set(ckpt.state["hparams"]) | set(new)) if old.get(k) != new.get(k)]
     if changed:
         k = changed[0]
         raise UserError(f"--resume with changed hyper-parameters: {k} was {old.get(k)!r}, now {new.get(k)!r}"

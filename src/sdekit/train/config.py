@@ -22,13 +22,16 @@ class TrainConfig:
     warmup: int = 500              # linear learning-rate warm-up steps
     grad_clip: float = 1.0         # max gradient norm (0: off)
     ema: float = 0.999             # EMA decay, warmed up as min(ema, (1 + k) / (10 + k))
-    loss: str = "dsm"              # dsm | edm | smld | ddpm | cd
+    loss: str | None = None        # dsm | edm | smld | ddpm | flow | cd; None: flow for --sde flow, else dsm
     weighting: str = "sigma2"      # dsm: sigma2 | likelihood
     reduce: str = "mean"           # mean | sum over a sample's dimensions
     P_mean: float = -1.2           # edm loss: ln sigma ~ N(P_mean, P_std^2)
     P_std: float = 1.2
-    precond: str = "edm"           # edm | eps | scaled_score | score
+    precond: str | None = None     # edm | eps | scaled_score | score | velocity; None: velocity for flow, else edm
     sigma_data: float = 0.5
+    time_density: str = "uniform"  # flow loss: uniform | logit_normal (Esser et al. 2024)
+    ln_mean: float = 0.0           # flow loss, logit_normal: logit tau ~ N(ln_mean, ln_std^2)
+    ln_std: float = 1.0
     net: str = "auto"              # unet for images, mlp for toy data
     ch: int = 32
     ch_mult: tuple = (1, 2, 2)
@@ -59,15 +62,26 @@ class TrainConfig:
     channels_last: bool = False    # channels-last memory for the network's weights and inputs
     autocast: str = "none"         # none | bf16 | fp16 (CUDA only, with loss scaling)
 
+    def __post_init__(self):
+        if self.loss is None:
+            self.loss = "flow" if self.sde == "flow" else "dsm"
+        if self.precond is None:
+            self.precond = {"flow": "velocity", "cd": "consistency"}.get(self.loss, "edm")
+
 
 HPARAMS_IGNORED = {"out", "steps", "sample_every", "ckpt_every", "log_every", "max_minutes", "progress", "resume",
                    "overwrite", "download", "threads", "compile", "channels_last", "autocast"}
 
 
+FLOW_ONLY = {"time_density", "ln_mean", "ln_std"}      # hyper-parameters of the flow loss alone
+
+
 def hparams(cfg: TrainConfig) -> dict:
-    """The hyper-parameters of ``cfg`` as JSON-able values (tuples as lists)."""
+    """The hyper-parameters of ``cfg`` as JSON-able values (tuples as lists); the flow loss's own only
+    for a run with that loss."""
     d = dataclasses.asdict(cfg)
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if k not in HPARAMS_IGNORED}
+    ignored = HPARAMS_IGNORED | (FLOW_ONLY if cfg.loss != "flow" else set())
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if k not in ignored}
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -86,3 +100,9 @@ def validate(cfg: TrainConfig) -> None:
         if not ok:
             raise UserError(msg)
     get_loss(cfg.loss)
+    if cfg.loss == "flow":
+        from ..losses import TIME_DENSITIES
+        if cfg.time_density not in TIME_DENSITIES:
+            raise UserError(f"--time-density must be one of {', '.join(TIME_DENSITIES)}, got {cfg.time_density!r}")
+        if not cfg.ln_std > 0:
+            raise UserError(f"--ln-std must be > 0, got {cfg.ln_std}")

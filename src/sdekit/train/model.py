@@ -98,4 +98,6 @@ class LossModule(nn.Module):
             extra = {"sigma_data": c.sigma_data}
         elif c.loss == "cd":
             extra = {"teacher": self.teacher[0], "N": c.cd_levels}
+        elif c.loss == "flow":
+            extra = {"density": c.time_density, "mean": c.ln_mean, "std": c.ln_std}
         return self.fn(self.model, self.model.sde, x0, labels, reduce=c.reduce, **draws, **extra)

@@ -43,4 +43,7 @@ def draw_randomness(cfg, sde, B: int, shape, g: torch.Generator) -> dict:
         return {"sigma": (cfg.P_mean + cfg.P_std * torch.randn(B, generator=g)).exp(), "z": z}
     if cfg.loss == "cd":
         return {"index": torch.randint(cfg.cd_levels - 1, (B,), generator=g), "z": z}
+    if cfg.loss == "flow":
+        from ..losses import flow_times
+        return {"tau": flow_times(B, sde, cfg.time_density, cfg.ln_mean, cfg.ln_std, g), "z": z}
     return {"index": torch.randint(sde.N, (B,), generator=g), "z": z}
