@@ -358,7 +358,7 @@ def _strokes(run: _Run, samples, labels, seed: int):
         f"Measured: {'; '.join(measured)} (pixels in [0, 1])."), gd
 
 
-def _masked(run: _Run, samples, seed: int, gd: _Guides) -> Figure:
+def _masked(run: _Run, samples, seed: int, gd: _Guides | None = None) -> Figure:
     """Stroke-based editing: keep the top half of a sample, repaint the bottom half with a pen stroke (digits)
     or with one of the colour stroke paintings."""
     from .strokes import pen
