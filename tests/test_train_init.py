@@ -31,3 +31,14 @@ def test_init_copies_the_bundle_and_refuses_another_network(tmp_path):
     assert max((b[k].float() - saved[k].float()).abs().max().item() for k in saved) < 1e-6
     assert main(["train", *FLAGS, "--ch", "16", "--steps", "1", "--init", str(tmp_path / "a" / "model"),
                  "--out", str(tmp_path / "c")]) == 2
+
+
+def test_version_and_mask_keywords(tmp_path, capsys):
+    import sdekit as sk
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"sdekit {sk.__version__}"
+    from PIL import Image
+    Image.new("L", (16, 16), 128).save(tmp_path / "g.png")
+    assert main(["inpaint", "--model", "digits", "--image", str(tmp_path / "g.png"), "--mask", "middle",
+                 "--out", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err
+    assert "no such file" in err and "left, right, top, bottom" in err and len(err.strip().splitlines()) == 1

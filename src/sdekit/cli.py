@@ -42,7 +42,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
     p = Parser(prog="sdekit", description="Score-based generative models through SDEs, and SDEdit.")
+    p.add_argument("--version", action="version", version=f"sdekit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for name, (module, help_) in COMMANDS.items():
         try:

@@ -74,6 +74,9 @@ def run(args):
     if args.mask in SHAPES:
         mask = _shape_mask(args.mask, H, W)
     else:
+        from pathlib import Path
+        if not Path(args.mask).exists():
+            raise UserError(f"--mask {args.mask}: no such file, and not one of the keywords {', '.join(SHAPES)}")
         scaled = check_agree(image_size(args.mask), img.size, f"the mask {args.mask}", f"the image {args.image}")
         mask = load_mask(args.mask, (H, W))
     if mask.sum() == 0:
