@@ -88,7 +88,7 @@ METHODS = {   # method -> {implementation: runner}
 }
 
 
-def run(model_name, data, n, seeds, nfes, only):
+def run(model_name, data, n, seeds, nfes, only, impl_filter=()):
     from sdekit.judge import held_out, load_judge
     model = sdekit.load(model_name)
     judge = load_judge(data)
@@ -101,6 +101,8 @@ def run(model_name, data, n, seeds, nfes, only):
         if only and method not in only:
             continue
         for name, runner in impls.items():
+            if impl_filter and not any(f in name for f in impl_filter):
+                continue
             for nfe in nfes:
                 fids, used, t = [], None, time.time()
                 for s in seeds:
@@ -152,14 +154,15 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--nfes", default="3,4,5,6,8,10")
-    p.add_argument("--only", default="")
+    p.add_argument("--only", default="", help="methods (keys of METHODS), comma-separated")
+    p.add_argument("--impls", default="", help="only implementations whose name contains one of these, comma-separated")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     nfes = [int(v) for v in a.nfes.split(",")]
     seeds = [int(v) for v in a.seeds.split(",")]
     only = [v for v in a.only.split(",") if v]
-    floor, rows = run(a.model, a.data, a.n, seeds, nfes, only)
+    floor, rows = run(a.model, a.data, a.n, seeds, nfes, only, [v for v in a.impls.split(",") if v])
     text = table(floor, rows, nfes)
     cmd = "python benchmarks/bench_fewstep_network.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(text)
