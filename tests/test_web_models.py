@@ -72,6 +72,35 @@ def test_a_bundles_background_is_checked_when_it_loads(tmp_path):
     assert background(white.config) == (1.0,) and polarity(white) == "on-white"
 
 
+def test_transparency_is_composited_over_the_models_background(tmp_path, emoji):
+    """Uploads, and the guides of sdekit edit, of a picture with transparency: colour a + background (1 - a)."""
+    from sdekit.images import load_image
+    from sdekit.web.uploads import load_upload
+    from test_web import png
+    im = Image.new("RGBA", (32, 32), (0, 0, 0, 0))                           # clear, then half-clear red, then red
+    im.paste(Image.new("RGBA", (32, 8), (255, 0, 0, 128)), (0, 8))
+    im.paste(Image.new("RGBA", (32, 8), (255, 0, 0, 255)), (0, 16))
+    a = 128 / 255
+    white = load_upload(png(im), (3, 32, 32), background=background(emoji.config)).pixels[0]
+    assert torch.equal(white[:, 2], torch.ones(3, 32))
+    torch.testing.assert_close(white[:, 10, 5], torch.tensor([1.0, 1 - a, 1 - a]), atol=0.5 / 255, rtol=0)
+    assert torch.equal(white[:, 20, 5], torch.tensor([1.0, 0, 0]))
+    black = load_image(png(im), (3, 32, 32)).pixels[0]                        # no background: black, as before
+    assert torch.equal(black[:, 2], torch.zeros(3, 32))
+    torch.testing.assert_close(black[:, 10, 5], torch.tensor([a, 0, 0]), atol=0.5 / 255, rtol=0)
+    grey = load_image(png(im.convert("LA")), (1, 32, 32), background=(1.0, 1.0, 1.0)).pixels[0, 0]
+    luma = Image.new("RGB", (1, 1), (255, 0, 0)).convert("L").getpixel((0, 0)) / 255     # Pillow's grey of red
+    torch.testing.assert_close(grey[10, 5], torch.tensor(luma * a + 1 - a), atol=0.6 / 255, rtol=0)
+    assert grey[2, 5] == 1.0
+    app = App(emoji)                                                         # the page's uploads use the model's
+    try:
+        url = app._converted(png(im))["image"]
+    finally:
+        app.close()
+    page = load_image(__import__("base64").b64decode(url.split(",", 1)[1]), (3, 32, 32)).pixels[0]
+    assert torch.equal(page[:, 2], torch.ones(3, 32))
+
+
 def test_class_names_by_data():
     assert class_names({"data": "emoji", "num_classes": 9}) == EMOJI_CATEGORIES
     assert class_names({"data": "emoji:/d", "num_classes": 4}) is None     # not the data's classes
@@ -97,9 +126,9 @@ def test_the_page_follows_the_model(emoji, grey):
 class MeanReader(torch.nn.Module):
     """An exact toy p_t(y | x_t) of 3 classes: class k is 'the image's mean is near centre[k]'."""
 
-    def __init__(self, sde, centres=(-0.6, 0.0, 0.6)):
+    def __init__(self, sde, centres=(-0.6, 0.0, 0.6), shape=(1, 8, 8)):
         super().__init__()
-        self.sde, self.num_classes, self.shape = sde, len(centres), (1, 8, 8)
+        self.sde, self.num_classes, self.shape = sde, len(centres), shape
         self.centres = torch.tensor(centres)
 
     def forward(self, x, t):

@@ -53,7 +53,7 @@ def run(args):
     from ..errors import UserError
     from ..images import (EXTENSIONS, check_agree, check_picture_size, enlarge, from_pil, guide_frame, image_size,
                           load_image, load_map, load_mask, restore, save_picture, to_pil)
-    from ..data import class_names
+    from ..data import background, class_names
     from ..sdedit import default_t0, describe_condition, edit_condition, sdedit
     from .common import check_class, check_row, file_out, placement, save_row, scale_of
 
@@ -74,7 +74,7 @@ def run(args):
     if isinstance(args.class_label, int) and args.class_label >= 0:
         check_class(model, args.class_label)
     C, H, W = model.shape
-    img = load_image(args.guide, model.shape)
+    img = load_image(args.guide, model.shape, background=background(model.config))
     mask, scaled = img.alpha, None
     if args.mask is not None:
         scaled = check_agree(image_size(args.mask), img.size, f"the mask {args.mask}", f"the guide {args.guide}")

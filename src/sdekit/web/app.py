@@ -286,7 +286,7 @@ class App:
         return JSONResponse(await self.decode(self._converted, data))
 
     def _converted(self, data: bytes) -> dict:
-        im = load_upload(data, self.model.shape, self.limits, "the file")
+        im = load_upload(data, self.model.shape, self.limits, "the file", background=background(self.model.config))
         url = "data:image/png;base64," + base64.b64encode(png_bytes(im.pixels[0])).decode()
         return {"image": url, "width": im.size[0], "height": im.size[1]}
 
