@@ -289,3 +289,26 @@ def test_serve_without_a_model_serves_every_installed_bundle(tmp_path, monkeypat
     assert [a.model.name for a in served["app"].apps] == ["emoji", "mnist"]
     assert main(["serve", "--port", "0", "--threads", "1", "--model", "mnist-cd"]) == 2     # not installed
     assert "not installed" in capsys.readouterr().err
+
+
+def test_a_consistency_models_page_defaults_to_consistency_sampling(tmp_path):
+    """mnist-cd's kind: every tab starts at the library's sampler for it, "consistency"; others keep theirs."""
+    from sdekit.nets import Preconditioned, build_net
+    net = build_net({"type": "unet", "in_channels": 1, "resolution": 8, "ch": 4, "ch_mult": [1, 2],
+                     "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0})
+    save_bundle(tmp_path / "cd", Preconditioned(net, sdekit.VPSDE(), kind="consistency", sigma_min=0.005),
+                shape=(1, 8, 8), name="cd", data="mnist")
+    cd = sdekit.load(tmp_path / "cd")
+    app = App(cd)
+    try:
+        info = app.info()
+    finally:
+        app.close()
+    assert {k: v[0] for k, v in info["samplers"].items()} == {"edit": "consistency", "inpaint": "consistency",
+                                                             "sample": "consistency"}
+    assert all(d["sampler"] == "consistency" and d["steps"] == 2 for d in info["defaults"].values())
+    assert info["polarity"] == "light-on-dark"
+    task = web.parse_task(cd, {"kind": "sample", "n": 1})
+    assert task.sampler == "consistency" and task.steps == 2
+    assert web.run_task(cd, task)["results"].shape == (1, 1, 8, 8)
+    assert web.parse_task(random_model((1, 8, 8), ch=4), {"kind": "sample"}).sampler == "abm"

@@ -235,7 +235,7 @@ class App:
                 "models": [{"name": e["name"], "href": "../" * up + e["path"], "shape": e["shape"],
                             "current": e["app"] is self} for e in self.menu],
                 "sde": type(m.sde).__name__, "T": float(m.sde.T),
-                "samplers": {k: list(samplers_for(k)) for k in KINDS},
+                "samplers": {k: list(samplers_for(k, m)) for k in KINDS},
                 "defaults": {k: self.defaults(k) for k in KINDS},
                 "limits": {"upload_bytes": self.limits.upload_bytes, "steps": self.limits.steps,
                            "results": self.limits.results, "samples": self.limits.samples,
@@ -246,7 +246,7 @@ class App:
         class (the bundle's default edit's: "auto" or -1)."""
         from ..sdedit import default_class, default_t0
         label = default_class(self.model) if kind == "edit" else -1
-        sampler, t0 = samplers_for(kind)[0], default_t0(self.model, label != -1)
+        sampler, t0 = samplers_for(kind, self.model)[0], default_t0(self.model, label != -1)
         return {"sampler": sampler, "steps": default_steps(self.model, kind, sampler, t0), "t0": t0,
                 "n": 16 if kind == "sample" else 4, "label": label}
 

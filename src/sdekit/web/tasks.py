@@ -102,11 +102,12 @@ def _float(body: dict, key: str, default: float, lo: float, hi: float) -> float:
 DEFAULT_SAMPLER = {"edit": "reverse_diffusion", "inpaint": "pc", "sample": "abm"}   # the library's defaults
 
 
-def samplers_for(kind: str) -> tuple[str, ...]:
+def samplers_for(kind: str, model=None) -> tuple[str, ...]:
     """Sampler names a job kind accepts (the registry's samplers that finish on image models), its
-    default first."""
-    from ..registry import REGISTRY
-    first = DEFAULT_SAMPLER[kind]
+    default first: the library's for ``model`` ("consistency" for a consistency model,
+    :func:`sdekit.registry.default_sampler`), else the kind's own."""
+    from ..registry import REGISTRY, default_sampler
+    first = DEFAULT_SAMPLER[kind] if model is None else default_sampler(model, DEFAULT_SAMPLER[kind])
     return (first,) + tuple(s.name for s in REGISTRY.values() if s.finishes and s.name != first)
 
 
@@ -131,9 +132,10 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
              n=_int(body, "n", 4, 1, n_max),
              seed=_int(body, "seed", int(time.time_ns() % 2**31), 0, 2**63 - 1),
              label=_label(body, model, kind))
-    t.sampler = str(body.get("sampler") or samplers_for(kind)[0]).lower()
-    if t.sampler not in samplers_for(kind):
-        raise UserError(f"sampler must be one of {', '.join(samplers_for(kind))}, got {_show(t.sampler)}")
+    samplers = samplers_for(kind, model)
+    t.sampler = str(body.get("sampler") or samplers[0]).lower()
+    if t.sampler not in samplers:
+        raise UserError(f"sampler must be one of {', '.join(samplers)}, got {_show(t.sampler)}")
     if kind == "edit":
         conditioned = (default_class(model) if t.label is None else t.label) != -1
         t.t0_frac = _float(body, "t0", default_t0(model, conditioned), 0.0, 1.0)
