@@ -23,6 +23,7 @@ import ipaddress
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -200,7 +201,7 @@ class App:
             raise UserError(f"the page paints grey or RGB images; {model.name} takes samples of shape "
                             f"{tuple(model.shape)}, not (1 or 3, H, W)")
         self.model, self.limits = model, limits
-        self.menu: list[dict] = []              # the site's models ({"name", "path", "shape"}), set by :class:`Site`
+        self.menu: list[dict] = []              # the site's models ({"name", "path", "shape", "app"}), set by :class:`Site`
         self.queue = JobQueue(model, limits)
         self.decoders = anyio.CapacityLimiter(limits.decodes)
         big = limits.upload_bytes
@@ -228,8 +229,9 @@ class App:
         a page ``up`` path segments below the site's root."""
         m = self.model
         C, H, W = m.shape
+        names = class_names(m.config)
         return {"name": m.name, "shape": [C, H, W], "num_classes": m.num_classes, "data": m.config.get("data"),
-                "data_kind": data_kind(m.config.get("data")) or None, "class_names": list(class_names(m.config) or []) or None,
+                "data_kind": data_kind(m.config.get("data")) or None, "class_names": names and list(names),
                 "reads_class": getattr(m, "classifier", None) is not None,
                 "polarity": polarity(m), "background": css_colour(background(m.config)),
                 "models": [{"name": e["name"], "href": "../" * up + e["path"], "shape": e["shape"],
@@ -396,7 +398,6 @@ class Site:
     def close(self, seconds: float | None = None) -> bool:
         """Stop every model's job queue: all are cancelled at once, then waited for together up to
         ``seconds`` (default ``Limits.stop_seconds``). Returns whether every worker ended."""
-        import time
         for app in self.apps:
             app.close(0)
         wait = (self.apps[0].limits.stop_seconds if self.apps else 0) if seconds is None else seconds
