@@ -21,7 +21,7 @@ from .placement import placement
 from .persist import load_weights  # noqa: F401  (sdekit.bundle.load_weights, as before)
 from .sde import SDE, get_sde
 
-__all__ = ["Model", "load", "save_bundle", "random_model", "generate", "export_bundle", "BUNDLED", "FORMAT"]
+__all__ = ["Model", "load", "save_bundle", "random_model", "generate", "export_bundle", "installed", "BUNDLED", "FORMAT"]
 
 FORMAT = "sdekit-bundle"
 ASSETS = Path(__file__).parent / "assets"
@@ -34,9 +34,19 @@ BUNDLED = BUNDLED_MODELS["digits"]
 def bundled(name: str | None = None) -> Path:
     """The folder of a shipped model: ``name`` in BUNDLED_MODELS, or None / "default" for the default
     model (MNIST, 28x28; the 16x16 digits model where MNIST is not installed)."""
-    if name in (None, "default"):
-        name = DEFAULT_MODEL if (BUNDLED_MODELS[DEFAULT_MODEL] / "config.json").is_file() else "digits"
-    return BUNDLED_MODELS[name]
+    return BUNDLED_MODELS[default_name() if name in (None, "default") else name]
+
+
+def default_name() -> str:
+    """The default model's name: DEFAULT_MODEL (MNIST), or "digits" where MNIST is not installed."""
+    return DEFAULT_MODEL if (BUNDLED_MODELS[DEFAULT_MODEL] / "config.json").is_file() else "digits"
+
+
+def installed() -> list[str]:
+    """The names of the shipped models this copy of sdekit has (those of BUNDLED_MODELS whose folder holds a
+    config.json), the default model first."""
+    have = [n for n, folder in BUNDLED_MODELS.items() if (folder / "config.json").is_file()]
+    return sorted(have, key=lambda n: n != default_name())
 
 
 def bundle_config(net: Preconditioned, shape, name: str = "model", data_range=(-1.0, 1.0),

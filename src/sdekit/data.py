@@ -35,7 +35,8 @@ from .images import EXTENSIONS, SCALE, grid_shape, load_image, picture, save_pic
 
 __all__ = ["Dataset", "load_dataset", "digits", "toy", "image_folder", "read_idx", "mnist", "cifar10",
            "save_grid", "grid", "fetch", "SOURCES", "TOYS", "IMAGE_EXTS", "emoji", "emoji_split",
-           "EMOJI_CATEGORIES", "EMOJI_STYLES", "EMOJI_BACKGROUND"]
+           "EMOJI_CATEGORIES", "EMOJI_STYLES", "EMOJI_BACKGROUND", "data_kind", "background", "class_names",
+           "BACKGROUNDS", "CLASS_NAMES"]
 
 IMAGE_EXTS = set(EXTENSIONS)
 
@@ -297,6 +298,44 @@ def emoji(root, size: int | None = None, channels: int | None = None, split: str
     return Dataset(_to_model(_channels(u, channels)), torch.tensor(ys, dtype=torch.long),
                    len(EMOJI_CATEGORIES), "emoji")
 
+
+# ---- what a model's pictures look like --------------------------------------------------------------
+
+BACKGROUNDS = {"emoji": EMOJI_BACKGROUND}   # data kind -> the colour its pictures are drawn on (pixels in [0, 1])
+CLASS_NAMES = {"emoji": EMOJI_CATEGORIES}   # data kind -> the name of class k (data whose classes have names)
+
+
+def data_kind(spec) -> str:
+    """The kind of a dataset spec (a bundle's "data"): "emoji" for "emoji:DIR", "mnist", "digits", ...;
+    "" for None."""
+    return str(spec or "").partition(":")[0].lower()
+
+
+def background(config: dict) -> tuple[float, ...]:
+    """The colour a model's pictures are drawn on: one value in [0, 1] per channel (C = config["shape"][0]).
+
+    In this order: the bundle's own ``"background"`` (a list of 1 or C numbers in [0, 1], checked when
+    the bundle loads); its data's (:data:`BACKGROUNDS`, by :func:`data_kind`: emoji are composited over
+    white, :data:`EMOJI_BACKGROUND`); else black for a 1-channel model (digits, MNIST: light strokes on
+    a dark background) and mid grey 0.5, the middle of the data range, for a colour model of natural
+    pictures. The web page's canvas starts in this colour."""
+    shape = config.get("shape") or [1]
+    C = int(shape[0]) if len(shape) == 3 else 1
+    own = config.get("background")
+    if own is None:
+        own = BACKGROUNDS.get(data_kind(config.get("data")), (0.0,) if C == 1 else (0.5,))
+    own = tuple(float(v) for v in own)
+    if len(own) not in (1, C):
+        raise UserError(f"background {list(own)} has {len(own)} values for a {C}-channel model: give 1 or {C}")
+    return own * C if len(own) == 1 else own
+
+
+def class_names(config: dict) -> tuple[str, ...] | None:
+    """The name of each class of a model's data (:data:`CLASS_NAMES`, by :func:`data_kind`: the emoji
+    categories for "emoji"), or None where its classes have no names (digits: class k is the digit k) or
+    their number is not the model's ``num_classes``."""
+    names = CLASS_NAMES.get(data_kind(config.get("data")))
+    return names if names is not None and len(names) == int(config.get("num_classes") or 0) else None
 
 # name -> (mirrors, {file: published MD5}); the MD5s are those of the original distributions.
 SOURCES = {

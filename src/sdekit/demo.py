@@ -88,7 +88,8 @@ def stroke_guides(shape, data: str = "mnist") -> tuple[list[str], torch.Tensor, 
 
 def _data_kind(model) -> str:
     """The kind of the model's data spec ("mnist", "digits", "emoji", ...; "" if not recorded)."""
-    return str((getattr(model, "config", None) or {}).get("data") or "").partition(":")[0].lower()
+    from .data import data_kind
+    return data_kind((getattr(model, "config", None) or {}).get("data"))
 
 
 def _class_names(model) -> list[str]:

@@ -15,8 +15,9 @@ The rule for an image file of any size and mode (stated once; used by ``sdekit e
    integers (I, as Pillow opens 16-bit PGM) v / 65535, clipped; 32-bit float (F) as is, clipped to
    [0, 1]. Palette, CMYK, YCbCr, LAB and HSV images become RGB by Pillow's own conversion.
    Transparency (an alpha band, a transparent palette entry, grey value or colour) is composited
-   over black (the digits' background) and, where not fully opaque, returned as a mask
-   (opaque = 1 = keep).
+   over black (the digits' background), or over the model's own background where one is given
+   (``background=``: :func:`sdekit.data.background`, white for emoji), and, where not fully opaque,
+   returned as a mask (opaque = 1 = keep).
 4. Channels: grey -> C copies; colour -> grey by ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B) for a
    1-channel model.
 5. Geometry: the centre crop with the model's aspect ratio (:func:`crop_box`: the whole width or the
@@ -71,7 +72,7 @@ class LoadedImage:
     alpha: torch.Tensor | None            # [1, 1, H, W] in {0, 1} (1 = opaque) or None
     size: tuple[int, int]                 # the picture's (width, height) as a viewer shows it
     box: tuple[int, int, int, int] | None = None   # the crop the model saw: (left, top, right, bottom)
-    frame: object = None                  # the whole picture over black, a PIL image (L, RGB or F on 0..255)
+    frame: object = None                  # the whole picture over black (or the background), a PIL image (L, RGB or F on 0..255)
 
 
 # ---- reading --------------------------------------------------------------------------------------
@@ -209,9 +210,20 @@ def _png_data_complete(f, name: str) -> None:
                         "its header declares")
 
 
-def _planes(im):
-    """(colour composited over black: L or RGB, or F on the 0..255 scale for deep modes; alpha as an
-    L image, or None when fully opaque) of a decoded image, by rule 3 of this module."""
+def _ground(background, grey: bool) -> np.ndarray | None:
+    """A background (1 or 3 values in [0, 1]; None = black) on the 0..255 scale of a grey (ITU-R 601
+    luma of a colour) or RGB picture; None for black."""
+    if background is None or not any(background):
+        return None
+    b = np.asarray(background, dtype=np.float32) * 255
+    if grey:
+        return b[:1] if len(b) == 1 else np.asarray([0.299 * b[0] + 0.587 * b[1] + 0.114 * b[2]], dtype=np.float32)
+    return np.repeat(b, 3) if len(b) == 1 else b
+
+
+def _planes(im, background=None):
+    """(colour composited over ``background`` (None: black): L or RGB, or F on the 0..255 scale for deep
+    modes; alpha as an L image, or None when fully opaque) of a decoded image, by rule 3 of this module."""
     from PIL import Image
     if im.mode in DEEP:
         a = np.asarray(im, dtype=np.float32)
@@ -220,7 +232,9 @@ def _planes(im):
         keep = (a != t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
         if keep is None or keep.all():
             return Image.fromarray(v.astype(np.float32), "F"), None
-        return (Image.fromarray((v * keep).astype(np.float32), "F"),
+        ground = _ground(background, True)
+        under = 0 if ground is None else (1 - keep) * ground[0]
+        return (Image.fromarray((v * keep + under).astype(np.float32), "F"),
                 Image.fromarray((keep * 255).astype(np.uint8), "L"))
     if im.mode == "1":
         im = im.convert("L")
@@ -232,6 +246,12 @@ def _planes(im):
     alpha = im.getchannel("A")
     if alpha.getextrema()[0] == 255:
         return im.convert(plain), None
+    ground = _ground(background, grey)
+    if ground is not None:                                   # colour a + background (1 - a)
+        px = np.asarray(im, dtype=np.float32)
+        a = px[..., -1:] / 255
+        over = np.round(px[..., :-1] * a + (1 - a) * ground).astype(np.uint8)
+        return Image.fromarray(over[..., 0] if grey else over, plain), alpha
     bands = im.convert("La" if grey else "RGBa").split()     # premultiplied: colour over black
     return (bands[0] if grey else Image.merge("RGB", bands[:3])), alpha
 
@@ -274,15 +294,16 @@ def _mask(alpha, box, size_hw) -> torch.Tensor:
     return torch.from_numpy((r >= 127.5).astype(np.float32))[None, None]
 
 
-def load_image(path, shape=(1, 16, 16), max_pixels: int = MAX_PIXELS) -> LoadedImage:
+def load_image(path, shape=(1, 16, 16), max_pixels: int = MAX_PIXELS, background=None) -> LoadedImage:
     """Read an image file (a path, bytes or a binary file) and convert it to ``shape`` = (C, H, W) by
-    the rule of this module. Returns pixels [1, C, H, W] in [0, 1], the alpha mask [1, 1, H, W] in
-    {0, 1} (None when opaque), the picture's size, the crop box and the whole picture (for
-    :func:`restore`). Raises UserError as :func:`read_image` does."""
+    the rule of this module, transparency composited over ``background`` (1 or 3 values in [0, 1], the
+    model's :func:`sdekit.data.background`; None: black). Returns pixels [1, C, H, W] in [0, 1], the
+    alpha mask [1, 1, H, W] in {0, 1} (None when opaque), the picture's size, the crop box and the whole
+    picture (for :func:`restore`). Raises UserError as :func:`read_image` does."""
     C, H, W = (int(s) for s in shape)
     if min(C, H, W) < 1:
         raise UserError(f"shape must be positive (C, H, W), got {tuple(shape)}")
-    colour, alpha = _planes(read_image(path, max_pixels))
+    colour, alpha = _planes(read_image(path, max_pixels), background)
     box = crop_box(colour.size, (H, W))
     small = colour.resize((W, H), _resample(box[2] - box[0], W), box=box)
     px = np.asarray(small, dtype=np.float32) / 255
@@ -324,7 +345,7 @@ def load_map(path, size_hw=(16, 16), max_pixels: int = MAX_PIXELS) -> torch.Tens
 
 
 def guide_frame(img: LoadedImage, channels: int):
-    """The whole picture ``img`` was read from, over black, as a PIL image (L for 1 channel, else RGB;
+    """The whole picture ``img`` was read from, over black (or the background it was read with), as a PIL image (L for 1 channel, else RGB;
     grey by the same ITU-R 601 luma) of ``img.size``."""
     from PIL import Image
     frame = img.frame

@@ -106,6 +106,8 @@ FIELDS = {
     "precond": (_is_precond, 'an object {"kind": ..., "sigma_data": number > 0[, "sigma_min": number > 0]}'),
     "name": (lambda v: isinstance(v, str), "a string"),
     "data": (lambda v: v is None or isinstance(v, str), "a dataset spec string or null"),
+    "background": (lambda v: isinstance(v, list) and len(v) in (1, 3) and all(is_number(c) and 0 <= c <= 1 for c in v),
+                   "a list of 1 or 3 numbers in [0, 1]: the colour the pictures are drawn on"),
     "dtype": (lambda v: v in DTYPES, "one of " + ", ".join(DTYPES)),
     "step": (lambda v: is_int(v, 0), "an integer >= 0"),
     "train": (lambda v: isinstance(v, dict), "an object"),

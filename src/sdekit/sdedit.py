@@ -63,7 +63,7 @@ from .sampling import sample
 from .sde import SDE, VPSDE
 
 __all__ = ["sdedit", "perturb", "composite", "simulate_strokes", "median_filter", "quantize_colors",
-           "sdedit_time", "sdedit_steps", "default_t0", "default_class", "edit_condition", "DEFAULT_T0", "MIN_STEPS",
+           "sdedit_time", "sdedit_steps", "default_t0", "default_class", "edit_condition", "describe_condition", "DEFAULT_T0", "MIN_STEPS",
            "DEFAULT_SAMPLER", "start_times", "Release"]
 
 DEFAULT_T0 = 0.5                       # for a model without a calibrated value
@@ -169,6 +169,20 @@ def edit_condition(model, guide: torch.Tensor, class_label=None, guidance: float
     model.check_labels(labels)
     return model.conditional(labels.to(guide.device), w), labels, w
 
+
+
+def describe_condition(labels, class_label=None, w: float = 0.0, names=None) -> str:
+    """How an edit was conditioned, in words, as ``sdekit edit`` and the web page report it: "" for a plain
+    edit (``labels`` None), else "class K" (with its name from ``names``, e.g. the data's
+    :func:`sdekit.data.class_names`), "(read)" when the class was read from the guide (``class_label``
+    None or "auto", as given to :func:`edit_condition`) and "guidance w" when w > 0. ``labels``: the
+    int tensor edit_condition returned (its first entry is described)."""
+    if labels is None:
+        return ""
+    k = int(labels.reshape(-1)[0])
+    name = f" {names[k]}" if names is not None and 0 <= k < len(names) else ""
+    return (f"class {k}{name}" + (" (read)" if class_label in (None, "auto") else "")
+            + (f" guidance {w:g}" if w else ""))
 
 STEPS_PER_UNIT_FRACTION = 0.2    # SDE samplers: steps per unit of t0 = this x the sampler's default steps
 

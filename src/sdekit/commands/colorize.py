@@ -24,6 +24,7 @@ def run(args):
 
     import torch
 
+    from ..data import background
     from ..errors import UserError
     from ..guidance import colorize
     from ..images import load_image
@@ -37,7 +38,7 @@ def run(args):
         raise UserError(f"colorize needs a 3-channel (RGB) model; {model.name} has {model.shape[0]} channel(s)")
     scale = scale_of(args)
     check_row(args.n + 1, model.shape[-2:], scale)
-    img = load_image(args.image, model.shape)                       # grey images become 3 equal channels
+    img = load_image(args.image, model.shape, background=background(model.config))                       # grey images become 3 equal channels
     gray = model.from_unit(img.pixels.to(model.device)).mean(1, keepdim=True).expand(args.n, -1, -1, -1).contiguous()
     started = time.perf_counter()
     x, info = colorize(model.sde, model.score_fn, gray, steps=args.steps, sampler=args.sampler,

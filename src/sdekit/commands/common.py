@@ -78,11 +78,12 @@ MODEL_OPTIONS = ("sigma_min", "sigma_max")   # keywords of sdekit.load given as 
 MODEL_DEFAULT = "(default: the bundled MNIST model; 'digits' names the 16x16 digits model)"   # load(None)
 
 
-def add_model(p, help: str) -> None:
-    """--model (``help`` says what it takes and its default) and the loading options: --sigma-min and
-    --sigma-max, the VE noise range of a score_sde VE diffusers folder (published scheduler configs
-    disagree, e.g. sigma_max 348 and 380), refused for every other model by :func:`load_model`."""
-    p.add_argument("--model", default=None, help=help)
+def add_model(p, help: str, repeat: bool = False) -> None:
+    """--model (``help`` says what it takes and its default; ``repeat``: it may be given several times, a
+    list) and the loading options: --sigma-min and --sigma-max, the VE noise range of a score_sde VE
+    diffusers folder (published scheduler configs disagree, e.g. sigma_max 348 and 380), refused for
+    every other model by :func:`load_model`."""
+    p.add_argument("--model", default=None, help=help, action="append" if repeat else "store")
     for flag, what in (("--sigma-min", "sigma_min"), ("--sigma-max", "sigma_max")):
         p.add_argument(flag, type=positive, default=None, metavar="SIGMA",
                        help=f"score_sde VE diffusers folders only: the VE SDE's {what}, in the units of the "

@@ -53,7 +53,8 @@ def run(args):
     from ..errors import UserError
     from ..images import (EXTENSIONS, check_agree, check_picture_size, enlarge, from_pil, guide_frame, image_size,
                           load_image, load_map, load_mask, restore, save_picture, to_pil)
-    from ..sdedit import default_t0, edit_condition, sdedit
+    from ..data import background, class_names
+    from ..sdedit import default_t0, describe_condition, edit_condition, sdedit
     from .common import check_class, check_row, file_out, placement, save_row, scale_of
 
     out = file_out(args.out, args.overwrite, EXTENSIONS)
@@ -73,7 +74,7 @@ def run(args):
     if isinstance(args.class_label, int) and args.class_label >= 0:
         check_class(model, args.class_label)
     C, H, W = model.shape
-    img = load_image(args.guide, model.shape)
+    img = load_image(args.guide, model.shape, background=background(model.config))
     mask, scaled = img.alpha, None
     if args.mask is not None:
         scaled = check_agree(image_size(args.mask), img.size, f"the mask {args.mask}", f"the guide {args.guide}")
@@ -108,8 +109,8 @@ def run(args):
     else:
         save_row(out, img.pixels, u, scale, args.overwrite)
     what = "masked " if mask is not None else ""
-    cond = "" if labels is None else (f" class {int(labels[0])}" + (" (read)" if args.class_label in (None, "auto") else "")
-                                      + (f" guidance {w:g}" if w else ""))
+    cond = describe_condition(labels, args.class_label, w, class_names(model.config))
+    cond = f" {cond}" if cond else ""
     level = f"t0={t0:g}" if t0_map is None else f"t0 map {float(t0_map.min()):g}..{info['t0']:g}"
     print(f"{what}SDEdit {level}{cond} ({args.sampler}, {info['steps']} steps, {args.repeats} round(s), "
           f"{info['nfe']} evaluations, {seconds:.1f} s) -> {out}" + (f"; {scaled}" if scaled else ""))

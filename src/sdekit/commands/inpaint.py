@@ -57,6 +57,7 @@ def run(args):
 
     import torch
 
+    from ..data import background
     from ..errors import UserError
     from ..guidance import inpaint
     from ..images import check_agree, image_size, load_image, load_mask
@@ -69,7 +70,7 @@ def run(args):
     scale = scale_of(args)
     check_row(args.n + 1, model.shape[-2:], scale)
     C, H, W = model.shape
-    img = load_image(args.image, model.shape)
+    img = load_image(args.image, model.shape, background=background(model.config))
     scaled = None
     if args.mask in SHAPES:
         mask = _shape_mask(args.mask, H, W)

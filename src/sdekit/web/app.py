@@ -23,6 +23,7 @@ import ipaddress
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -32,10 +33,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..data import background, class_names, data_kind
 from ..errors import UserError
 from .jobs import Busy, Job, JobQueue
 from .limits import Limits
@@ -89,6 +91,17 @@ def host_allowed(name: str, bound: str, allow_hosts=()) -> bool:
     return ip.is_loopback or bound in WILDCARDS
 
 
+def route_path(scope) -> str:
+    """The request's path below the prefix an app is mounted at (``/m/<name>/api/jobs`` -> ``/api/jobs``)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+def depth(scope) -> int:
+    """How many path segments a mounted app's prefix adds below the site's root (``/m/<name>``: 2)."""
+    return scope.get("root_path", "").count("/") - scope.get("app_root_path", "").count("/")
+
+
 class Guard:
     """ASGI middleware: refuses requests that are not the page's own before they reach a route (see the
     module's docstring), and adds :data:`SECURITY_HEADERS` to every answer."""
@@ -107,7 +120,7 @@ class Guard:
         if origin is not None and origin.lower() != f"{scope['scheme']}://{host}".lower():
             return error(403, f"requests from {origin[:60]!r} are refused: only the page itself may use this server")
         site = headers.get("sec-fetch-site", "same-origin")
-        if scope["path"].startswith("/api/") and site not in ("same-origin", "none"):
+        if route_path(scope).startswith("/api/") and site not in ("same-origin", "none"):
             return error(403, f"{site} requests to the API are refused: only the page itself may use this server")
         return None
 
@@ -162,15 +175,20 @@ def json_object(data: bytes) -> dict:
 
 # ---- what the page paints on ------------------------------------------------------------------------------
 
-BACKGROUND = {"light-on-dark": "#000000", "natural": "#808080"}     # the canvas's colour before anything is painted
-
-
 def polarity(model) -> str:
-    """How the model's pictures look, which sets the page's canvas: "light-on-dark" for 1-channel models
-    (digits, MNIST: light strokes on black, the colour transparency becomes in :mod:`sdekit.images`), so
-    the canvas starts black and the brush white; "natural" for colour models (photographs: any colour
-    anywhere), so the canvas starts mid grey, the middle of the data range, and is painted or uploaded over."""
-    return "light-on-dark" if model.shape[0] == 1 else "natural"
+    """How the model's pictures look, from the colour they are drawn on (:func:`sdekit.data.background`),
+    which sets the page's palette and hint: "light-on-dark" on a dark background (digits, MNIST: light
+    strokes on black), so the brush starts white; "on-white" on a light one (emoji: colour on white), so
+    the palette holds saturated colours; "natural" otherwise (photographs: any colour anywhere, on mid
+    grey, the middle of the data range, painted or uploaded over)."""
+    level = sum(background(model.config)) / model.shape[0]
+    return "light-on-dark" if level <= 0.25 else "on-white" if level >= 0.75 else "natural"
+
+
+def css_colour(values) -> str:
+    """Pixel values in [0, 1] (one for grey, three for RGB) -> ``#rrggbb``."""
+    rgb = [round(255 * float(v)) for v in values] * (3 // len(values))
+    return "#" + "".join(f"{v:02x}" for v in rgb)
 
 
 # ---- the app -----------------------------------------------------------------------------------------------
@@ -183,6 +201,7 @@ class App:
             raise UserError(f"the page paints grey or RGB images; {model.name} takes samples of shape "
                             f"{tuple(model.shape)}, not (1 or 3, H, W)")
         self.model, self.limits = model, limits
+        self.menu: list[dict] = []              # the site's models ({"name", "path", "shape", "app"}), set by :class:`Site`
         self.queue = JobQueue(model, limits)
         self.decoders = anyio.CapacityLimiter(limits.decodes)
         big = limits.upload_bytes
@@ -200,19 +219,25 @@ class App:
                                 Busy: self.on_busy, Exception: self.on_crash})
 
     # -- what the page reads --
-    def info(self) -> dict:
+    def info(self, up: int = 0) -> dict:
         """The model as the page needs it: shape [C, H, W] (the canvas is H x W model pixels, a colour
-        palette for C = 3, grey for C = 1), ``polarity`` and the canvas's starting ``background``
-        (:func:`polarity`), the SDE, classes (``reads_class``: whether edits can read the drawn class), samplers
-        and defaults (t0, steps, label) per tab, and the limits."""
+        palette for C = 3, grey for C = 1), ``polarity`` (:func:`polarity`) and the canvas's starting
+        ``background`` (``#rrggbb``, :func:`sdekit.data.background`), the SDE, classes (``class_names``: a
+        name per class where the data have them, else null; ``reads_class``: whether edits can read the drawn
+        class), samplers and defaults (t0, steps, label) per tab, the limits, and ``models``: the site's
+        models for the page's menu, each ``{"name", "href", "shape", "current"}`` with ``href`` relative to
+        a page ``up`` path segments below the site's root."""
         m = self.model
         C, H, W = m.shape
-        look = polarity(m)
+        names = class_names(m.config)
         return {"name": m.name, "shape": [C, H, W], "num_classes": m.num_classes, "data": m.config.get("data"),
+                "data_kind": data_kind(m.config.get("data")) or None, "class_names": names and list(names),
                 "reads_class": getattr(m, "classifier", None) is not None,
-                "polarity": look, "background": BACKGROUND[look],
+                "polarity": polarity(m), "background": css_colour(background(m.config)),
+                "models": [{"name": e["name"], "href": "../" * up + e["path"], "shape": e["shape"],
+                            "current": e["app"] is self} for e in self.menu],
                 "sde": type(m.sde).__name__, "T": float(m.sde.T),
-                "samplers": {k: list(samplers_for(k)) for k in KINDS},
+                "samplers": {k: list(samplers_for(k, m)) for k in KINDS},
                 "defaults": {k: self.defaults(k) for k in KINDS},
                 "limits": {"upload_bytes": self.limits.upload_bytes, "steps": self.limits.steps,
                            "results": self.limits.results, "samples": self.limits.samples,
@@ -223,18 +248,23 @@ class App:
         class (the bundle's default edit's: "auto" or -1)."""
         from ..sdedit import default_class, default_t0
         label = default_class(self.model) if kind == "edit" else -1
-        sampler, t0 = samplers_for(kind)[0], default_t0(self.model, label != -1)
+        sampler, t0 = samplers_for(kind, self.model)[0], default_t0(self.model, label != -1)
         return {"sampler": sampler, "steps": default_steps(self.model, kind, sampler, t0), "t0": t0,
                 "n": 16 if kind == "sample" else 4, "label": label}
 
-    def job_status(self, job: Job) -> dict:
+    def job_status(self, job: Job, root: str = "") -> dict:
+        """A job as the page polls it; image paths start with ``root``, the prefix the app is mounted at."""
         d = {"id": job.id, "kind": job.task.kind, "status": job.status, "progress": round(job.progress(), 4),
              "nfe": job.nfe, "position": self.queue.position(job), "ahead": self.queue.ahead(job), "message": job.message,
-             "seed": job.task.seed}
+             "seed": job.task.seed, "condition": job.condition}
         if job.status == "done":
-            d["results"] = [f"/api/jobs/{job.id}/{k}.png" for k in job.pngs if k.startswith("result-")]
-            d["images"] = {k: f"/api/jobs/{job.id}/{k}.png" for k in job.pngs if not k.startswith("result-")}
+            d["results"] = [f"{root}/api/jobs/{job.id}/{k}.png" for k in job.pngs if k.startswith("result-")]
+            d["images"] = {k: f"{root}/api/jobs/{job.id}/{k}.png" for k in job.pngs if not k.startswith("result-")}
         return d
+
+    def close(self, seconds: float | None = None) -> bool:
+        """Stop the job queue (:meth:`JobQueue.close`); whether its worker ended."""
+        return self.queue.close(seconds)
 
     async def decode(self, fn, *args):
         """Run ``fn(*args)`` (image decoding) in a worker thread, at most ``limits.decodes`` at a time,
@@ -249,7 +279,7 @@ class App:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def info_route(self, request: Request) -> Response:
-        return JSONResponse(self.info(), headers={"Cache-Control": "no-store"})
+        return JSONResponse(self.info(depth(request.scope)), headers={"Cache-Control": "no-store"})
 
     async def upload(self, request: Request) -> Response:
         """An image file (the raw body) -> the image at the model's resolution as a PNG data URL."""
@@ -258,7 +288,7 @@ class App:
         return JSONResponse(await self.decode(self._converted, data))
 
     def _converted(self, data: bytes) -> dict:
-        im = load_upload(data, self.model.shape, self.limits, "the file")
+        im = load_upload(data, self.model.shape, self.limits, "the file", background=background(self.model.config))
         url = "data:image/png;base64," + base64.b64encode(png_bytes(im.pixels[0])).decode()
         return {"image": url, "width": im.size[0], "height": im.size[1]}
 
@@ -266,7 +296,7 @@ class App:
         require_type(request, ("application/json",), "a job")
         data = await read_body(request, self.limits.body_seconds)
         task = await self.decode(lambda: parse_task(self.model, json_object(data), self.limits))
-        return JSONResponse(self.job_status(self.queue.submit(task)), status_code=202,
+        return JSONResponse(self.job_status(self.queue.submit(task), request.scope.get("root_path", "")), status_code=202,
                             headers={"Cache-Control": "no-store"})
 
     def _job(self, request: Request) -> Job:
@@ -276,7 +306,8 @@ class App:
         return job
 
     async def status(self, request: Request) -> Response:
-        return JSONResponse(self.job_status(self._job(request)), headers={"Cache-Control": "no-store"})
+        return JSONResponse(self.job_status(self._job(request), request.scope.get("root_path", "")),
+                            headers={"Cache-Control": "no-store"})
 
     async def image(self, request: Request) -> Response:
         png = self._job(request).pngs.get(request.path_params["name"])
@@ -291,7 +322,7 @@ class App:
             json_object(data)
         job = self._job(request)
         self.queue.cancel(job)
-        return JSONResponse(self.job_status(job), headers={"Cache-Control": "no-store"})
+        return JSONResponse(self.job_status(job, request.scope.get("root_path", "")), headers={"Cache-Control": "no-store"})
 
     # -- errors: one line each --
     async def on_user_error(self, request: Request, exc: UserError) -> Response:
@@ -314,3 +345,61 @@ class App:
     async def on_crash(self, request: Request, exc: Exception) -> Response:
         print(f"sdekit serve: {request.method} {request.url.path}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return error(500, f"internal error: {type(exc).__name__}")
+
+
+# ---- several models ------------------------------------------------------------------------------------------
+
+def slug(name: str, taken=()) -> str:
+    """A model's name as a path segment (letters, digits, ``.``, ``_``, ``-``), unlike those ``taken``."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-.") or "model"
+    out, k = base, 2
+    while out in taken:
+        out, k = f"{base}-{k}", k + 1
+    return out
+
+
+class Site:
+    """Several models behind one server: each model its own :class:`App` (page, API, job queue) under
+    ``/m/<name>/``, and the first one's also at ``/``; every page has a menu of them all (``/api/info``:
+    ``models``). The page uses relative paths, so it works wherever an app is mounted."""
+
+    def __init__(self, models, limits: Limits = Limits(), bound: str = "127.0.0.1", allow_hosts=()):
+        self.apps: list[App] = []
+        try:
+            for m in models:
+                self.apps.append(App(m, limits, bound=bound, allow_hosts=allow_hosts))
+        except BaseException:
+            self.close(0)
+            raise
+        if not self.apps:
+            raise UserError("no model to serve")
+        self.limits, names = limits, []
+        for app in self.apps:
+            names.append(slug(app.model.name, names))
+        menu = [{"name": n, "path": f"m/{n}/", "shape": list(a.model.shape), "app": a} for n, a in zip(names, self.apps)]
+        routes = []
+        for n, app in zip(names, self.apps):
+            app.menu = menu
+            routes += [Route(f"/m/{n}", self.to_folder, methods=["GET"]), Mount(f"/m/{n}", app=app.asgi)]
+        first = self.apps[0]
+        self.asgi = Starlette(routes=routes + [Mount("", app=first.asgi)],
+                              middleware=[Middleware(Guard, bound=bound, allow_hosts=allow_hosts)],
+                              exception_handlers={HTTPException: first.on_http_error, Exception: first.on_crash})
+
+    @property
+    def queue(self) -> JobQueue:
+        """The first model's job queue."""
+        return self.apps[0].queue
+
+    async def to_folder(self, request: Request) -> Response:
+        """``/m/<name>`` -> ``/m/<name>/``, where the page's relative paths resolve."""
+        return RedirectResponse(request.url.path.rsplit("/", 1)[-1] + "/", status_code=308)
+
+    def close(self, seconds: float | None = None) -> bool:
+        """Stop every model's job queue: all are cancelled at once, then waited for together up to
+        ``seconds`` (default ``Limits.stop_seconds``). Returns whether every worker ended."""
+        for app in self.apps:
+            app.close(0)
+        wait = (self.apps[0].limits.stop_seconds if self.apps else 0) if seconds is None else seconds
+        end = time.monotonic() + wait
+        return all([app.close(max(0.0, end - time.monotonic())) for app in self.apps])

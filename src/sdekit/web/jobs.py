@@ -44,6 +44,7 @@ class Job:
     started: float | None = None
     finished: float | None = None
     read: float | None = None                # when its status or an image was last asked for
+    condition: dict | None = None            # an edit's class (sdekit.web.tasks.condition), once it ran
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def size(self) -> int:
@@ -173,8 +174,10 @@ class JobQueue:
                 pngs["mask"] = png_bytes(out["mask"][0])
             if out.get("t0_map") is not None:
                 pngs["t0map"] = png_bytes(out["t0_map"][0])
-            job.pngs, job.status = pngs, "done"
+            job.pngs, job.condition, job.status = pngs, out.get("condition"), "done"
             job.message = f"{len(out['results'])} images in {time.monotonic() - job.started:.1f} s ({job.nfe} score evaluations)"
+            if job.condition is not None:
+                job.message += f"; {job.condition['text']}"
         except Cancelled:
             job.status, job.message = "cancelled", "cancelled"
         except (UserError, ValueError) as e:

@@ -19,13 +19,13 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import UserError
-from .app import App
+from .app import App, Site
 from .jobs import Busy, Cancelled, Job, JobQueue
 from .limits import Limits
 from .tasks import KINDS, Task, parse_task, run_task, samplers_for
 from .uploads import data_url_bytes, keep_mask, load_canvas, load_upload, png_bytes, remove_stale, strength_map
 
-__all__ = ["App", "Busy", "Cancelled", "Job", "JobQueue", "KINDS", "Limits", "Server", "Task", "bind",
+__all__ = ["App", "Site", "make_app", "Busy", "Cancelled", "Job", "JobQueue", "KINDS", "Limits", "Server", "Task", "bind",
            "data_url_bytes", "keep_mask", "load_canvas", "load_upload", "make_server", "parse_task",
            "png_bytes", "run_task", "samplers_for", "start_in_thread", "stop", "strength_map"]
 
@@ -94,13 +94,13 @@ class StoppingServer(uvicorn.Server):
 
 
 class Server:
-    """A listening socket and, once ``app`` (an :class:`App`) is set, uvicorn serving it there.
+    """A listening socket and, once ``app`` (an :class:`App`, or a :class:`Site` of several) is set, uvicorn serving it there.
     ``server_address`` is (host, port) as bound (port 0 asks for any free port)."""
 
     def __init__(self, sock: socket.socket):
         self.socket = sock
         self.server_address = sock.getsockname()
-        self.app: App | None = None
+        self.app: App | Site | None = None
         self.thread: threading.Thread | None = None       # set by start_in_thread
         self._uvicorn: uvicorn.Server | None = None
         self._lock = threading.Lock()
@@ -129,7 +129,7 @@ class Server:
     def server_close(self, seconds: float | None = None) -> bool:
         """Stop the job queue (cancel its jobs and wait up to ``seconds``, default
         ``Limits.stop_seconds``, for its worker) and close the socket. Returns whether the worker ended."""
-        stopped = self.app.queue.close(seconds) if self.app is not None else True
+        stopped = self.app.close(seconds) if self.app is not None else True
         self.socket.close()
         return stopped
 
@@ -148,10 +148,25 @@ def bind(host: str = "127.0.0.1", port: int = 7860) -> Server:
     return Server(sock)
 
 
+def make_app(models, limits: Limits = Limits(), host: str = "127.0.0.1", allow_hosts=()) -> App | Site:
+    """The app for a model (at ``/``), or for a list of models a :class:`Site` (each at ``/m/<name>/``, the
+    first also at ``/``; a list of one is served as that model alone)."""
+    if isinstance(models, (list, tuple)) and len(models) == 1:
+        models = models[0]
+    if isinstance(models, (list, tuple)):
+        return Site(models, limits, bound=host, allow_hosts=allow_hosts)
+    return App(models, limits, bound=host, allow_hosts=allow_hosts)
+
+
 def make_server(model, host: str = "127.0.0.1", port: int = 0, limits: Limits = Limits(), allow_hosts=()) -> Server:
-    """A ready server for ``model`` (port 0 = any free port: see ``server.server_address``)."""
+    """A ready server for ``model``, or for a list of models (:func:`make_app`) (port 0 = any free port:
+    see ``server.server_address``)."""
     server = bind(host, port)
-    server.app = App(model, limits, bound=host, allow_hosts=allow_hosts)
+    try:
+        server.app = make_app(model, limits, host, allow_hosts)
+    except BaseException:
+        server.socket.close()
+        raise
     return server
 
 

@@ -102,11 +102,12 @@ def _float(body: dict, key: str, default: float, lo: float, hi: float) -> float:
 DEFAULT_SAMPLER = {"edit": "reverse_diffusion", "inpaint": "pc", "sample": "abm"}   # the library's defaults
 
 
-def samplers_for(kind: str) -> tuple[str, ...]:
+def samplers_for(kind: str, model=None) -> tuple[str, ...]:
     """Sampler names a job kind accepts (the registry's samplers that finish on image models), its
-    default first."""
-    from ..registry import REGISTRY
-    first = DEFAULT_SAMPLER[kind]
+    default first: the library's for ``model`` ("consistency" for a consistency model,
+    :func:`sdekit.registry.default_sampler`), else the kind's own."""
+    from ..registry import REGISTRY, default_sampler
+    first = DEFAULT_SAMPLER[kind] if model is None else default_sampler(model, DEFAULT_SAMPLER[kind])
     return (first,) + tuple(s.name for s in REGISTRY.values() if s.finishes and s.name != first)
 
 
@@ -131,9 +132,10 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
              n=_int(body, "n", 4, 1, n_max),
              seed=_int(body, "seed", int(time.time_ns() % 2**31), 0, 2**63 - 1),
              label=_label(body, model, kind))
-    t.sampler = str(body.get("sampler") or samplers_for(kind)[0]).lower()
-    if t.sampler not in samplers_for(kind):
-        raise UserError(f"sampler must be one of {', '.join(samplers_for(kind))}, got {_show(t.sampler)}")
+    samplers = samplers_for(kind, model)
+    t.sampler = str(body.get("sampler") or samplers[0]).lower()
+    if t.sampler not in samplers:
+        raise UserError(f"sampler must be one of {', '.join(samplers)}, got {_show(t.sampler)}")
     if kind == "edit":
         conditioned = (default_class(model) if t.label is None else t.label) != -1
         t.t0_frac = _float(body, "t0", default_t0(model, conditioned), 0.0, 1.0)
@@ -163,7 +165,8 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
 def run_task(model, task: Task, on_step=None) -> dict:
     """Run one task on ``model``. ``on_step(nfe)`` is called after every solver step with the evaluations so far (it may
     raise to stop the run). Returns {"results": [n, C, H, W] in [0, 1], "guide": [1, C, H, W] or None,
-    "mask": [1, 1, H, W] (1 = kept) or None, "t0_map": the task's t0_map}."""
+    "mask": [1, 1, H, W] (1 = kept) or None, "t0_map": the task's t0_map, "condition": an edit's class or
+    None (:func:`condition`)}."""
     import sdekit
     score_fn = model.conditional(task.label) if isinstance(task.label, int) and task.label >= 0 else model.score_fn
     done = 0                                              # evaluations of earlier rounds (repeats)
@@ -180,15 +183,32 @@ def run_task(model, task: Task, on_step=None) -> dict:
     if task.kind == "sample":
         out = sdekit.sample(sde, score_fn, (n, *model.shape), sampler=task.sampler, steps=task.steps,
                             generator=g, device=model.device, callback=hook)
-        return {"results": model.to_unit(out), "guide": None, "mask": None, "t0_map": None}
+        return {"results": model.to_unit(out), "guide": None, "mask": None, "t0_map": None, "condition": None}
     x = model.from_unit(task.image).to(model.device).expand(n, *model.shape).contiguous()
     keep = None if task.mask is None else task.mask.to(x.device).expand(n, 1, *model.shape[1:])
+    cond = None
     if task.kind == "edit":
-        score_fn = sdekit.edit_condition(model, x[:1], task.label, None, g)[0]      # one reading for the n results
+        score_fn, labels, w = sdekit.edit_condition(model, x[:1], task.label, None, g)   # one reading for the n results
+        cond = condition(model, labels, task.label, w)
         t0 = task.t0_frac if task.t0_map is None else task.t0_map.to(x.device)
         out = sdekit.sdedit(sde, score_fn, x, t0=t0, steps=task.steps, mask=keep,
                             repeats=task.repeats, sampler=task.sampler, generator=g, callback=hook)
     else:
         out = sdekit.inpaint(sde, score_fn, x, keep, steps=task.steps, sampler=task.sampler, generator=g,
                              callback=hook)
-    return {"results": model.to_unit(out), "guide": task.image, "mask": task.mask, "t0_map": task.t0_map}
+    return {"results": model.to_unit(out), "guide": task.image, "mask": task.mask, "t0_map": task.t0_map,
+            "condition": cond}
+
+
+def condition(model, labels, label, w: float) -> dict | None:
+    """An edit's class as the page reports it: None for a plain edit, else {"label": K, "name": the data's
+    name of class K or None, "read": whether it was read from the drawing (``label`` "auto" or the default
+    edit's None), "guidance": w, "text": the words ``sdekit edit`` prints (:func:`sdekit.sdedit.describe_condition`)}."""
+    if labels is None:
+        return None
+    from ..data import class_names
+    from ..sdedit import describe_condition
+    names = class_names(model.config)
+    k = int(labels.reshape(-1)[0])
+    return {"label": k, "name": None if names is None else names[k], "read": label in (None, "auto"),
+            "guidance": float(w), "text": describe_condition(labels, label, w, names)}

@@ -66,8 +66,10 @@ def return_memory() -> None:
         trim(0)
 
 
-def load_upload(data: bytes, shape, limits: Limits = Limits(), what: str = "image", max_pixels: int | None = None):
-    """Bytes of an image file -> :class:`sdekit.images.LoadedImage` at ``shape`` = (C, H, W).
+def load_upload(data: bytes, shape, limits: Limits = Limits(), what: str = "image", max_pixels: int | None = None,
+                background=None):
+    """Bytes of an image file -> :class:`sdekit.images.LoadedImage` at ``shape`` = (C, H, W), transparency
+    composited over ``background`` (the model's :func:`sdekit.data.background`; None: black).
 
     Raises UserError (its message names ``what``, never a server path) for an empty or too large file
     (more than ``limits.upload_bytes``), a file that is not an image, a truncated one (also one whose
@@ -80,7 +82,8 @@ def load_upload(data: bytes, shape, limits: Limits = Limits(), what: str = "imag
     if not data:
         raise UserError(f"{what} is an empty file")
     try:
-        im = load_image(data, shape, max_pixels=limits.max_pixels(shape) if max_pixels is None else max_pixels)
+        im = load_image(data, shape, max_pixels=limits.max_pixels(shape) if max_pixels is None else max_pixels,
+                        background=background)
     except UserError as e:                   # sdekit.images calls bytes "image"
         raise UserError(str(e).replace("image: ", f"{what}: ", 1)) from None
     except (OSError, SyntaxError, EOFError, ValueError) as e:      # a decoder's own complaint: still a bad file

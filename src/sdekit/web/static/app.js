@@ -2,7 +2,8 @@
 // layer over it, drawn at the model's
 // resolution times `zoom` (small models enlarged to about DISPLAY css pixels, larger ones 1:1); the
 // palette, the canvas's starting colour and the hint follow the model (/api/info: shape, polarity,
-// background). Jobs go to /api/jobs and are polled until their PNGs are ready.
+// background). Jobs go to api/jobs and are polled until their PNGs are ready. Every path is relative, so
+// the page works wherever its model is mounted (/ or /m/<name>/); a menu switches between the site's models.
 // The canvas is shared by the Edit and Inpaint tabs; everything else (inputs, job, status, results)
 // belongs to one tab.
 "use strict";
@@ -16,9 +17,14 @@ const GREYS = [0, 64, 128, 192, 255];
 const COLOURS = [["#000000", "black"], ["#ffffff", "white"], ["#808080", "grey"], ["#d62828", "red"],
                  ["#f77f00", "orange"], ["#fcbf49", "yellow"], ["#6a994e", "green"], ["#2a9d8f", "teal"],
                  ["#87ceeb", "sky blue"], ["#3a86ff", "blue"], ["#1d3557", "navy"], ["#8d5524", "brown"]];
+const ON_WHITE = [["#ffcc4d", "yellow"], ["#dd2e44", "red"], ["#77b255", "green"], ["#3b88c3", "blue"],
+                  ["#c1694f", "brown"], ["#292f33", "black"], ["#f4900c", "orange"], ["#f4abba", "pink"],
+                  ["#ffffff", "white"]];     // saturated colours of colour emoji, drawn on white
 const POLARITY_HINT = {
-  "light-on-dark": "This model's pictures are light strokes on a dark background: paint light on the black canvas.",
-  "natural": "Paint in colour over the grey canvas (fill a background first), or upload a photo and paint over it.",
+  "light-on-dark": () => "This model's pictures are light strokes on a dark background: paint light on the black canvas.",
+  "natural": () => "Paint in colour over the grey canvas (fill a background first), or upload a photo and paint over it.",
+  "on-white": (info) => `Paint ${info.shape[0] === 1 ? "dark" : "in colour"} on white, as the ` +
+                        `${info.data_kind || "model's pictures"} are drawn.`,
 };
 const MASK_RGB = "#ff3b30";
 const STRENGTH_GREEN = 160;   // t0 = a is painted as (255 a, 160, 255 (1 - a)): the server reads a = R / (R + B)
@@ -79,6 +85,7 @@ function setupCanvas() {
   const [, H, W] = state.info.shape;
   state.zoom = Math.max(1, Math.floor(DISPLAY / Math.max(H, W)));
   state.bg = state.info.background || "#000000";
+  $("colour").value = state.info.polarity === "on-white" ? ON_WHITE[0][0] : "#ffffff";   // the brush shows on the canvas
   const fit = Math.min(1, MAX_DISPLAY / (state.zoom * Math.max(H, W)));
   state.display = [W * state.zoom * fit, H * state.zoom * fit];          // CSS pixels of the canvas and the results
   for (const c of [paint(), mask(), strength()]) { c.width = W * state.zoom; c.height = H * state.zoom; }
@@ -86,7 +93,7 @@ function setupCanvas() {
   clearLayer("paint"); clearLayer("mask"); clearLayer("strength"); state.undo = [];
   const shown = state.zoom > 1 ? `shown ${state.zoom}× enlarged` : fit < 1 ? `shown at ${Math.round(100 * fit)}%` : "shown 1:1";
   $("canvas-hint").textContent = `${W}×${H} model pixels, ${shown}; the model sees exactly these pixels (the guide beside ` +
-    `the results). ${POLARITY_HINT[state.info.polarity] || ""}`;
+    `the results). ${(POLARITY_HINT[state.info.polarity] || (() => ""))(state.info)}`;
 }
 
 function brushPixels() {      // the brush diameter in model pixels: a percentage of the image's longer side
@@ -186,7 +193,7 @@ async function upload(file) {
   if (file.size > limit) { message(`${file.name} is ${(file.size / 1e6).toFixed(1)} MB; the limit is ${(limit / 1e6).toFixed(1)} MB`); return; }
   status(`reading ${file.name}…`);
   try {
-    const r = await api("/api/upload", { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } });
+    const r = await api("api/upload", { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } });
     await drawImageOnPaint(r.image);
     status(`${file.name}: ${r.width}×${r.height}, resized to the model's resolution; paint over it`);
   } catch (e) {               // the server calls the upload "the file": name it
@@ -244,15 +251,33 @@ function setupControls() {
   if (state.info.num_classes > 0) {
     $("label-field").hidden = false;
     if (state.info.reads_class) $("label").add(new Option("read from the drawing (edit)", "auto"));
-    for (let k = 0; k < state.info.num_classes; k++) $("label").add(new Option(String(k), String(k)));
+    for (let k = 0; k < state.info.num_classes; k++) $("label").add(new Option(className(k), String(k)));
   }
+  setupModelMenu();
 }
 
-function setupPalette() {     // grey levels for a 1-channel model, colours and a colour picker for RGB
+function className(k) {      // the data's name of class k (emoji: its category), else the number
+  const names = state.info.class_names;
+  return names && names[k] !== undefined ? names[k] : String(k);
+}
+
+function setupModelMenu() {   // the site's models: choosing one opens its page
+  const models = state.info.models || [], menu = $("model-menu");
+  $("model-field").hidden = models.length < 2;
+  for (const m of models) {
+    const [C, H, W] = m.shape;
+    const o = new Option(`${m.name} (${W}×${H}${C === 3 ? " colour" : ""})`, m.href);
+    o.selected = m.current; menu.add(o);
+  }
+  menu.addEventListener("change", () => { window.location.href = menu.value; });
+}
+
+function setupPalette() {     // grey levels for a 1-channel model; colours and a colour picker for RGB, by polarity
   const grey = state.info.shape[0] === 1;
   $("grey-group").hidden = !grey; $("colour-group").hidden = grey;
+  const colours = state.info.polarity === "on-white" ? ON_WHITE : COLOURS;
   const swatches = grey ? GREYS.map((g) => [`rgb(${g},${g},${g})`, `grey ${g}`, () => { $("grey").value = g; }])
-                        : COLOURS.map(([hex, name]) => [hex, name, () => { $("colour").value = hex; }]);
+                        : colours.map(([hex, name]) => [hex, name, () => { $("colour").value = hex; }]);
   for (const [css, name, pick] of swatches) {
     const b = document.createElement("button");
     b.style.background = css; b.title = name; b.setAttribute("aria-label", name);
@@ -263,10 +288,11 @@ function setupPalette() {     // grey levels for a 1-channel model, colours and 
 
 // ---- jobs --------------------------------------------------------------------------------------
 
-function settings(body) {    // the settings that made a set of results, as the page's labels name them
+function settings(body, condition) {    // the settings that made a set of results, as the page's labels name them
   const parts = [body.sampler, `${body.steps} steps`, `${body.n} results`];
   if (body.kind === "edit") parts.push(`t0 ${body.t0.toFixed(2)}`, `${body.repeats} repeat(s)`);
-  if (body.label !== -1) parts.push(`class ${body.label === "auto" ? "read from the drawing" : body.label}`);
+  if (condition) parts.push(`class ${condition.read ? "read from the drawing: " : ""}${className(condition.label)}`);
+  else if (body.label !== -1 && body.kind !== "edit") parts.push(`class ${className(body.label)}`);
   return parts.join(" · ");
 }
 
@@ -300,10 +326,10 @@ async function run() {
   let job;
   const body = request(tab);
   try {
-    job = await api("/api/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    job = await api("api/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
   } catch (e) { update(tab, { status: "not run", progress: 0, message: e.message }); return; }
   update(tab, { job: job.id });
-  poll(tab, job, settings(body));
+  poll(tab, job, body);
 }
 
 function waiting(job) {      // a queued job: how many jobs run or wait before it
@@ -311,19 +337,19 @@ function waiting(job) {      // a queued job: how many jobs run or wait before i
   return `waiting: ${job.ahead} job${job.ahead > 1 ? "s" : ""} ahead in the queue`;
 }
 
-async function poll(tab, job, made) {
+async function poll(tab, job, body) {
   const t = tabState(tab);
   while (t.job === job.id) {
     if (["done", "error", "cancelled"].includes(job.status)) break;
     update(tab, { progress: job.progress, status: job.status === "queued" ? waiting(job)
                                                    : `working… ${Math.round(job.progress * 100)}% (${job.nfe} score evaluations)` });
     await new Promise((r) => setTimeout(r, 250));
-    try { job = await api(`/api/jobs/${job.id}`); }
+    try { job = await api(`api/jobs/${job.id}`); }
     catch (e) { update(tab, { job: null, status: "lost track of the job", progress: 0, message: e.message }); return; }
   }
   if (t.job !== job.id) return;
   if (job.status === "done") update(tab, { job: null, status: `done: ${job.message}; seed ${job.seed}`, progress: 1,
-                                           shown: { ...job, settings: `${made} · seed ${job.seed}` } });
+                                           shown: { ...job, settings: `${settings(body, job.condition)} · seed ${job.seed}` } });
   else if (job.status === "error") update(tab, { job: null, status: "failed", progress: 0, message: job.message });
   else update(tab, { job: null, status: t.shown ? "cancelled; the results shown are those of the earlier run below"
                                                  : "cancelled", progress: 0 });
@@ -332,7 +358,7 @@ async function poll(tab, job, made) {
 async function cancel() {
   const id = tabState(state.tab).job;
   if (!id) return;
-  try { await api(`/api/jobs/${id}/cancel`, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" }); }
+  try { await api(`api/jobs/${id}/cancel`, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" }); }
   catch (e) { message(e.message); }
 }
 
@@ -396,7 +422,7 @@ async function editResult(url, k) {   // a result as the new guide: the edit tab
 // ---- start -------------------------------------------------------------------------------------
 
 async function start() {
-  try { state.info = await api("/api/info"); }
+  try { state.info = await api("api/info"); }
   catch (e) { message(`cannot reach the server: ${e.message}`); return; }
   const [C, H, W] = state.info.shape;
   $("model-info").textContent = `model ${state.info.name} · ${W}×${H}×${C} · ${state.info.sde}` +
