@@ -295,11 +295,15 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
     outputs = _sweep(model, guides, steps, sampler, seed, batch_size, progress, read, w)
     rows = [score("SDEdit", t0, outputs[t0], steps[t0]) for t0 in t0s]
     near = _nearest(held.train, guides)
-    plain = model.to_unit(generate(model, n, "dpm_solver", 20, seed=seed, batch_size=batch_size))
+    from .registry import default_sampler
+    plain_sampler = default_sampler(model, "dpm_solver")          # a consistency model: its own sampler
+    plain_steps = 20 if plain_sampler == "dpm_solver" else None
+    plain, plain_info = generate(model, n, plain_sampler, plain_steps, seed=seed, batch_size=batch_size, return_info=True)
+    plain = model.to_unit(plain)
     rows += [score("raw strokes", None, guides),
              score("real images (real vs real)", None, real),
              score("nearest training image", None, near),
-             score(SAMPLES, None, plain, 20)]
+             score(SAMPLES, None, plain, plain_info["steps"])]
     best = pick_t0(rows)
     if best is None:
         notes.append(f"no swept t0 keeps the drawn digit in {FIDELITY:.0%} of edits: no default t0")
