@@ -20,7 +20,7 @@ import torch
 
 from .denoisers import Denoiser
 from .errors import UserError
-from .noise import bcast, cos_theta, randn
+from .noise import bcast, cos_theta, randn, solver_dtype
 
 __all__ = ["Grid", "Stepper", "PC", "DDIM", "Heun", "DPMSolver", "ABM", "PREDICTORS", "CORRECTORS", "NORMS",
            "euler_maruyama_step", "reverse_diffusion_step", "ancestral_step", "langevin_step",
@@ -175,12 +175,14 @@ class PC(Stepper):
 
 def ddim_step(y, d, sig, sig_next, eta: float, z):
     """DDIM in sigma: y' = D + sigma_down (y - D) / sigma + sigma_up z, with the ancestral split
-    sigma_up = eta sqrt(sig'^2 (sig^2 - sig'^2) / sig^2), sigma_down = sqrt(sig'^2 - sigma_up^2).
-    eta = 0 is the Euler step of the ODE; eta = 1 samples the exact Gaussian posterior.
-    Returns (y_mean, y')."""
-    sig, sig_next = torch.as_tensor(sig, dtype=y.dtype), torch.as_tensor(sig_next, dtype=y.dtype)
-    up = (eta * (sig_next ** 2 * (sig ** 2 - sig_next ** 2) / sig ** 2).clamp_min(0).sqrt()).minimum(sig_next)
-    down = (sig_next ** 2 - up ** 2).clamp_min(0).sqrt()
+    sigma_up = eta sqrt(sig'^2 (sig^2 - sig'^2) / sig^2) = eta sig' sqrt(1 - (sig'/sig)^2),
+    sigma_down = sqrt(sig'^2 - sigma_up^2) (the second forms, in noise.solver_dtype, hold no sigma^2
+    that could overflow). eta = 0 is the Euler step of the ODE; eta = 1 samples the exact Gaussian
+    posterior. Returns (y_mean, y')."""
+    c = solver_dtype(y.dtype)
+    sig, sig_next = torch.as_tensor(sig, dtype=c), torch.as_tensor(sig_next, dtype=c)
+    up = (eta * sig_next * (1 - (sig_next / sig) ** 2).clamp_min(0).sqrt()).minimum(sig_next)
+    down = (sig_next ** 2 - up ** 2).clamp_min(0).sqrt() if eta > 0 else sig_next
     y_mean = d + bcast(down / sig, y) * (y - d)
     return y_mean, (y_mean + bcast(up, y) * z if eta > 0 else y_mean)
 
