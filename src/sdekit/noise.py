@@ -181,26 +181,28 @@ class Counter:
     """Counts model evaluations (NFE), refuses mis-shaped outputs at once and NaN/Inf ones when
     :meth:`verdict` reads its ledger.
 
-    The ledger holds one device-side flag per watched tensor (the state fed to the model, the model's
-    own output, sdekit's conversion of it, the solver's new state), so checking costs no host sync until
-    :meth:`verdict` reads them all at once: once per solver step in :func:`sdekit.sampling.solve`, or
-    after every evaluation when ``eager`` (the default; adaptive solvers and direct calls). A NaN/Inf is
-    reported as a :class:`NonFiniteError` naming the first number that went bad, whose it was (the
-    network's, the model's, or sdekit's own arithmetic) and its noise level."""
+    The ledger holds, in order, what one evaluation touched: the state fed to the model, the model's own
+    output (a device-side finiteness flag, no host sync), sdekit's conversion of it; then the solver's new
+    state. :meth:`verdict` reads the flags and the state's together (one host sync): once per solver step
+    in :func:`sdekit.sampling.solve`, or after every evaluation when ``eager`` (the default; adaptive
+    solvers and direct calls). Inputs and conversions are kept as references and looked at only when
+    something is NaN/Inf (they reach the state, so a bad one always shows there). The
+    :class:`NonFiniteError` names the first number that went bad, whose it was (the network's, the
+    model's, or sdekit's own arithmetic) and its noise level."""
 
     def __init__(self, eager: bool = True):
         self.nfe, self.eager = 0, bool(eager)
         self._notes, self._where, self._watched = [], None, None
 
-    def note(self, who: str, t: torch.Tensor, where=None) -> None:
+    def note(self, who: str, t: torch.Tensor, where=None, lazy: bool = False) -> None:
         """Record whether ``t`` is finite (``who``: a key of the blame table; ``where``: a string, or a
-        (name, value) pair formatted only on failure)."""
-        self._notes.append((who, where, self.nfe, t.dtype, torch.isfinite(t).all()))
+        (name, value) pair formatted only on failure); ``lazy``: keep ``t`` and look only on failure."""
+        self._notes.append((who, where, self.nfe, t.dtype, t if lazy else torch.isfinite(t).all(), lazy))
 
     def evaluate(self, fn, x: torch.Tensor, where):
         """``fn()``, one counted evaluation of the model at the state x (``where``: (name, level))."""
         self.nfe += 1
-        self.note("input", x, where)
+        self.note("input", x, where, lazy=True)
         n0 = len(self._notes)
         token, self._where = _WATCH.set(self), where
         try:
@@ -210,7 +212,8 @@ class Counter:
         if out.shape != x.shape:
             raise UserError(f"the model returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
         if out is not self._watched:                        # the model's own output is noted already
-            self.note("conversion" if len(self._notes) > n0 else "model", out, where)
+            converted = len(self._notes) > n0
+            self.note("conversion" if converted else "model", out, where, lazy=converted)
         self._watched = None
         if self.eager:
             self.verdict()
@@ -221,15 +224,16 @@ class Counter:
         return self.evaluate(lambda: out, x, where)
 
     def verdict(self, state: torch.Tensor | None = None, where=None) -> None:
-        """Read the ledger (one host sync), and the new solver ``state`` reached at ``where`` when given;
+        """Read the ledger and the new solver ``state`` reached at ``where`` (when given) in one host sync;
         raise NonFiniteError naming the first NaN/Inf, else clear the ledger."""
         notes, self._notes = self._notes, []
         if state is not None:
-            notes.append(("state", where, self.nfe, state.dtype, torch.isfinite(state).all()))
-        if not notes:
-            return
-        flags = torch.stack([n[-1] for n in notes]).tolist()
-        if all(flags):
-            return
-        who, at, nfe, dtype, _ = notes[flags.index(False)]
-        raise NonFiniteError(_BLAME[who].format(where=_fmt_where(at), nfe=nfe, dtype=str(dtype).replace("torch.", "")))
+            notes.append(("state", where, self.nfe, state.dtype, torch.isfinite(state).all(), False))
+        flags = [n[4] for n in notes if not n[5]]
+        if not flags or all(torch.stack(flags).tolist()):
+            if state is not None or not any(n[5] for n in notes):
+                return
+        for who, at, nfe, dtype, v, lazy in notes:          # something is NaN/Inf: the first one, in order
+            if not bool(torch.isfinite(v).all() if lazy else v):
+                raise NonFiniteError(_BLAME[who].format(where=_fmt_where(at), nfe=nfe,
+                                                        dtype=str(dtype).replace("torch.", "")))
