@@ -98,14 +98,12 @@ def test_ve_discretisation_in_float16_equals_the_closed_form():
 def test_score_and_eps_adapters_in_float16_at_sigma_348(prediction):
     """y + sigma^2 s F with sigma^2 = 121104 (score_sde's VE networks): no overflow in a float16 call."""
     sde = VESDE(sigma_min=0.01, sigma_max=348.0)
-    net = torch.nn.Identity()
     den = sdekit.denoisers.NetworkDenoiser(lambda inp, cond: -0.5 * inp / 348.0 ** 2, sde, prediction,
                                            sdekit.denoisers.ModelSpaceInput("sigma"))
     y = (torch.randn(2, 4) * 300).half()
     d = den.denoise(y, 348.0)
     ref = den.denoise(y.double(), 348.0)
     assert d.dtype == torch.float16 and torch.isfinite(d).all() and rel(d, ref) < 2e-3
-    del net
 
 
 # ---- diffusers folders in half precision ------------------------------------------------------------
