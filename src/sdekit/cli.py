@@ -13,8 +13,9 @@ import argparse
 import errno
 import importlib
 import sys
+import warnings
 
-from .errors import UserError
+from .errors import SlowPrecisionWarning, UserError
 
 # name -> (module under sdekit.commands, one-line help)
 COMMANDS = {
@@ -75,7 +76,16 @@ def main(argv=None) -> int:
     except SystemExit as e:                   # --help (0), or an argument refused on one line (2)
         return 0 if e.code is None else int(e.code)
     try:
-        code = args.func(args)                # a command may return its exit code (None: 0)
+        with warnings.catch_warnings():
+            shown = warnings.showwarning
+
+            def one_line(message, category, *rest, **kw):   # sdekit's own warnings: one line, as errors are
+                if issubclass(category, SlowPrecisionWarning):
+                    print(f"sdekit {args.command}: warning: {message}", file=sys.stderr)
+                else:
+                    shown(message, category, *rest, **kw)
+            warnings.showwarning = one_line
+            code = args.func(args)       # a command may return its exit code (None: 0)
     except (UserError, OSError) as e:
         if not is_user_error(e):
             raise

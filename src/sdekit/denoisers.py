@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .noise import Counter, as_batch, bcast
+from .noise import Counter, as_batch, bcast, solver_dtype, watch
 from .sde import SDE
 
 __all__ = ["Denoiser", "ScoreDenoiser", "NetworkDenoiser", "Preconditioned", "Counted", "Shaped", "Conditional",
@@ -76,18 +76,22 @@ class Denoiser(nn.Module):
         return None if inner is None else inner.sigma_min
 
     def denoise(self, y: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
-        """D(y; sigma) = E[x0 | y], y = x / s(t): [B, ...] like y. Default: from the score (Tweedie)."""
+        """D(y; sigma) = E[x0 | y], y = x / s(t): [B, ...] like y (and in its dtype; computed in
+        noise.solver_dtype). Default: from the score (Tweedie)."""
+        y_in, y = y, y.to(solver_dtype(y.dtype))
         sigma = as_batch(sigma, y)
         t = self.sde.sigma_inv(sigma)
         s = self.sde.scale(t)
-        return y + bcast(sigma ** 2 * s, y) * self.score(bcast(s, y) * y, t, class_labels)
+        return (y + bcast(sigma ** 2 * s, y) * self.score(bcast(s, y) * y, t, class_labels)).to(y_in.dtype)
 
     def score(self, x: torch.Tensor, t, class_labels=None) -> torch.Tensor:
-        """grad_x log p_t(x): [B, ...] like x. Default: from the denoiser (Tweedie)."""
+        """grad_x log p_t(x): [B, ...] like x (and in its dtype; computed in noise.solver_dtype).
+        Default: from the denoiser (Tweedie)."""
+        x_in, x = x, x.to(solver_dtype(x.dtype))
         t = as_batch(t, x)
         s, sig = self.sde.scale(t), self.sde.sigma(t)
         y = x / bcast(s, x)
-        return (self.denoise(y, sig, class_labels) - y) / bcast(s * sig ** 2, x)
+        return ((self.denoise(y, sig, class_labels) - y) / bcast(s * sig ** 2, x)).to(x_in.dtype)
 
     def x0(self, x: torch.Tensor, t, class_labels=None) -> torch.Tensor:
         """E[x0 | x_t = x], the denoised estimate of a model-space state x at time t."""
@@ -109,10 +113,13 @@ class ScoreDenoiser(Denoiser):
         self.score_fn = score_fn
 
     def score(self, x, t, class_labels=None):
+        """score_fn(x, t): a score_fn that is a module with floating parameters sees x in their dtype;
+        the output comes back in x's."""
         t = as_batch(t, x)
-        if class_labels is None:
-            return self.score_fn(x, t)
-        return self.score_fn(x, t, class_labels=class_labels)
+        p = next((q for q in self.parameters() if q.is_floating_point()), None)
+        x_net = x if p is None else x.to(p.dtype)
+        out = self.score_fn(x_net, t) if class_labels is None else self.score_fn(x_net, t, class_labels=class_labels)
+        return watch(out, "model").to(x.dtype)
 
 
 def as_denoiser(sde: SDE, model) -> Denoiser:
@@ -145,23 +152,23 @@ class ScoreView:
 # ---- wrappers: counting, labels, guidance -----------------------------------------------------------
 
 class Counted(Denoiser):
-    """Counts evaluations (``nfe``) of ``inner`` and refuses NaN/Inf or mis-shaped outputs."""
+    """Counts evaluations (``nfe``) of ``inner`` and refuses NaN/Inf or mis-shaped outputs, naming whose
+    number went bad (noise.Counter). ``eager`` False: the NaN/Inf checks wait for ``counter.verdict()``
+    (the solver loop reads them once per step, without a host sync per evaluation)."""
 
-    def __init__(self, inner: Denoiser):
+    def __init__(self, inner: Denoiser, eager: bool = True):
         super().__init__(inner.sde)
-        self.inner, self.counter = inner, Counter()
+        self.inner, self.counter = inner, Counter(eager)
 
     @property
     def nfe(self) -> int:
         return self.counter.nfe
 
     def denoise(self, y, sigma, class_labels=None):
-        where = f"sigma={float(as_batch(sigma, y).flatten()[0]):.4g}"
-        return self.counter.check(self.inner.denoise(y, sigma, class_labels), y, where)
+        return self.counter.evaluate(lambda: self.inner.denoise(y, sigma, class_labels), y, ("sigma", sigma))
 
     def score(self, x, t, class_labels=None):
-        where = f"t={float(as_batch(t, x).flatten()[0]):.4g}"
-        return self.counter.check(self.inner.score(x, t, class_labels), x, where)
+        return self.counter.evaluate(lambda: self.inner.score(x, t, class_labels), x, ("t", t))
 
 
 def check_shape(x: torch.Tensor, shape: tuple) -> None:
@@ -345,7 +352,9 @@ class NetworkDenoiser(Denoiser):
     ``null_label``: whether a conditional network also takes no label (None, or -1); without one, an
     evaluation without a class 0..K-1 is a UserError (:func:`check_labels`). ``sigma_min``: the boundary
     level of prediction "consistency" (None: its default, :data:`SIGMA_MIN_CM`); UserError for another
-    prediction."""
+    prediction. Precision: the network
+    runs in its own dtype (sdekit's networks and pretrained.wrap cast their input to it), its output F is
+    cast to noise.solver_dtype (at least float32) before the conversion to D, and D comes back in y's dtype."""
 
     def __init__(self, net: nn.Module, sde: SDE, prediction: str = "edm", net_input=None, sigma_data: float = 0.5,
                  null_label: bool = True, sigma_min: float | None = None):
@@ -377,11 +386,12 @@ class NetworkDenoiser(Denoiser):
     def denoise(self, y, sigma, class_labels=None):
         if not self.null_label:
             check_labels(class_labels, self.num_classes, null_label=False)
+        y_in, y = y, y.to(solver_dtype(y.dtype))     # sdekit's arithmetic; the network casts its own input
         sigma = as_batch(sigma, y)
         inp, cond = self.net_input(self.sde, y, sigma)
-        F = self.net(inp, cond) if class_labels is None else self.net(inp, cond, class_labels)
+        F = watch(self.net(inp, cond) if class_labels is None else self.net(inp, cond, class_labels), "network")
         s = self.sde.scale(self.sde.sigma_inv(sigma)) if self.prediction == "score" else None
-        return self._to_d(F.to(y.dtype), y, sigma, s, self.sigma_data)
+        return self._to_d(F.to(y.dtype), y, sigma, s, self.sigma_data).to(y_in.dtype)
 
 
 class Preconditioned(NetworkDenoiser):

@@ -3,3 +3,7 @@
 
 class UserError(ValueError):
     """Bad input from the user (shape, file, name, range). Its message is the whole explanation."""
+
+
+class SlowPrecisionWarning(UserWarning):
+    """A precision the device runs much slower than float32 (sdekit.placement.warn_slow_precision)."""

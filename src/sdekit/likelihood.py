@@ -34,8 +34,9 @@ from tqdm.auto import tqdm
 from .errors import UserError
 from .ode import rk45
 from .denoisers import Counted, ScoreDenoiser, as_denoiser
-from .noise import sigma_schedule
-from .sampling import sample
+from .noise import sigma_schedule, solver_dtype
+from .placement import warn_slow_precision
+from .sampling import model_dtype_device, sample
 from .sde import SDE, _bcast
 
 __all__ = ["likelihood", "encode", "decode", "interpolate", "bits_per_dim", "uniform_dequantize", "slerp"]
@@ -61,6 +62,18 @@ def _counted(sde: SDE, score_fn) -> Counted:
     if isinstance(den, ScoreDenoiser):
         den = ScoreDenoiser(sde, _differentiable(den.score_fn))
     return Counted(den)
+
+
+def _in_solver_dtype(model, x: torch.Tensor) -> torch.Tensor:
+    """x in noise.solver_dtype (float32 at least) on the model's device: the path and the log-density are
+    integrated there whatever the network's precision (a bfloat16 state keeps 8 bits, less than the
+    dequantisation noise of 8-bit data, and its bits/dim come out meaningless); the network sees its
+    input cast to its own dtype. Warns once when the network runs in a precision its device runs much
+    slower than float32 (float16 on a CPU)."""
+    m_dtype, m_device = model_dtype_device(model)
+    if m_dtype is not None:
+        warn_slow_precision(m_device, m_dtype)
+    return x.to(dtype=solver_dtype(x.dtype, m_dtype), device=m_device or x.device)
 
 
 def _differentiable(score_fn):
@@ -267,12 +280,13 @@ def likelihood(sde: SDE, score_fn, x: torch.Tensor, data_scale: float | None = N
     eps = default_eps(sde) if eps is None else float(eps)
     if not 0 < eps < sde.T:
         raise UserError(f"eps must lie in (0, T={sde.T}), got {eps}")
+    score = _counted(sde, score_fn)
+    x = _in_solver_dtype(score, x)
     if dequantize:
         if data_range is None:
             raise UserError("dequantize needs data_range=(lo, hi)")
         x = uniform_dequantize(x, data_range, generator)
 
-    score = _counted(sde, score_fn)
     e = None if probes == "exact" else _probes(x, probes, int(n_probes), generator)
     if solver == "rk45":
         z, delta, nfe, n_steps = _rk45_path(sde, score, x, eps, e, rtol, atol)
@@ -303,6 +317,7 @@ def encode(sde: SDE, score_fn, x: torch.Tensor, eps: float | None = None, rtol: 
     """The latent z = x(T) of data x (at t = eps) under the probability-flow ODE (Song et al. sec. 4.3)."""
     eps = default_eps(sde) if eps is None else float(eps)
     score = Counted(as_denoiser(sde, score_fn))
+    x = _in_solver_dtype(score, x)
     if solver == "rk45":
         def f(t, y):
             y = y.reshape(x.shape)

@@ -7,6 +7,8 @@ sigma_0 > ... > sigma_{n-1}; solvers may append sigma = 0.
 """
 from __future__ import annotations
 
+import contextvars
+import functools
 import math
 
 import torch
@@ -14,7 +16,15 @@ import torch
 from .errors import UserError
 
 __all__ = ["bcast", "as_batch", "randn", "sigma_schedule", "SCHEDULES", "SIGMA_DATA", "TAIL", "cos_theta",
-           "NonFiniteError", "Counter"]
+           "NonFiniteError", "Counter", "solver_dtype", "watch"]
+
+
+def solver_dtype(*dtypes) -> torch.dtype:
+    """The dtype of a solver's state and of every noise-level coefficient: float32, or the widest of
+    ``dtypes`` (None ignored) when that is wider (float64). Half-precision networks see their input cast
+    to their own dtype and return outputs that are cast back; sdekit's arithmetic on noise levels
+    (sigma^2 reaches 121104 at VE's sigma_max = 348, float16 ends at 65504) never runs in 16 bits."""
+    return functools.reduce(torch.promote_types, [d for d in dtypes if d is not None], torch.float32)
 
 
 def bcast(v, x: torch.Tensor) -> torch.Tensor:
@@ -132,16 +142,98 @@ class NonFiniteError(UserError, FloatingPointError):
     """The model's output or the solver's state became NaN/Inf."""
 
 
+# Who produced a number, in the order of one evaluation: what sdekit fed the model, what the model
+# (a network or a score function) returned, and what sdekit made of it (the denoiser's conversion).
+_BLAME = {
+    "input": "sdekit's solver state fed to the model is NaN/Inf at {where} (the solver's own arithmetic in "
+             "{dtype} went bad before this evaluation; the model's earlier outputs were finite)",
+    "network": "the network's output is NaN/Inf at {where} (evaluation {nfe}; its input was finite)",
+    "model": "the model's output is NaN/Inf at {where} (evaluation {nfe}; its input was finite)",
+    "conversion": "sdekit's conversion of the model's finite output into a denoised estimate or score "
+                  "overflowed at {where} (evaluation {nfe}, in {dtype})",
+    "state": "sdekit's solver step to {where} produced NaN/Inf in its {dtype} state (the model's outputs were "
+             "finite)",
+}
+
+_WATCH: contextvars.ContextVar = contextvars.ContextVar("sdekit_watch", default=None)
+
+
+def watch(out: torch.Tensor, who: str = "network") -> torch.Tensor:
+    """Record in the evaluation now under way (a :class:`Counter`'s) whether the model's own output
+    ``out`` is finite, as ``who`` ("network" or "model"); a device-side flag, no host sync. Returns
+    ``out``; a no-op outside a counted evaluation."""
+    counter = _WATCH.get()
+    if counter is not None:
+        counter.note(who, out, counter._where)
+        counter._watched = out
+    return out
+
+
+def _fmt_where(where) -> str:
+    if isinstance(where, str):
+        return where
+    kind, v = where
+    v = float(torch.as_tensor(v).flatten()[0]) if torch.is_tensor(v) else float(v)
+    return f"{kind}={v:.4g}"
+
+
 class Counter:
-    """Counts model evaluations (NFE) and refuses non-finite or mis-shaped outputs."""
+    """Counts model evaluations (NFE), refuses mis-shaped outputs at once and NaN/Inf ones when
+    :meth:`verdict` reads its ledger.
 
-    def __init__(self):
-        self.nfe = 0
+    The ledger holds, in order, what one evaluation touched: the state fed to the model, the model's own
+    output (a device-side finiteness flag, no host sync), sdekit's conversion of it; then the solver's new
+    state. :meth:`verdict` reads the flags and the state's together (one host sync): once per solver step
+    in :func:`sdekit.sampling.solve`, or after every evaluation when ``eager`` (the default; adaptive
+    solvers and direct calls). Inputs and conversions are kept as references and looked at only when
+    something is NaN/Inf (they reach the state, so a bad one always shows there). The
+    :class:`NonFiniteError` names the first number that went bad, whose it was (the network's, the
+    model's, or sdekit's own arithmetic) and its noise level."""
 
-    def check(self, out: torch.Tensor, x: torch.Tensor, where: str) -> torch.Tensor:
+    def __init__(self, eager: bool = True):
+        self.nfe, self.eager = 0, bool(eager)
+        self._notes, self._where, self._watched = [], None, None
+
+    def note(self, who: str, t: torch.Tensor, where=None, lazy: bool = False) -> None:
+        """Record whether ``t`` is finite (``who``: a key of the blame table; ``where``: a string, or a
+        (name, value) pair formatted only on failure); ``lazy``: keep ``t`` and look only on failure."""
+        self._notes.append((who, where, self.nfe, t.dtype, t if lazy else torch.isfinite(t).all(), lazy))
+
+    def evaluate(self, fn, x: torch.Tensor, where):
+        """``fn()``, one counted evaluation of the model at the state x (``where``: (name, level))."""
         self.nfe += 1
+        self.note("input", x, where, lazy=True)
+        n0 = len(self._notes)
+        token, self._where = _WATCH.set(self), where
+        try:
+            out = fn()
+        finally:
+            _WATCH.reset(token)
         if out.shape != x.shape:
             raise UserError(f"the model returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
-        if not torch.isfinite(out).all():
-            raise NonFiniteError(f"the model's output is NaN/Inf at {where} (evaluation {self.nfe})")
+        if out is not self._watched:                        # the model's own output is noted already
+            converted = len(self._notes) > n0
+            self.note("conversion" if converted else "model", out, where, lazy=converted)
+        self._watched = None
+        if self.eager:
+            self.verdict()
         return out
+
+    def check(self, out: torch.Tensor, x: torch.Tensor, where: str) -> torch.Tensor:
+        """Count one evaluation whose output ``out`` (for input x) is already computed."""
+        return self.evaluate(lambda: out, x, where)
+
+    def verdict(self, state: torch.Tensor | None = None, where=None) -> None:
+        """Read the ledger and the new solver ``state`` reached at ``where`` (when given) in one host sync;
+        raise NonFiniteError naming the first NaN/Inf, else clear the ledger."""
+        notes, self._notes = self._notes, []
+        if state is not None:
+            notes.append(("state", where, self.nfe, state.dtype, torch.isfinite(state).all(), False))
+        flags = [n[4] for n in notes if not n[5]]
+        if not flags or all(torch.stack(flags).tolist()):
+            if state is not None or not any(n[5] for n in notes):
+                return
+        for who, at, nfe, dtype, v, lazy in notes:          # something is NaN/Inf: the first one, in order
+            if not bool(torch.isfinite(v).all() if lazy else v):
+                raise NonFiniteError(_BLAME[who].format(where=_fmt_where(at), nfe=nfe,
+                                                        dtype=str(dtype).replace("torch.", "")))

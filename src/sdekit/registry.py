@@ -47,7 +47,8 @@ def _one_of(choices):
 
 SCHEDULE = Option(None, _one_of(tuple(SCHEDULES)), "noise-level grid: " + " | ".join(SCHEDULES) + " (uniform: in t)")
 RHO = Option(7.0, _positive, "exponent of the karras grid")
-NORM = Option("batch", _one_of(NORMS), "Langevin step from norms averaged over the batch or each sample's own")
+NORM = Option(None, _one_of(NORMS), "Langevin step from norms averaged over the batch or each sample's own "
+              "(default: each sample's with per-sample generators, else the batch's)")
 PC_OPTIONS = {
     "predictor": Option("reverse_diffusion", _one_of(tuple(PREDICTORS)), "predictor of each step"),
     "corrector": Option("langevin", _one_of(tuple(CORRECTORS)), "corrector before each predictor step"),
@@ -124,7 +125,7 @@ _SPECS = [
                  "schedule": SCHEDULE, "rho": RHO},
                 {"predictor": "none", "corrector": "ald"}),
     SamplerSpec("pc", "predictor-corrector (reverse diffusion + Langevin by default)", "sde", PC, "uniform",
-                True, 500, _pc_evals, {**PC_OPTIONS, "schedule": SCHEDULE, "rho": RHO}),
+                True, 500, _pc_evals, {**PC_OPTIONS, "norm": NORM, "schedule": SCHEDULE, "rho": RHO}),
     SamplerSpec("ode", "probability-flow ODE, adaptive RK45", "adaptive", None, "uniform", False, 1,
                 lambda o: 1, {"rtol": Option(1e-5, _positive, "relative tolerance"),
                               "atol": Option(1e-5, _positive, "absolute tolerance")}),

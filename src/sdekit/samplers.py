@@ -22,12 +22,12 @@ import torch
 
 from .denoisers import Denoiser
 from .errors import UserError
-from .noise import bcast, cos_theta, randn
+from .noise import bcast, cos_theta, randn, solver_dtype
 
 __all__ = ["Grid", "Stepper", "PC", "DDIM", "Heun", "DPMSolver", "ABM", "ConsistencySampler", "consistency_levels",
            "SIGMA_MID", "PREDICTORS", "CORRECTORS", "NORMS",
            "euler_maruyama_step", "reverse_diffusion_step", "ancestral_step", "langevin_step",
-           "annealed_langevin_step", "ddim_step"]
+           "annealed_langevin_step", "ddim_step", "check_keeps_up", "LAG"]
 
 
 class Grid:
@@ -103,12 +103,27 @@ def ancestral_step(st: Stepper, x, t, dt):
     return bcast(s_next, x) * y, bcast(s_next, x) * y_mean
 
 
-NORMS = ("batch", "sample")      # the Langevin corrector's norms: averaged over the batch, or each sample's
+NORMS = ("batch", "sample")      # the Langevin corrector's norms: averaged over the batch, or each sample's own
+
+
+def _annealed_step(st: Stepper, t, dt, snr: float) -> torch.Tensor:
+    """NCSN's step size 2 alpha (snr std(t))^2, [B], with alpha = (s(t) / s(t - dt))^2 (1 - beta_i for VP)."""
+    alpha = (st.sde.scale(t) / st.sde.scale((t - dt).clamp_min(0))) ** 2
+    return 2 * alpha * (snr * st.sde.marginal_std(t)) ** 2
 
 
 def langevin_step(st: Stepper, x, t, dt, snr: float, norm: str = "batch"):
     """Langevin corrector (Song et al. Alg. 4 as in score_sde's code): x <- x + eps score + sqrt(2 eps) z
-    with eps = 2 alpha (snr ||z|| / ||score||)^2 and alpha = (s(t) / s(t - dt))^2 (1 - beta_i for VP).
+    with eps = 2 alpha (snr ||z|| / ||score||)^2 and alpha = (s(t) / s(t - dt))^2 (1 - beta_i for VP),
+    and eps at least NCSN's 2 alpha (snr std(t))^2 (annealed_langevin_step).
+
+    The floor: under p_t the score's mean square is at most d / std(t)^2 (Fisher information inequality,
+    Stam 1959: adding Gaussian noise of std(t) leaves at most the noise's own information), so on samples
+    of p_t the rule's step is at least that floor. A smaller step means the state is wider than p_t (the
+    chain lags the annealing); the rule alone then shrinks its step and lags further, and on grids coarser
+    than it can follow the chain runs away (variance 10^3-10^4 x the exact one with exact scores). With
+    the floor, the excess variance contracts by about (1 - 2 snr^2)^2 per step whatever the state, and
+    PC checks up front that a chain without a predictor can keep up with its grid (PC).
 
     norm="batch" (score_sde): the norms are averaged over the batch, so the chain is unadjusted Langevin
     with one step size (unbiased as eps -> 0) that depends on the batch. norm="sample": each sample's own
@@ -122,7 +137,8 @@ def langevin_step(st: Stepper, x, t, dt, snr: float, norm: str = "batch"):
     g_norm, z_norm = grad.flatten(1).norm(dim=1), z.flatten(1).norm(dim=1)
     if norm == "batch":
         g_norm, z_norm = g_norm.mean(), z_norm.mean()
-    step = bcast(2 * alpha * (snr * z_norm / g_norm.clamp_min(1e-12)) ** 2, x)
+    eps = (2 * alpha * (snr * z_norm / g_norm.clamp_min(1e-12)) ** 2).maximum(_annealed_step(st, t, dt, snr))
+    step = bcast(eps, x)
     x_mean = x + step * grad
     return x_mean + (2 * step).sqrt() * z, x_mean
 
@@ -132,9 +148,8 @@ def annealed_langevin_step(st: Stepper, x, t, dt, snr: float, norm: str = "batch
     with the norms' values for Gaussian noise of std(t) (||z|| ~ sqrt(d), ||score|| ~ sqrt(d) / std(t)),
     which needs no norms (``norm`` is ignored). NCSN's alpha_i = eps sigma_i^2 / sigma_L^2 is
     snr = sqrt(eps) / (2 sigma_L)."""
-    alpha = (st.sde.scale(t) / st.sde.scale((t - dt).clamp_min(0))) ** 2
     grad = st.score(x, t)
-    step = bcast(2 * alpha * (snr * st.sde.marginal_std(t)) ** 2, x)
+    step = bcast(_annealed_step(st, t, dt, snr), x)
     x_mean = x + step * grad
     return x_mean + (2 * step).sqrt() * randn(x, st.generator), x_mean
 
@@ -144,22 +159,59 @@ PREDICTORS = {"em": euler_maruyama_step, "reverse_diffusion": reverse_diffusion_
 CORRECTORS = {"langevin": langevin_step, "ald": annealed_langevin_step, "none": None}
 
 
+LAG = 2.0     # the largest excess variance (x the target's) a Langevin chain alone may hold while annealing
+
+
+def check_keeps_up(sde, grid: Grid, snr: float, n_corrector: int) -> None:
+    """UserError unless a chain of Langevin correctors alone (no predictor) keeps up with the grid.
+
+    Per grid level the target's variance shrinks by q = (std(t_i) / std(t_{i+1}))^2 at most (data of no
+    width; wider data shrink less), and each corrector step with the floored step 2 snr^2 std^2
+    (langevin_step) takes the excess variance factor c to a c + 4 snr^2 with a = (1 - 2 snr^2)^2 (exact for
+    a Gaussian target). The factor then settles at c* = q (1 - a^n) / ((1 - snr^2) (1 - q a^n)) for n
+    corrector steps, or grows without bound once q a^n >= 1; a grid whose largest q gives c* > LAG is
+    refused, naming the step count that would do (on a grid uniform in log sigma, log q falls as 1 / steps).
+    The bound is the floored step's; the snr rule's own larger steps do better."""
+    r = snr ** 2
+    a_n = (1 - 2 * r) ** (2 * n_corrector)
+    stds = sde.marginal_std(torch.tensor(grid.ts[:-1], dtype=torch.float64))
+    if len(stds) < 2:
+        return
+    q = float(((stds[:-1] / stds[1:]) ** 2).max())
+    q_max = LAG / ((1 - a_n) / (1 - r) + LAG * a_n) if a_n < 1 else 1.0
+    if q > q_max:
+        need = math.ceil(len(grid) * math.log(q) / math.log(q_max)) if q_max > 1 else None
+        how = f"use at least {need} steps, more n_corrector or a larger snr" if need else "use an snr below 1"
+        raise UserError(f"Langevin alone at {len(grid)} steps cannot keep up with the annealing: each step shrinks "
+                        f"the noise variance up to {q:.4g}x, more than {n_corrector} corrector step(s) at snr {snr:g} "
+                        f"can follow (the output would be noise); {how}")
+
+
 class PC(Stepper):
     """Predictor-corrector (Song et al. Alg. 1): at each t_i, ``n_corrector`` corrector steps then one
     predictor step. Plain predictors and plain Langevin are PC with "none" on the other side.
 
+    ``norm`` (langevin_step): default "sample" when ``generator`` is a list of per-sample generators (the
+    caller asks for samples that do not depend on their batch, as :func:`sdekit.model.generate` does,
+    which norms averaged over the batch would break), else score_sde's "batch". Langevin alone (no
+    predictor) refuses a grid it cannot keep up with (:func:`check_keeps_up`), before any evaluation.
+
     Langevin alone (predictor "none") ends, as NCSNv2's "denoise", with Tweedie's estimate
     E[x0 | x] = (x + std^2 score) / s at the last level as its noise-free output: the mean of a Langevin
     move keeps the chain's noise of std(t), which Tweedie's formula removes (no extra evaluation: the last
-    corrector's own score). ``norm``: the Langevin corrector's norms, "batch" or "sample" (langevin_step)."""
+    corrector's own score)."""
 
     def __init__(self, model, grid, generator=None, predictor="reverse_diffusion", corrector="langevin",
-                 snr: float = 0.16, n_corrector: int = 1, norm: str = "batch"):
+                 snr: float = 0.16, n_corrector: int = 1, norm: str | None = None):
         super().__init__(model, grid, generator)
+        if norm is None:
+            norm = "sample" if isinstance(generator, (list, tuple)) else "batch"
         if norm not in NORMS:
             raise UserError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
         self.predictor, self.corrector = PREDICTORS[predictor], CORRECTORS[corrector]
         self.snr, self.n_corrector, self.norm = float(snr), int(n_corrector), norm
+        if self.predictor is None and self.corrector is not None and self.n_corrector > 0:
+            check_keeps_up(self.sde, grid, self.snr, self.n_corrector)
 
     def step(self, i, x):
         t, dt = self.t(i, x), self.grid.ts[i] - self.grid.ts[i + 1]
@@ -178,12 +230,14 @@ class PC(Stepper):
 
 def ddim_step(y, d, sig, sig_next, eta: float, z):
     """DDIM in sigma: y' = D + sigma_down (y - D) / sigma + sigma_up z, with the ancestral split
-    sigma_up = eta sqrt(sig'^2 (sig^2 - sig'^2) / sig^2), sigma_down = sqrt(sig'^2 - sigma_up^2).
-    eta = 0 is the Euler step of the ODE; eta = 1 samples the exact Gaussian posterior.
-    Returns (y_mean, y')."""
-    sig, sig_next = torch.as_tensor(sig, dtype=y.dtype), torch.as_tensor(sig_next, dtype=y.dtype)
-    up = (eta * (sig_next ** 2 * (sig ** 2 - sig_next ** 2) / sig ** 2).clamp_min(0).sqrt()).minimum(sig_next)
-    down = (sig_next ** 2 - up ** 2).clamp_min(0).sqrt()
+    sigma_up = eta sqrt(sig'^2 (sig^2 - sig'^2) / sig^2) = eta sig' sqrt(1 - (sig'/sig)^2),
+    sigma_down = sqrt(sig'^2 - sigma_up^2) (the second forms, in noise.solver_dtype, hold no sigma^2
+    that could overflow). eta = 0 is the Euler step of the ODE; eta = 1 samples the exact Gaussian
+    posterior. Returns (y_mean, y')."""
+    c = solver_dtype(y.dtype)
+    sig, sig_next = torch.as_tensor(sig, dtype=c), torch.as_tensor(sig_next, dtype=c)
+    up = (eta * sig_next * (1 - (sig_next / sig) ** 2).clamp_min(0).sqrt()).minimum(sig_next)
+    down = (sig_next ** 2 - up ** 2).clamp_min(0).sqrt() if eta > 0 else sig_next
     y_mean = d + bcast(down / sig, y) * (y - d)
     return y_mean, (y_mean + bcast(up, y) * z if eta > 0 else y_mean)
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .denoisers import Counted, Denoiser, ScoreDenoiser, as_denoiser
 from .errors import UserError
-from .noise import NonFiniteError, as_batch, sigma_schedule
+from .noise import Counter, NonFiniteError, as_batch, sigma_schedule, solver_dtype
 from .ode import rk45
 from .registry import SAMPLERS, SamplerSpec, check_options, get_sampler
 from .samplers import Grid
@@ -90,15 +90,23 @@ def make_grid(sde: SDE, spec: SamplerSpec, steps: int, t_start: float, eps: floa
 def solve(stepper, x: torch.Tensor, denoise: bool = True, callback=None, progress: bool = False,
           desc: str = "sampling") -> torch.Tensor:
     """Run ``stepper`` over its grid from x at grid point 0. ``denoise``: the last step returns its
-    noise-free mean. ``callback``: the step hook (module docstring)."""
+    noise-free mean. ``callback``: the step hook (module docstring).
+
+    The state is kept in noise.solver_dtype(x.dtype) (float32 at least, whatever the network's precision)
+    and returned in it. NaN/Inf are looked for on the device and read once per step (a counted model's
+    ledger and the new state together): NonFiniteError names the first number that went bad, whose it
+    was and its noise level."""
     grid, n, i = stepper.grid, len(stepper.grid), 0
     counted = stepper.model if isinstance(stepper.model, Counted) else None
+    counter = counted.counter if counted is not None else Counter()
+    x = x.to(solver_dtype(x.dtype))
     bar = tqdm(total=n, disable=not progress, desc=desc, unit="step")
     try:
         while i < n:
             x_next, x_mean = stepper.step(i, x)
             if denoise and i == n - 1:
                 x_next = x_mean
+            counter.verdict(x_next, ("sigma", grid.sigmas[i + 1]))     # the step's one host sync
             if callback is not None:
                 r = callback(StepState(i, n, grid.ts[i + 1], grid.sigmas[i + 1], x_next, stepper.denoised,
                                        counted.nfe if counted else 0, grid.ts[i]))
@@ -169,7 +177,8 @@ def sample(sde: SDE, score_fn, shape=None, sampler: str = "pc", steps: int | Non
     noise-free mean / a last step to sigma = 0. clip: clamp the output to (lo, hi) when given.
     t_start: solve from this time instead of T (SDEdit). sigmas: an explicit descending grid of
     noise levels (overrides steps and the schedule; may end at 0). callback: a step hook, see
-    :func:`solve`. device, dtype: of the prior draw (default: the model's, else CPU float32).
+    :func:`solve`. device, dtype: of the output (default: the model's, else CPU float32); the prior is
+    drawn and the solver runs in noise.solver_dtype (float32 at least, also for half-precision models).
     options: the sampler's options (sdekit.registry; unknown ones are refused).
     Returns x (in x_T's dtype when given), or (x, info) with info["nfe"], ["steps"], ["sampler"].
     Raises UserError on bad input, NonFiniteError if the model or the state becomes NaN/Inf.
@@ -195,8 +204,12 @@ def sample(sde: SDE, score_fn, shape=None, sampler: str = "pc", steps: int | Non
         if spec.kind == "adaptive":
             raise UserError("the adaptive 'ode' sampler takes no sigmas grid")
         steps = len(sigmas) - 1
-    model = Counted(as_denoiser(sde, score_fn))
+    model = Counted(as_denoiser(sde, score_fn), eager=spec.kind == "adaptive")   # fixed steps: solve checks
     m_dtype, m_device = model_dtype_device(model)
+    stepper = None
+    if spec.kind != "adaptive":                     # a stepper refuses its grid here, before any work
+        grid = make_grid(sde, spec, steps, t_start, eps, denoise, schedule, rho, sigmas, model.sigma_min or 0.0)
+        stepper = spec.stepper(model, grid, generator, **opts)
     if x_T is None:
         if t_start != sde.T and sigmas is None:
             raise UserError("t_start before T needs the state x_T at t_start")
@@ -205,21 +218,19 @@ def sample(sde: SDE, score_fn, shape=None, sampler: str = "pc", steps: int | Non
         shape = tuple(int(s) for s in shape)
         if not shape or any(s < 1 for s in shape):
             raise UserError(f"shape must be positive integers [B, ...], got {shape}")
-        x = sde.prior_sampling(shape, generator, device=device or m_device, dtype=dtype or m_dtype or torch.float32)
-        out_dtype = x.dtype
+        out_dtype = dtype or m_dtype or torch.float32
+        x = sde.prior_sampling(shape, generator, device=device or m_device, dtype=solver_dtype(out_dtype, m_dtype))
         if sigmas is not None:                       # the prior of an explicit grid: std s sigma_0
             t0 = sde.sigma_inv(sigmas[:1])
             x = x / sde.prior_std * float(sde.scale(t0) * sigmas[0])
     else:
         _check_state(x_T, shape)
         out_dtype = x_T.dtype
-        x = x_T.to(dtype=m_dtype or x_T.dtype, device=m_device or x_T.device).clone()
+        x = x_T.to(dtype=solver_dtype(x_T.dtype, m_dtype), device=m_device or x_T.device).clone()
 
-    if spec.kind == "adaptive":
+    if stepper is None:
         x = _ode(model, x, t_start, eps, denoise, callback, opts["rtol"], opts["atol"])
     else:
-        grid = make_grid(sde, spec, steps, t_start, eps, denoise, schedule, rho, sigmas, model.sigma_min or 0.0)
-        stepper = spec.stepper(model, grid, generator, **opts)
         x = solve(stepper, x, denoise and spec.kind == "sde", callback, progress, desc=spec.name)
 
     if not torch.isfinite(x).all():

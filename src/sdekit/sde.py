@@ -192,12 +192,13 @@ class VESDE(SDE):
         return self.sigma_max
 
     def discretize(self, x, t, dt=None):
-        """SMLD: x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z  (Song et al. eq. 46)."""
+        """SMLD: x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z  (Song et al. eq. 46), computed as
+        sigma_i sqrt(1 - (sigma_{i-1} / sigma_i)^2), which holds no sigma^2 (float16 ends at 65504)."""
         dt = self.T / self.N if dt is None else dt
         t = as_batch(t, x)
         sig = self.sigma(t)
         prev = torch.where(t - dt > 0, self.sigma((t - dt).clamp_min(0)), torch.zeros_like(t))
-        return torch.zeros_like(x), (sig ** 2 - prev ** 2).sqrt()
+        return torch.zeros_like(x), sig * (1 - (prev / sig) ** 2).clamp_min(0).sqrt()
 
     def config(self):
         return {"name": "ve", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "N": self.N}

@@ -66,10 +66,13 @@ def device(text: str) -> str:
 
 def placement(args):
     """(device, torch dtype or None) of ``--device`` / ``--dtype``, refusing a precision the device cannot
-    run (bfloat16 on a CUDA GPU without it, float64 on MPS) before any work (sdekit.placement)."""
-    from ..placement import precision_on
+    run (bfloat16 on a CUDA GPU without it, float64 on MPS) before any work, and warning once of one it runs
+    much slower than float32 (float16 on a CPU) (sdekit.placement)."""
+    from ..placement import precision_on, warn_slow_precision
     device = getattr(args, "device", None)                # checked by its argparse type
-    return device, precision_on(device, getattr(args, "dtype", None))
+    dtype = precision_on(device, getattr(args, "dtype", None))
+    warn_slow_precision(device, dtype)
+    return device, dtype
 
 
 # ---- the options themselves ------------------------------------------------------------------------

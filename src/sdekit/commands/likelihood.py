@@ -85,7 +85,7 @@ def run(args):
     with torch_threads(default_threads()), tqdm(total=len(batches), desc="bits/dim", unit="batch",
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}") as bar:
         for j, rows in enumerate(batches):
-            x = ds.x[rows].to(model.device, model.dtype)
+            x = ds.x[rows].to(model.device)           # integrated in float32 at least (sdekit.likelihood)
 
             def report(fraction, t, evaluations, j=j):
                 bar.set_postfix_str(f"batch {j + 1}/{len(batches)}, t = {t:.3g}, {evaluations} evaluations",
@@ -113,5 +113,6 @@ def run(args):
     print(f"{float(bpd.mean()):.4f} +- {se:.4f} {unit}  (+- is the standard error over the {len(bpd)} data points "
           f"and their probes)")
     if unit.startswith("bits/dim (8-bit") and float(bpd.mean()) < 0:
+        fix = "more --steps, or --solver rk45" if args.solver == "heun" else "smaller --rtol and --atol"
         print("warning: bits/dim below 0 cannot be: dequantised 8-bit data have bits/dim >= 0; the solver is too "
-              "coarse here (more --steps, or --solver rk45)", file=sys.stderr)
+              f"coarse here ({fix})", file=sys.stderr)

@@ -1,0 +1,67 @@
+"""The solver loop reads the device back at most once per step (the NaN/Inf check of the step), never per
+evaluation: counted by patching every torch.Tensor method that copies a tensor's values to the host."""
+import contextlib
+
+import pytest
+import torch
+
+import sdekit
+from sdekit.bundle import random_model
+from sdekit.noise import NonFiniteError
+
+READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu")
+
+
+@contextlib.contextmanager
+def counting_reads():
+    """Yields a list that gets one entry per host read of a tensor's values while the block runs."""
+    reads, saved = [], {name: getattr(torch.Tensor, name) for name in READS}
+
+    def counted(name, fn):
+        def read(self, *a, **k):
+            reads.append(name)
+            return fn(self, *a, **k)
+        return read
+    try:
+        for name, fn in saved.items():
+            setattr(torch.Tensor, name, counted(name, fn))
+        yield reads
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.Tensor, name, fn)
+
+
+@pytest.fixture(scope="module")
+def models():
+    gmm = sdekit.GaussianMixture(torch.tensor([[-1.0, 0.5], [1.0, 0.0]]), torch.tensor([0.3, 0.4]))
+    sde = sdekit.VPSDE()
+    net = random_model(shape=(1, 8, 8), ch=8)
+    return {"mixture": (sde, gmm.score_fn(sde), (4, 2)), "network": (net.sde, net.score_fn, (2, 1, 8, 8))}
+
+
+def reads_of(model, sampler, steps, **options):
+    sde, score_fn, shape = model
+    g = torch.Generator().manual_seed(0)
+    with counting_reads() as reads:
+        _, info = sdekit.sample(sde, score_fn, shape, sampler=sampler, steps=steps, generator=g, return_info=True,
+                                **options)
+    return len(reads), info["nfe"]
+
+
+@pytest.mark.parametrize("which", ["mixture", "network"])
+@pytest.mark.parametrize("sampler", ["ddim", "heun", "dpm_solver", "abm", "pc", "em", "reverse_diffusion",
+                                     "ancestral"])
+def test_a_10_step_sample_reads_the_device_once_per_step(models, which, sampler):
+    n10, nfe10 = reads_of(models[which], sampler, 10)
+    n20, nfe20 = reads_of(models[which], sampler, 20)
+    assert nfe20 > nfe10 >= 10
+    assert n20 - n10 <= 10, (n10, n20)           # one read per step at most, none per evaluation
+    assert n10 <= 10 + 12, n10                    # and a few for the set-up (CPU grids) and the output check
+
+
+def test_the_per_step_check_still_names_the_noise_level(models):
+    sde, _, shape = models["mixture"]
+    with pytest.raises(NonFiniteError, match=r"the model's output is NaN/Inf at t=1 \(evaluation 1;"):
+        sdekit.sample(sde, lambda x, t: x * float("nan"), shape, sampler="pc", steps=10)
+    with pytest.raises(NonFiniteError, match=r"the model's output is NaN/Inf at sigma=152\.2 \(evaluation 1;"):
+        sdekit.sample(sde, lambda x, t: x * float("nan"), shape, sampler="ddim", steps=10)
