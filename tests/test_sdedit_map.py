@@ -16,6 +16,8 @@ SAMPLERS = list(sdekit.SAMPLERS)
 
 
 def _steps(sampler):
+    if sampler in ("langevin", "ald"):          # a Langevin chain alone needs a fine grid (it refuses a coarse one)
+        return 400
     return 40 if sdekit.get_sampler(sampler).kind == "sde" else 8
 
 
