@@ -42,3 +42,22 @@ def test_version_and_mask_keywords(tmp_path, capsys):
                  "--out", str(tmp_path / "o.png")]) == 2
     err = capsys.readouterr().err
     assert "no such file" in err and "left, right, top, bottom" in err and len(err.strip().splitlines()) == 1
+
+
+def test_transparent_guide_is_composited_unless_alpha_mask(tmp_path, capsys):
+    """An RGBA guide is edited whole over the model's background; --alpha-mask keeps its opaque pixels."""
+    import numpy as np
+    from PIL import Image
+    a = np.zeros((16, 16, 4), np.uint8)
+    a[:, :8] = (255, 255, 255, 255)                   # opaque white left half, transparent right half
+    Image.fromarray(a, "RGBA").save(tmp_path / "g.png")
+    common = ["edit", "--model", "digits", "--guide", str(tmp_path / "g.png"), "--t0", "0.6", "--steps", "4",
+              "--scale", "1", "--seed", "0"]
+    assert main([*common, "--out", str(tmp_path / "plain.png")]) == 0
+    assert "composited over the model's background" in capsys.readouterr().out
+    assert main([*common, "--alpha-mask", "--out", str(tmp_path / "masked.png")]) == 0
+    plain = np.asarray(Image.open(tmp_path / "plain.png").convert("L"), dtype=int)
+    masked = np.asarray(Image.open(tmp_path / "masked.png").convert("L"), dtype=int)
+    assert (masked[:, :8] == 255).all()               # kept exactly where opaque
+    assert (plain[:, :8] != 255).any()                # edited everywhere without the flag
+    assert main([*common, "--alpha-mask", "--mask", str(tmp_path / "g.png"), "--out", str(tmp_path / "x.png")]) == 2

@@ -11,7 +11,11 @@ def add_arguments(p):
                    help="guide image (PNG, JPEG, BMP, GIF, WebP or TIFF; any size and mode), read upright as a "
                         "viewer shows it; the model sees its centre crop of the model's aspect ratio")
     p.add_argument("--mask", default=None,
-                   help="mask image, white = keep the guide there (default: the guide's alpha if it has one)")
+                   help="mask image, white = keep the guide there (default: no mask; see --alpha-mask)")
+    p.add_argument("--alpha-mask", action="store_true",
+                   help="use the guide's transparency as the mask: its opaque pixels are kept, the transparent "
+                        "ones regenerated (default: transparency is composited over the model's background and "
+                        "the whole guide is edited)")
     p.add_argument("--t0", type=float, default=None,
                    help="noise level to start from, in (0, 1]: the VP SDE's noise level at time t0, the same for "
                         "every SDE (default: the model's calibrated t0, else 0.5)")
@@ -75,7 +79,13 @@ def run(args):
         check_class(model, args.class_label)
     C, H, W = model.shape
     img = load_image(args.guide, model.shape, background=background(model.config))
-    mask, scaled = img.alpha, None
+    if args.alpha_mask and args.mask is not None:
+        raise UserError("give --mask or --alpha-mask, not both")
+    if args.alpha_mask and img.alpha is None:
+        raise UserError(f"--alpha-mask: the guide {args.guide} has no transparency")
+    mask, scaled = (img.alpha if args.alpha_mask else None), None
+    if img.alpha is not None and not args.alpha_mask:
+        scaled = "the guide's transparency composited over the model's background (--alpha-mask keeps its opaque pixels)"
     if args.mask is not None:
         scaled = check_agree(image_size(args.mask), img.size, f"the mask {args.mask}", f"the guide {args.guide}")
         mask = load_mask(args.mask, (H, W))
