@@ -34,9 +34,10 @@ def run(args):
         folder = bundled(args.model) if named else Path(args.model)
         evaluation = find_evaluation(folder / "evaluation")
     model = load_model(args)
+    default_run = args.model in (None, "default")     # the default model's report links the colour model's
     start = time.time()
     with torch_threads(default_threads()):           # one per free core: oversubscribed threads wait on each other
         index = demo(out, seed=args.seed, model=model, small=args.small, toy=args.toy, scale=scale_of(args),
-                     evaluation=evaluation)
+                     evaluation=evaluation, colour=default_run and (BUNDLED_MODELS["emoji"] / "config.json").is_file())
     print(f"demo written in {time.time() - start:.0f} s")
     print(f"report: {index}")
