@@ -1,8 +1,6 @@
 """In headless Chromium: a server of a grey model and a colour model drawn on white (emoji), the page's
 model menu, the colour page's white canvas and palette, a colour edit, and the class an edit read."""
-import importlib.util
 import io
-import os
 import urllib.request
 
 import numpy as np
@@ -16,15 +14,9 @@ from sdekit.web import server as web
 
 from test_web_models import MeanReader, emoji_bundle
 
-CHROMIUM = "/usr/bin/chromium"
+from test_browser import browser  # noqa: E402,F401  (the shared Chromium fixture; skips without a browser)
 
 pytestmark = pytest.mark.browser
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-if importlib.util.find_spec("playwright") is None:
-    pytest.skip("playwright is missing (pip install playwright; no browser download needed)", allow_module_level=True)
-
-from playwright.sync_api import sync_playwright  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +28,6 @@ def site(tmp_path_factory):
     web.start_in_thread(srv)
     yield f"http://127.0.0.1:{srv.server_address[1]}"
     web.stop(srv)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture
