@@ -1,4 +1,4 @@
-"""Compiled, channels-last and mixed-precision paths (sdekit.accel) against eager float32, in one process.
+"""Compiled, channels-last and mixed-precision paths (sdekit.models.accel) against eager float32, in one process.
 
 Two networks, each run eagerly in float32 and with each option of ``--compile``, ``--channels-last``
 and ``--autocast`` (and combinations):
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, md_table, median, save_json, save_text  # noqa: E402
 
 import sdekit  # noqa: E402
-from sdekit.accel import Acceleration, accelerate, grad_scaler  # noqa: E402
+from sdekit.models.accel import Acceleration, accelerate, grad_scaler  # noqa: E402
 
 
 def variants(device: torch.device, with_compile: bool) -> list[Acceleration]:
@@ -60,8 +60,8 @@ def _sync(device):
 # ---- workloads: each builds, for one Acceleration, a function that runs once and returns (images, output) ----
 
 def mnist_training(options, device, batch):
-    from sdekit.train import LossModule, TrainConfig, draw_randomness
-    from sdekit.train.step import optimizer_step
+    from sdekit.tasks.train import LossModule, TrainConfig, draw_randomness
+    from sdekit.tasks.train.step import optimizer_step
     base = sdekit.load()
     hp = {k: tuple(v) if isinstance(v, list) else v for k, v in base.config["train"].items()}
     cfg = TrainConfig(**hp)
@@ -125,7 +125,7 @@ def church_training(options, device, folder):
     x0 = (2 * torch.rand(1, *model.shape, generator=g) - 1).to(device)
     y = x0 + torch.randn(x0.shape, generator=g).to(device)
     sigma = torch.tensor([1.0], device=device)
-    from sdekit.train.step import optimizer_step
+    from sdekit.tasks.train.step import optimizer_step
 
     def run():
         loss, _ = optimizer_step(lambda: ((fast.denoise(y, sigma) - x0) ** 2).mean(), den.parameters(), opt, scaler, 0.0)
@@ -193,7 +193,7 @@ def main(argv=None):
     ap.add_argument("--out", default="compile")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
-    from sdekit.threads import default_threads
+    from sdekit.core.threads import default_threads
     torch.set_num_threads(args.threads or default_threads())
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32

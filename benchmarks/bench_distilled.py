@@ -6,9 +6,9 @@ t0 = 0.4 edit with the student.
 """
 import torch, time
 import sdekit
-from sdekit.judge import held_out, load_judge, predict
-from sdekit.metrics import fid
-from sdekit.bundle import generate
+from sdekit.tasks.judge import held_out, load_judge, predict
+from sdekit.tasks.metrics import fid
+from sdekit.models.bundle import generate
 torch.set_num_threads(1)
 data = "mnist:../shared/data/mnist"
 judge = load_judge(data); ref = held_out(data, 28).reference
@@ -21,8 +21,8 @@ for sampler, steps, opts in [("ddim", 1, {}), ("dpm_solver", 1, {}), ("ddim", 2,
     except Exception as e:
         print(sampler, steps, "error", str(e)[:100])
 cd = sdekit.load("mnist-cd")
-from sdekit.strokes import pen
-from sdekit.sdedit import sdedit
+from sdekit.tasks.strokes import pen
+from sdekit.tasks.sdedit import sdedit
 g, _ = pen(1, 0, 28)
 x = cd.from_unit(g)
 ts = []

@@ -6,10 +6,10 @@ held-out real emoji; writes a grid of class-conditional samples to /tmp/emoji_sa
 """
 import torch, time
 import sdekit
-from sdekit.judge import held_out, load_judge, predict
-from sdekit.metrics import fid, kid
-from sdekit.bundle import generate
-from sdekit.data import save_grid
+from sdekit.tasks.judge import held_out, load_judge, predict
+from sdekit.tasks.metrics import fid, kid
+from sdekit.models.bundle import generate
+from sdekit.data.datasets import save_grid
 torch.set_num_threads(2)
 data = "emoji:../shared/data/emoji"
 judge = load_judge(data); h = held_out(data, 32)

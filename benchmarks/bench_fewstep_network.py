@@ -5,7 +5,7 @@ Every solver starts from the same standard-normal noise z (seed s) and calls the
 D(y; sigma) of the model (unconditional). diffusers' schedulers use the DDPM discretisation (1000 steps,
 linear betas 1e-4..0.02, i.e. the bundled models' VP SDE with beta_min = 0.1, beta_max = 20) with their
 own recommended settings and are fed eps = (y - D(y; sigma_t)) / sigma_t of their own alpha_bar_t.
-FID and KID are against the held-out reference of the model's data (:func:`sdekit.judge.held_out`);
+FID and KID are against the held-out reference of the model's data (:func:`sdekit.tasks.judge.held_out`);
 the real-vs-real row (held-out real images against the same reference) is the floor. Each cell is the
 mean over seeds with the spread (min..max); the ratio is ours / the peer's of the same method.
 
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, save_json, save_text  # noqa: E402
 
 import sdekit  # noqa: E402
-from sdekit.denoisers import as_denoiser  # noqa: E402
-from sdekit.metrics import fid, kid  # noqa: E402
+from sdekit.core.denoisers import as_denoiser  # noqa: E402
+from sdekit.tasks.metrics import fid, kid  # noqa: E402
 
 
 def denoiser_of(model):
@@ -89,7 +89,7 @@ METHODS = {   # method -> {implementation: runner}
 
 
 def run(model_name, data, n, seeds, nfes, only, impl_filter=()):
-    from sdekit.judge import held_out, load_judge
+    from sdekit.tasks.judge import held_out, load_judge
     model = sdekit.load(model_name)
     judge = load_judge(data)
     held = held_out(data, model.shape[-1])

@@ -30,10 +30,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import F64, Timer, fmt, load_k_diffusion_sampling, machine, md_table, mixture, save_json, save_text, timed  # noqa: E402
 
-from sdekit.likelihood import likelihood  # noqa: E402
-from sdekit.likelihood import _counted, _probes, _velocity_div  # noqa: E402
-from sdekit.denoisers import ScoreDenoiser as Denoiser  # noqa: E402
-from sdekit.sde import VPSDE  # noqa: E402
+from sdekit.tasks.likelihood import likelihood  # noqa: E402
+from sdekit.tasks.likelihood import _counted, _probes, _velocity_div  # noqa: E402
+from sdekit.core.denoisers import ScoreDenoiser as Denoiser  # noqa: E402
+from sdekit.core.sde import VPSDE  # noqa: E402
 
 EPS = 1e-5
 TARGET = 0.01

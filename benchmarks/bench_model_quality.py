@@ -27,10 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import sdekit  # noqa: E402
-from sdekit.bundle import generate  # noqa: E402
-from sdekit.judge import held_out, load_judge, predict  # noqa: E402
-from sdekit.metrics import binomial_ci, fid, kid  # noqa: E402
-from sdekit.sdedit import default_t0  # noqa: E402
+from sdekit.models.bundle import generate  # noqa: E402
+from sdekit.tasks.judge import held_out, load_judge, predict  # noqa: E402
+from sdekit.tasks.metrics import binomial_ci, fid, kid  # noqa: E402
+from sdekit.tasks.sdedit import default_t0  # noqa: E402
 
 
 def parse_samplers(text: str):

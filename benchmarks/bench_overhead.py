@@ -24,12 +24,12 @@ from common import (fmt, load_diffusers, load_k_diffusion_sampling, machine, md_
                     save_json, save_text)
 
 from sdekit import sample  # noqa: E402
-from sdekit.denoisers import Counted, ScoreDenoiser  # noqa: E402
-from sdekit.sde import VPSDE  # noqa: E402
+from sdekit.core.denoisers import Counted, ScoreDenoiser  # noqa: E402
+from sdekit.core.sde import VPSDE  # noqa: E402
 
 
 def load_model(which: str):
-    import sdekit.bundle as bundle
+    import sdekit.models.bundle as bundle
     if which == "random":
         return bundle.random_model(), "random_model()"
     try:

@@ -67,7 +67,7 @@ class Edit:
     def __init__(self, folder: Path, steps: int, total: int, device: str, dtype: torch.dtype):
         import sdekit
         from diffusers import DDIMScheduler
-        from sdekit.sdedit import REFERENCE_SDE
+        from sdekit.tasks.sdedit import REFERENCE_SDE
         self.model = sdekit.load(folder, device=device, dtype=dtype)
         self.unet = self.model.denoiser.net.net                     # the UNet2DModel itself
         self.ddim = DDIMScheduler.from_config(self.unet_scheduler(folder), clip_sample=False)

@@ -1,7 +1,7 @@
 """Sample quality after equal CPU minutes: three training recipes, the same small U-Net, the same
 wall-clock budget, the same sampler, scored by KID / FID against the held-out digits.
 
-Recipes (all through sdekit.train.train, the loop `sdekit train` runs; unconditional):
+Recipes (all through sdekit.tasks.train.train, the loop `sdekit train` runs; unconditional):
   (a) sdekit   VP SDE (beta 0.1..20), EDM loss (ln sigma ~ N(-0.8, 1.4^2)), EDM preconditioning
                (the bundled digits model's recipe without the class conditioning)
   (b) ve-dsm   score_sde's VE recipe: VE SDE (sigma 0.01..50), continuous DSM with lambda = sigma^2,
@@ -12,7 +12,7 @@ Same network (U-Net ch 16, ch_mult 1,2, one res block per level, no attention, n
 lr, warm-up, clipping and EMA for all. Each recipe trains for --minutes of wall time; the EMA weights
 then draw --n images with one sampler budget (default Heun, 20 steps = 39 network calls, for every
 SDE), and KID (subsets of --n / 2) and FID are measured with the shipped digits feature network
-against the held-out 20 % of the digits (sdekit.evaluation.reference_data). Training uses the whole
+against the held-out 20 % of the digits (sdekit.apps.evaluation.reference_data). Training uses the whole
 digits set for every recipe alike.
 
     python benchmarks/bench_recipes.py [--minutes 3] [--n 500] [--sampler heun --steps 20]
@@ -40,8 +40,8 @@ RECIPES = {
 
 def run_recipe(name, recipe, args, tmp, real):
     from sdekit import load
-    from sdekit.metrics import fid, kid
-    from sdekit.train import TrainConfig, train
+    from sdekit.tasks.metrics import fid, kid
+    from sdekit.tasks.train import TrainConfig, train
     out = Path(tmp) / f"recipe{list(RECIPES).index(name)}"
     cfg = TrainConfig(out=str(out), steps=10 ** 7, max_minutes=args.minutes, seed=args.seed, sample_every=0,
                       ckpt_every=0, log_every=100, progress=False, threads=torch.get_num_threads(), **COMMON, **recipe)
@@ -71,7 +71,7 @@ def main(argv=None):
     ap.add_argument("--only", default=None, help="comma-separated recipe indices (0, 1, 2)")
     ap.add_argument("--out", default="recipes")
     args = ap.parse_args(argv)
-    from sdekit.evaluation import reference_data
+    from sdekit.apps.evaluation import reference_data
     _, real = reference_data("digits", (1, 16, 16))
     names = list(RECIPES)
     if args.only:

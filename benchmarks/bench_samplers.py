@@ -35,7 +35,7 @@ from common import (F64, IMG, ExactDenoiser, Timer, energy_distance, fmt, load_d
                     save_json, save_text)
 
 from sdekit import sample  # noqa: E402
-from sdekit.sde import VESDE, VPSDE  # noqa: E402
+from sdekit.core.sde import VESDE, VPSDE  # noqa: E402
 
 NFES = (5, 10, 20, 50, 100)
 

@@ -1,7 +1,7 @@
 """SDEdit cost and quality on the digits model: seconds per edit vs t0 and sampler, L2 to the guide
 and KID to real digits (the shipped digits feature network).
 
-Guides are stroke paintings of held-out digits (sdekit.sdedit.simulate_strokes). For each t0 the
+Guides are stroke paintings of held-out digits (sdekit.tasks.sdedit.simulate_strokes). For each t0 the
 steps scale with t0 (steps = ceil(t0 * full)), as in Meng et al.'s Delta t = t0 / N.
 
     python benchmarks/bench_sdedit.py [--n 32] [--t0 0.3,0.5,0.7] [--quick]
@@ -35,13 +35,13 @@ def main(argv=None):
     ap.add_argument("--out", default="sdedit")
     args = ap.parse_args(argv)
     import sdekit
-    from sdekit.data import digits
-    from sdekit.metrics import kid, l2
-    from sdekit.sdedit import sdedit, simulate_strokes
+    from sdekit.data.datasets import digits
+    from sdekit.tasks.metrics import kid, l2
+    from sdekit.tasks.sdedit import sdedit, simulate_strokes
     try:
         model, what = sdekit.load(), "bundled digits model"
     except Exception as e:
-        from sdekit.bundle import random_model
+        from sdekit.models.bundle import random_model
         model, what = random_model(), f"random_model() (bundle unavailable: {e})"
     n, t0s = (4, [0.5]) if args.quick else (args.n, [float(v) for v in args.t0.split(",")])
     data = digits(model.shape[-1])

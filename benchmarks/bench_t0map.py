@@ -31,8 +31,8 @@ def main(argv=None):
     ap.add_argument("--out", default="t0map")
     args = ap.parse_args(argv)
     import sdekit
-    from sdekit.bundle import random_model
-    from sdekit.sdedit import sdedit
+    from sdekit.models.bundle import random_model
+    from sdekit.tasks.sdedit import sdedit
     if args.quick:
         args.n, args.repeats, args.model = 2, 1, "random"
     model, what = (random_model(), "random_model()") if args.model == "random" else (sdekit.load(), "the default model")

@@ -13,7 +13,7 @@ samples from the same x_T.
 
 ratio = plain loop time / sdekit time (limit 1.0: sdekit adds nothing). Times are medians over
 --repeats runs with sdekit and the loop interleaved (a background job shares the machine), after a
-warm-up of each. The page's edit latency is one 28x28 edit through sdekit.web.tasks (parse_task:
+warm-up of each. The page's edit latency is one 28x28 edit through sdekit.apps.web.tasks (parse_task:
 PNG data URL -> Task, then run_task), warm.
 
     python benchmarks/bench_throughput.py [--batches 1,16,64] [--repeats 5] [--threads 1]
@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, md_table, median, save_json, save_text  # noqa: E402
 
 import sdekit  # noqa: E402
-from sdekit.denoisers import Preconditioned  # noqa: E402
-from sdekit.sdedit import default_t0, sdedit_steps, sdedit_time  # noqa: E402
-from sdekit.web.tasks import parse_task, run_task  # noqa: E402
-from sdekit.web.uploads import png_bytes  # noqa: E402
+from sdekit.core.denoisers import Preconditioned  # noqa: E402
+from sdekit.tasks.sdedit import default_t0, sdedit_steps, sdedit_time  # noqa: E402
+from sdekit.apps.web.tasks import parse_task, run_task  # noqa: E402
+from sdekit.apps.web.uploads import png_bytes  # noqa: E402
 
 
 class Recorder(torch.nn.Module):
@@ -146,7 +146,7 @@ def interleaved(fns: dict, repeats: int) -> dict:
 def guide_image(model, batch: int) -> torch.Tensor:
     """A stroke painting shipped with the package, at the model's resolution, in model space."""
     from importlib.resources import files
-    from sdekit.images import load_image
+    from sdekit.data.images import load_image
     u = load_image(files("sdekit") / "assets" / "strokes" / "seven.png", model.shape).pixels
     return model.from_unit(u).expand(batch, *model.shape).contiguous()
 
@@ -230,7 +230,7 @@ def main(argv=None):
         md_table(header, body_rows), "",
         f"Heun loop vs sdekit from the same x_T: max |difference| "
         f"{max(r.get('max_abs_diff_to_sdekit', 0) for r in rows):.2e} (model space).", "",
-        f"Page edit latency (one {model.shape[-2]}x{model.shape[-1]} edit, sdekit.web.tasks parse_task + run_task, "
+        f"Page edit latency (one {model.shape[-2]}x{model.shape[-1]} edit, sdekit.apps.web.tasks parse_task + run_task, "
         f"warm): {page['seconds'] * 1000:.1f} ms for {page['nfe']} evaluations (t0 = {page['t0']:g}, "
         f"{page['steps']} steps, {page['sampler']}); the plain loop: {page['loop_s'] * 1000:.1f} ms "
         f"(ratio {page['ratio']:.3f})."]) + "\n"

@@ -1,4 +1,4 @@
-"""Training throughput: images/s of sdekit's training loop (sdekit.train.train, what `sdekit train`
+"""Training throughput: images/s of sdekit's training loop (sdekit.tasks.train.train, what `sdekit train`
 runs) vs a plain PyTorch loop with the same network, loss, batch and optimiser.
 
 The plain loop is forward + loss + backward + Adam step and nothing else; sdekit's loop adds the
@@ -27,9 +27,9 @@ RECIPE = dict(data="digits", sde="vp", loss="edm", P_mean=-0.8, P_std=1.4, lr=5e
 
 def plain_loop(cfg, steps: int) -> float:
     """images/s of the bare loop with sdekit's network and loss function."""
-    from sdekit.data import load_dataset
-    from sdekit.losses import get_loss
-    from sdekit.train import build_model
+    from sdekit.data.datasets import load_dataset
+    from sdekit.tasks.losses import get_loss
+    from sdekit.tasks.train import build_model
     torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.data, seed=cfg.seed)
     model = build_model(cfg, data)
@@ -57,7 +57,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds; the median is reported")
     ap.add_argument("--out", default="train")
     args = ap.parse_args(argv)
-    from sdekit.train import TrainConfig, train
+    from sdekit.tasks.train import TrainConfig, train
     ours, plain = [], []
     for r in range(args.rounds):                       # alternate which loop goes first (warm caches, drift)
         with tempfile.TemporaryDirectory() as tmp:

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from sdekit import GaussianMixture
-from sdekit.ode import rk45
-from sdekit.sde import EDMSDE
+from sdekit.solvers.ode import rk45
+from sdekit.core.sde import EDMSDE
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("SDEKIT_BENCH_RESULTS", ROOT / "benchmarks" / "results"))
@@ -47,7 +47,7 @@ def _random64d():
 
 def _digits16():
     g = torch.Generator().manual_seed(0)
-    from sdekit.data import digits
+    from sdekit.data.datasets import digits
     x = digits(16).x
     idx = torch.randperm(len(x), generator=g)[:20]
     return GaussianMixture(x[idx].double(), 0.1)
@@ -222,7 +222,7 @@ def machine() -> str:
 
 
 def save_json(name: str, data) -> Path:
-    from sdekit.io import atomic_write_text
+    from sdekit.core.io import atomic_write_text
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     atomic_write_text(path, json.dumps(data, indent=1))
@@ -230,7 +230,7 @@ def save_json(name: str, data) -> Path:
 
 
 def save_text(name: str, text: str) -> Path:
-    from sdekit.io import atomic_write_text
+    from sdekit.core.io import atomic_write_text
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name
     atomic_write_text(path, text)

@@ -11,10 +11,10 @@ from PIL import Image
 PY = sys.executable
 work = Path(tempfile.mkdtemp(prefix="sdekit-load-"))
 tmp = work / "tmp"; tmp.mkdir()
-subprocess.run([PY, "-c", f"from sdekit.bundle import random_model, save_bundle; m = random_model(shape=(1, 16, 16), sde='vp'); save_bundle({str(work / 'm')!r}, m.net, shape=m.shape, name='tiny')"], check=True)
+subprocess.run([PY, "-c", f"from sdekit.models.bundle import random_model, save_bundle; m = random_model(shape=(1, 16, 16), sde='vp'); save_bundle({str(work / 'm')!r}, m.net, shape=m.shape, name='tiny')"], check=True)
 
 def start():
-    p = subprocess.Popen([PY, "-m", "sdekit.cli", "serve", "--port", "0", "--threads", "1", "--model", str(work / "m")],
+    p = subprocess.Popen([PY, "-m", "sdekit.apps.cli", "serve", "--port", "0", "--threads", "1", "--model", str(work / "m")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp)})
     line = p.stdout.readline()
     host, port = line.split("http://", 1)[1].split("/", 1)[0].split(":")

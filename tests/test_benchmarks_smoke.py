@@ -23,8 +23,8 @@ def test_reference_ode_matches_closed_form_for_one_gaussian():
 
 
 def test_exact_denoiser_agrees_with_sdekit_denoiser_under_vp():
-    from sdekit.denoisers import ScoreDenoiser as Denoiser
-    from sdekit.sde import VPSDE
+    from sdekit.core.denoisers import ScoreDenoiser as Denoiser
+    from sdekit.core.sde import VPSDE
     gmm = common.mixture("2d")
     y = torch.randn(7, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     sde = VPSDE()

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.bundle import load, random_model
-from sdekit.web import server as web
+from sdekit.models.bundle import load, random_model
+from sdekit.apps.web import server as web
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -79,7 +79,7 @@ def wait_for_images(page, n):
 
 def _edit_t0(model) -> float:
     """The t0 the edit tab shows: 0.2 as set by the test, or a trained model's default edit's."""
-    from sdekit.sdedit import default_class, default_t0
+    from sdekit.tasks.sdedit import default_class, default_t0
     return default_t0(model, default_class(model) != -1) if os.environ.get("SDEKIT_WEB_MODEL") else 0.2
 
 
@@ -197,7 +197,7 @@ def stand_in_inpaint(sde, score_fn, x, known, steps=10, generator=None, **option
 
 def test_inpaint_tab_with_a_painted_mask(served, page, monkeypatch):
     model, _ = served
-    if importlib.util.find_spec("sdekit.guidance") is None:
+    if importlib.util.find_spec("sdekit.tasks.guidance") is None:
         monkeypatch.setitem(vars(sdekit), "inpaint", stand_in_inpaint)
     C, H, W = model.shape
     page.click("#tabs button[data-tab=inpaint]")
@@ -286,7 +286,7 @@ class ExactDenoiser(torch.nn.Module):
 
 
 def colour_model(size: int):
-    from sdekit.sde import DiscreteVPSDE
+    from sdekit.core.sde import DiscreteVPSDE
     sde = DiscreteVPSDE(schedule="linear")
     return sdekit.wrap(ExactDenoiser(2 * scenes(size) - 1, sde), prediction="x0", alphas_cumprod=sde.alphas_cumprod,
                        shape=(3, size, size), name=f"landscapes-{size}")

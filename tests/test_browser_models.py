@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 import sdekit
-from sdekit.bundle import random_model
-from sdekit.data import EMOJI_CATEGORIES
-from sdekit.web import server as web
+from sdekit.models.bundle import random_model
+from sdekit.data.datasets import EMOJI_CATEGORIES
+from sdekit.apps.web import server as web
 
 from test_web_models import MeanReader, emoji_bundle
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.bundle import BUNDLED, load, random_model, save_bundle
-from sdekit.errors import UserError
+from sdekit.models.bundle import BUNDLED, load, random_model, save_bundle
+from sdekit.core.errors import UserError
 
 
 def _xt(n=4, shape=(1, 16, 16)):
@@ -108,7 +108,7 @@ def test_bundled_models_load():
     default = sdekit.load()
     assert default.shape == (1, 28, 28) and default.num_classes == 10 and default.name == "mnist"
     assert sdekit.load("mnist").shape == default.shape
-    from sdekit.sdedit import default_t0
+    from sdekit.tasks.sdedit import default_t0
     assert 0 < default_t0(default) <= 1 and default.config.get("sdedit", {}).get("t0") == default_t0(default)
     x, t = _xt(2)
     assert torch.isfinite(m.score_fn(x, t)).all()
@@ -136,7 +136,7 @@ def bundle_dir(tmp_path):
 
 
 def test_generate_is_chunk_independent(bundle_dir):
-    from sdekit.bundle import generate
+    from sdekit.models.bundle import generate
     m = load(bundle_dir)
     a = generate(m, 7, steps=3, seed=5, batch_size=3)
     b = generate(m, 9, steps=3, seed=5, batch_size=3)
@@ -148,7 +148,7 @@ def test_generate_is_chunk_independent(bundle_dir):
 def test_sample_cli_png_and_npz(bundle_dir, tmp_path, capsys):
     import numpy as np
     from PIL import Image
-    from sdekit.cli import main
+    from sdekit.apps.cli import main
     assert main(["sample", "--model", str(bundle_dir), "-n", "20", "--steps", "2", "--class", "all",
                  "--out", str(tmp_path / "g.png"), "--scale", "1"]) == 0
     assert Image.open(tmp_path / "g.png").size == (10 * 17 + 1, 2 * 17 + 1)
@@ -177,7 +177,7 @@ def test_sample_under_torchrun_matches_one_process(bundle_dir, tmp_path):
     from pathlib import Path
     import numpy as np
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    base = ["-m", "sdekit.cli", "sample", "--model", str(bundle_dir), "-n", "10", "--steps", "2", "--batch-size", "3"]
+    base = ["-m", "sdekit.apps.cli", "sample", "--model", str(bundle_dir), "-n", "10", "--steps", "2", "--batch-size", "3"]
     one = subprocess.run([sys.executable, *base, "--out", str(tmp_path / "one.npz")], env=env, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node=2", "--master_port=29541",
@@ -198,7 +198,7 @@ def test_score_is_differentiable_in_x_only():
 
 def test_export_bundle_stores_float16_and_keeps_config(tmp_path):
     from safetensors.torch import load_file
-    from sdekit.bundle import export_bundle
+    from sdekit.models.bundle import export_bundle
     m = random_model(num_classes=10)
     save_bundle(tmp_path / "run", m.net, shape=m.shape, name="run", extra={"step": 7})
     export_bundle(tmp_path / "run", tmp_path / "asset", name="digits")
@@ -214,7 +214,7 @@ def test_export_bundle_stores_float16_and_keeps_config(tmp_path):
 def test_a_sample_does_not_depend_on_the_batch_it_is_drawn_in(sampler):
     """Each sample has its own noise stream seeded by (seed, i): the same samples whatever the batch
     size (once, chunk c was seeded by (seed, c), so --batch-size changed every sample)."""
-    from sdekit.bundle import generate
+    from sdekit.models.bundle import generate
     m = random_model(num_classes=10)
     a = generate(m, 5, sampler, 3, seed=7, batch_size=5, eta=1.0) if sampler == "ddim" else \
         generate(m, 5, sampler, 3, seed=7, batch_size=5)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.bundle import BUNDLED_MODELS
-from sdekit.cli import main
+from sdekit.models.bundle import BUNDLED_MODELS
+from sdekit.apps.cli import main
 
 
 def test_emoji_bundle():
@@ -25,7 +25,7 @@ def test_emoji_bundle():
 
 
 def test_emoji_edit_from_the_command_line(tmp_path):
-    from sdekit.strokes import PACKAGED
+    from sdekit.tasks.strokes import PACKAGED
     guide = sorted(PACKAGED["emoji"][0].glob("*.png"))[0]
     out = tmp_path / "e.png"
     assert main(["edit", "--model", "emoji", "--guide", str(guide), "--t0", "0.5", "--steps", "3",

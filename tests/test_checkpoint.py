@@ -11,13 +11,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import sdekit.train.loop as loop
-from sdekit import threads
-from sdekit.cli import main
-from sdekit.errors import UserError
-from sdekit.io import atomic_path, is_temp_name, remove_stale_temps
-from sdekit.persist import CHECKSUM, tensors_checksum
-from sdekit.train import HPARAMS_IGNORED, TrainConfig, read_checkpoint, train
+import sdekit.tasks.train.loop as loop
+from sdekit.core import threads
+from sdekit.apps.cli import main
+from sdekit.core.errors import UserError
+from sdekit.core.io import atomic_path, is_temp_name, remove_stale_temps
+from sdekit.core.persist import CHECKSUM, tensors_checksum
+from sdekit.tasks.train import HPARAMS_IGNORED, TrainConfig, read_checkpoint, train
 
 TOY = TrainConfig(data="toy:gmm8", sde="ve", loss="dsm", hidden=16, depth=1, batch_size=16, steps=4, warmup=0,
                   log_every=2, sample_every=0, ckpt_every=2, progress=False, threads=1)

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-import sdekit.bundle
-import sdekit.data
-import sdekit.toy
-from sdekit.bundle import random_model, save_bundle
-from sdekit.cli import _parser, main
-from sdekit.errors import UserError
-from sdekit.images import SCALE, load_image
+import sdekit.models.bundle
+import sdekit.data.datasets
+import sdekit.apps.toy
+from sdekit.models.bundle import random_model, save_bundle
+from sdekit.apps.cli import _parser, main
+from sdekit.core.errors import UserError
+from sdekit.data.images import SCALE, load_image
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ OUTPUTS = {
 def no_work(monkeypatch):
     def work(*a, **k):
         raise AssertionError("the work started")
-    for module, name in ((sdekit.bundle, "load"), (sdekit.data, "load_dataset"), (sdekit.toy, "toy_report")):
+    for module, name in ((sdekit.models.bundle, "load"), (sdekit.data.datasets, "load_dataset"), (sdekit.apps.toy, "toy_report")):
         monkeypatch.setattr(module, name, work)
 
 
@@ -155,7 +155,7 @@ def test_overwrite_replaces(tmp_path, files, capsys, name):
 
 def test_an_empty_output_folder_is_used(tmp_path, files, capsys, monkeypatch):
     calls = []
-    monkeypatch.setattr(sdekit.toy, "toy_report", lambda out, seed: calls.append(out) or out / "index.html")
+    monkeypatch.setattr(sdekit.apps.toy, "toy_report", lambda out, seed: calls.append(out) or out / "index.html")
     (tmp_path / "t").mkdir()
     code, err = _run(capsys, files, "toy", "--out", tmp_path / "t")
     assert code == 0, err
@@ -273,11 +273,11 @@ def test_guidance_without_a_class_is_refused_not_ignored(tmp_path, files, capsys
                                          (ValueError("a bug"), False), (OSError(errno.EIO, "i/o error"), False),
                                          (TypeError("a bug"), False)])
 def test_bad_input_is_one_line_and_bugs_are_tracebacks(tmp_path, capsys, monkeypatch, exc, refused):
-    import sdekit.commands.toy
+    import sdekit.apps.commands.toy
 
     def fail(args):
         raise exc
-    monkeypatch.setattr(sdekit.commands.toy, "run", fail)
+    monkeypatch.setattr(sdekit.apps.commands.toy, "run", fail)
     if refused:
         code, err = _run(capsys, {}, "toy", "--out", tmp_path / "t")
         assert code == 2 and _one_line(err), err
@@ -312,7 +312,7 @@ def test_every_option_has_help_and_one_name():
 def test_an_ode_tolerance_too_tight_is_bad_input():
     import math
 
-    from sdekit.ode import rk45
+    from sdekit.solvers.ode import rk45
     with pytest.raises(UserError, match="loosen rtol/atol"):
         rk45(lambda t, y: math.cos(50 * t) * torch.ones_like(y), torch.zeros(1), 0.0, 1.0, rtol=1e-9, atol=1e-9,
              max_steps=5)
@@ -320,7 +320,7 @@ def test_an_ode_tolerance_too_tight_is_bad_input():
 
 def test_help_names_the_default_model_and_no_step_count_for_the_adaptive_solver():
     sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert sdekit.bundle.DEFAULT_MODEL == "mnist"
+    assert sdekit.models.bundle.DEFAULT_MODEL == "mnist"
     for name, p in sub.choices.items():
         for a in p._actions:
             if "--model" in a.option_strings and "default" in a.help and name not in HELP_ELSEWHERE:
@@ -330,8 +330,8 @@ def test_help_names_the_default_model_and_no_step_count_for_the_adaptive_solver(
 
 
 def test_model_commands_use_the_cpus_other_jobs_leave_free(tmp_path, files, capsys, monkeypatch):
-    import sdekit.threads
-    monkeypatch.setattr(sdekit.threads, "default_threads", lambda *a, **k: 1)
+    import sdekit.core.threads
+    monkeypatch.setattr(sdekit.core.threads, "default_threads", lambda *a, **k: 1)
     torch.set_num_threads(2)                     # torch's own default on two cores
     try:
         code, err = _run(capsys, files, "edit", "--model", "GREY", "--guide", "GUIDE", "--steps", "2",
@@ -361,7 +361,7 @@ def test_sampling_one_batch_shows_a_bar_per_solver_step(tmp_path, files, capsys)
 
 
 def test_likelihood_notes_data_other_than_the_models_own(capsys):
-    from sdekit.cli import main
+    from sdekit.apps.cli import main
     assert main(["likelihood", "--data", "digits", "-n", "2", "--solver", "heun", "--steps", "2"]) == 0
     err = capsys.readouterr().err
     assert "note: digits is not the data mnist was trained on (mnist)" in err

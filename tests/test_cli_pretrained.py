@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.cli import main
-from sdekit.commands.common import placement
+from sdekit.apps.cli import main
+from sdekit.apps.commands.common import placement
 
 pytest.importorskip("diffusers")
 from PIL import Image  # noqa: E402
@@ -95,7 +95,7 @@ MODEL_COMMANDS = ["sample", "edit", "inpaint", "colorize", "likelihood", "evalua
 
 
 def test_every_command_with_model_takes_the_ve_noise_range():
-    from sdekit.cli import _parser
+    from sdekit.apps.cli import _parser
     sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
     for name in MODEL_COMMANDS:
         flags = {o for a in sub.choices[name]._actions for o in a.option_strings}
@@ -103,7 +103,7 @@ def test_every_command_with_model_takes_the_ve_noise_range():
 
 
 def test_sigma_flags_reach_a_ve_folder(tmp_path, images, capsys):
-    from sdekit.commands.common import load_model
+    from sdekit.apps.commands.common import load_model
     from tiny_unets import ve_folder
     ve_folder(tmp_path / "ve", sigma_max=348.0)
     model = load_model(argparse.Namespace(model=str(tmp_path / "ve"), sigma_min=None, sigma_max=380.0))

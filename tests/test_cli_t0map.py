@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdekit.bundle import random_model, save_bundle
-from sdekit.cli import main
-from sdekit.images import load_image, load_map
+from sdekit.models.bundle import random_model, save_bundle
+from sdekit.apps.cli import main
+from sdekit.data.images import load_image, load_map
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The execution options of sdekit.accel (channels-last memory, autocast, torch.compile): the same
+"""The execution options of sdekit.models.accel (channels-last memory, autocast, torch.compile): the same
 outputs as eager float32 within the dtype's tolerance, training runs that resume exactly, and
 refusals before any work."""
 import pytest
@@ -6,13 +6,13 @@ import torch
 from safetensors.torch import load_file
 
 import sdekit
-from sdekit.accel import AUTOCAST, Accelerated, Acceleration, accelerate
-from sdekit.cli import main
-from sdekit.commands.common import AUTOCAST_CHOICES
-from sdekit.data import load_dataset
-from sdekit.errors import UserError
-from sdekit.train import CKPT, EMA, TrainConfig, build_model, read_checkpoint, save_checkpoint, train
-from sdekit.train.checkpoint import restore
+from sdekit.models.accel import AUTOCAST, Accelerated, Acceleration, accelerate
+from sdekit.apps.cli import main
+from sdekit.apps.commands.common import AUTOCAST_CHOICES
+from sdekit.data.datasets import load_dataset
+from sdekit.core.errors import UserError
+from sdekit.tasks.train import CKPT, EMA, TrainConfig, build_model, read_checkpoint, save_checkpoint, train
+from sdekit.tasks.train.checkpoint import restore
 
 TINY = dict(data="digits", sde="vp", loss="edm", class_cond=True, label_dropout=0.2, ch=8, ch_mult=(1, 2),
             num_res_blocks=1, attn=(8,), batch_size=8, warmup=2, log_every=1, sample_every=0, ckpt_every=0,
@@ -77,7 +77,7 @@ def test_autocast_choices_agree():
 
 def test_sampling_runs_channels_last_by_default_from_256_pixels_a_side():
     import argparse
-    from sdekit.commands.common import acceleration, add_acceleration
+    from sdekit.apps.commands.common import acceleration, add_acceleration
     p = argparse.ArgumentParser()
     add_acceleration(p)
     default, on, off = (p.parse_args(a) for a in ([], ["--channels-last"], ["--no-channels-last"]))
@@ -99,7 +99,7 @@ def test_refusals_before_any_work(tmp_path, capsys):
     with pytest.raises(UserError, match="--autocast must be one of"):
         Acceleration(autocast="int8").check("cpu")
     gmm = sdekit.GaussianMixture(torch.zeros(1, 2), 1.0)
-    from sdekit.denoisers import ScoreDenoiser
+    from sdekit.core.denoisers import ScoreDenoiser
     with pytest.raises(UserError, match="has none"):
         accelerate(ScoreDenoiser(sdekit.VPSDE(), gmm.score_fn(sdekit.VPSDE())), Acceleration(channels_last=True))
     run = tmp_path / "run"

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.bundle import load, save_bundle
-from sdekit.denoisers import Consistency, Denoiser, NetworkDenoiser, Preconditioned
-from sdekit.nets import build_net
-from sdekit.noise import bcast
+from sdekit.models.bundle import load, save_bundle
+from sdekit.core.denoisers import Consistency, Denoiser, NetworkDenoiser, Preconditioned
+from sdekit.models.nets import build_net
+from sdekit.core.noise import bcast
 
 M, S, SMIN = 0.7, 0.5, 0.002           # data N(M, S^2 I); boundary level
 SDE = sdekit.EDMSDE(sigma_min=SMIN, sigma_max=80.0)
@@ -76,7 +76,7 @@ def test_a_consistency_bundle_saves_loads_and_samples_with_its_own_sampler(tmp_p
     assert model.config["precond"] == {"kind": "consistency", "sigma_data": 0.5, "sigma_min": 0.005}
     y = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(model.denoise(y, 0.3), pre.denoise(y, 0.3))
-    x, info = sdekit.model.generate(model, 3, seed=1, return_info=True)
+    x, info = sdekit.models.model.generate(model, 3, seed=1, return_info=True)
     assert info == {"nfe": 2, "steps": 2} and x.shape == (3, 1, 8, 8)
     assert not sdekit.load("digits").consistency
 
@@ -155,7 +155,7 @@ def test_sdedit_and_inpainting_default_to_consistency_sampling_and_stay_exact():
 
 
 def test_the_commands_default_to_consistency_sampling_on_a_consistency_model(tmp_path, capsys):
-    from sdekit.cli import main
+    from sdekit.apps.cli import main
     net = build_net({"type": "unet", "in_channels": 1, "resolution": 8, "ch": 8, "ch_mult": [1, 2],
                      "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0})
     save_bundle(tmp_path / "cm", Preconditioned(net, sdekit.VPSDE(), kind="consistency"), shape=(1, 8, 8))

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.cli import main
-from sdekit.pretrained.convert import convert_checkpoint
-from sdekit.pretrained.layouts import LAYOUTS, to_original
-from sdekit.pretrained.presets import PRESETS, Arch
+from sdekit.apps.cli import main
+from sdekit.models.pretrained.convert import convert_checkpoint
+from sdekit.models.pretrained.layouts import LAYOUTS, to_original
+from sdekit.models.pretrained.presets import PRESETS, Arch
 
 pytest.importorskip("diffusers")
 from diffusers import UNet2DModel  # noqa: E402
@@ -102,7 +102,7 @@ def test_score_sde_checkpoint_with_ema_computes_the_same_function(tmp_path):
 
 def test_the_ncsnpp_layout_is_score_sde_s_module_order():
     """all_modules as score_sde builds them for celebahq_256: 4 + 28 down + 3 middle + 42 up = 77 modules."""
-    from sdekit.pretrained.convert import _unet_skeleton
+    from sdekit.models.pretrained.convert import _unet_skeleton
     keys = list(to_original(_unet_skeleton(PRESETS["ncsnpp-celebahq-256"]).state_dict(),
                             LAYOUTS["score_sde"](_unet_skeleton(PRESETS["ncsnpp-celebahq-256"]))))
     assert keys[0] == "all_modules.0.W" and keys[-1] == "all_modules.76.bias"

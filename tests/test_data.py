@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from sdekit.data import (TOYS, cifar10, digits, grid, image_folder, load_dataset, mnist, read_idx,
+from sdekit.data.datasets import (TOYS, cifar10, digits, grid, image_folder, load_dataset, mnist, read_idx,
                          save_grid, toy)
-from sdekit.errors import UserError
+from sdekit.core.errors import UserError
 
 
 def test_digits_at_8_and_16():
@@ -134,7 +134,7 @@ def test_fetch_verifies_checksums(tmp_path):
     import hashlib
     import io
     import tarfile
-    from sdekit.data import SOURCES, fetch
+    from sdekit.data.datasets import SOURCES, fetch
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     # a CIFAR-10-like archive served from a file:// mirror, its MD5 registered in place of the real one

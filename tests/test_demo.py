@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sdekit.bundle import random_model, save_bundle
-from sdekit.cli import main
+from sdekit.models.bundle import random_model, save_bundle
+from sdekit.apps.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def report(tmp_path_factory, judged_bundle, evaluation):
 
 
 def test_demo_reads_the_sdedit_policy_from_the_library(report):
-    from sdekit.sdedit import DEFAULT_SAMPLER, sdedit_steps
+    from sdekit.tasks.sdedit import DEFAULT_SAMPLER, sdedit_steps
     _, page = report
     steps = sdedit_steps(DEFAULT_SAMPLER, CALIBRATED_T0)
     assert f"t0 = {CALIBRATED_T0:g} (the model's)" in page and f"{steps} steps (the library's rule" in page
@@ -88,9 +88,9 @@ def test_demo_opens_with_a_readable_model_card(report, judged_bundle):
 
 
 def test_demo_captions_are_measured(report):
-    from sdekit.demo import stroke_guides
-    from sdekit.judge import load_judge, predict
-    from sdekit.strokes import pen
+    from sdekit.apps.demo import stroke_guides
+    from sdekit.tasks.judge import load_judge, predict
+    from sdekit.tasks.strokes import pen
     _, page = report
     text = html.unescape(page)
     assert "followed" not in text and "as unrealistic as" not in text
@@ -108,7 +108,7 @@ def test_demo_captions_are_measured(report):
 
 
 def test_masked_edit_shows_the_mask_in_colour_with_a_legend(report):
-    from sdekit.demo import KEEP_COLOUR, REDO_COLOUR, mask_overlay
+    from sdekit.apps.demo import KEEP_COLOUR, REDO_COLOUR, mask_overlay
     out, page = report
     assert page.count('class="sw"') == 2 and "kept from the guide (mask = 1)" in page
     # the mask cells are tinted: blue (kept) and orange (regenerated) pixels, which grey pictures have none of
@@ -128,9 +128,9 @@ def test_demo_shows_an_evaluations_tradeoff_plot(report, evaluation):
 
 
 def test_demo_finds_the_evaluation_in_the_model_folder(tmp_path, judged_bundle, evaluation, monkeypatch):
-    import sdekit.demo
+    import sdekit.apps.demo
     seen = {}
-    monkeypatch.setattr(sdekit.demo, "demo", lambda out, **kw: seen.update(kw) or out / "index.html")
+    monkeypatch.setattr(sdekit.apps.demo, "demo", lambda out, **kw: seen.update(kw) or out / "index.html")
     model = tmp_path / "m"
     shutil.copytree(judged_bundle, model)
     assert main(["demo", "--model", str(model), "--out", str(tmp_path / "d")]) == 0
@@ -168,7 +168,7 @@ def test_edit_cli(tmp_path, bundle):
     out2 = tmp_path / "o2.png"
     assert main(["edit", "--model", str(bundle), "--guide", str(g), "--mask", str(mk), "--t0", "0.5",
                  "--steps", "3", "--scale", "1", "--out", str(out2)]) == 0
-    from sdekit.images import load_image
+    from sdekit.data.images import load_image
     got = np.asarray(Image.open(out2), dtype=np.float32) / 255
     want = load_image(g, (1, 16, 16)).pixels[0, 0].numpy()
     assert np.abs(got[:8] - want[:8]).max() <= 1 / 255 + 1e-6

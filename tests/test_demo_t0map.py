@@ -5,8 +5,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sdekit.bundle import random_model
-from sdekit.demo import SMALL, _masked, _Reader, _Run
+from sdekit.models.bundle import random_model
+from sdekit.apps.demo import SMALL, _masked, _Reader, _Run
 
 
 def test_the_graded_map_keeps_its_top_row_and_costs_what_the_mask_costs(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.denoisers import (ClassifierFree, Conditional, Counted, ModelSpaceInput, NetworkDenoiser,
+from sdekit.core.denoisers import (ClassifierFree, Conditional, Counted, ModelSpaceInput, NetworkDenoiser,
                               ScoreDenoiser, as_denoiser)
 
 SD = 0.6                                         # data N(0, SD^2 I)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.sde import VESDE, DiscreteVPSDE
+from sdekit.core.sde import VESDE, DiscreteVPSDE
 
 pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler  # noqa: E402
@@ -84,7 +84,7 @@ def test_sdedit_with_ddim_equals_add_noise_and_ddim_from_the_matching_timestep(d
     k = 500
     steps = ddim.timesteps[ddim.timesteps <= k]
     # t0 whose reference noise level is that of timestep k (sdekit.sdedit: t0 is a noise level)
-    from sdekit.sdedit import REFERENCE_SDE
+    from sdekit.tasks.sdedit import REFERENCE_SDE
     sigma_k = model.sde.sigma(torch.tensor([k / 999], dtype=F64))
     t0 = float(REFERENCE_SDE.sigma_inv(sigma_k))
     guide = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
@@ -180,8 +180,8 @@ def test_class_conditional_unet_needs_a_class_and_takes_no_guidance(conditional)
     refused = [lambda: model.sample(2, sampler="ddim", steps=2),
                lambda: model.sample(2, sampler="ddim", steps=2, class_labels=-1),
                lambda: model.sample(2, sampler="ddim", steps=2, class_labels=3, guidance=1.0),
-               lambda: sdekit.bundle.generate(model, 2, sampler="ddim", steps=2),
-               lambda: sdekit.bundle.generate(model, 2, sampler="ddim", steps=2, class_labels=torch.tensor([3, -1])),
+               lambda: sdekit.models.bundle.generate(model, 2, sampler="ddim", steps=2),
+               lambda: sdekit.models.bundle.generate(model, 2, sampler="ddim", steps=2, class_labels=torch.tensor([3, -1])),
                lambda: model.conditional(3, guidance=1.0),
                lambda: sdekit.edit_condition(model, torch.zeros(1, 3, 8, 8)),
                lambda: sdekit.edit_condition(model, torch.zeros(1, 3, 8, 8), class_label=3, guidance=2.0)]
@@ -200,7 +200,7 @@ def test_class_conditional_unet_needs_a_class_and_takes_no_guidance(conditional)
     sigma = float(model.sde.sigma(torch.tensor([0.5], dtype=F64)))
     torch.testing.assert_close(model.denoise(x * (1 + sigma ** 2) ** 0.5, sigma, 3),
                                (x * (1 + sigma ** 2) ** 0.5 - sigma * eps), rtol=1e-4, atol=1e-5)
-    y = sdekit.bundle.generate(model, 3, sampler="ddim", steps=2, class_labels=3)
+    y = sdekit.models.bundle.generate(model, 3, sampler="ddim", steps=2, class_labels=3)
     assert y.shape == (3, 3, 8, 8) and torch.isfinite(y).all()
     assert model.sample(2, sampler="ddim", steps=2, class_labels=torch.tensor([0, 9])).shape == (2, 3, 8, 8)
 
@@ -272,7 +272,7 @@ def test_the_ve_noise_range_can_be_overridden_on_ve_folders_only(ddpm, tmp_path)
     path, _, _ = ddpm
     for model, what in [(path, "a DDPMScheduler model"), ("digits", "an sdekit bundle"), (None, "an sdekit bundle")]:
         for option in ("sigma_min", "sigma_max"):
-            with pytest.raises(sdekit.pretrained.folder.OptionError) as e:
+            with pytest.raises(sdekit.models.pretrained.folder.OptionError) as e:
                 sdekit.load(model, **{option: 380.0})
             assert str(e.value) == f"option {option!r} applies to score_sde VE diffusers folders " \
                                    f"(ScoreSdeVeScheduler), not to {what}"

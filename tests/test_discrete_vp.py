@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.denoisers import ModelSpaceInput, NetworkDenoiser
-from sdekit.likelihood import default_eps, likelihood
-from sdekit.sde import DiscreteVPSDE, get_sde
+from sdekit.core.denoisers import ModelSpaceInput, NetworkDenoiser
+from sdekit.tasks.likelihood import default_eps, likelihood
+from sdekit.core.sde import DiscreteVPSDE, get_sde
 
 from conftest import energy_distance
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.denoisers import Denoiser, Preconditioned, ScoreDenoiser
-from sdekit.errors import UserError
-from sdekit.losses import cd_loss, heun_step, karras_sigmas
+from sdekit.core.denoisers import Denoiser, Preconditioned, ScoreDenoiser
+from sdekit.core.errors import UserError
+from sdekit.tasks.losses import cd_loss, heun_step, karras_sigmas
 
 M, S, SIGMA_MIN = 0.7, 0.4, 0.002        # data N(M, S^2 I)
 
@@ -67,7 +67,7 @@ def test_karras_sigmas():
 
 
 def test_train_cd_writes_a_student(tmp_path):
-    from sdekit.cli import main
+    from sdekit.apps.cli import main
     out = tmp_path / "cd"
     assert main(["train", "--data", "digits", "--loss", "cd", "--teacher", "digits", "--steps", "2",
                  "--batch-size", "8", "--out", str(out), "--sample-every", "0", "--no-progress", "--threads", "1"]) in (0, None)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sdekit.data import EMOJI_CATEGORIES, emoji, emoji_split, load_dataset
-from sdekit.errors import UserError
+from sdekit.data.datasets import EMOJI_CATEGORIES, emoji, emoji_split, load_dataset
+from sdekit.core.errors import UserError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "emoji"
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from sdekit import UserError
-from sdekit.bundle import random_model, save_bundle
-from sdekit.cli import main
-from sdekit.evaluation import Estimate, EvalResult, evaluate, pick_t0, sample_warnings, write_t0
-from sdekit.metrics import KIDResult, binomial_ci, bootstrap_ci
+from sdekit.models.bundle import random_model, save_bundle
+from sdekit.apps.cli import main
+from sdekit.apps.evaluation import Estimate, EvalResult, evaluate, pick_t0, sample_warnings, write_t0
+from sdekit.tasks.metrics import KIDResult, binomial_ci, bootstrap_ci
 
 MNIST = Path(os.environ.get("SDEKIT_MNIST", "/work/shared/data/mnist"))
 DATA = f"mnist:{MNIST}"
@@ -161,8 +161,8 @@ def test_evaluate_cli_refuses_bad_input_before_work(tmp_path, bundle, capsys):
 
 
 def test_the_digits_reference_is_the_judges_own_test_split_whatever_the_seed():
-    from sdekit.evaluation import reference_data
-    from sdekit.nets.features import split_digits
+    from sdekit.apps.evaluation import reference_data
+    from sdekit.tasks.judge import split_digits
     _, _, test, _ = split_digits(0)                              # the shipped digits judge never saw these
     for seed in (0, 3):
         assert torch.equal(reference_data("digits", (1, 16, 16), seed=seed)[1], test)
@@ -171,11 +171,11 @@ def test_the_digits_reference_is_the_judges_own_test_split_whatever_the_seed():
 @pytest.mark.parametrize("extra, msg", [(["--class", "12"], "0..9"), (["--guidance-scale", "-2"], ">= 0"),
                                         (["--class", "none", "--guidance-scale", "2"], "needs a class")])
 def test_evaluate_cli_refuses_a_bad_condition_before_the_judge_loads(tmp_path, capsys, monkeypatch, extra, msg):
-    import sdekit.judge
+    import sdekit.tasks.judge
 
     def work(*a, **k):
         raise AssertionError("the work started")
-    monkeypatch.setattr(sdekit.judge, "load_judge", work)
+    monkeypatch.setattr(sdekit.tasks.judge, "load_judge", work)
     out = tmp_path / "e"
     assert main(["evaluate", "--model", "digits", "--data", "digits", "-n", "8", "--out", str(out)] + extra) == 2
     err = capsys.readouterr().err

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.likelihood import likelihood
+from sdekit.tasks.likelihood import likelihood
 
 from conftest import energy_distance
 

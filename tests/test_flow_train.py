@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.cli import main
-from sdekit.denoisers import ScoreDenoiser
-from sdekit.losses import flow_loss, flow_times
-from sdekit.train import TrainConfig
-from sdekit.train.config import hparams
+from sdekit.apps.cli import main
+from sdekit.core.denoisers import ScoreDenoiser
+from sdekit.tasks.losses import flow_loss, flow_times
+from sdekit.tasks.train import TrainConfig
+from sdekit.tasks.train.config import hparams
 
 SD = 0.6
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.bundle import random_model
-from sdekit.guidance import (DECOUPLE, classifier_free_score, classifier_guided_score, colorize, couple, decouple,
+from sdekit.models.bundle import random_model
+from sdekit.tasks.guidance import (DECOUPLE, classifier_free_score, classifier_guided_score, colorize, couple, decouple,
                              impute, inpaint, renoise)
-from sdekit.nets.classifier import (NoiseClassifier, accuracy_by_noise, load_classifier, save_classifier,
+from sdekit.models.nets.classifier import (NoiseClassifier, accuracy_by_noise, load_classifier, save_classifier,
                                     train_classifier)
 
 from conftest import energy_distance
@@ -205,8 +205,8 @@ def test_bad_input():
 def test_cli_inpaint_colorize_likelihood(tmp_path, capsys):
     from PIL import Image
 
-    from sdekit.bundle import save_bundle
-    from sdekit.cli import main
+    from sdekit.models.bundle import save_bundle
+    from sdekit.apps.cli import main
     m = random_model((1, 8, 8), ch=8)
     save_bundle(tmp_path / "m", m.net, shape=(1, 8, 8))
     Image.fromarray((torch.rand(8, 8, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()).save(tmp_path / "a.png")
@@ -229,8 +229,8 @@ def test_sample_cli_classifier_guidance_draws_the_class(tmp_path):
     samples are judged 3 far more often than the unguided model's one in ten."""
     import numpy as np
 
-    from sdekit.cli import main
-    from sdekit.judge import load_judge, predict
+    from sdekit.apps.cli import main
+    from sdekit.tasks.judge import load_judge, predict
     out = tmp_path / "threes.npz"
     assert main(["sample", "--model", "digits", "--classifier", "digits", "--class", "3", "--guidance-scale", "2",
                  "-n", "24", "--steps", "20", "--out", str(out)]) == 0
@@ -244,7 +244,7 @@ def test_sample_cli_classifier_guidance_draws_the_class(tmp_path):
     (["--model", "digits", "--classifier", "digits", "--class", "12"], "0..9"),
 ])
 def test_sample_cli_classifier_guidance_refusals(tmp_path, capsys, args, msg):
-    from sdekit.cli import main
+    from sdekit.apps.cli import main
     base = ["sample", "--class", "3", "--guidance-scale", "1", "-n", "2", "--steps", "2", "--out", str(tmp_path / "x.png")]
     assert main(base + args) == 2
     assert msg in capsys.readouterr().err and not (tmp_path / "x.png").exists()

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.bundle import random_model
-from sdekit.denoisers import ClassifierFree, Counted, Denoiser, ScoreDenoiser
-from sdekit.noise import NonFiniteError, solver_dtype
-from sdekit.samplers import ddim_step
-from sdekit.sde import VESDE
+from sdekit.models.bundle import random_model
+from sdekit.core.denoisers import ClassifierFree, Counted, Denoiser, ScoreDenoiser
+from sdekit.core.noise import NonFiniteError, solver_dtype
+from sdekit.solvers.samplers import ddim_step
+from sdekit.core.sde import VESDE
 
 SAMPLERS = ["em", "reverse_diffusion", "ancestral", "langevin", "ald", "pc", "ode", "ddim", "heun",
             "dpm_solver", "abm"]
@@ -98,8 +98,8 @@ def test_ve_discretisation_in_float16_equals_the_closed_form():
 def test_score_and_eps_adapters_in_float16_at_sigma_348(prediction):
     """y + sigma^2 s F with sigma^2 = 121104 (score_sde's VE networks): no overflow in a float16 call."""
     sde = VESDE(sigma_min=0.01, sigma_max=348.0)
-    den = sdekit.denoisers.NetworkDenoiser(lambda inp, cond: -0.5 * inp / 348.0 ** 2, sde, prediction,
-                                           sdekit.denoisers.ModelSpaceInput("sigma"))
+    den = sdekit.core.denoisers.NetworkDenoiser(lambda inp, cond: -0.5 * inp / 348.0 ** 2, sde, prediction,
+                                           sdekit.core.denoisers.ModelSpaceInput("sigma"))
     y = (torch.randn(2, 4) * 300).half()
     d = den.denoise(y, 348.0)
     ref = den.denoise(y.double(), 348.0)
@@ -149,7 +149,7 @@ def test_score_sde_ve_folder_in_float16_at_sigma_348(folders, sampler):
 
 
 def test_cli_samples_ddim_in_float16(folders, tmp_path, capsys):
-    from sdekit.cli import main
+    from sdekit.apps.cli import main
     out = tmp_path / "s.png"
     assert main(["sample", "--model", str(folders["ddpm"]), "--device", "cpu", "--dtype", "float16",
                  "--sampler", "ddim", "--steps", "50", "-n", "2", "--out", str(out)]) == 0, capsys.readouterr().err
@@ -175,7 +175,7 @@ class Net(torch.nn.Module):
 
 
 def test_a_network_nan_is_blamed_on_the_network_with_its_noise_level():
-    den = sdekit.denoisers.NetworkDenoiser(Net(below=5.0, value=float("nan")), sdekit.VPSDE(), "edm")
+    den = sdekit.core.denoisers.NetworkDenoiser(Net(below=5.0, value=float("nan")), sdekit.VPSDE(), "edm")
     with pytest.raises(NonFiniteError, match=r"the network's output is NaN/Inf at sigma=[0-9.]+ \(evaluation \d+"):
         sdekit.sample(den.sde, den, (2, 3), sampler="ddim", steps=10)
     with pytest.raises(NonFiniteError, match=r"the network's output is NaN/Inf at t="):
@@ -189,13 +189,13 @@ def test_a_score_function_nan_is_blamed_on_the_model():
 
 def test_sdekit_arithmetic_is_blamed_on_sdekit():
     sde = sdekit.VPSDE()
-    big = sdekit.denoisers.NetworkDenoiser(Net(below=5.0, value=3e38), sde, "x0")        # finite: below 3.4e38
+    big = sdekit.core.denoisers.NetworkDenoiser(Net(below=5.0, value=3e38), sde, "x0")        # finite: below 3.4e38
     with pytest.raises(NonFiniteError, match="sdekit's solver step to sigma=.* produced NaN/Inf in its float32 state"):
         sdekit.sample(sde, big, (2, 3), sampler="dpm_solver", steps=10)   # its extrapolation 1.5 D overflows
-    once = sdekit.denoisers.NetworkDenoiser(Net(below=0.0, value=3e38, at_call=15), sde, "x0")
+    once = sdekit.core.denoisers.NetworkDenoiser(Net(below=0.0, value=3e38, at_call=15), sde, "x0")
     with pytest.raises(NonFiniteError, match="sdekit's solver state fed to the model is NaN/Inf at sigma=0.07546"):
         sdekit.sample(sde, once, (2, 3), sampler="heun", steps=10)    # (y - D) / 0.351 overflows: the 16th input
-    fine = sdekit.denoisers.NetworkDenoiser(Net(below=5.0, value=1e37), sde, "x0")
+    fine = sdekit.core.denoisers.NetworkDenoiser(Net(below=5.0, value=1e37), sde, "x0")
     with pytest.raises(NonFiniteError, match="sdekit's conversion of the model's finite output"):
         sdekit.sample(sde, ClassifierFree(fine, 0, 1e3, batch=True), (2, 3), sampler="dpm_solver", steps=10)
 

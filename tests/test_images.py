@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from sdekit import UserError
-from sdekit.images import load_image, load_mask, save_image, to_pil
+from sdekit.data.images import load_image, load_mask, save_image, to_pil
 
 
 def _save(tmp_path, im, name="g.png", **kw):
@@ -138,7 +138,7 @@ def _rotated(tmp_path, fmt="JPEG", name="rot.jpg"):
 
 @pytest.mark.parametrize("fmt,name", [("JPEG", "r.jpg"), ("PNG", "r.png"), ("WEBP", "r.webp")])
 def test_exif_orientation_is_applied(tmp_path, fmt, name):
-    from sdekit.images import image_size
+    from sdekit.data.images import image_size
     p = _rotated(tmp_path, fmt, name)
     img = load_image(p, (1, 64, 32))                   # the picture's own aspect: nothing is cropped
     assert img.size == (32, 64) and image_size(p) == (32, 64)
@@ -148,7 +148,7 @@ def test_exif_orientation_is_applied(tmp_path, fmt, name):
 
 
 def test_data_folder_reads_the_upright_picture(tmp_path):
-    from sdekit.data import image_folder
+    from sdekit.data.datasets import image_folder
     _rotated(tmp_path)
     x = image_folder(tmp_path, size=8, channels=1).x   # model space [-1, 1]
     assert x[0, 0, :, -1].min() > 0.5 and x[0, 0, :, 0].max() < -0.5
@@ -224,7 +224,7 @@ def test_only_the_listed_raster_formats_are_decoded(tmp_path, monkeypatch):
     Image.new("L", (4, 4), 9).save(tmp_path / "p.ppm")             # Pillow reads PPM; sdekit does not
     with pytest.raises(UserError, match="supported format"):
         load_image(tmp_path / "p.ppm")
-    from sdekit.data import image_folder
+    from sdekit.data.datasets import image_folder
     with pytest.raises(UserError, match="supported format"):
         image_folder(tmp_path)
     assert calls == []
@@ -248,7 +248,7 @@ def _png_header_only(w, h, color_type=6):
 
 def test_declared_size_is_checked_before_decoding(tmp_path, monkeypatch):
     from PIL import ImageFile
-    from sdekit.images import MAX_PIXELS
+    from sdekit.data.images import MAX_PIXELS
     decoded = []
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size))
     (tmp_path / "h.png").write_bytes(_png_header_only(4097, 4096))
@@ -274,7 +274,7 @@ def test_a_header_that_lies_costs_no_more_than_its_pixels(tmp_path):
                                         + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
     assert len((tmp_path / "lie.png").read_bytes()) < 100
     code = ("import resource, sys\n"
-            "from sdekit.images import load_image\nfrom sdekit.errors import UserError\n"
+            "from sdekit.data.images import load_image\nfrom sdekit.core.errors import UserError\n"
             "load_image(sys.argv[2], (1, 16, 16))\n"
             "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "try:\n    load_image(sys.argv[1], (1, 16, 16)); print('decoded')\n"
@@ -293,7 +293,7 @@ def test_a_header_that_lies_costs_no_more_than_its_pixels(tmp_path):
 # ---- geometry: the crop and its inverse -----------------------------------------------------------
 
 def test_crop_box():
-    from sdekit.images import crop_box
+    from sdekit.data.images import crop_box
     assert crop_box((160, 40), (16, 16)) == (60, 0, 100, 40)
     assert crop_box((40, 160), (16, 16)) == (0, 60, 40, 100)
     assert crop_box((32, 64), (64, 32)) == (0, 0, 32, 64)
@@ -303,7 +303,7 @@ def test_crop_box():
 def test_restore_lines_up_with_the_guide(tmp_path):
     """A 160x40 guide: the model sees the centre 40x40; restoring its pixels gives back the guide's
     frame, the middle bar where it was and as wide, and the left bar (never seen) kept."""
-    from sdekit.images import restore
+    from sdekit.data.images import restore
     g = np.zeros((40, 160), np.uint8)
     g[:, 76:84] = 255
     g[:, 0:6] = 255
@@ -318,7 +318,7 @@ def test_restore_lines_up_with_the_guide(tmp_path):
 
 
 def test_picture_scale_and_output_limit():
-    from sdekit.images import MAX_OUTPUT_PIXELS, check_picture_size, picture
+    from sdekit.data.images import MAX_OUTPUT_PIXELS, check_picture_size, picture
     im = picture(torch.rand(5, 1, 16, 16), nrow=5, scale=3)
     assert im.size == ((5 * 17 + 1) * 3, 18 * 3)
     with pytest.raises(UserError, match="smaller --scale"):

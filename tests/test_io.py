@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from sdekit.errors import UserError
-from sdekit.io import atomic_path, atomic_write_text
+from sdekit.core.errors import UserError
+from sdekit.core.io import atomic_path, atomic_write_text
 
 
 def test_atomic_write_has_the_usual_mode(tmp_path):
@@ -35,6 +35,8 @@ def test_failure_midway_leaves_nothing_behind(tmp_path):
 def test_public_functions_survive_submodule_imports():
     import importlib
     import sdekit
-    for name in ("sdedit", "likelihood", "inpaint", "load"):
-        importlib.import_module(f"sdekit.{ {'inpaint': 'guidance', 'load': 'bundle'}.get(name, name)}")
+    modules = {"sdedit": "tasks.sdedit", "likelihood": "tasks.likelihood", "inpaint": "tasks.guidance",
+               "load": "models.bundle"}
+    for name, module in modules.items():
+        importlib.import_module(f"sdekit.{module}")
         assert callable(getattr(sdekit, name)) and not isinstance(getattr(sdekit, name), type(sdekit))

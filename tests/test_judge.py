@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from sdekit import UserError
-from sdekit.judge import JUDGED, held_out, judged, load_judge, predict, split
-from sdekit.metrics import kid
-from sdekit.nets.features import FEATURES_DIR, MNIST_FEATURES_DIR
+from sdekit.tasks.judge import JUDGED, held_out, judged, load_judge, predict, split
+from sdekit.tasks.metrics import kid
+from sdekit.models.nets.features import FEATURES_DIR, MNIST_FEATURES_DIR
 
 MNIST = Path(os.environ.get("SDEKIT_MNIST", "/work/shared/data/mnist"))
 DATA = f"mnist:{MNIST}"
@@ -72,7 +72,7 @@ def test_held_out_halves_are_disjoint_test_images(held):
 
 @needs_mnist
 def test_kid_real_vs_real_near_zero_real_vs_strokes_clearly_positive(held):
-    from sdekit.strokes import pen, simulate_from
+    from sdekit.tasks.strokes import pen, simulate_from
     net = load_judge(DATA)
     h = held
     ref = h.reference[:2000]
@@ -88,7 +88,7 @@ def test_kid_real_vs_real_near_zero_real_vs_strokes_clearly_positive(held):
 
 @needs_mnist
 def test_mnist_judge_reads_the_pen_strokes_as_their_digits():
-    from sdekit.strokes import pen
+    from sdekit.tasks.strokes import pen
     u, y = pen(200)
     acc = float((predict(load_judge(DATA), u) == y).float().mean())
     assert acc >= 0.9
@@ -101,7 +101,7 @@ def test_missing_mnist_files_are_one_clear_error(tmp_path):
 
 def test_shipped_emoji_judge_config():
     """Trained on the training split only (the held-out emoji never), RGB, 9 categories, credited."""
-    from sdekit.nets.features import EMOJI_FEATURES_DIR, load_features
+    from sdekit.models.nets.features import EMOJI_FEATURES_DIR, load_features
     cfg = json.loads((EMOJI_FEATURES_DIR / "config.json").read_text())
     assert cfg["data"] == "emoji" and cfg["network"]["in_channels"] == 3 and cfg["network"]["num_classes"] == 9
     assert cfg["train_images"] == 6682 and cfg["test_images"] == 880

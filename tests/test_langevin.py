@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.errors import UserError
-from sdekit.samplers import LAG, PC, Grid, check_keeps_up, langevin_step
+from sdekit.core.errors import UserError
+from sdekit.solvers.samplers import LAG, PC, Grid, check_keeps_up, langevin_step
 
 DATA_MEAN, DATA_STD = 0.3, 0.2
 
@@ -45,12 +45,12 @@ def min_steps(sde, sampler, **options):
 
 def check(sde, sampler, steps, **options):
     """Build the stepper sample() would build (its grid check runs in the constructor)."""
-    from sdekit.registry import check_options, get_sampler
-    from sdekit.sampling import make_grid
+    from sdekit.solvers.registry import check_options, get_sampler
+    from sdekit.solvers.loop import make_grid
     spec = get_sampler(sampler)
     opts = check_options(spec, options)
     grid = make_grid(sde, spec, steps, sde.T, sde.eps, True, opts.pop("schedule", None), opts.pop("rho", 7.0))
-    spec.stepper(sdekit.denoisers.ScoreDenoiser(sde, lambda x, t: -x), grid, None, **opts)
+    spec.stepper(sdekit.core.denoisers.ScoreDenoiser(sde, lambda x, t: -x), grid, None, **opts)
 
 
 @pytest.mark.parametrize("sigma_max", [50.0, 348.0])
@@ -106,7 +106,7 @@ def test_the_step_has_ncsn_floor_when_the_state_is_too_wide():
     2 alpha (snr std(t))^2 (alpha = 1 for VE)."""
     sde = sdekit.VESDE()
     gmm = gaussian(256)
-    stepper = PC(sdekit.denoisers.ScoreDenoiser(sde, gmm.score_fn(sde)), Grid(sde, ts=[0.5, 0.49]),
+    stepper = PC(sdekit.core.denoisers.ScoreDenoiser(sde, gmm.score_fn(sde)), Grid(sde, ts=[0.5, 0.49]),
                  torch.Generator().manual_seed(0), predictor="none", corrector="none")
     t = torch.full((4,), 0.5)
     std = float(sde.marginal_std(t[:1]))
@@ -123,17 +123,17 @@ def test_generate_does_not_depend_on_the_batch(sampler, steps):
     of 1,024 pixels by up to 14/255."""
     model = sdekit.load("digits")
     opts = {"snr": 0.3} if sampler == "langevin" else {}
-    a = sdekit.model.generate(model, 4, sampler, steps, seed=7, batch_size=4, **opts)
-    b = sdekit.model.generate(model, 4, sampler, steps, seed=7, batch_size=1, **opts)
+    a = sdekit.models.model.generate(model, 4, sampler, steps, seed=7, batch_size=4, **opts)
+    b = sdekit.models.model.generate(model, 4, sampler, steps, seed=7, batch_size=1, **opts)
     assert (model.to_unit(a) - model.to_unit(b)).abs().max() < 1e-4
-    c = sdekit.model.generate(model, 4, sampler, steps, seed=7, batch_size=4, norm="batch", **opts)
+    c = sdekit.models.model.generate(model, 4, sampler, steps, seed=7, batch_size=4, norm="batch", **opts)
     assert (model.to_unit(a) - model.to_unit(c)).abs().max() > 1e-3        # the batch's norms do couple
 
 
 def test_sample_with_one_generator_keeps_score_sde_batch_norms():
     sde, gmm = sdekit.VPSDE(), gaussian(2)
     grid = Grid(sde, ts=torch.linspace(1, 1e-3, 11, dtype=torch.float64))
-    den = sdekit.denoisers.ScoreDenoiser(sde, gmm.score_fn(sde))
+    den = sdekit.core.denoisers.ScoreDenoiser(sde, gmm.score_fn(sde))
     assert PC(den, grid, torch.Generator()).norm == "batch"
     assert PC(den, grid, [torch.Generator(), torch.Generator()]).norm == "sample"
     assert PC(den, grid, [torch.Generator()], norm="batch").norm == "batch"
@@ -154,7 +154,7 @@ def test_inpaint_and_sdedit_with_a_chain_that_cannot_keep_up_refuse_before_work(
 
 
 def test_check_keeps_up_accepts_the_registry_defaults():
-    from sdekit.registry import get_sampler
+    from sdekit.solvers.registry import get_sampler
     for sde in (sdekit.VESDE(), sdekit.VESDE(sigma_max=348.0), sdekit.VPSDE(), sdekit.SubVPSDE()):
         for name in ("langevin", "ald"):
             check(sde, name, get_sampler(name).default_steps)

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.bundle import random_model
-from sdekit.likelihood import (bits_per_dim, decode, default_eps, encode, interpolate, likelihood, slerp,
+from sdekit.models.bundle import random_model
+from sdekit.tasks.likelihood import (bits_per_dim, decode, default_eps, encode, interpolate, likelihood, slerp,
                                uniform_dequantize)
 
-LIK = sys.modules["sdekit.likelihood"]          # the module (sdekit.likelihood is also the function)
+import sdekit.tasks.likelihood as LIK
 
 from conftest import energy_distance
 

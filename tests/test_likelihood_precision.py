@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.bundle import random_model
-from sdekit.errors import SlowPrecisionWarning
+from sdekit.models.bundle import random_model
+from sdekit.core.errors import SlowPrecisionWarning
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
@@ -42,7 +42,7 @@ def test_a_half_precision_network_integrates_in_float32(dtype):
 
 
 def test_float16_on_a_cpu_warns_once(monkeypatch):
-    from sdekit import placement
+    from sdekit.core import placement
     monkeypatch.setattr(placement, "_warned", set())
     model = random_model(shape=(1, 4, 4), ch=8)
     x = torch.zeros(2, 1, 4, 4)
@@ -60,8 +60,8 @@ def test_float16_on_a_cpu_warns_once(monkeypatch):
 
 
 def test_the_command_line_says_float16_is_slow_on_a_cpu_in_one_line(monkeypatch, tmp_path, capsys):
-    from sdekit import placement
-    from sdekit.cli import main
+    from sdekit.core import placement
+    from sdekit.apps.cli import main
     monkeypatch.setattr(placement, "_warned", set())
     out = tmp_path / "s.png"
     assert main(["sample", "--model", "digits", "--device", "cpu", "--dtype", "float16", "--sampler", "ddim",

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.errors import UserError
-from sdekit.losses import ddpm_loss, dsm_loss, edm_loss, smld_loss
-from sdekit.nets import Preconditioned
+from sdekit.core.errors import UserError
+from sdekit.tasks.losses import ddpm_loss, dsm_loss, edm_loss, smld_loss
+from sdekit.models.nets import Preconditioned
 
 
 def neg_x(x, t, labels=None):

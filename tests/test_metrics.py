@@ -5,8 +5,9 @@ import torch
 import torch.nn as nn
 
 from sdekit import UserError
-from sdekit.metrics import fid, kid, l2, l2_downsampled, mean_ci
-from sdekit.nets.features import load_features, split_digits
+from sdekit.tasks.metrics import fid, kid, l2, l2_downsampled, mean_ci
+from sdekit.models.nets.features import load_features
+from sdekit.tasks.judge import split_digits
 
 
 class Flat(nn.Module):
@@ -57,7 +58,7 @@ def test_kid_equals_the_unbiased_mmd_with_identity_features():
 
 
 def test_shipped_features_separate_real_from_strokes_and_noise():
-    from sdekit.sdedit import simulate_strokes
+    from sdekit.tasks.sdedit import simulate_strokes
     net = load_features()
     tr, tr_y, te, te_y = split_digits()
     assert float((net.logits(te).argmax(1) == te_y).float().mean()) > 0.95

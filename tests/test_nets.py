@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.nets import Preconditioned, ScoreMLP, UNet, build_net
-from sdekit.denoisers import ScoreDenoiser
+from sdekit.models.nets import Preconditioned, ScoreMLP, UNet, build_net
+from sdekit.core.denoisers import ScoreDenoiser
 
 SDES = [sdekit.VESDE(), sdekit.VPSDE(), sdekit.SubVPSDE(), sdekit.EDMSDE()]
 
@@ -162,12 +162,12 @@ def test_nets_run_in_their_weights_dtype():
     out = mlp.to(torch.bfloat16)(x, c, labels)
     assert out.dtype == torch.bfloat16
     assert _rel(out, mlp.float()(x, c, labels)) < 2e-2
-    from sdekit.nets.classifier import load_classifier
+    from sdekit.models.nets.classifier import load_classifier
     clf = load_classifier()
     x, t = torch.randn(4, *clf.shape, generator=torch.Generator().manual_seed(1)), torch.tensor([0.05, 0.2, 0.5, 0.9])
     ref = clf(x, t)
     assert _rel(clf.to(torch.bfloat16)(x, t), ref) < 2e-2
-    from sdekit.nets.features import load_features
+    from sdekit.models.nets.features import load_features
     feats, u = load_features(), torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(2))
     ref = feats(u)
     assert _rel(feats.to(torch.bfloat16)(u), ref) < 2e-2

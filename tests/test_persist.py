@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import sdekit
-from sdekit.bundle import load, random_model, save_bundle
-from sdekit.cli import main
-from sdekit.errors import UserError
-from sdekit.nets.classifier import NoiseClassifier, load_classifier, save_classifier
-from sdekit.nets.features import FEATURES_DIR, load_features
-from sdekit.persist import CHECKSUM, read_config, read_tensors, save_folder
+from sdekit.models.bundle import load, random_model, save_bundle
+from sdekit.apps.cli import main
+from sdekit.core.errors import UserError
+from sdekit.models.nets.classifier import NoiseClassifier, load_classifier, save_classifier
+from sdekit.models.nets.features import FEATURES_DIR, load_features
+from sdekit.core.persist import CHECKSUM, read_config, read_tensors, save_folder
 
 
 @pytest.fixture(scope="module")
@@ -145,15 +145,15 @@ DISCRETE_VP = [dict(alphas_cumprod=torch.linspace(0.99, 0.01, 30)), dict(betas=t
 
 @pytest.mark.parametrize("spec", DISCRETE_VP, ids=["alphas_cumprod", "betas", "linear", "cosine"])
 def test_a_discrete_vp_bundle_round_trips(tmp_path, spec):
-    from sdekit.nets import Preconditioned
-    from sdekit.sde import DiscreteVPSDE
+    from sdekit.models.nets import Preconditioned
+    from sdekit.core.sde import DiscreteVPSDE
     sde = DiscreteVPSDE(**spec)
     net = Preconditioned(random_model(shape=(1, 8, 8)).net.net, sde)
     back = load(save_bundle(tmp_path / "dvp", net, shape=(1, 8, 8)))
     assert type(back.sde) is DiscreteVPSDE and back.sde.config() == sde.config()
     torch.testing.assert_close(back.sde.alphas_cumprod, sde.alphas_cumprod)
     x, t = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0.2, 0.7])
-    torch.testing.assert_close(back.score_fn(x, t), sdekit.bundle.Model(net, back.config).score_fn(x, t))
+    torch.testing.assert_close(back.score_fn(x, t), sdekit.models.bundle.Model(net, back.config).score_fn(x, t))
 
 
 @pytest.mark.parametrize("key,value,pattern", [("sde.alphas_cumprod", [0.5, 0.9], "strictly decreasing"),
@@ -161,8 +161,8 @@ def test_a_discrete_vp_bundle_round_trips(tmp_path, spec):
                                                ("sde.alphas_cumprod", [], "sde must be"),
                                                ("sde.schedule", 3, "sde must be")])
 def test_a_bad_discrete_vp_schedule_is_refused(tmp_path, key, value, pattern):
-    from sdekit.nets import Preconditioned
-    from sdekit.sde import DiscreteVPSDE
+    from sdekit.models.nets import Preconditioned
+    from sdekit.core.sde import DiscreteVPSDE
     net = Preconditioned(random_model(shape=(1, 8, 8)).net.net, DiscreteVPSDE(torch.linspace(0.99, 0.01, 30)))
     good = save_bundle(tmp_path / "dvp", net, shape=(1, 8, 8))
     edit = _set(key, value) if key != "sde.schedule" else (lambda cfg: cfg["sde"].update(schedule=3))

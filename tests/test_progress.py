@@ -5,11 +5,11 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.bundle import random_model, save_bundle
-from sdekit.cli import main
-from sdekit.denoisers import ScoreView
-from sdekit.likelihood import likelihood
-from sdekit.progress import Watched
+from sdekit.models.bundle import random_model, save_bundle
+from sdekit.apps.cli import main
+from sdekit.core.denoisers import ScoreView
+from sdekit.tasks.likelihood import likelihood
+from sdekit.solvers.progress import Watched
 
 
 @pytest.mark.parametrize("solver", ["rk45", "heun"])

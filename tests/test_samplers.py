@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.errors import UserError
+from sdekit.core.errors import UserError
 
 from conftest import energy_distance
 
@@ -179,9 +179,9 @@ def test_every_corrector_is_right_in_two_dimensions(sde, corrector):
 
 
 def test_readme_sampler_table_is_the_registry():
-    """The README's table is written from the registry records (sdekit.registry.markdown_table)."""
+    """The README's table is written from the registry records (sdekit.solvers.registry.markdown_table)."""
     from pathlib import Path
-    from sdekit.registry import markdown_table
+    from sdekit.solvers.registry import markdown_table
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     flat = "\n".join(line.strip() for line in readme.splitlines())
     assert markdown_table() in flat
@@ -256,7 +256,7 @@ def test_an_edit_with_langevin_alone_finishes_at_the_default_steps(sampler):
     """SDEdit's default steps: a fifth of the default steps per unit of t0 suits a grid uniform in t; the
     Langevin samplers' geometric grid keeps its default spacing in log sigma (at 100 t0 steps their chains
     lag behind the annealing: langevin's output kept noise of 0.007 here)."""
-    from sdekit.sdedit import sdedit_steps
+    from sdekit.tasks.sdedit import sdedit_steps
     sde, mu = sdekit.VPSDE(), torch.tensor([1.0, -1.0])
     gmm = sdekit.GaussianMixture(mu[None], 0.001)
     guide = mu + torch.tensor([[0.3, 0.2]]).expand(200, 2)

@@ -6,8 +6,8 @@ import torch
 
 import sdekit
 from gaussian_flow import gaussian_flow
-from sdekit.noise import SIGMA_DATA, TAIL, cos_theta, sigma_schedule
-from sdekit.samplers import _exp_weights
+from sdekit.core.noise import SIGMA_DATA, TAIL, cos_theta, sigma_schedule
+from sdekit.solvers.samplers import _exp_weights
 
 SDES = {"vp": sdekit.VPSDE(), "ve": sdekit.VESDE(), "subvp": sdekit.SubVPSDE(), "edm": sdekit.EDMSDE()}
 
@@ -30,7 +30,7 @@ def test_weights_in_cos_theta_integrate_one_c_and_c_squared_exactly_over_a_long_
 
 @pytest.mark.parametrize("name", SDES)
 def test_cosine_grid_is_uniform_in_v_and_its_last_step_to_zero_is_as_long_as_the_others(name):
-    # v = arctan(sigma / sigma_data) + (TAIL / n) asinh(10 sigma / sigma_data), sdekit.noise.cosine
+    # v = arctan(sigma / sigma_data) + (TAIL / n) asinh(10 sigma / sigma_data), sdekit.core.noise.cosine
     sde = SDES[name]
     top = float(sde.sigma(torch.tensor([sde.T], dtype=torch.float64)))
     bottom = float(sde.sigma(torch.tensor([sde.eps], dtype=torch.float64)))

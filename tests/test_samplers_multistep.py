@@ -6,7 +6,7 @@ import torch
 
 import sdekit
 from gaussian_flow import gaussian_flow
-from sdekit.samplers import _exp_ab_weights
+from sdekit.solvers.samplers import _exp_ab_weights
 
 
 def test_exp_ab_weights_integrate_polynomials_times_exponential_exactly():

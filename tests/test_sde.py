@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.errors import UserError
+from sdekit.core.errors import UserError
 
 SDES = [sdekit.VESDE(0.01, 50.0), sdekit.VPSDE(0.1, 20.0), sdekit.SubVPSDE(0.1, 20.0), sdekit.EDMSDE(),
         sdekit.FlowSDE(), sdekit.FlowSDE(shift=3.0)]

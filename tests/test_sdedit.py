@@ -10,7 +10,7 @@ import torch
 
 import sdekit
 from sdekit import GaussianMixture, UserError, VESDE, VPSDE, SubVPSDE
-from sdekit.sdedit import (composite, median_filter, perturb, quantize_colors, sdedit, sdedit_time,
+from sdekit.tasks.sdedit import (composite, median_filter, perturb, quantize_colors, sdedit, sdedit_time,
                            simulate_strokes)
 
 from conftest import energy_distance
@@ -178,7 +178,7 @@ def test_median_filter_and_quantisation():
 
 
 def test_simulate_strokes_on_digits():
-    from sdekit.data import digits
+    from sdekit.data.datasets import digits
     u = (digits(16).x[:32] + 1) / 2
     s = simulate_strokes(u, colors=3)
     assert s.shape == u.shape

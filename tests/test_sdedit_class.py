@@ -7,14 +7,14 @@ import torch
 from torch import nn
 
 import sdekit
-from sdekit.bundle import load, random_model, save_bundle
-from sdekit.cli import main
-from sdekit.errors import UserError
-from sdekit.evaluation import write_t0
-from sdekit.guidance import read_class
-from sdekit.nets.classifier import NoiseClassifier, save_classifier
-from sdekit.sde import VPSDE
-from sdekit.sdedit import default_class, default_t0, edit_condition, sdedit
+from sdekit.models.bundle import load, random_model, save_bundle
+from sdekit.apps.cli import main
+from sdekit.core.errors import UserError
+from sdekit.apps.evaluation import write_t0
+from sdekit.tasks.guidance import read_class
+from sdekit.models.nets.classifier import NoiseClassifier, save_classifier
+from sdekit.core.sde import VPSDE
+from sdekit.tasks.sdedit import default_class, default_t0, edit_condition, sdedit
 
 
 class MeanReader(nn.Module):
@@ -175,8 +175,8 @@ def test_cli_edit_reads_the_class_by_default(tmp_path, capsys):
 
 
 def test_page_offers_reading_the_class_and_parses_it(tmp_path):
-    from sdekit.web import server as web
-    from sdekit.web.app import App
+    from sdekit.apps.web import server as web
+    from sdekit.apps.web.app import App
     folder, _ = _bundle_with_classifier(tmp_path)
     write_t0(folder, 0.3, "auto", 1.0)
     m = load(folder)
@@ -197,8 +197,8 @@ MNIST = __import__("pathlib").Path(__import__("os").environ.get("SDEKIT_MNIST", 
 def test_the_default_edit_of_the_bundled_model_keeps_the_drawn_digit():
     """The page's failure case: a clean drawn digit turned into another one. The shipped stroke paintings
     (a 7 among them), three seeds each, at the bundled model's default edit, read by the judge."""
-    from sdekit.judge import load_judge, predict
-    from sdekit.strokes import package
+    from sdekit.tasks.judge import load_judge, predict
+    from sdekit.tasks.strokes import package
     m = sdekit.load()
     u, y = package(28)
     u, y = u.repeat(3, 1, 1, 1), y.repeat(3)

@@ -10,7 +10,7 @@ import torch
 
 import sdekit
 from sdekit import GaussianMixture, UserError, VESDE, VPSDE, SubVPSDE
-from sdekit.sdedit import sdedit, sdedit_time
+from sdekit.tasks.sdedit import sdedit, sdedit_time
 
 SAMPLERS = list(sdekit.SAMPLERS)
 
@@ -103,7 +103,7 @@ def _law(sde, times, stochastic):
 
 def _release(sde, sampler, steps, t0):
     """Each coordinate's start: the last time of the solver's grid at or above sdedit_time(t0) (0: kept)."""
-    from sdekit.sampling import make_grid
+    from sdekit.solvers.loop import make_grid
     t_start = sdedit_time(sde, float(t0.max()))
     grid = make_grid(sde, sdekit.get_sampler(sampler), steps, t_start, sde.eps, True)
     ts = torch.tensor(grid.ts, dtype=torch.float64)

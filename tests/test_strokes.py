@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sdekit import UserError
-from sdekit.strokes import STROKE_SETS, package, pen, simulate_from, simulated
+from sdekit.tasks.strokes import STROKE_SETS, package, pen, simulate_from, simulated
 
 MNIST = Path(os.environ.get("SDEKIT_MNIST", "/work/shared/data/mnist"))
 needs_mnist = pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
@@ -66,7 +66,7 @@ def test_package_refuses_unnamed(tmp_path):
 
 @needs_mnist
 def test_simulated_strokes_come_from_held_out_mnist_test_images():
-    from sdekit.judge import held_out
+    from sdekit.tasks.judge import held_out
     data = f"mnist:{MNIST}"
     u, y = simulated(20, data, seed=1)
     _check(u, y, 20)
@@ -89,8 +89,8 @@ def test_the_evaluate_flag_names_the_sets():
 def test_colour_package_and_simulation():
     """The shipped colour guides are RGB, labelled by their category's first word; colour strokes of
     emoji-like images keep at most the dataset's number of flat colours per image."""
-    from sdekit.data import EMOJI_CATEGORIES
-    from sdekit.strokes import SIMULATION, simulate_from
+    from sdekit.data.datasets import EMOJI_CATEGORIES
+    from sdekit.tasks.strokes import SIMULATION, simulate_from
     u, y = package(32, data="emoji")
     assert u.shape[1:] == (3, 32, 32) and len(u) >= 4
     assert {EMOJI_CATEGORIES[k] for k in y.tolist()} >= {"Smileys & Emotion", "Food & Drink", "Flags", "Travel & Places"}

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.bundle import random_model
-from sdekit.noise import NonFiniteError
+from sdekit.models.bundle import random_model
+from sdekit.core.noise import NonFiniteError
 
 READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu")
 

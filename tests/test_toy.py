@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from conftest import energy_distance
-from sdekit import VESDE, VPSDE, toy
-from sdekit.toy import bimodal_1d, simulate_forward, simulate_reverse, two_moons
+from sdekit import VESDE, VPSDE
+from sdekit.apps import toy
+from sdekit.apps.toy import bimodal_1d, simulate_forward, simulate_reverse, two_moons
 
 
 def test_forward_simulation_matches_marginal(gen):
@@ -42,7 +43,7 @@ def test_two_moons_is_a_normalised_mixture():
 
 
 def test_toy_command_writes_report_with_progress(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "sdekit.cli", "toy", "-n", "60", "--out", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "sdekit.apps.cli", "toy", "-n", "60", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "index.html").read_text()
@@ -88,7 +89,7 @@ def test_probability_flow_paths_start_from_prior_samples(tmp_path, figures):
 
 
 def test_2d_panels_show_every_sampler_of_the_registry(tmp_path, figures, monkeypatch):
-    from sdekit.registry import REGISTRY
+    from sdekit.solvers.registry import REGISTRY
     calls = []
 
     def fake_sample(sde, score, shape, sampler, generator=None, return_info=False, **opts):

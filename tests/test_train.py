@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from sdekit.cli import main
-from sdekit.errors import UserError
-from sdekit.train import EMA, Batches, TrainConfig, train
+from sdekit.apps.cli import main
+from sdekit.core.errors import UserError
+from sdekit.tasks.train import EMA, Batches, TrainConfig, train
 
 PY = sys.executable
 TINY = ["--data", "digits", "--sde", "vp", "--loss", "edm", "--class-cond", "--label-dropout", "0.2",
@@ -23,7 +23,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _cli(*args, **kw):
-    return subprocess.run([PY, "-m", "sdekit.cli", "train", *args], env=ENV, capture_output=True, text=True, **kw)
+    return subprocess.run([PY, "-m", "sdekit.apps.cli", "train", *args], env=ENV, capture_output=True, text=True, **kw)
 
 
 def _tensors(run):
@@ -39,7 +39,7 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     ref = _cli(*TINY, "--steps", steps, "--ckpt-every", "5", "--out", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr
     run = tmp_path / "run"
-    p = subprocess.Popen([PY, "-m", "sdekit.cli", "train", *TINY, "--steps", steps, "--ckpt-every", "5",
+    p = subprocess.Popen([PY, "-m", "sdekit.apps.cli", "train", *TINY, "--steps", steps, "--ckpt-every", "5",
                           "--out", str(run)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = run / "log.csv"
     deadline = time.time() + 1800          # generous: a busy machine may take minutes to start Python
@@ -70,7 +70,7 @@ def test_ddp_two_gloo_processes_match_one_process_on_the_union_batch(tmp_path):
     one = _cli(*args, "--out", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr
     two = subprocess.run([str(Path(PY).parent / "torchrun"), "--nproc_per_node=2", "--master_port=29533",
-                          "-m", "sdekit.cli", "train", *args, "--out", str(tmp_path / "two")],
+                          "-m", "sdekit.apps.cli", "train", *args, "--out", str(tmp_path / "two")],
                          env=ENV, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("trained 4 steps") == 1                       # only rank 0 reports

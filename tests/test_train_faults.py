@@ -18,11 +18,11 @@ import torch
 from safetensors import SafetensorError
 
 import sdekit
-from sdekit.cli import main
-from sdekit.errors import UserError
-from sdekit.persist import CHECKSUM, read_tensors, write_tensors
-from sdekit.train import TrainConfig, read_checkpoint, train
-from sdekit.train.folder import LOCK
+from sdekit.apps.cli import main
+from sdekit.core.errors import UserError
+from sdekit.core.persist import CHECKSUM, read_tensors, write_tensors
+from sdekit.tasks.train import TrainConfig, read_checkpoint, train
+from sdekit.tasks.train.folder import LOCK
 
 PY = sys.executable
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -142,7 +142,7 @@ def test_a_second_writer_is_refused_and_the_lock_of_a_dead_process_is_taken_over
 
 def test_two_runs_started_together_on_one_folder(tmp_path):
     out = tmp_path / "run"
-    cmd = [PY, "-m", "sdekit.cli", "train", *FLAGS, "--steps", "100000", "--ckpt-every", "0", "--out", str(out)]
+    cmd = [PY, "-m", "sdekit.apps.cli", "train", *FLAGS, "--steps", "100000", "--ckpt-every", "0", "--out", str(out)]
     first = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 600
@@ -161,7 +161,7 @@ def test_two_runs_started_together_on_one_folder(tmp_path):
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_saves_a_checkpoint_of_the_current_step_and_says_how_to_resume(tmp_path, sig, code):
     out = tmp_path / "run"
-    p = subprocess.Popen([PY, "-m", "sdekit.cli", "train", *FLAGS, "--steps", "1000000", "--log-every", "1",
+    p = subprocess.Popen([PY, "-m", "sdekit.apps.cli", "train", *FLAGS, "--steps", "1000000", "--log-every", "1",
                           "--ckpt-every", "0", "--out", str(out)], env=ENV, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 600
@@ -184,7 +184,7 @@ def test_a_signal_saves_a_checkpoint_of_the_current_step_and_says_how_to_resume(
 def test_signals_a_shell_ignores_stay_ignored(tmp_path):
     """Started with SIGINT ignored (nohup, a background job): SIGINT does not stop the run."""
     out = tmp_path / "run"
-    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); from sdekit.cli import main; "
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); from sdekit.apps.cli import main; "
             "sys.exit(main(sys.argv[1:]))")
     p = subprocess.Popen([PY, "-c", code, "train", *FLAGS, "--steps", "400", "--log-every", "1", "--out", str(out)],
                          env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -214,7 +214,7 @@ def test_a_full_disk_while_writing_the_checkpoint_is_one_line_and_keeps_the_prev
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EDQUOT])
 def test_system_errors_of_any_atomic_write_name_the_target(tmp_path, code):
-    from sdekit.io import atomic_write_text
+    from sdekit.core.io import atomic_write_text
     target = tmp_path / "log.csv"
     target.write_text("old")
 
@@ -236,12 +236,12 @@ def test_commands_check_their_output_can_be_written_before_the_work(tmp_path, ca
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(os, "fsync", full)
-    import sdekit.bundle
+    import sdekit.models.bundle
 
     def never(*a, **k):
         raise AssertionError("the work started")
-    monkeypatch.setattr(sdekit.bundle, "generate", never)
-    monkeypatch.setattr(sdekit.train.loop, "load_dataset", never)
+    monkeypatch.setattr(sdekit.models.bundle, "generate", never)
+    monkeypatch.setattr(sdekit.tasks.train.loop, "load_dataset", never)
     capsys.readouterr()
     assert main(["sample", "--model", "digits", "-n", "64", "--out", str(tmp_path / "grid.png")]) == 2
     err = capsys.readouterr().err.strip()
@@ -315,7 +315,7 @@ def test_files_without_a_checksum_still_load(tmp_path):
 
 
 def test_a_full_disk_while_logging_is_one_line_naming_the_log(tmp_path, capsys, monkeypatch):
-    import sdekit.train.loop as loop
+    import sdekit.tasks.train.loop as loop
     out = tmp_path / "run"
     train(replace(TOY, out=str(out)))
     before = (out / "checkpoint.safetensors").read_bytes()

@@ -3,11 +3,11 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.cli import main
-from sdekit.data import load_dataset
-from sdekit.errors import UserError
-from sdekit.train import TrainConfig
-from sdekit.train.model import build_model, init_from
+from sdekit.apps.cli import main
+from sdekit.data.datasets import load_dataset
+from sdekit.core.errors import UserError
+from sdekit.tasks.train import TrainConfig
+from sdekit.tasks.train.model import build_model, init_from
 
 FLAGS = ["--data", "digits", "--ch", "8", "--ch-mult", "1,2", "--num-res-blocks", "1", "--attn", "", "--batch-size", "8",
          "--sample-every", "0", "--no-progress", "--threads", "1"]

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 import sdekit
-from sdekit.bundle import random_model
-from sdekit.errors import UserError
-from sdekit.images import to_pil
-from sdekit.web import server as web
+from sdekit.models.bundle import random_model
+from sdekit.core.errors import UserError
+from sdekit.data.images import to_pil
+from sdekit.apps.web import server as web
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ class FakeEdit:
             self.gate.wait(20)
         if self.fail is not None:
             raise self.fail
-        from sdekit.sampling import StepState
+        from sdekit.solvers.loop import StepState
         t = torch.full((x.shape[0],), 0.5)
         for i in range(steps):
             score_fn(x, t)
@@ -77,7 +77,7 @@ def test_upload_converts_to_the_model_resolution():
     assert torch.allclose(grey[..., 1:-1], torch.full_like(grey[..., 1:-1], 0.299), atol=2 / 255)   # luma of red
     rgb = web.load_upload(png(im), (3, 8, 8)).pixels
     assert torch.allclose(rgb[0, :, 4, 4], torch.tensor([1.0, 0, 0]), atol=2 / 255)
-    from sdekit.images import load_image                        # exactly the library's rule
+    from sdekit.data.images import load_image                        # exactly the library's rule
     assert torch.equal(rgb, load_image(png(im), (3, 8, 8)).pixels)
 
 
@@ -280,17 +280,17 @@ def test_info(served, model):
     assert info["shape"] == [1, 16, 16] and info["limits"]["upload_bytes"] == 200_000
     firsts = {k: v[0] for k, v in info["samplers"].items()}                # the library's defaults first
     assert firsts == {"edit": "reverse_diffusion", "inpaint": "pc", "sample": "abm"}
-    finishing = {s.name for s in sdekit.registry.REGISTRY.values() if s.finishes}
+    finishing = {s.name for s in sdekit.solvers.registry.REGISTRY.values() if s.finishes}
     assert all(set(v) == finishing for v in info["samplers"].values())      # no sampler that returns noise
     assert {"heun", "langevin", "ald"} <= finishing
-    from sdekit.sdedit import default_t0, sdedit_steps
+    from sdekit.tasks.sdedit import default_t0, sdedit_steps
     d = info["defaults"]["edit"]
     assert d["t0"] == default_t0(model) and d["steps"] == sdedit_steps("reverse_diffusion", d["t0"])
 
 
 def test_info_tells_the_page_how_the_model_looks():
-    from sdekit.sdedit import default_t0
-    from sdekit.web.app import App
+    from sdekit.tasks.sdedit import default_t0
+    from sdekit.apps.web.app import App
     for shape, look, background in [((1, 16, 16), "light-on-dark", "#000000"), ((3, 8, 8), "natural", "#808080")]:
         app = App(random_model(shape=shape, sde="vp"))
         try:
@@ -302,7 +302,7 @@ def test_info_tells_the_page_how_the_model_looks():
 
 
 def test_models_of_other_shapes_are_refused_before_serving():
-    from sdekit.web.app import App
+    from sdekit.apps.web.app import App
     for shape in [(2,), (4, 8, 8)]:
         net = torch.nn.Identity()
         with pytest.raises(UserError, match=r"the page paints grey or RGB images; \w+ takes samples of shape"):
@@ -402,7 +402,7 @@ def test_cancel_a_running_job(served, monkeypatch):
     started = threading.Event()
 
     def slow(sde, score_fn, x, *a, steps=10, callback=None, **kw):
-        from sdekit.sampling import StepState
+        from sdekit.solvers.loop import StepState
         started.set()
         t = torch.full((x.shape[0],), 0.5)
         for i in range(10_000):
@@ -418,7 +418,7 @@ def test_cancel_a_running_job(served, monkeypatch):
 
 
 def test_serve_port_in_use_exits_2(capsys):
-    from sdekit.cli import main
+    from sdekit.apps.cli import main
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -431,9 +431,9 @@ def test_serve_port_in_use_exits_2(capsys):
 def test_serve_command_serves_a_bundle(model, tmp_path):
     import subprocess
     import sys
-    from sdekit.bundle import save_bundle
+    from sdekit.models.bundle import save_bundle
     save_bundle(tmp_path / "m", model.net, shape=model.shape, name="tiny")
-    proc = subprocess.Popen([sys.executable, "-m", "sdekit.cli", "serve", "--port", "0", "--threads", "1", "--model", str(tmp_path / "m")],
+    proc = subprocess.Popen([sys.executable, "-m", "sdekit.apps.cli", "serve", "--port", "0", "--threads", "1", "--model", str(tmp_path / "m")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -447,7 +447,7 @@ def test_serve_command_serves_a_bundle(model, tmp_path):
 
 
 def test_serve_rejects_a_bad_port(capsys):
-    from sdekit.cli import main
+    from sdekit.apps.cli import main
     assert main(["serve", "--port", "70000"]) == 2
     assert "port" in capsys.readouterr().err
     assert main(["serve", "--host", "10.255.255.1", "--port", "0"]) == 2          # not this machine's
@@ -533,7 +533,7 @@ def test_the_host_header_must_name_this_server(served, model):
 
 
 def test_host_names_on_every_interface():
-    from sdekit.web.app import host_allowed, host_name
+    from sdekit.apps.web.app import host_allowed, host_name
     assert host_name("[::1]:7860") == "::1" and host_name("LocalHost.:80") == "localhost"
     assert host_name("a b") is None and host_name("x@y") is None and host_name("") is None
     assert host_allowed("192.168.1.5", "0.0.0.0") and host_allowed("fe80::1", "::")
@@ -566,7 +566,7 @@ def test_bodies_are_bounded(served):
 
 
 def test_image_decodes_run_at_most_limits_decodes_at_once(model, monkeypatch):
-    from sdekit.web import app as web_app
+    from sdekit.apps.web import app as web_app
     lock, release = threading.Lock(), threading.Semaphore(0)
     running, peak = [0], [0]
 
@@ -732,16 +732,16 @@ def test_connections_beyond_the_limit_are_answered_busy(model):
 # ---- faults ------------------------------------------------------------------------------------------------
 
 def test_an_upload_is_decoded_without_writing_a_file(served, tmp_path, monkeypatch):
-    import sdekit.images
+    import sdekit.data.images
     import tempfile
     _, base = served
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    real, seen = sdekit.images.load_image, []
+    real, seen = sdekit.data.images.load_image, []
 
     def load_image(*args, **kwargs):                     # what a kill at this moment would leave behind
         seen.append(sorted(p.name for p in tmp_path.iterdir()))
         return real(*args, **kwargs)
-    monkeypatch.setattr(sdekit.images, "load_image", load_image)
+    monkeypatch.setattr(sdekit.data.images, "load_image", load_image)
     assert call(base + "/api/upload", png(stroke_canvas(32)), "POST", OCTETS)[0] == 200
     assert seen == [[]]
 
@@ -763,7 +763,7 @@ def test_upload_folders_left_by_killed_servers_are_removed_on_start(tmp_path, mo
 def test_tasks_and_the_queue_need_no_http():
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-c", "import sys, sdekit.web.tasks, sdekit.web.jobs; "
+    out = subprocess.run([sys.executable, "-c", "import sys, sdekit.apps.web.tasks, sdekit.apps.web.jobs; "
                           "print(sorted(m for m in ('starlette', 'uvicorn', 'anyio') if m in sys.modules))"],
                          capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr[-500:]
@@ -772,7 +772,7 @@ def test_tasks_and_the_queue_need_no_http():
 # ---- one mask convention -------------------------------------------------------------------------------
 
 def test_a_jobs_mask_png_is_white_where_the_guide_is_kept(served, monkeypatch):
-    from sdekit.images import load_mask
+    from sdekit.data.images import load_mask
     _, base = served
     fake = FakeEdit()
     monkeypatch.setitem(vars(sdekit), "sdedit", fake)

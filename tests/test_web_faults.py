@@ -18,11 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
-from sdekit.bundle import random_model, save_bundle
-from sdekit.errors import UserError
-from sdekit.web import jobs as jobs_module
-from sdekit.web import server as web
-from sdekit.web.tasks import Task
+from sdekit.models.bundle import random_model, save_bundle
+from sdekit.core.errors import UserError
+from sdekit.apps.web import jobs as jobs_module
+from sdekit.apps.web import server as web
+from sdekit.apps.web.tasks import Task
 
 PY = sys.executable
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -70,9 +70,9 @@ def test_a_96_byte_png_declaring_4096x4096_rgba_is_refused(model):
     data = short_png()
     assert len(data) == 96
     with pytest.raises(UserError, match="truncated image: its pixel data end after 16385 of the 67112960 bytes"):
-        from sdekit.images import load_image
+        from sdekit.data.images import load_image
         load_image(data, (1, 16, 16))
-    from sdekit.web.uploads import load_upload
+    from sdekit.apps.web.uploads import load_upload
     with pytest.raises(UserError, match="4096x4096 image is too large"):            # the page's bound for 16x16
         load_upload(data, (1, 16, 16))
     srv = web.make_server(model, "127.0.0.1", 0, web.Limits(zoom=256))             # 4096 px a side: allowed
@@ -91,7 +91,7 @@ def test_a_96_byte_png_declaring_4096x4096_rgba_is_refused(model):
 @pytest.mark.parametrize("colour,depth,interlace", [(0, 8, 0), (2, 8, 0), (4, 8, 0), (6, 8, 0), (0, 16, 0),
                                                     (0, 8, 1), (6, 8, 1), (0, 1, 0)])
 def test_every_kind_of_png_is_checked_for_its_whole_pixel_data(tmp_path, colour, depth, interlace):
-    from sdekit.images import load_image, png_data_size
+    from sdekit.data.images import load_image, png_data_size
     w, h = 21, 13
     need = png_data_size(w, h, depth, colour, interlace == 1)
     ihdr = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, interlace)
@@ -107,7 +107,7 @@ def test_every_kind_of_png_is_checked_for_its_whole_pixel_data(tmp_path, colour,
 
 def test_png_data_size_matches_what_a_png_encoder_writes():
     """The byte count of the pixel data against zlib's own output for images Pillow encodes."""
-    from sdekit.images import png_data_size
+    from sdekit.data.images import png_data_size
     for mode, colour, depth in (("L", 0, 8), ("RGB", 2, 8), ("RGBA", 6, 8), ("LA", 4, 8), ("1", 0, 1), ("I;16", 0, 16)):
         data = png(Image.new(mode, (19, 7)))
         pos, idat = 8, b""
@@ -119,7 +119,7 @@ def test_png_data_size_matches_what_a_png_encoder_writes():
 
 
 def test_the_page_accepts_no_more_pixels_than_its_model_needs(model):
-    from sdekit.web.uploads import load_upload
+    from sdekit.apps.web.uploads import load_upload
     limits = web.Limits()
     assert limits.max_pixels(model.shape) == (64 * 16) ** 2
     ok = png(Image.new("L", (1024, 1024)))
@@ -132,7 +132,7 @@ def test_the_page_accepts_no_more_pixels_than_its_model_needs(model):
 # ---- layers that must agree ------------------------------------------------------------------------------
 
 def test_a_mask_layer_of_another_size_than_the_image_is_refused_naming_both(model):
-    from sdekit.web.tasks import parse_task
+    from sdekit.apps.web.tasks import parse_task
     body = {"kind": "inpaint", "image": data_url(png(Image.new("L", (384, 384)))),
             "mask": data_url(png(Image.new("LA", (192, 96), (255, 255))))}
     with pytest.raises(UserError, match="the mask is 192x96 but the image is 384x384"):
@@ -143,7 +143,7 @@ def test_a_mask_layer_of_another_size_than_the_image_is_refused_naming_both(mode
 
 
 def test_masks_must_agree_with_their_guide_or_image_on_the_command_line(tmp_path, capsys):
-    from sdekit.cli import main
+    from sdekit.apps.cli import main
     Image.new("L", (64, 64), 40).save(tmp_path / "guide.png")
     Image.new("L", (64, 32), 255).save(tmp_path / "wide.png")
     half = Image.new("L", (32, 32), 255)
@@ -163,7 +163,7 @@ def test_masks_must_agree_with_their_guide_or_image_on_the_command_line(tmp_path
 
 
 def test_check_agree_tolerates_a_pixel_of_rounding_and_nothing_more():
-    from sdekit.images import check_agree
+    from sdekit.data.images import check_agree
     assert check_agree((64, 64), (64, 64), "a", "b") is None
     assert check_agree((28, 28), (280, 281), "a", "b") == "a 28x28 scaled to b's 280x281"
     with pytest.raises(UserError, match="a is 28x30 but b is 280x280"):
@@ -269,7 +269,7 @@ def test_a_job_that_does_not_stop_is_waited_for_only_the_grace_period(monkeypatc
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_stopping_the_server_while_a_job_runs_exits_0(model, tmp_path, sig):
     save_bundle(tmp_path / "m", model.net, shape=model.shape, name="tiny")
-    proc = subprocess.Popen([PY, "-m", "sdekit.cli", "serve", "--port", "0", "--threads", "1", "--model",
+    proc = subprocess.Popen([PY, "-m", "sdekit.apps.cli", "serve", "--port", "0", "--threads", "1", "--model",
                              str(tmp_path / "m")], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

@@ -9,12 +9,12 @@ import torch
 from PIL import Image
 
 import sdekit
-from sdekit import bundle
-from sdekit.bundle import random_model, save_bundle
-from sdekit.data import EMOJI_BACKGROUND, EMOJI_CATEGORIES, background, class_names, data_kind
-from sdekit.errors import UserError
-from sdekit.web import server as web
-from sdekit.web.app import App, css_colour, polarity, slug
+from sdekit.models import bundle
+from sdekit.models.bundle import random_model, save_bundle
+from sdekit.data.datasets import EMOJI_BACKGROUND, EMOJI_CATEGORIES, background, class_names, data_kind
+from sdekit.core.errors import UserError
+from sdekit.apps.web import server as web
+from sdekit.apps.web.app import App, css_colour, polarity, slug
 
 from test_web import call, data_url, post_json, wait_done
 
@@ -54,7 +54,7 @@ def test_the_background_comes_from_the_bundle_else_its_data_else_its_channels():
 
 def test_emoji_pixels_are_composited_over_the_background_the_page_starts_with(tmp_path):
     """A fully transparent emoji becomes exactly the colour the emoji model's canvas starts with."""
-    from sdekit.data import _emoji_pixels
+    from sdekit.data.datasets import _emoji_pixels
     Image.new("RGBA", (64, 64), (200, 10, 10, 0)).save(tmp_path / "clear.png")
     px = _emoji_pixels(tmp_path / "clear.png", 32)
     cfg = {"shape": [3, 32, 32], "data": "emoji"}
@@ -74,8 +74,8 @@ def test_a_bundles_background_is_checked_when_it_loads(tmp_path):
 
 def test_transparency_is_composited_over_the_models_background(tmp_path, emoji):
     """Uploads, and the guides of sdekit edit, of a picture with transparency: colour a + background (1 - a)."""
-    from sdekit.images import load_image
-    from sdekit.web.uploads import load_upload
+    from sdekit.data.images import load_image
+    from sdekit.apps.web.uploads import load_upload
     from test_web import png
     im = Image.new("RGBA", (32, 32), (0, 0, 0, 0))                           # clear, then half-clear red, then red
     im.paste(Image.new("RGBA", (32, 8), (255, 0, 0, 128)), (0, 8))
@@ -138,7 +138,7 @@ class MeanReader(torch.nn.Module):
 
 
 def test_an_edit_reports_the_class_it_read_as_the_cli_prints_it():
-    from sdekit.sdedit import describe_condition
+    from sdekit.tasks.sdedit import describe_condition
     m = random_model((1, 8, 8), num_classes=3, ch=4)
     m.classifier = MeanReader(m.sde)
     canvas = data_url(Image.new("L", (8, 8), 204))                           # pixels 0.8: model space 0.6, class 2
@@ -267,7 +267,7 @@ def test_installed_bundles_default_first(tmp_path, monkeypatch):
 
 
 def test_serve_without_a_model_serves_every_installed_bundle(tmp_path, monkeypatch, capsys, grey):
-    from sdekit.cli import main
+    from sdekit.apps.cli import main
     folders = {"mnist": tmp_path / "mnist", "digits": tmp_path / "digits", "emoji": tmp_path / "emoji",
                "mnist-cd": tmp_path / "mnist-cd"}
     save_bundle(folders["mnist"], grey.net, shape=grey.shape, name="mnist", data="mnist")
@@ -293,7 +293,7 @@ def test_serve_without_a_model_serves_every_installed_bundle(tmp_path, monkeypat
 
 def test_a_consistency_models_page_defaults_to_consistency_sampling(tmp_path):
     """mnist-cd's kind: every tab starts at the library's sampler for it, "consistency"; others keep theirs."""
-    from sdekit.nets import Preconditioned, build_net
+    from sdekit.models.nets import Preconditioned, build_net
     net = build_net({"type": "unet", "in_channels": 1, "resolution": 8, "ch": 4, "ch_mult": [1, 2],
                      "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0})
     save_bundle(tmp_path / "cd", Preconditioned(net, sdekit.VPSDE(), kind="consistency", sigma_min=0.005),

@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sdekit.bundle import random_model
-from sdekit.errors import UserError
-from sdekit.web import server as web
-from sdekit.web.uploads import STRENGTH_GREEN
+from sdekit.models.bundle import random_model
+from sdekit.core.errors import UserError
+from sdekit.apps.web import server as web
+from sdekit.apps.web.uploads import STRENGTH_GREEN
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_parse_task_reads_the_strength_layer(model):
     t = web.parse_task(model, {"kind": "edit", "t0": 0.3, "image": data_url(guide), "sampler": "reverse_diffusion",
                                "t0_map": data_url(layer(((0, 8), 0.0, 255), ((8, 12), 0.9, 255)))})
     assert (t.t0_map[..., :8] == 0).all() and (t.t0_map[..., 12:] == 0.3).all()
-    from sdekit.sdedit import sdedit_steps
+    from sdekit.tasks.sdedit import sdedit_steps
     assert t.steps == sdedit_steps("reverse_diffusion", float(t.t0_map.max()))      # from the largest t0
     with pytest.raises(UserError, match="nothing to edit"):
         web.parse_task(model, {"kind": "edit", "t0": 0.3, "image": data_url(guide),

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.model import Model
-from sdekit.sde import DiscreteVPSDE
+from sdekit.models.model import Model
+from sdekit.core.sde import DiscreteVPSDE
 
 F64 = torch.float64
 SD = 0.7                                               # data N(0, SD^2 I)

@@ -1,5 +1,5 @@
 """Tiny random diffusers UNet2DModels and the folders diffusers writes for them (for the tests of
-sdekit.pretrained); nothing is downloaded."""
+sdekit.models.pretrained); nothing is downloaded."""
 import math
 
 import torch

@@ -1,27 +1,30 @@
-"""sdekit: score-based generative modeling through SDEs, and SDEdit."""
-from .sde import SDE, VESDE, VPSDE, SubVPSDE, EDMSDE, FlowSDE, DiscreteVPSDE, ReverseSDE, get_sde
-from .gmm import GaussianMixture
-from .sampling import sample
-from .registry import SAMPLERS, get_sampler
-from .denoisers import Denoiser
-from .errors import UserError
-# Functions named like their modules are bound eagerly: importing a submodule sets the package
-# attribute of the same name, which would otherwise hide the function.
-from .likelihood import likelihood, encode, decode, interpolate
-from .sdedit import sdedit, composite, simulate_strokes, edit_condition
+"""sdekit: score-based generative modeling through SDEs, and SDEdit.
+
+The layers, each importing only the ones above it in this list (docs/architecture.md is the map):
+:mod:`sdekit.core` (SDEs, noise levels, denoisers, mixtures, errors), :mod:`sdekit.data`,
+:mod:`sdekit.solvers`, :mod:`sdekit.models`, :mod:`sdekit.tasks`, :mod:`sdekit.apps`.
+"""
+from sdekit.core.sde import SDE, VESDE, VPSDE, SubVPSDE, EDMSDE, FlowSDE, DiscreteVPSDE, ReverseSDE, get_sde
+from sdekit.core.gmm import GaussianMixture
+from sdekit.core.denoisers import Denoiser
+from sdekit.core.errors import UserError
+from sdekit.solvers.loop import sample
+from sdekit.solvers.registry import SAMPLERS, get_sampler
+from sdekit.tasks.likelihood import likelihood, encode, decode, interpolate
+from sdekit.tasks.sdedit import sdedit, composite, simulate_strokes, edit_condition
 
 __version__ = "0.1.0"
 
 # Heavier parts load on first use: name -> module that defines it.
 _LAZY = {
-    "load": "bundle", "Model": "bundle", "wrap": "pretrained",
-    "inpaint": "guidance", "colorize": "guidance", "classifier_guided_score": "guidance",
-    "classifier_free_score": "guidance",
+    "load": "sdekit.models.bundle", "Model": "sdekit.models.bundle", "wrap": "sdekit.models.pretrained",
+    "inpaint": "sdekit.tasks.guidance", "colorize": "sdekit.tasks.guidance",
+    "classifier_guided_score": "sdekit.tasks.guidance", "classifier_free_score": "sdekit.tasks.guidance",
 }
 
 
 def __getattr__(name):
     if name in _LAZY:
         import importlib
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'sdekit' has no attribute {name!r}")

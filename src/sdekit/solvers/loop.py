@@ -1,0 +1,257 @@
+"""The sampling loop and its one entry point, :func:`sample`.
+
+:func:`solve` runs a stepper (sdekit.solvers.samplers) over its grid. After every step it offers the new
+state to an optional hook, ``callback(state) -> None | x | Rewind(x)``, which sees the step index,
+the time and noise level reached, the state x (model space) and the model's last denoised estimate:
+
+* returning a tensor replaces x (masked SDEdit and imputation re-impose the known region here, so
+  the solver keeps its own grid and its multistep history);
+* returning ``Rewind(x)`` with x sent back to the previous grid point makes the solver redo the
+  step (RePaint's resampling);
+* returning None leaves x alone (progress reports).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from sdekit.core.denoisers import Counted, Denoiser, ScoreDenoiser, as_denoiser
+from sdekit.core.errors import UserError
+from sdekit.core.noise import Counter, NonFiniteError, as_batch, sigma_schedule, solver_dtype
+from sdekit.solvers.ode import rk45
+from sdekit.solvers.registry import SAMPLERS, SamplerSpec, check_options, get_sampler
+from sdekit.solvers.samplers import Grid
+from sdekit.core.sde import SDE
+
+__all__ = ["sample", "solve", "make_grid", "StepState", "Rewind", "SAMPLERS", "sigma_schedule", "residual_noise",
+           "Denoiser", "CountedScore", "NonFiniteError", "model_dtype_device"]
+
+
+@dataclass
+class StepState:
+    """What a step hook sees: step ``i`` of ``n`` has just moved the state to time ``t`` / noise level
+    ``sigma``; ``x`` [B, ...] model space; ``denoised`` the model's last E[x0 | x] (model space at
+    t = 0, may be None before the first evaluation); ``nfe`` evaluations so far."""
+    i: int
+    n: int
+    t: float
+    sigma: float
+    x: torch.Tensor
+    denoised: torch.Tensor | None
+    nfe: int
+    t_prev: float
+
+
+@dataclass
+class Rewind:
+    """Returned by a hook: ``x`` is the state sent back to the previous grid point; redo the step."""
+    x: torch.Tensor
+
+
+def CountedScore(score_fn, sde: SDE | None = None):
+    """A counted view of a score function (``.nfe``); kept for callers of the older name."""
+    return Counted(ScoreDenoiser(sde, score_fn) if not isinstance(score_fn, Denoiser) else score_fn)
+
+
+def model_dtype_device(model: Denoiser):
+    """(dtype, device) of the model's parameters, or (None, None) for a parameter-free model."""
+    p = next((q for q in model.parameters() if q.is_floating_point()), None)
+    return (p.dtype, p.device) if p is not None else (None, None)
+
+
+def make_grid(sde: SDE, spec: SamplerSpec, steps: int, t_start: float, eps: float, denoise: bool,
+              schedule: str | None = None, rho: float = 7.0, sigmas=None, sigma_min: float = 0.0) -> Grid:
+    """The grid a sampler walks: explicit ``sigmas`` (descending, may end at 0), the record's own
+    ``levels`` (``sigma_min``: the model's boundary level), or ``steps`` steps of the record's (or the
+    given) schedule from t_start down to eps; fast solvers that denoise end with a last step to sigma = 0."""
+    if sigmas is not None:
+        return Grid(sde, sigmas=sigmas)
+    if spec.levels is not None and schedule is None:       # the sampler's own default levels
+        smax, smin = sde.sigma(torch.tensor([t_start, eps], dtype=torch.float64)).tolist()
+        levels = torch.tensor(spec.levels(smax, smin, steps, sigma_min), dtype=torch.float64)
+        end = levels.new_zeros(1) if denoise else levels.new_full((1,), smin)
+        return Grid(sde, sigmas=torch.cat([levels, end]))
+    kind = schedule or spec.schedule
+    if spec.kind == "fast":
+        n = steps if denoise else steps + 1
+        levels = sigma_schedule(sde, n, kind, eps, rho, t_start=t_start)
+        if denoise:
+            levels = torch.cat([levels, levels.new_zeros(1)])
+        return Grid(sde, sigmas=levels)
+    if kind == "uniform":
+        return Grid(sde, ts=torch.linspace(t_start, eps, steps + 1, dtype=torch.float64))
+    ts = sde.sigma_inv(sigma_schedule(sde, steps + 1, kind, eps, rho, t_start=t_start))
+    ts[0], ts[-1] = t_start, eps
+    return Grid(sde, ts=ts)
+
+
+def solve(stepper, x: torch.Tensor, denoise: bool = True, callback=None, progress: bool = False,
+          desc: str = "sampling") -> torch.Tensor:
+    """Run ``stepper`` over its grid from x at grid point 0. ``denoise``: the last step returns its
+    noise-free mean. ``callback``: the step hook (module docstring).
+
+    The state is kept in noise.solver_dtype(x.dtype) (float32 at least, whatever the network's precision)
+    and returned in it. NaN/Inf are looked for on the device and read once per step (a counted model's
+    ledger and the new state together): NonFiniteError names the first number that went bad, whose it
+    was and its noise level."""
+    grid, n, i = stepper.grid, len(stepper.grid), 0
+    counted = stepper.model if isinstance(stepper.model, Counted) else None
+    counter = counted.counter if counted is not None else Counter()
+    x = x.to(solver_dtype(x.dtype))
+    bar = tqdm(total=n, disable=not progress, desc=desc, unit="step")
+    try:
+        while i < n:
+            x_next, x_mean = stepper.step(i, x)
+            if denoise and i == n - 1:
+                x_next = x_mean
+            counter.verdict(x_next, ("sigma", grid.sigmas[i + 1]))     # the step's one host sync
+            if callback is not None:
+                r = callback(StepState(i, n, grid.ts[i + 1], grid.sigmas[i + 1], x_next, stepper.denoised,
+                                       counted.nfe if counted else 0, grid.ts[i]))
+                if isinstance(r, Rewind):
+                    x = r.x
+                    stepper.rewind(i)
+                    continue
+                if r is not None:
+                    x_next = r
+            x, i = x_next, i + 1
+            if counted is not None:                 # before the update, which redraws the bar
+                bar.set_postfix(nfe=counted.nfe, refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+    return x
+
+
+def _ode(model: Counted, x, t_start: float, eps: float, denoise: bool, callback, rtol, atol):
+    """Probability-flow ODE dx/dt = f x - g^2 score / 2 from t_start to eps by adaptive RK45 (score_sde's
+    sampler, in torch); then the Tweedie denoiser at eps."""
+    sde, shape = model.sde, x.shape
+    t_prev = [t_start]
+
+    def f(t, y):
+        y = y.reshape(shape)
+        return sde.ode_drift(model.score, y, as_batch(t, y)).reshape(-1)
+
+    def on_step(t, y):
+        if callback is None:
+            return None
+        xs = y.reshape(shape)
+        r = callback(StepState(-1, -1, t, float(sde.sigma(torch.tensor(t, dtype=torch.float64))), xs, None,
+                               model.nfe, t_prev[0]))
+        t_prev[0] = t
+        return None if r is None else r.reshape(-1)
+
+    y, _, _ = rk45(f, x.reshape(-1), t_start, eps, rtol=rtol, atol=atol, on_step=on_step)
+    x = y.reshape(shape)
+    return model.x0(x, as_batch(eps, x)) if denoise else x
+
+
+def _check_state(x_T, shape):
+    if not torch.is_tensor(x_T) or x_T.dim() < 1:
+        raise UserError("x_T must be a tensor with a batch dimension")
+    if not x_T.is_floating_point():
+        raise UserError(f"x_T must be a floating-point tensor, got {x_T.dtype}")
+    if shape is not None and tuple(x_T.shape) != tuple(shape):
+        raise UserError(f"x_T has shape {tuple(x_T.shape)} but shape is {tuple(shape)}")
+    if not torch.isfinite(x_T).all():
+        raise UserError("x_T contains NaN or Inf")
+
+
+@torch.no_grad()
+def sample(sde: SDE, score_fn, shape=None, sampler: str = "pc", steps: int | None = None,
+           generator: torch.Generator | None = None, x_T: torch.Tensor | None = None, denoise: bool = True,
+           return_info: bool = False, clip: tuple[float, float] | None = None, eps: float | None = None,
+           progress: bool = False, device=None, dtype=None, t_start: float | None = None,
+           sigmas=None, callback=None, **options):
+    """Draw samples by solving the reverse-time SDE or the probability-flow ODE from T to eps.
+
+    score_fn: any score function score_fn(x, t), a :class:`~sdekit.core.denoisers.Denoiser`, or a bundle's
+    ``model.score_fn`` (whose denoiser is then used directly).
+    shape: output shape [B, ...] (or None with ``x_T``). sampler: a name of sdekit.solvers.registry.SAMPLERS.
+    steps: solver steps (grid intervals); default: the sampler's own (sdekit.solvers.registry). Evaluations:
+    steps x (1 + corrector steps) for "pc", steps for "ddim"/"dpm_solver", 2 steps - 1 for "heun";
+    "ode" is adaptive and ignores it. x_T: start from this state (at t_start). denoise: finish with the
+    noise-free mean / a last step to sigma = 0. clip: clamp the output to (lo, hi) when given.
+    t_start: solve from this time instead of T (SDEdit). sigmas: an explicit descending grid of
+    noise levels (overrides steps and the schedule; may end at 0). callback: a step hook, see
+    :func:`solve`. device, dtype: of the output (default: the model's, else CPU float32); the prior is
+    drawn and the solver runs in noise.solver_dtype (float32 at least, also for half-precision models).
+    options: the sampler's options (sdekit.solvers.registry; unknown ones are refused).
+    Returns x (in x_T's dtype when given), or (x, info) with info["nfe"], ["steps"], ["sampler"].
+    Raises UserError on bad input, NonFiniteError if the model or the state becomes NaN/Inf.
+    """
+    spec = get_sampler(sampler)
+    opts = check_options(spec, options)
+    schedule, rho = opts.pop("schedule", None), opts.pop("rho", 7.0)
+    if steps is None:
+        steps = spec.default_steps
+    if isinstance(steps, bool) or int(steps) != steps or int(steps) < 1:
+        raise UserError(f"steps must be a positive integer, got {steps}")
+    steps = int(steps)
+    eps = sde.eps if eps is None else float(eps)
+    t_start = sde.T if t_start is None else float(t_start)
+    if not 0 < t_start <= sde.T:
+        raise UserError(f"t_start must lie in (0, T={sde.T}], got {t_start}")
+    if not 0 <= eps < t_start:
+        raise UserError(f"eps must lie in [0, t_start={t_start}), got {eps}")
+    if sigmas is not None:
+        sigmas = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+        if len(sigmas) < 2 or not torch.isfinite(sigmas).all() or (sigmas < 0).any() or (sigmas[1:] >= sigmas[:-1]).any():
+            raise UserError("sigmas must be a strictly descending list of at least two noise levels >= 0")
+        if spec.kind == "adaptive":
+            raise UserError("the adaptive 'ode' sampler takes no sigmas grid")
+        steps = len(sigmas) - 1
+    model = Counted(as_denoiser(sde, score_fn), eager=spec.kind == "adaptive")   # fixed steps: solve checks
+    m_dtype, m_device = model_dtype_device(model)
+    stepper = None
+    if spec.kind != "adaptive":                     # a stepper refuses its grid here, before any work
+        grid = make_grid(sde, spec, steps, t_start, eps, denoise, schedule, rho, sigmas, model.sigma_min or 0.0)
+        stepper = spec.stepper(model, grid, generator, **opts)
+    if x_T is None:
+        if t_start != sde.T and sigmas is None:
+            raise UserError("t_start before T needs the state x_T at t_start")
+        if shape is None:
+            raise UserError("give a shape or x_T")
+        shape = tuple(int(s) for s in shape)
+        if not shape or any(s < 1 for s in shape):
+            raise UserError(f"shape must be positive integers [B, ...], got {shape}")
+        out_dtype = dtype or m_dtype or torch.float32
+        x = sde.prior_sampling(shape, generator, device=device or m_device, dtype=solver_dtype(out_dtype, m_dtype))
+        if sigmas is not None:                       # the prior of an explicit grid: std s sigma_0
+            t0 = sde.sigma_inv(sigmas[:1])
+            x = x / sde.prior_std * float(sde.scale(t0) * sigmas[0])
+    else:
+        _check_state(x_T, shape)
+        out_dtype = x_T.dtype
+        x = x_T.to(dtype=solver_dtype(x_T.dtype, m_dtype), device=m_device or x_T.device).clone()
+
+    if stepper is None:
+        x = _ode(model, x, t_start, eps, denoise, callback, opts["rtol"], opts["atol"])
+    else:
+        x = solve(stepper, x, denoise and spec.kind == "sde", callback, progress, desc=spec.name)
+
+    if not torch.isfinite(x).all():
+        raise NonFiniteError(f"sampler {spec.name!r} produced NaN/Inf")
+    if clip is not None:
+        x = x.clamp(*clip)
+    x = x.to(out_dtype)
+    return (x, {"nfe": model.nfe, "sampler": spec.name, "steps": steps}) if return_info else x
+
+
+NOISY = 0.6      # residual_noise / sigma above this: the output still holds noise of about that level
+
+
+@torch.no_grad()
+def residual_noise(sde: SDE, score_fn, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """How much noise a finished sample still holds, per sample [B]: the rms of y - D(y; sigma), y = x
+    (a sample at t = 0), relative to ``sigma`` (a probe level, e.g. a fifth of the data range). A clean
+    sample is barely moved by the denoiser at a small sigma (here about 0.3 for converged samplers of
+    the bundled models); an output that still holds noise of level >= sigma is moved by about sigma
+    (ratio near 1; above NOISY it is reported as noisy). One model evaluation."""
+    den = as_denoiser(sde, score_fn)
+    m_dtype, m_device = model_dtype_device(den)
+    x = x.to(dtype=m_dtype or x.dtype, device=m_device or x.device)
+    return (x - den.denoise(x, float(sigma))).flatten(1).pow(2).mean(1).sqrt() / float(sigma)
