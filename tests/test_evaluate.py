@@ -180,3 +180,21 @@ def test_evaluate_cli_refuses_a_bad_condition_before_the_judge_loads(tmp_path, c
     assert main(["evaluate", "--model", "digits", "--data", "digits", "-n", "8", "--out", str(out)] + extra) == 2
     err = capsys.readouterr().err
     assert msg in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_bundle_config_takes_a_shipped_models_name():
+    from sdekit.apps.evaluation import bundle_config
+    from sdekit.models.bundle import BUNDLED_MODELS
+    path, cfg = bundle_config("digits")
+    assert path == BUNDLED_MODELS["digits"] / "config.json" and cfg["shape"] == [1, 16, 16]
+    with pytest.raises(UserError, match="not a model bundle"):
+        bundle_config("no-such-model")
+
+
+def test_report_words_follow_the_data():
+    from sdekit.apps.evaluation import _markdown
+    meta = {"steps_per_unit": 20, "n": 4, "strokes": "simulated", "data": "emoji:DIR", "n_reference": 8,
+            "judge_test_accuracy": 0.85, "sampler": "reverse_diffusion", "seed": 0, "seconds": 1.0,
+            "class_noun": "category", "classes": "emoji of the 9 Unicode categories"}
+    md = _markdown([], meta, None, [])
+    assert "digit" not in md and "drawn category" in md and "emoji of the 9 Unicode categories" in md

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from sdekit.core.errors import UserError
 from sdekit.core.io import atomic_path, atomic_write_text
+from sdekit.data.datasets import class_words
 from sdekit.tasks.metrics import binomial_ci, bootstrap_ci, features, fid, kid, l2, l2_downsampled
 
 __all__ = ["evaluate", "Evaluation", "EvalResult", "Estimate", "parse_t0s", "pick_t0", "write_t0", "edit_strokes",
@@ -154,8 +155,11 @@ def pick_t0(rows, level: float = FIDELITY) -> float | None:
 
 
 def bundle_config(folder) -> tuple[Path, dict]:
-    """(path, content) of a model bundle's config.json; UserError if ``folder`` is not a bundle."""
-    from sdekit.models.bundle import FORMAT, read_config
+    """(path, content) of a model bundle's config.json; ``folder`` a bundle folder or a shipped model's name
+    ("mnist", "emoji", ...: its folder inside the package). UserError if ``folder`` is not a bundle."""
+    from sdekit.models.bundle import BUNDLED_MODELS, FORMAT, read_config
+    if not Path(folder).exists() and str(folder) in BUNDLED_MODELS:
+        folder = BUNDLED_MODELS[str(folder)]
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise UserError(f"{folder}: not a model bundle folder (no config.json)")
@@ -306,8 +310,9 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
              score(SAMPLES, None, plain, plain_info["steps"])]
     best = pick_t0(rows)
     if best is None:
-        notes.append(f"no swept t0 keeps the drawn digit in {FIDELITY:.0%} of edits: no default t0")
+        notes.append(f"no swept t0 keeps the drawn {class_words(data)[0]} in {FIDELITY:.0%} of edits: no default t0")
     meta = {"model": getattr(model, "name", "model"), "data": data, "strokes": strokes, "n": n,
+            "class_noun": class_words(data)[0], "classes": class_words(data)[1],
             "n_reference": len(score.ref), "sampler": sampler, "steps_per_unit": steps_per_unit, "seed": seed,
             "judge_test_accuracy": getattr(judge, "test_accuracy", None), "fidelity_level": FIDELITY,
             "class": _mode(model, class_label, read), "guidance": w, "class_read_accuracy": None if read is None else float((read == labels).float().mean()),
@@ -368,7 +373,7 @@ def _report(out: Path, rows, meta, best, notes, columns, labels, names) -> Path:
     atomic_write_text(out / "results.json", json.dumps({"meta": meta, "default_t0": best, "warnings": notes,
                                                         "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
     _write_csv(out / "results.csv", rows)
-    _plot(out / "tradeoff.png", rows, best)
+    _plot(out / "tradeoff.png", rows, best, meta.get("class_noun", "digit"))
     save_labelled_grid(out / "grid.png", torch.stack([c[:8] for c in columns], 1), [f"{int(y)}" for y in labels[:8]],
                        names)
     return _html(out, md, meta)
@@ -395,13 +400,14 @@ def _write_csv(path, rows):
 
 def _markdown(rows, meta, best, notes) -> str:
     spu = meta["steps_per_unit"]
+    noun, classes = meta.get("class_noun", "digit"), meta.get("classes", "the digits 0-9")
     rule = f"max(4, {spu} x t0)" if spu else "the library's default"
     lines = ["| method | t0 | class fidelity [95% CI] | KID [95% CI] | FID | L2 to stroke [95% CI] | "
              "L2 4x down [95% CI] | steps |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.method} | {'' if r.t0 is None else f'{r.t0:g}'} | {_ci(r.fidelity)} | {_ci(r.kid, 4)} | "
                      f"{'—' if r.fid is None else f'{r.fid:.2f}'} | {_ci(r.l2)} | {_ci(r.l2_down)} | {r.steps} |")
-    lines += ["", f"{meta['n']} {meta['strokes']} strokes of the digits 0-9 (held out, never trained on); judge and "
+    lines += ["", f"{meta['n']} {meta['strokes']} strokes of {classes} (held out, never trained on); judge and "
               f"KID/FID reference: {meta['data']} ({meta['n_reference']} held-out images; judge test accuracy "
               f"{meta['judge_test_accuracy']}); SDEdit with {meta['sampler']}, {rule} "
               f"steps; seed {meta['seed']}; {meta['seconds']} s.", ""]
@@ -409,14 +415,14 @@ def _markdown(rows, meta, best, notes) -> str:
         read = meta.get("class_read_accuracy")
         how = "the class the model's classifier reads in each stroke" if meta["class"] == "auto" else "the given class"
         lines += [f"Edits conditioned on {how}, classifier-free guidance w = {meta['guidance']:g}"
-                  + (f"; the reading agrees with the drawn digit for {read:.1%} of the strokes." if read is not None
+                  + (f"; the reading agrees with the drawn {noun} for {read:.1%} of the strokes." if read is not None
                      and meta["class"] == "auto" else "."), ""]
     lines.append(f"Default t0 (among the swept t0 whose class fidelity is at least {FIDELITY:.0%}, the smallest whose KID is "
                  "at most the plain samples', else the largest): "
                  + (f"**{best:g}**" if best is not None else "none"))
-    lines += ["", "Class fidelity: the fraction of images the judge reads as the drawn digit (Wilson interval). "
+    lines += ["", f"Class fidelity: the fraction of images the judge reads as the drawn {noun} (Wilson interval). "
               "KID: mean over 100 subsets of half of each set, interval -/+ 1.96 std over subsets; compare it with "
-              "the real-vs-real row (held-out real images of the drawn digits), measured the same way. "
+              f"the real-vs-real row (held-out real images of the drawn {noun}), measured the same way. "
               "L2: pixels in [0, 1], percentile-bootstrap interval."]
     if notes:
         lines += [""] + [f"Warning: {w}" for w in notes]
@@ -434,7 +440,7 @@ def _band(ax, e: Estimate, color, label):
     ax.axhline(e.value, color=color, ls="--", lw=1, label=label)
 
 
-def _plot(path, rows, best):
+def _plot(path, rows, best, noun: str = "digit"):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -442,7 +448,7 @@ def _plot(path, rows, best):
     base = {r.method: r for r in rows if r.t0 is None}
     t = [r.t0 for r in sw]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    panels = [("class fidelity (judged the drawn digit)", "fidelity"), ("KID to held-out real (realism)", "kid"),
+    panels = [(f"class fidelity (judged the drawn {noun})", "fidelity"), ("KID to held-out real (realism)", "kid"),
               ("L2 to the stroke (faithfulness)", "l2")]
     for ax, (title, attr) in zip(axes, panels):
         _errbar(ax, t, [getattr(r, attr) for r in sw], color="C0", label="SDEdit")
@@ -479,7 +485,7 @@ trained on {html.escape(str(meta['data']))}'s training split, not Inception: com
 {notes}
 <p><a href="results.csv">results.csv</a> · <a href="results.json">results.json</a> · <a href="results.md">results.md</a></p>
 <h2>Against t0</h2><img src="tradeoff.png" alt="class fidelity, KID and L2 against t0 with 95% intervals">
-<h2>Outputs (rows: strokes, by the digit drawn; columns: the stroke, SDEdit per t0, a real image of the digit,
+<h2>Outputs (rows: strokes, by the {html.escape(str(meta.get('class_noun', 'digit')))} drawn; columns: the stroke, SDEdit per t0, a real image of it,
 the nearest training image)</h2>
 <img src="grid.png" alt="grid of outputs">
 </body></html>

@@ -303,12 +303,21 @@ def emoji(root, size: int | None = None, channels: int | None = None, split: str
 
 BACKGROUNDS = {"emoji": EMOJI_BACKGROUND}   # data kind -> the colour its pictures are drawn on (pixels in [0, 1])
 CLASS_NAMES = {"emoji": EMOJI_CATEGORIES}   # data kind -> the name of class k (data whose classes have names)
+# data kind -> (what one class is called, the classes in words); the digits' words for every other kind
+CLASS_WORDS = {"emoji": ("category", "emoji of the 9 Unicode categories")}
+DIGIT_WORDS = ("digit", "the digits 0-9")
 
 
 def data_kind(spec) -> str:
     """The kind of a dataset spec (a bundle's "data"): "emoji" for "emoji:DIR", "mnist", "digits", ...;
     "" for None."""
     return str(spec or "").partition(":")[0].lower()
+
+
+def class_words(spec) -> tuple[str, str]:
+    """(the noun for one class, the classes in words) of a dataset spec, for reports: ("category", "emoji of
+    the 9 Unicode categories") for emoji, ("digit", "the digits 0-9") for the digits and MNIST."""
+    return CLASS_WORDS.get(data_kind(spec), DIGIT_WORDS)
 
 
 def background(config: dict) -> tuple[float, ...]:
