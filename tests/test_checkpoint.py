@@ -96,7 +96,7 @@ CHECKPOINT_DEFECTS = [
     ("ema of another architecture", dict(edit_tensors=lambda t: t.pop("ema.net.out.bias")), "another architecture"),
     ("format", dict(meta_edit=lambda m: m.update(format="sdekit-bundle")), "not an sdekit checkpoint"),
     ("state JSON", dict(meta_edit=lambda m: m.update(state="{")), "invalid JSON"),
-    ("state NaN", dict(meta_edit=lambda m: m.update(state=m["state"].replace('"lr": 0.0002', '"lr": NaN'))),
+    ("state NaN", dict(meta_edit=lambda m: m.update(state=m["state"].replace('"lr": 0.0005', '"lr": NaN'))),
      "invalid JSON"),
 ]
 

@@ -45,7 +45,7 @@ def test_the_flow_sde_chooses_the_flow_loss_and_the_velocity_network():
     cfg = TrainConfig(sde="flow")
     assert (cfg.loss, cfg.precond) == ("flow", "velocity") and hparams(cfg)["time_density"] == "uniform"
     plain = TrainConfig()
-    assert (plain.loss, plain.precond) == ("dsm", "edm") and "time_density" not in hparams(plain)
+    assert (plain.loss, plain.precond) == ("edm", "edm") and "time_density" not in hparams(plain)
     assert TrainConfig(sde="flow", loss="dsm").precond == "edm"
 
 

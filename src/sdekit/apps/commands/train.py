@@ -6,7 +6,10 @@ HELP = {
     "sde": "ve | vp | subvp | edm | flow",
     "out": "run folder (checkpoint, log.csv, samples/, model/ bundle)",
     "loss": "dsm | edm | smld | ddpm | flow | cd (consistency distillation of --teacher) (default: flow for --sde flow, "
-            "else dsm)",
+            "else edm)",
+    "recipe": "start from a named recipe, flags given beside it override its values: quick (a small U-Net that "
+              "shows data-like samples within minutes on a CPU) or a shipped model's own (mnist, digits, emoji, "
+              "mnist-cd: the hyper-parameters recorded in its bundle)",
     "init": "start from the weights of this sdekit model bundle (a bundled model's name, a bundle folder or a run's "
             "model/ folder) whose network is the one the other flags describe; a resumed run ignores it",
     "teacher": "cd loss: the model to distil (a bundled model's name or a bundle folder); the student starts as its copy",
@@ -79,7 +82,7 @@ def add_arguments(p):
                 p.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_)
         elif isinstance(default, tuple):
             p.add_argument(flag, type=_ints, default=argparse.SUPPRESS, help=help_)
-        elif f.name in ("teacher", "init", "loss", "precond"):
+        elif f.name in ("teacher", "init", "loss", "precond", "recipe"):
             p.add_argument(flag, type=str, default=argparse.SUPPRESS, help=help_)
         elif f.name in ("image_size", "channels", "threads"):
             p.add_argument(flag, type=int, default=argparse.SUPPRESS, help=help_)
@@ -118,6 +121,8 @@ def run(args):
               f"{s['out']}/checkpoint.safetensors; continue with: sdekit train --out {shlex.quote(s['out'])} --resume",
               file=sys.stderr)
         return 128 + signal.Signals[s["signal"]]
-    print(f"trained {s['step']} steps in {s['seconds']:.0f} s ({s['img_per_s']:.1f} img/s, {threads}); "
+    done = s["step"] - s["start"]
+    segment = f"steps {s['start']} -> {s['step']}" if s["start"] else f"{s['step']} steps"
+    print(f"trained {segment} ({done} in this run) in {s['seconds']:.0f} s ({s['img_per_s']:.1f} img/s, {threads}); "
           f"model bundle: {s['out']}/model")
     return 0

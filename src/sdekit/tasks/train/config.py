@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sdekit.core.errors import UserError
 from sdekit.tasks.losses import get_loss
 
-__all__ = ["TrainConfig", "HPARAMS_IGNORED", "hparams", "validate"]
+__all__ = ["TrainConfig", "HPARAMS_IGNORED", "hparams", "validate", "with_recipe"]
 
 
 @dataclass
@@ -18,15 +18,15 @@ class TrainConfig:
     steps: int = 10000
     batch_size: int = 128
     seed: int = 0
-    lr: float = 2e-4
-    warmup: int = 500              # linear learning-rate warm-up steps
+    lr: float = 5e-4
+    warmup: int = 200              # linear learning-rate warm-up steps
     grad_clip: float = 1.0         # max gradient norm (0: off)
     ema: float = 0.999             # EMA decay, warmed up as min(ema, (1 + k) / (10 + k))
-    loss: str | None = None        # dsm | edm | smld | ddpm | flow | cd; None: flow for --sde flow, else dsm
+    loss: str | None = None        # dsm | edm | smld | ddpm | flow | cd; None: flow for --sde flow, else edm
     weighting: str = "sigma2"      # dsm: sigma2 | likelihood
     reduce: str = "mean"           # mean | sum over a sample's dimensions
-    P_mean: float = -1.2           # edm loss: ln sigma ~ N(P_mean, P_std^2)
-    P_std: float = 1.2
+    P_mean: float = -0.8           # edm loss: ln sigma ~ N(P_mean, P_std^2) (the shipped digit models')
+    P_std: float = 1.4
     precond: str | None = None     # edm | eps | scaled_score | score | velocity; None: velocity for flow, else edm
     sigma_data: float = 0.5
     time_density: str = "uniform"  # flow loss: uniform | logit_normal (Esser et al. 2024)
@@ -48,6 +48,7 @@ class TrainConfig:
     cd_levels: int = 18            # cd loss: N noise levels of the Karras grid
     image_size: int | None = None
     channels: int | None = None
+    recipe: str | None = None      # the named recipe the run started from (sdekit.tasks.train.recipes)
     # not hyper-parameters (may change on --resume):
     sample_every: int = 1000
     ckpt_every: int = 500
@@ -64,12 +65,12 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.loss is None:
-            self.loss = "flow" if self.sde == "flow" else "dsm"
+            self.loss = "flow" if self.sde == "flow" else "edm"
         if self.precond is None:
             self.precond = {"flow": "velocity", "cd": "consistency"}.get(self.loss, "edm")
 
 
-HPARAMS_IGNORED = {"out", "steps", "sample_every", "ckpt_every", "log_every", "max_minutes", "progress", "resume",
+HPARAMS_IGNORED = {"recipe", "out", "steps", "sample_every", "ckpt_every", "log_every", "max_minutes", "progress", "resume",
                    "overwrite", "download", "threads", "compile", "channels_last", "autocast"}
 
 
@@ -82,6 +83,15 @@ def hparams(cfg: TrainConfig) -> dict:
     d = dataclasses.asdict(cfg)
     ignored = HPARAMS_IGNORED | (FLOW_ONLY if cfg.loss != "flow" else set())
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if k not in ignored}
+
+
+def with_recipe(given: dict) -> dict:
+    """The fields ``given`` (field -> value, those set by the user) over those of the recipe ``given["recipe"]``
+    names, if any (:func:`sdekit.tasks.train.recipes.recipe`; UserError for an unknown one)."""
+    if given.get("recipe") is None:
+        return dict(given)
+    from sdekit.tasks.train.recipes import recipe
+    return {**recipe(given["recipe"]), **given}
 
 
 def validate(cfg: TrainConfig) -> None:

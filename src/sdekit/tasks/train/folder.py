@@ -118,6 +118,8 @@ def resumed_config(given: dict) -> TrainConfig:
     With ``resume`` on a run: the run's recorded fields, overridden by the given ones that may change
     (:data:`MAY_CHANGE`: steps, intervals, time limit, threads, execution options); a given
     hyper-parameter that differs from the run's is refused (UserError naming each, with both values)."""
+    from sdekit.tasks.train.config import with_recipe
+    given = with_recipe(given)
     out = Path(given.get("out", TrainConfig.out))
     saved = saved_fields(out) if given.get("resume") else None
     if saved is None:

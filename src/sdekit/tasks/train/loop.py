@@ -77,7 +77,7 @@ def _train(cfg: TrainConfig, device, options: Acceleration, out: Path, rank: int
     if saved is not None:
         check_hparams(saved, cfg)
         if saved.step >= cfg.steps:                 # a requeued job whose run has finished
-            return {"complete": True, "step": saved.step, "seconds": 0.0, "img_per_s": 0.0, "loss": float("nan"),
+            return {"complete": True, "step": saved.step, "start": saved.step, "seconds": 0.0, "img_per_s": 0.0, "loss": float("nan"),
                     "out": str(out), "threads": saved.threads or 0, "removed": 0, "signal": None}
     data = load_dataset(cfg.data, cfg.image_size, cfg.channels, seed=cfg.seed, download=cfg.download)
     if len(data) == 0:
@@ -112,10 +112,26 @@ def _train(cfg: TrainConfig, device, options: Acceleration, out: Path, rank: int
                 removed += remove_stale_temps(folder)
             write_run_config(out, cfg)
             prepare_log(out / "log.csv", start)
+        if rank == 0:
+            print(startup_line(cfg, data, model, start, threads, world, device), flush=True)
         with StopSignals() as signals:
             summary = _loop(cfg, data, sde, model, ema, opt, scaler, step_module, start, rank, world, device, out,
                             threads, signals)
     return {**summary, "threads": threads, "removed": len(removed), "complete": False, "signal": signals.name}
+
+
+def startup_line(cfg: TrainConfig, data, model, start: int, threads: int, world: int, device) -> str:
+    """What the run is about to do, in one line: the data (images found, channels x size, classes), the SDE,
+    loss and network (parameters), the batch, threads and device, the steps and the recipe."""
+    n = sum(p.numel() for p in model.parameters())
+    shape = "x".join(map(str, data.shape))
+    classes = f", {model.num_classes} classes" if model.num_classes else ""
+    recipe = f"; recipe {cfg.recipe}" if cfg.recipe else ""
+    limit = f", at most {cfg.max_minutes:g} min" if cfg.max_minutes is not None else ""
+    procs = f" x {world} processes" if world > 1 else ""
+    return (f"training on {cfg.data}: {len(data)} images {shape}{classes}; {cfg.sde} SDE, {cfg.loss} loss, "
+            f"{type(model.net).__name__} {n / 1e6:.2f} M parameters; batch {cfg.batch_size}, {threads} thread"
+            f"{'s' if threads > 1 else ''}{procs} on {device}; steps {start} -> {cfg.steps}{limit}{recipe}")
 
 
 class StopSignals:
@@ -197,7 +213,12 @@ def _loop(cfg, data, sde, model, ema, opt, scaler, step_module, start, rank, wor
                     if tb is not None:
                         tb.add_scalar("loss", mean_loss, step)
                         tb.add_scalar("img_per_s", seen / elapsed, step)
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{seen / elapsed:.0f}")
+                    post = {"loss": f"{mean_loss:.4f}", "img_s": f"{seen / elapsed:.0f}"}
+                    if cfg.max_minutes is not None:          # the bar's ETA is for --steps; the limit may come first
+                        left = 60 * cfg.max_minutes - elapsed
+                        if left < (cfg.steps - step) * elapsed / max(step - start, 1):
+                            post["stops_in"] = f"{max(left, 0) / 60:.0f} min (--max-minutes)"
+                    bar.set_postfix(post)
             bar.update(1)
             halt = signals.received is not None or (cfg.max_minutes is not None and elapsed > 60 * cfg.max_minutes)
             stop = bool(all_mean(float(halt), world) > 0) if world > 1 else halt     # every rank stops at one step
@@ -222,5 +243,5 @@ def _loop(cfg, data, sde, model, ema, opt, scaler, step_module, start, rank, wor
         if tb is not None:
             tb.close()
     elapsed = time.time() - t0
-    return {"step": step, "seconds": elapsed, "img_per_s": seen / max(elapsed, 1e-9), "out": str(out),
+    return {"step": step, "start": start, "seconds": elapsed, "img_per_s": seen / max(elapsed, 1e-9), "out": str(out),
             "loss": loss.item() if step > start else float("nan")}
