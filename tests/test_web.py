@@ -792,3 +792,15 @@ def test_a_jobs_mask_png_is_white_where_the_guide_is_kept(served, monkeypatch):
         tmp.write(f.getvalue())
         tmp.flush()
         assert torch.equal(load_mask(tmp.name, (16, 16)), given[:1])
+
+
+def test_upload_drawn_dark_on_light_is_inverted_for_a_light_on_dark_model(served):
+    _, base = served
+    dark_on_light = Image.eval(stroke_canvas(160).convert("RGB"), lambda v: 255 - v)    # black bar on white
+    s, _, b = call(base + "/api/upload", png(dark_on_light), "POST", OCTETS)
+    assert s == 200
+    out = json.loads(b)
+    im = Image.open(io.BytesIO(base64.b64decode(out["image"].split(",", 1)[1]))).convert("L")
+    assert out["inverted"] is True and im.getpixel((0, 0)) < 30 and im.getpixel((0, 9)) > 220
+    s, _, b = call(base + "/api/upload", png(stroke_canvas(160)), "POST", OCTETS)
+    assert json.loads(b)["inverted"] is False

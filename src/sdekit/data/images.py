@@ -28,6 +28,11 @@ The rule for an image file of any size and mode (stated once; used by ``sdekit e
    image must have its size, or its aspect ratio (then it goes through the same crop, and the
    command's message says it was scaled), else it is refused naming both sizes (:func:`check_agree`).
 
+6. Polarity (grey models only, by the caller's choice: :func:`follow_polarity`): a guide drawn the other
+   way round (dark strokes on white for a model of light strokes on black) is recognised from its border,
+   the outer ring of pixels at the model's resolution, which strokes seldom reach: when the border's median
+   lies farther than 1/2 from the model's background and within 1/4 of its inverse, the guide is inverted.
+
 Pixels are returned as float tensors [1, C, H, W] in [0, 1]; the model's ``from_unit`` maps them to
 its space. Pictures are written atomically by :func:`save_picture` (format from the file suffix).
 """
@@ -51,7 +56,7 @@ from sdekit.core.io import atomic_path
 __all__ = ["LoadedImage", "load_image", "load_mask", "read_image", "image_size", "check_agree", "crop_box", "restore",
            "guide_frame", "save_image", "save_picture", "picture", "enlarge", "grid_shape", "grid_size",
            "check_picture_size", "save_labelled_grid", "to_pil", "from_pil", "FORMATS", "EXTENSIONS",
-           "MAX_PIXELS", "MAX_OUTPUT_PIXELS", "SCALE", "load_map"]
+           "MAX_PIXELS", "MAX_OUTPUT_PIXELS", "SCALE", "load_map", "follow_polarity", "reversed_polarity"]
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")   # Pillow plugin names; nothing else is decoded
 SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".webp": "WEBP",
@@ -310,6 +315,32 @@ def load_image(path, shape=(1, 16, 16), max_pixels: int = MAX_PIXELS, background
     pixels = torch.from_numpy(_to_channels(px, C).copy())[None].clamp(0, 1)
     mask = None if alpha is None else _mask(alpha, box, (H, W))
     return LoadedImage(pixels, mask, colour.size, box, colour)
+
+
+def reversed_polarity(pixels: torch.Tensor, background) -> bool:
+    """Whether a 1-channel guide (pixels [1, 1, H, W] in [0, 1]) is drawn in the polarity opposite to a model
+    whose pictures lie on ``background`` (1 value in [0, 1]; :func:`sdekit.data.datasets.background`): its
+    border's median is farther than 1/2 from the background and within 1/4 of its inverse (rule 6). Always
+    False for colour guides and for a background of mid grey, which has no opposite."""
+    if pixels.shape[1] != 1 or background is None:
+        return False
+    bg = float(background[0])
+    p = pixels[0, 0]
+    ring = torch.cat([p[0], p[-1], p[1:-1, 0], p[1:-1, -1]])
+    border = float(ring.median())
+    return abs(border - bg) > 0.5 and abs(border - (1 - bg)) <= 0.25
+
+
+def follow_polarity(img: LoadedImage, background) -> tuple[LoadedImage, bool]:
+    """``img`` inverted (pixels and the frame :func:`restore` pastes into) when :func:`reversed_polarity` says it
+    is drawn the other way round for a model on ``background``; returns (image, whether it was inverted)."""
+    if not reversed_polarity(img.pixels, background):
+        return img, False
+    from PIL import ImageOps
+    frame = img.frame
+    if frame is not None:
+        frame = frame.point(lambda v: 255 - v) if frame.mode == "F" else ImageOps.invert(frame.convert("L"))
+    return LoadedImage(1 - img.pixels, img.alpha, img.size, img.box, frame), True
 
 
 def load_mask(path, size_hw=(16, 16), max_pixels: int = MAX_PIXELS) -> torch.Tensor:

@@ -12,6 +12,9 @@ def add_arguments(p):
                         "viewer shows it; the model sees its centre crop of the model's aspect ratio")
     p.add_argument("--mask", default=None,
                    help="mask image, white = keep the guide there (default: no mask; see --alpha-mask)")
+    p.add_argument("--keep-polarity", action="store_true",
+                   help="use a grey guide as drawn; by default one drawn dark on light for a model of light strokes on "
+                        "dark (or the reverse), recognised from its border, is inverted with a note")
     p.add_argument("--alpha-mask", action="store_true",
                    help="use the guide's transparency as the mask: its opaque pixels are kept, the transparent "
                         "ones regenerated (default: transparency is composited over the model's background and "
@@ -56,7 +59,8 @@ def run(args):
 
     from sdekit.core.errors import UserError
     from sdekit.data.images import (EXTENSIONS, check_agree, check_picture_size, enlarge, from_pil, guide_frame, image_size,
-                          load_image, load_map, load_mask, restore, save_picture, to_pil)
+                          follow_polarity, load_image, load_map, load_mask, restore, save_picture,
+                                   to_pil)
     from sdekit.data.datasets import background, class_names
     from sdekit.tasks.sdedit import default_t0, describe_condition, edit_condition, sdedit
     from sdekit.apps.commands.common import check_class, check_row, file_out, placement, save_row, scale_of
@@ -79,6 +83,9 @@ def run(args):
         check_class(model, args.class_label)
     C, H, W = model.shape
     img = load_image(args.guide, model.shape, background=background(model.config))
+    inverted = False
+    if not args.keep_polarity:
+        img, inverted = follow_polarity(img, background(model.config))
     if args.alpha_mask and args.mask is not None:
         raise UserError("give --mask or --alpha-mask, not both")
     if args.alpha_mask and img.alpha is None:
@@ -118,6 +125,9 @@ def run(args):
         save_row(out, from_pil(guide_frame(img, C))[None], u, 1, args.overwrite)
     else:
         save_row(out, img.pixels, u, scale, args.overwrite)
+    if inverted:
+        note = "the guide is drawn dark on light: inverted to the model's light strokes on dark (--keep-polarity: as drawn)"
+        scaled = f"{scaled}; {note}" if scaled else note
     what = "masked " if mask is not None else ""
     cond = describe_condition(labels, args.class_label, w, class_names(model.config))
     cond = f" {cond}" if cond else ""

@@ -38,6 +38,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from sdekit.data.datasets import background, class_names, data_kind
+from sdekit.data.images import follow_polarity
 from sdekit.core.errors import UserError
 from sdekit.apps.web.jobs import Busy, Job, JobQueue
 from sdekit.apps.web.limits import Limits
@@ -289,8 +290,9 @@ class App:
 
     def _converted(self, data: bytes) -> dict:
         im = load_upload(data, self.model.shape, self.limits, "the file", background=background(self.model.config))
+        im, inverted = follow_polarity(im, background(self.model.config))
         url = "data:image/png;base64," + base64.b64encode(png_bytes(im.pixels[0])).decode()
-        return {"image": url, "width": im.size[0], "height": im.size[1]}
+        return {"image": url, "width": im.size[0], "height": im.size[1], "inverted": inverted}
 
     async def submit(self, request: Request) -> Response:
         require_type(request, ("application/json",), "a job")

@@ -195,7 +195,8 @@ async function upload(file) {
   try {
     const r = await api("api/upload", { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } });
     await drawImageOnPaint(r.image);
-    status(`${file.name}: ${r.width}×${r.height}, resized to the model's resolution; paint over it`);
+    status(`${file.name}: ${r.width}×${r.height}, resized to the model's resolution` +
+           (r.inverted ? ", inverted (drawn dark on light; the model draws light on dark)" : "") + "; paint over it");
   } catch (e) {               // the server calls the upload "the file": name it
     message(e.message.startsWith("the file") ? file.name + e.message.slice(8) : `${file.name}: ${e.message}`);
     status("ready");
