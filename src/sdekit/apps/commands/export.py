@@ -14,7 +14,7 @@ def add_arguments(p):
 def run(args):
     from sdekit.apps.commands.common import folder_out, load_model
     from sdekit.core.errors import UserError
-    from sdekit.models.pretrained.export import refusal, to_diffusers
+    from sdekit.models.pretrained.export import to_diffusers
     from sdekit.models.pretrained.folder import need_diffusers
 
     if args.model is None:
@@ -22,9 +22,6 @@ def run(args):
     out = folder_out(args.out, args.overwrite)
     need_diffusers(args.model)
     model = load_model(args)
-    why = refusal(model)
-    if why is not None:
-        raise UserError(why)
     to_diffusers(model, out, overwrite=args.overwrite)
     print(f"{args.model} -> {out}  (diffusers: UNet2DModel.from_pretrained({str(out)!r}, subfolder='unet'), "
           f"{model.config['scheduler']}.from_pretrained({str(out)!r}, subfolder='scheduler'))")

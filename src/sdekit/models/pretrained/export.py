@@ -16,15 +16,13 @@ What exports, exactly (the same function, weights bit for bit):
 What does not (:class:`~sdekit.core.errors.UserError`, one line saying why):
 
 * sdekit's own networks (the bundles, ``sdekit train`` without a diffusers ``--init``): sdekit's U-Net does not
-  map onto a UNet2DModel. Every residual and attention block of its down and up paths returns
-  (x + h) / sqrt(2), and UNet2DModel fixes those blocks' output scale at 1 (only the middle block's is a
-  config field); where the shortcut is the identity the 1/sqrt(2) cannot be moved into weights. Its noise
-  embedding is Fourier features of ln(sigma) / 4 with a width-``ch`` feature vector, where UNet2DModel's
-  Fourier embedding takes log(timestep) and divides its output by the timestep, and its input is EDM's
-  c_in y, which only EDM's own schedulers apply, feeding a timestep of ln(sigma) / 4 that neither of
-  UNet2DModel's embeddings takes as sdekit's does. Its GroupNorm groups follow each width (16 groups for 32
-  channels, 32 for 64), where UNet2DModel has one ``norm_num_groups``. A copy that merely looked like diffusers
-  (a custom ModelMixin) would need sdekit's code to load, so it is not written.
+  map onto a UNet2DModel. The residual and attention blocks of its down and up paths return (x + h) / sqrt(2),
+  where UNet2DModel builds them with output scale 1 (only the middle block's is a config field), and an
+  identity shortcut cannot take the 1/sqrt(2) into weights; its network is fed EDM's c_in y and ln(sigma) / 4,
+  which no diffusers scheduler feeds a UNet2DModel embedding as sdekit embeds it (UNet2DModel's Fourier
+  embedding takes log(timestep) and divides its output by the timestep); its GroupNorm groups follow each
+  width, where UNet2DModel has one ``norm_num_groups`` (docs/pretrained.md spells it out). A custom diffusers
+  class that only looked like one would need sdekit's code to load, so none is written.
 * any other network (``sdekit.wrap`` of a module of the user's own): diffusers has no class for it.
 """
 from __future__ import annotations
@@ -41,7 +39,7 @@ from sdekit.models.model import Model
 from sdekit.models.nets.precond import Preconditioned
 from sdekit.models.pretrained.folder import need_diffusers
 
-__all__ = ["to_diffusers", "diffusers_unet", "write_pipeline", "PIPELINES", "WEIGHTS", "NOT_EXPORTABLE"]
+__all__ = ["to_diffusers", "refusal", "diffusers_unet", "write_pipeline", "PIPELINES", "WEIGHTS", "NOT_EXPORTABLE"]
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 # scheduler class -> the diffusers pipeline that samples a UNet2DModel with it (model_index.json's _class_name);
