@@ -11,7 +11,9 @@ HELP = {
               "shows data-like samples within minutes on a CPU) or a shipped model's own (mnist, digits, emoji, "
               "mnist-cd: the hyper-parameters recorded in its bundle)",
     "init": "start from the weights of this sdekit model bundle (a bundled model's name, a bundle folder or a run's "
-            "model/ folder) whose network is the one the other flags describe; a resumed run ignores it",
+            "model/ folder) whose network is the one the other flags describe, or fine-tune the UNet2DModel of this "
+            "diffusers folder (its schedule and parametrisation; --sde, --precond and the network flags do not "
+            "apply; the run's model/ is then a diffusers folder); a resumed run keeps the weights of its checkpoint",
     "teacher": "cd loss: the model to distil (a bundled model's name or a bundle folder); the student starts as its copy",
     "cd_levels": "cd loss: noise levels N of the Karras grid (Song et al. 2023: 18)",
     "weighting": "dsm weighting: sigma2 | likelihood",

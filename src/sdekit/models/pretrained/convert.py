@@ -13,14 +13,12 @@ diffusers pipeline folder (``model_index.json``, ``unet/`` with config.json and 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from sdekit.core.errors import UserError
-from sdekit.core.io import atomic_write_text
-from sdekit.core.persist import write_tensors
+from sdekit.models.pretrained.export import write_pipeline
 from sdekit.models.pretrained.folder import need_diffusers
 from sdekit.models.pretrained.layouts import LAYOUTS, to_diffusers
 from sdekit.models.pretrained.presets import Arch
@@ -112,33 +110,10 @@ def convert_state(state: dict, arch: Arch, source="checkpoint") -> dict:
     return {k: v.float().contiguous() for k, v in out.items()}
 
 
-def _version() -> str:
-    try:
-        import diffusers
-        return diffusers.__version__
-    except ImportError:
-        return "0.27.0"
-
-
 def write_folder(out, arch: Arch, unet_state: dict, overwrite: bool = False) -> Path:
     """Write the diffusers pipeline folder of ``arch`` with ``unet_state``; each file atomically.
     An existing non-empty folder is refused unless ``overwrite``."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file; the output is a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out} exists and is not empty; pass --overwrite to write into it")
-    version = _version()
-    sched = arch.scheduler_config()
-    write_tensors(out / "unet" / "diffusion_pytorch_model.safetensors", unet_state, metadata={"format": "pt"})
-    atomic_write_text(out / "unet" / "config.json", json.dumps(
-        {"_class_name": "UNet2DModel", "_diffusers_version": version, **arch.unet_config()}, indent=2) + "\n")
-    atomic_write_text(out / "scheduler" / "scheduler_config.json", json.dumps(
-        {**sched, "_diffusers_version": version}, indent=2) + "\n")
-    atomic_write_text(out / "model_index.json", json.dumps(
-        {"_class_name": arch.pipeline_class(), "_diffusers_version": version,
-         "scheduler": ["diffusers", sched["_class_name"]], "unet": ["diffusers", "UNet2DModel"]}, indent=2) + "\n")
-    return out
+    return write_pipeline(out, arch.unet_config(), unet_state, arch.scheduler_config(), overwrite)
 
 
 def convert_checkpoint(path, arch: Arch, out, ema: bool = True, overwrite: bool = False) -> Path:

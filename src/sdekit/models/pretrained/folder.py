@@ -110,8 +110,9 @@ def _cached_snapshot(name: str) -> Path | None:
 
 def find_diffusers(path) -> DiffusersFolder | None:
     """The diffusers UNet2DModel folder ``path`` names, or None when it is no diffusers folder (an sdekit
-    bundle, say). A hub name ("owner/name") counts only if the local Hugging Face cache holds it; one
-    that is neither a path nor cached is a UserError."""
+    bundle, say). A training run's folder whose ``model/`` is a diffusers pipeline folder means that one.
+    A hub name ("owner/name") counts only if the local Hugging Face cache holds it; one that is neither a
+    path nor cached is a UserError."""
     if path is None:
         return None
     p = Path(path)
@@ -128,6 +129,9 @@ def find_diffusers(path) -> DiffusersFolder | None:
             return None
     if not p.is_dir():
         return None
+    name = p.name
+    if not (p / "model_index.json").is_file() and (p / "model" / "model_index.json").is_file():
+        p = p / "model"                     # a training run's folder (sdekit train --init DIFFUSERS_FOLDER)
     if (p / "model_index.json").is_file():
         index = read_json(p / "model_index.json", "diffusers pipeline index")
         unets = [k for k, v in index.items() if isinstance(v, list) and len(v) == 2 and v[1] == "UNet2DModel"]
@@ -135,7 +139,7 @@ def find_diffusers(path) -> DiffusersFolder | None:
                "whose network is a diffusers UNet2DModel (DDPM, DDIM, score_sde VE)")
         sched = [k for k, v in index.items() if isinstance(v, list) and len(v) == 2 and str(v[1]).endswith("Scheduler")]
         scheduler = p / sched[0] / "scheduler_config.json" if sched else None
-        return DiffusersFolder(p / unets[0], scheduler, p.name)
+        return DiffusersFolder(p / unets[0], scheduler, name)
     if _class_of(p / "config.json") == "UNet2DModel":
         for cand in (p / "scheduler_config.json", p.parent / "scheduler" / "scheduler_config.json"):
             if cand.is_file():
@@ -346,7 +350,8 @@ def load_diffusers(found: DiffusersFolder, device=None, dtype=None, **overrides)
     extra = {k: spec[k] for k in ("time_scale", "sigma_data", "sigma_min") if k in spec}
     model = wrap(net, prediction=spec["prediction"], sde=spec["sde"], time_input=spec["time_input"], shape=shape,
                  data_range=spec["data_range"], num_classes=classes, name=found.name, null_label=False, **extra)
-    model.config.update({"format": "diffusers", "scheduler": kind, "source": str(found.unet)})
+    model.config.update({"format": "diffusers", "scheduler": kind, "source": str(found.unet),
+                         "scheduler_config": {**sched, **overrides}})     # what it was read as (export writes it)
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model

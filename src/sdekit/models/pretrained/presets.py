@@ -94,9 +94,6 @@ class Arch:
         return {"_class_name": "ScoreSdeVeScheduler", "num_train_timesteps": 2000, "sigma_min": self.sigma_min,
                 "sigma_max": self.sigma_max, "snr": 0.15, "sampling_eps": 1e-5, "correct_steps": 1}
 
-    def pipeline_class(self) -> str:
-        return {"sdedit": "DDPMPipeline", "score_sde": "ScoreSdeVePipeline"}[self.source]
-
 
 _DDPM_256 = dict(source="sdedit", resolution=256, ch=128, ch_mult=(1, 1, 2, 2, 4, 4))
 _SDEDIT = "https://image-editing-test-12345.s3-us-west-2.amazonaws.com/checkpoints/"

@@ -13,19 +13,18 @@ from pathlib import Path
 import torch
 
 from sdekit.models.accel import Acceleration, accelerate, grad_scaler
-from sdekit.models.bundle import save_bundle
 from sdekit.data.datasets import load_dataset
 from sdekit.core.errors import UserError
 from sdekit.core.io import check_writable, remove_stale_temps, write_errors
 from sdekit.core.sde import get_sde
 from sdekit.core.threads import default_threads, torch_threads
 from sdekit.tasks.train.checkpoint import CKPT, check_hparams, read_checkpoint, restore, save_checkpoint
-from sdekit.tasks.train.config import TrainConfig, hparams, validate
+from sdekit.tasks.train.config import TrainConfig, validate
 from sdekit.tasks.train.distributed import all_mean, barrier, dist_env, distributed
 from sdekit.tasks.train.ema import EMA
 from sdekit.tasks.train.folder import holds_run, lock_run, write_run_config
 from sdekit.tasks.train.log import LOG_FIELDS, prepare_log, tensorboard
-from sdekit.tasks.train.model import LossModule, build_model, init_from, load_teacher
+from sdekit.tasks.train.model import LossModule, build_model, diffusers_init, init_from, load_teacher, save_model
 from sdekit.tasks.train.pictures import sample_pictures
 from sdekit.tasks.train.seeds import Batches, draw_randomness, step_seed
 from sdekit.tasks.train.step import optimizer_step
@@ -91,8 +90,9 @@ def _train(cfg: TrainConfig, device, options: Acceleration, out: Path, rank: int
             raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {world} processes")
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, data)
-        if cfg.init is not None and saved is None:
+        if cfg.init is not None and saved is None and diffusers_init(cfg) is None:
             init_from(model, cfg.init)
+        sde = model.sde                                 # get_sde(cfg.sde), or a diffusers --init's own
         model = model.to(device)
         ema = EMA(model, cfg.ema)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -108,7 +108,8 @@ def _train(cfg: TrainConfig, device, options: Acceleration, out: Path, rank: int
             out.mkdir(parents=True, exist_ok=True)
             if saved is None:
                 ckpt_path.unlink(missing_ok=True)         # --overwrite: the replaced run's checkpoint
-            for folder in (out, out / "model", out / "samples"):   # what killed writes left
+            for folder in (out, out / "model", out / "model" / "unet", out / "model" / "scheduler",
+                           out / "samples"):            # what killed writes left
                 removed += remove_stale_temps(folder)
             write_run_config(out, cfg)
             prepare_log(out / "log.csv", start)
@@ -225,9 +226,7 @@ def _loop(cfg, data, sde, model, ema, opt, scaler, step_module, start, rank, wor
             last = step == cfg.steps or stop
             if rank == 0 and ((cfg.ckpt_every and step % cfg.ckpt_every == 0) or last):
                 save_checkpoint(out / CKPT, model, ema, opt, step, cfg, extra={"threads": threads}, scaler=scaler)
-                save_bundle(out / "model", ema.model, shape=data.shape, name=Path(cfg.out).name,
-                            data_range=data.data_range or (-1.0, 1.0), data=cfg.data,
-                            extra={"train": hparams(cfg), "step": step})
+                save_model(out / "model", ema.model, cfg, data, step)
             if rank == 0 and cfg.sample_every and (step % cfg.sample_every == 0 or last) and signals.received is None:
                 try:
                     sample_pictures(ema.model, data, out / "samples", step, cfg.seed)

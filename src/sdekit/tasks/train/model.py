@@ -7,19 +7,24 @@ from torch import nn
 from sdekit.data.datasets import Dataset
 from sdekit.core.errors import UserError
 from sdekit.tasks.losses import get_loss
+from sdekit.core.denoisers import NetworkDenoiser
 from sdekit.models.nets import Preconditioned, build_net
 from sdekit.core.sde import get_sde
-from sdekit.tasks.train.config import TrainConfig
+from sdekit.tasks.train.config import TrainConfig, hparams
 
-__all__ = ["build_model", "LossModule"]
+__all__ = ["build_model", "LossModule", "init_from", "diffusers_init", "diffusers_network", "save_model"]
 
 
-def build_model(cfg: TrainConfig, data: Dataset) -> Preconditioned:
+def build_model(cfg: TrainConfig, data: Dataset) -> nn.Module:
     """A fresh preconditioned U-Net (images) or MLP (vectors) for ``data``; UserError if they do not fit.
     With a ``teacher`` (consistency distillation): a copy of the teacher's network and SDE, parametrised as a
-    consistency function (Song et al. 2023 initialise the student from the teacher)."""
+    consistency function (Song et al. 2023 initialise the student from the teacher). With an ``init`` that is a
+    diffusers folder: that folder's UNet2DModel as :func:`diffusers_network` wraps it."""
     if cfg.teacher is not None:
         return student_of(load_teacher(cfg, data), cfg)
+    found = diffusers_init(cfg)
+    if found is not None:
+        return diffusers_network(found, cfg, data)
     sde = get_sde(cfg.sde)
     num_classes = data.num_classes if cfg.class_cond else 0
     if cfg.class_cond and not data.num_classes:
@@ -43,6 +48,59 @@ def build_model(cfg: TrainConfig, data: Dataset) -> Preconditioned:
         return Preconditioned(build_net(net_cfg), sde, cfg.precond, cfg.sigma_data)
     except ValueError as e:
         raise UserError(str(e)) from None
+
+
+def diffusers_init(cfg: TrainConfig):
+    """The diffusers folder (:class:`~sdekit.models.pretrained.folder.DiffusersFolder`) ``cfg.init`` names, or
+    None (no --init, or an sdekit bundle)."""
+    from sdekit.models.pretrained.folder import find_diffusers
+    return None if cfg.init is None else find_diffusers(cfg.init)
+
+
+def diffusers_network(found, cfg: TrainConfig, data: Dataset) -> NetworkDenoiser:
+    """The trainable denoiser of the diffusers folder ``found``: its UNet2DModel with its weights, wrapped as
+    :func:`sdekit.load` wraps it (the scheduler's noise schedule and prediction type; for a DDPM-style scheduler
+    D(y; sigma) from the network's eps / x0 / v at the fractional timestep of sigma). The run trains this
+    denoiser; the network, the SDE and the parametrisation are the folder's (--sde, --precond and the network
+    flags do not apply). UserError unless the folder's images are the data's shape, its classes the data's
+    (with --class-cond), and, the UNet2DModel having no null label, --label-dropout is 0."""
+    from sdekit.models.pretrained.folder import load_diffusers
+    model = load_diffusers(found)
+    if tuple(model.shape) != tuple(data.shape):
+        raise UserError(f"--init {found.unet}: its network takes {tuple(model.shape)} images, the data are "
+                        f"{tuple(data.shape)}")
+    if model.num_classes and model.num_classes != data.num_classes:
+        raise UserError(f"--init {found.unet}: a network of {model.num_classes} classes, the data {data.name} have "
+                        f"{data.num_classes}")
+    if bool(model.num_classes) != bool(cfg.class_cond):
+        raise UserError(f"--init {found.unet}: its network is {'' if model.num_classes else 'un'}conditional; "
+                        f"{'pass' if model.num_classes else 'leave out'} --class-cond")
+    if cfg.label_dropout:
+        raise UserError(f"--init {found.unet}: a diffusers UNet2DModel has no null label; --label-dropout must be 0")
+    net = model.denoiser
+    for p in net.parameters():
+        p.requires_grad_(True)
+    return net.train()
+
+
+def save_model(folder, net: nn.Module, cfg: TrainConfig, data: Dataset, step: int) -> None:
+    """Write a run's model ``folder``: an sdekit bundle of a preconditioned network (its EMA weights, the
+    hyper-parameters and ``step``), or, for a run from a diffusers folder, a diffusers pipeline folder
+    (:func:`sdekit.models.pretrained.export.to_diffusers`) with that folder's scheduler config."""
+    from pathlib import Path
+    found = diffusers_init(cfg) if not isinstance(net, Preconditioned) else None
+    if found is None:
+        from sdekit.models.bundle import save_bundle
+        save_bundle(folder, net, shape=data.shape, name=Path(cfg.out).name, data_range=data.data_range or (-1.0, 1.0),
+                    data=cfg.data, extra={"train": hparams(cfg), "step": step})
+        return
+    from sdekit.models.model import Model
+    from sdekit.models.pretrained.export import to_diffusers
+    from sdekit.models.pretrained.folder import read_json
+    sched = read_json(found.scheduler, "scheduler config")
+    config = {"format": "diffusers", "shape": list(data.shape), "num_classes": net.num_classes,
+              "scheduler": sched["_class_name"], "scheduler_config": sched}
+    to_diffusers(Model(net, config, Path(cfg.out).name), folder, overwrite=True)
 
 
 def init_from(model: Preconditioned, source: str) -> None:

@@ -9,24 +9,27 @@ import torch
 
 from sdekit.data.datasets import Dataset, save_grid
 from sdekit.core.io import atomic_path
-from sdekit.models.nets import Preconditioned
+from sdekit.core.denoisers import Denoiser
 
 __all__ = ["sample_pictures", "scatter"]
 
 
 @torch.no_grad()
-def sample_pictures(model: Preconditioned, data: Dataset, folder: Path, step: int, seed: int = 0) -> list[Path]:
-    """Heun (20 steps) samples of ``model`` at ``folder/stepNNNNNNN.png`` (and ``-class.png``, one
-    column per class, for a class-conditional model); returns the paths written."""
-    from sdekit.models.bundle import Model, bundle_config
+def sample_pictures(model: Denoiser, data: Dataset, folder: Path, step: int, seed: int = 0) -> list[Path]:
+    """Heun (20 steps) samples of ``model`` (a network's denoiser: sdekit's Preconditioned, or a diffusers
+    UNet2DModel's) at ``folder/stepNNNNNNN.png`` (unconditional, where the model has a null label) and
+    ``-class.png`` (one column per class, for a class-conditional model); returns the paths written."""
+    from sdekit.models.model import Model
     from sdekit.solvers.loop import sample
-    m = Model(model, bundle_config(model, data.shape, data_range=data.data_range or (-1, 1)))
+    m = Model(model, {"shape": list(data.shape), "num_classes": model.num_classes,
+                      "data_range": list(data.data_range or (-1, 1))})
     g = torch.Generator().manual_seed(seed)
     paths = []
     if data.is_image:
         n = 64
-        x = sample(m.sde, m.score_fn, (n, *data.shape), sampler="heun", steps=20, generator=g)
-        paths.append(save_grid(folder / f"step{step:07d}.png", m.to_unit(x), nrow=8))
+        if m.null_label or not m.num_classes:
+            x = sample(m.sde, m.score_fn, (n, *data.shape), sampler="heun", steps=20, generator=g)
+            paths.append(save_grid(folder / f"step{step:07d}.png", m.to_unit(x), nrow=8))
         if m.num_classes:
             K = m.num_classes
             y = torch.arange(K).repeat(max(1, 80 // K))
