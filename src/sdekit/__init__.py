@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 # Heavier parts load on first use: name -> module that defines it.
 _LAZY = {
-    "load": "sdekit.models.bundle", "Model": "sdekit.models.bundle", "wrap": "sdekit.models.pretrained",
+    "load": "sdekit.models.loaders", "Model": "sdekit.models.bundle", "wrap": "sdekit.models.pretrained",
     "inpaint": "sdekit.tasks.guidance", "colorize": "sdekit.tasks.guidance",
     "classifier_guided_score": "sdekit.tasks.guidance", "classifier_free_score": "sdekit.tasks.guidance",
 }

@@ -27,7 +27,7 @@ from sdekit.core.errors import UserError
 from sdekit.data.images import SCALE, save_labelled_grid
 from sdekit.core.io import atomic_write_bytes, atomic_write_text
 from sdekit.tasks.metrics import l2
-from sdekit.tasks.sdedit import DEFAULT_SAMPLER
+from sdekit.policy import DEMO_SAMPLE, EDIT
 from sdekit.tasks.strokes import NUMBERS, STROKES_DIR
 
 __all__ = ["demo", "Settings", "SMALL", "model_card", "stroke_guides", "mask_overlay", "find_evaluation",
@@ -43,9 +43,9 @@ class Settings:
     library's rule, :func:`sdekit.tasks.sdedit.sdedit_steps`); ``sample_sampler``/``sample_steps``: plain
     samples (steps None: the sampler's default)."""
     rows: int = 4                                   # samples per digit
-    sample_sampler: str = "dpm_solver"
+    sample_sampler: str = DEMO_SAMPLE.sampler
     sample_steps: int | None = None
-    sampler: str = DEFAULT_SAMPLER
+    sampler: str = EDIT.sampler
     pen: int = 10                                   # pen strokes: the digits 0..pen-1
     seeds: int = 2                                  # SDEdit outputs per stroke guide
     edits: int = 6                                  # masked edits and composites

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from sdekit.core.errors import UserError
 from sdekit.core.io import atomic_path, atomic_write_text
 from sdekit.data.datasets import class_words
+from sdekit.policy import DEMO_SAMPLE, EDIT, EDIT_STEPS, default_sampler
 from sdekit.tasks.metrics import binomial_ci, bootstrap_ci, features, fid, kid, l2, l2_downsampled
 
 __all__ = ["evaluate", "Evaluation", "EvalResult", "Estimate", "parse_t0s", "pick_t0", "write_t0", "edit_strokes",
@@ -249,7 +250,7 @@ def check_outputs(out, overwrite: bool) -> Path:
 
 
 def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str = "pen",
-             sampler: str = "reverse_diffusion", steps_per_unit: int | None = None, seed: int = 0, out="sdekit-eval",
+             sampler: str = EDIT.sampler, steps_per_unit: int | None = None, seed: int = 0, out="sdekit-eval",
              batch_size: int = 100, overwrite: bool = False, progress: bool = True,
              n_reference: int | None = None, class_label=None, guidance: float | None = None) -> Evaluation:
     """Sweep t0 over ``t0s`` on n held-out strokes of the set ``strokes`` ("pen", "simulated" or
@@ -294,15 +295,14 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
     score = _Scorer(judge, reference, guides, labels, seed)
 
     from sdekit.tasks.sdedit import sdedit_steps
-    steps = {t0: sdedit_steps(sampler, t0) if steps_per_unit is None else max(4, round(steps_per_unit * t0))
+    steps = {t0: sdedit_steps(sampler, t0) if steps_per_unit is None else
+             max(EDIT_STEPS.min_steps, round(steps_per_unit * t0))
              for t0 in t0s}
     outputs = _sweep(model, guides, steps, sampler, seed, batch_size, progress, read, w)
     rows = [score("SDEdit", t0, outputs[t0], steps[t0]) for t0 in t0s]
     near = _nearest(held.train, guides)
-    from sdekit.solvers.registry import default_sampler
-    plain_sampler = default_sampler(model, "dpm_solver")          # a consistency model: its own sampler
-    plain_steps = 20 if plain_sampler == "dpm_solver" else None
-    plain, plain_info = generate(model, n, plain_sampler, plain_steps, seed=seed, batch_size=batch_size, return_info=True)
+    plain_sampler = default_sampler(DEMO_SAMPLE, model)          # a consistency model: its own sampler
+    plain, plain_info = generate(model, n, plain_sampler, None, seed=seed, batch_size=batch_size, return_info=True)
     plain = model.to_unit(plain)
     rows += [score("raw strokes", None, guides),
              score("real images (real vs real)", None, real),

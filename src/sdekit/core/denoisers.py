@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sdekit.core.checks import check_labels, check_shape  # noqa: F401  (sdekit.core.denoisers.check_labels, as before)
 from sdekit.core.errors import UserError
 from sdekit.core.noise import Counter, as_batch, bcast, solver_dtype, watch
 from sdekit.core.sde import SDE
@@ -37,21 +38,6 @@ def labels_for(class_labels, x: torch.Tensor) -> torch.Tensor | None:
         return None
     y = torch.as_tensor(class_labels, device=x.device).long().reshape(-1)
     return y.expand(x.shape[0]) if y.numel() == 1 else y
-
-
-def check_labels(class_labels, num_classes: int, null_label: bool = True, guidance: float = 0.0) -> None:
-    """UserError unless ``class_labels`` (None, an int or a tensor) fit a model of ``num_classes`` classes:
-    0..K-1, or None / -1 for "no label". A conditional model without a null label (``null_label`` False, as
-    a diffusers UNet with class embeddings) has no unconditional score: it needs a label 0..K-1 for every
-    sample and takes no classifier-free ``guidance``."""
-    if class_labels is not None and num_classes == 0:
-        raise UserError("this model is unconditional; it takes no class labels")
-    y = None if class_labels is None else torch.as_tensor(class_labels).long()
-    if y is not None and ((y < -1) | (y >= num_classes)).any():
-        raise UserError(f"class labels must lie in 0..{num_classes - 1} (or -1 for none)")
-    if num_classes and not null_label and (y is None or guidance or (y < 0).any()):
-        raise UserError(f"this model needs a class label 0..{num_classes - 1} for every sample: it has no null "
-                        "label (no unconditional score), so no unlabelled sampling and no classifier-free guidance")
 
 
 class Denoiser(nn.Module):
@@ -138,10 +124,20 @@ def as_denoiser(sde: SDE, model) -> Denoiser:
 class ScoreView:
     """A Denoiser seen as a score function: ``view(x, t, class_labels=None, guidance=0.0)`` is
     grad_x log p_t(x [| class]) [B, ...]; ``guidance`` w > 0 applies classifier-free guidance.
-    ``view.denoiser`` is what samplers use directly (no score round trip)."""
+    ``view.denoiser`` is what samplers use directly (no score round trip).
 
-    def __init__(self, denoiser: Denoiser):
+    What a model declares about the view it hands out (:meth:`sdekit.models.model.Model.score_fn` and
+    ``.conditional``), read by the tasks instead of the model itself:
+
+    * ``calibration``: the model's calibrated SDEdit settings (:class:`sdekit.policy.Calibration`), or None
+      for a score function that belongs to no model (the policy's defaults then apply);
+    * ``class_labels``, ``guidance``: the labels (an int or an int tensor [B]) the view is conditioned on and
+      its classifier-free guidance weight; None and 0 for an unconditional view."""
+
+    def __init__(self, denoiser: Denoiser, calibration=None, class_labels=None, guidance: float = 0.0):
         self.denoiser = denoiser
+        self.calibration = calibration
+        self.class_labels, self.guidance = class_labels, float(guidance)
 
     def __call__(self, x: torch.Tensor, t, class_labels=None, guidance: float = 0.0) -> torch.Tensor:
         if class_labels is not None and guidance:
@@ -169,12 +165,6 @@ class Counted(Denoiser):
 
     def score(self, x, t, class_labels=None):
         return self.counter.evaluate(lambda: self.inner.score(x, t, class_labels), x, ("t", t))
-
-
-def check_shape(x: torch.Tensor, shape: tuple) -> None:
-    """UserError unless x is a batch [B, *shape] (one comparison: it runs at every evaluation)."""
-    if x.shape[1:] != shape:
-        raise UserError(f"the model takes x of shape [B, {', '.join(map(str, shape))}], got {list(x.shape)}")
 
 
 class Shaped(Denoiser):

@@ -17,12 +17,11 @@ from sdekit.core.errors import UserError
 from sdekit.models.model import Model, generate  # noqa: F401  (sdekit.models.bundle.Model / generate, as before)
 from sdekit.models.nets import Preconditioned, build_net
 from sdekit.core.persist import check_fields, folder_of, load_module, read_config, save_folder
-from sdekit.core.placement import placement
 from sdekit.core.persist import load_weights  # noqa: F401  (sdekit.models.bundle.load_weights, as before)
 from sdekit.core.sde import SDE, get_sde
 from sdekit.core.assets import ASSETS
 
-__all__ = ["Model", "load", "save_bundle", "random_model", "generate", "export_bundle", "installed", "BUNDLED", "FORMAT"]
+__all__ = ["Model", "load", "load_bundle", "save_bundle", "random_model", "generate", "export_bundle", "installed", "BUNDLED", "FORMAT"]
 
 FORMAT = "sdekit-bundle"
 BUNDLED_MODELS = {"mnist": ASSETS / "mnist", "digits": ASSETS / "digits", "emoji": ASSETS / "emoji",
@@ -102,16 +101,25 @@ def load(path=None, device=None, dtype=None, **options) -> Model:
 
     Every field of config.json is checked (:func:`sdekit.core.persist.check_fields`), then against the network it
     describes and the weights' names and shapes, before any real memory is spent: a defect is one
-    UserError line naming the file."""
-    from sdekit.models.pretrained.folder import find_diffusers, load_diffusers
-    device, dtype = placement(device, dtype)
-    found = find_diffusers(path)
-    if found is not None:
-        return load_diffusers(found, device=device, dtype=dtype, **options)
-    if options:
-        from sdekit.models.pretrained.folder import OptionError
-        raise OptionError(sorted(options)[0], "an sdekit bundle")
-    named = path is None or str(path) in ("default", *BUNDLED_MODELS)
+    UserError line naming the file.
+
+    The formats are asked in turn (:mod:`sdekit.models.loaders`, the loader registry); a path none of them
+    takes is one UserError listing the formats sdekit knows."""
+    from sdekit.models.loaders import load as load_any
+    return load_any(path, device, dtype, **options)
+
+
+def bundled_name(path) -> bool:
+    """Whether ``path`` names a shipped model (None, "default" or a key of BUNDLED_MODELS) rather than a folder."""
+    return path is None or str(path) in ("default", *BUNDLED_MODELS)
+
+
+def load_bundle(path=None, device=None, dtype=None) -> Model:
+    """The sdekit bundle at ``path`` (a folder, its config.json or model.safetensors, a training run's folder)
+    or the shipped model ``path`` names (:func:`bundled_name`), on ``device`` in ``dtype`` (already checked
+    by :func:`sdekit.core.placement.placement`). Every field of config.json is checked, then against the
+    network and the weights; a defect, or a shipped model this copy lacks, is one UserError line."""
+    named = bundled_name(path)
     folder = bundled(None if path is None else str(path)) if named else folder_of(path, bundled())
     if named and not (folder / "config.json").is_file():
         raise UserError(f"the bundled model {folder.name!r} is not installed with this copy of sdekit")

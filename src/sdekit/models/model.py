@@ -11,14 +11,15 @@ from __future__ import annotations
 import torch
 
 from sdekit.models.accel import Acceleration, accelerate
-from sdekit.core.denoisers import ClassifierFree, Conditional, Denoiser, ScoreView, Shaped, check_labels, check_shape, labels_for
+from sdekit.core.checks import check_labels, check_shape
+from sdekit.core.denoisers import ClassifierFree, Conditional, Denoiser, ScoreView, Shaped, labels_for
 from sdekit.core.errors import UserError
-from sdekit.solvers.registry import default_sampler
 from sdekit.core.sde import SDE
+from sdekit.policy import MODEL_SAMPLE, Calibration, sampler_for
 
 __all__ = ["Model", "generate", "sample_seeds", "SAMPLER"]
 
-SAMPLER = "abm"      # the default sampler of a (diffusion) model; a consistency model's is "consistency"
+SAMPLER = MODEL_SAMPLE.sampler      # the default sampler of a (diffusion) model (sdekit.policy)
 
 
 class Model:
@@ -29,7 +30,8 @@ class Model:
     score = (1 + w) score(x | y) - w score(x)  (Ho & Salimans 2022). A conditional model without a null
     label (``null_label`` False: a diffusers UNet with class embeddings) has no unconditional score: it
     needs a class 0..K-1 for every sample and takes no guidance (UserError, see :meth:`check_labels`).
-    ``config`` is the bundle's config.json (a dict; "sdedit": {"t0": ...} is the calibrated SDEdit t0).
+    ``config`` is the bundle's config.json (a dict; "sdedit": {"t0": ...} is the calibrated SDEdit t0, read as
+    :attr:`calibration`).
     ``classifier``: the bundle's noise-conditional classifier (its ``classifier/`` folder) or None; SDEdit
     reads the drawn class with it (:func:`sdekit.tasks.sdedit.edit_condition`).
     """
@@ -51,8 +53,14 @@ class Model:
     @property
     def consistency(self) -> bool:
         """Whether this is a consistency model (prediction "consistency", Song et al. 2023): its tasks'
-        default sampler is then "consistency" (sdekit.solvers.registry.default_sampler)."""
+        default sampler is then the policy's (:data:`sdekit.policy.CONSISTENCY`)."""
         return self.net.consistency
+
+    @property
+    def calibration(self) -> Calibration:
+        """The bundle's calibrated SDEdit settings (config.json "sdedit", :class:`sdekit.policy.Calibration`),
+        declared on the score views this model hands out (:attr:`score_fn`, :meth:`conditional`)."""
+        return Calibration.from_config(self.config)
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.net.parameters())
@@ -98,9 +106,7 @@ class Model:
     def score_fn(self) -> ScoreView:
         """score_fn(x, t, class_labels=None, guidance=0.0) -> grad_x log p_t(x) [B, C, H, W]. UserError
         when x is not [B, *shape] (naming both shapes) or for labels the model does not take."""
-        view = ScoreView(Shaped(self.net, self.shape))
-        view.model = self
-        return view
+        return ScoreView(Shaped(self.net, self.shape), self.calibration)
 
     def conditional(self, class_labels, guidance: float = 0.0) -> ScoreView:
         """A plain score_fn(x, t) for fixed labels (and classifier-free guidance w), for samplers and editors.
@@ -108,9 +114,7 @@ class Model:
         self.check_labels(class_labels, guidance)
         net = Shaped(self.net, self.shape)
         den = ClassifierFree(net, class_labels, guidance, batch=True) if guidance else Conditional(net, class_labels)
-        view = ScoreView(den)
-        view.model = self
-        return view
+        return ScoreView(den, self.calibration, class_labels, guidance)
 
     def denoise(self, x: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
         """D(x; sigma) = E[x0 | x0 + sigma n = x], x in the scaled variable (EDM / k-diffusion convention).
@@ -131,12 +135,12 @@ class Model:
 
     def sample(self, n: int, sampler: str | None = None, steps: int | None = None, generator=None, class_labels=None,
                guidance: float = 0.0, **options) -> torch.Tensor:
-        """n samples in model space, shape [n, C, H, W]. Default sampler: ``abm`` at its 20 evaluations
-        (sdekit.solvers.registry; the most accurate per evaluation in BENCHMARKS.md section 1), "consistency" for a
+        """n samples in model space, shape [n, C, H, W]. Default sampler: the policy's for a model
+        (:data:`sdekit.policy.MODEL_SAMPLE`, with its reason), :data:`sdekit.policy.CONSISTENCY` for a
         consistency model. Labels and guidance the model does not take: UserError (:meth:`check_labels`),
         before any work."""
         from sdekit.solvers.loop import sample
-        sampler = default_sampler(self, SAMPLER) if sampler is None else sampler
+        sampler = sampler_for(MODEL_SAMPLE, self.consistency) if sampler is None else sampler
         self.check_labels(class_labels, guidance)
         fn = self.conditional(class_labels, guidance) if class_labels is not None else self.score_fn
         return sample(self.sde, fn, (n, *self.shape), sampler=sampler, steps=steps, generator=generator,
@@ -163,7 +167,7 @@ def generate(model: Model, n: int, sampler: str | None = None, steps: int | None
     from tqdm.auto import tqdm
     import torch.distributed as dist
     from sdekit.solvers.loop import sample
-    sampler = default_sampler(model, SAMPLER) if sampler is None else sampler
+    sampler = sampler_for(MODEL_SAMPLE, model.consistency) if sampler is None else sampler
     if n < 1 or batch_size < 1:
         raise UserError(f"need n >= 1 and batch_size >= 1, got {n}, {batch_size}")
     if class_labels is not None and not torch.is_tensor(class_labels):

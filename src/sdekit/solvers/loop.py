@@ -24,6 +24,7 @@ from sdekit.solvers.ode import rk45
 from sdekit.solvers.registry import SAMPLERS, SamplerSpec, check_options, get_sampler
 from sdekit.solvers.samplers import Grid
 from sdekit.core.sde import SDE
+from sdekit.policy import SAMPLE
 
 __all__ = ["sample", "solve", "make_grid", "StepState", "Rewind", "SAMPLERS", "sigma_schedule", "residual_noise",
            "Denoiser", "CountedScore", "NonFiniteError", "model_dtype_device"]
@@ -161,7 +162,7 @@ def _check_state(x_T, shape):
 
 
 @torch.no_grad()
-def sample(sde: SDE, score_fn, shape=None, sampler: str = "pc", steps: int | None = None,
+def sample(sde: SDE, score_fn, shape=None, sampler: str = SAMPLE.sampler, steps: int | None = None,
            generator: torch.Generator | None = None, x_T: torch.Tensor | None = None, denoise: bool = True,
            return_info: bool = False, clip: tuple[float, float] | None = None, eps: float | None = None,
            progress: bool = False, device=None, dtype=None, t_start: float | None = None,

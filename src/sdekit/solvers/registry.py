@@ -12,6 +12,7 @@ from typing import Callable
 
 from sdekit.core.errors import UserError
 from sdekit.core.noise import SCHEDULES
+from sdekit.policy import CONSISTENCY, is_consistency
 from sdekit.solvers.samplers import (ABM, CORRECTORS, DDIM, NORMS, PC, PREDICTORS, ConsistencySampler, DPMSolver, Heun,
                        consistency_levels)
 
@@ -146,7 +147,6 @@ _SPECS = [
     SamplerSpec("consistency", "multistep consistency sampling (Song et al. 2023 Alg. 1), for consistency models",
                 "fast", ConsistencySampler, "karras", True, 2, lambda o: 1, levels=consistency_levels),
 ]
-CONSISTENCY = "consistency"      # the default sampler of every task on a consistency model
 
 REGISTRY: dict[str, SamplerSpec] = {s.name: s for s in _SPECS}
 ALIASES: dict[str, str] = {a: s.name for s in _SPECS for a in s.aliases}
@@ -163,10 +163,10 @@ def get_sampler(name) -> SamplerSpec:
 
 
 def default_sampler(model, fallback: str) -> str:
-    """The sampler a task uses when none is named: "consistency" for a consistency model (``model`` or
-    the denoiser it holds says ``consistency``), else ``fallback``, the task's own default."""
-    den = getattr(model, "denoiser", model)
-    return CONSISTENCY if getattr(den, "consistency", False) else fallback
+    """The sampler a task uses when none is named: the policy's for a consistency model
+    (:data:`sdekit.policy.CONSISTENCY`; ``model`` or the denoiser it holds says ``consistency``), else
+    ``fallback``, the task's own default (:func:`sdekit.policy.default_sampler` reads it from the policy)."""
+    return CONSISTENCY if is_consistency(model) else fallback
 
 
 def check_options(spec: SamplerSpec, options: dict) -> dict:

@@ -30,11 +30,14 @@ import math
 
 import torch
 
+from sdekit.core.checks import check_count
 from sdekit.core.denoisers import ClassifierFree, ClassifierGuided, ScoreView, as_denoiser
 from sdekit.core.errors import UserError
-from sdekit.solvers.registry import default_sampler, get_sampler
-from sdekit.solvers.loop import Rewind, sample
 from sdekit.core.sde import SDE
+from sdekit.policy import COLORIZE, INPAINT, default_sampler
+from sdekit.solvers.registry import get_sampler
+from sdekit.solvers.loop import Rewind
+from sdekit.tasks.plans import SolverConfig
 
 __all__ = ["inpaint", "colorize", "impute", "classifier_guided_score", "classifier_free_score", "read_class",
            "DECOUPLE", "decouple", "couple", "renoise", "Impute"]
@@ -113,14 +116,14 @@ def impute(sde: SDE, score_fn, known: torch.Tensor, mask: torch.Tensor, sampler:
     """Sample x with x = known where mask = 1 (in the coordinates ``transform``: None or "decouple").
 
     known: [B, ...] model space (any floating dtype; the output has its dtype); mask: broadcastable,
-    1 = known. sampler, steps, options: as :func:`sdekit.sample` (default sampler "pc", "consistency" for
-    a consistency model). resample: RePaint rounds per step.
+    1 = known. sampler, steps, options: as :func:`sdekit.sample` (default sampler: the policy's for
+    inpainting, :data:`sdekit.policy.INPAINT`; the consistency sampler for a consistency model). resample:
+    RePaint rounds per step.
     Returns x [B, ...] in the original coordinates (or (x, info) with info["nfe"])."""
-    spec = get_sampler(default_sampler(as_denoiser(sde, score_fn), "pc") if sampler is None else sampler)
-    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or int(steps) < 1):
-        raise UserError(f"steps must be a positive integer, got {steps}")
-    if isinstance(resample, bool) or int(resample) != resample or int(resample) < 0:
-        raise UserError(f"resample must be a non-negative integer, got {resample}")
+    spec = get_sampler(default_sampler(INPAINT, as_denoiser(sde, score_fn)) if sampler is None else sampler)
+    if steps is not None:
+        check_count(steps, "steps")
+    resample = check_count(resample, "resample", minimum=0)
     if resample and spec.kind == "adaptive":
         raise UserError("RePaint resampling needs a sampler with a fixed grid, not the adaptive 'ode'")
     if not torch.is_tensor(known) or not known.is_floating_point():
@@ -131,8 +134,8 @@ def impute(sde: SDE, score_fn, known: torch.Tensor, mask: torch.Tensor, sampler:
     to, back = (decouple, couple) if transform == "decouple" else (_identity, _identity)
     hook = Impute(sde, known, mask, generator, int(resample), to, back, then=callback)
     x = sde.prior_sampling(known.shape, generator=generator, device=known.device, dtype=known.dtype)
-    x, info = sample(sde, as_denoiser(sde, score_fn), x_T=hook.project(x, sde.T), sampler=spec.name, steps=steps,
-                     eps=eps, generator=generator, progress=progress, callback=hook, return_info=True, **options)
+    solver = SolverConfig(spec.name, steps, options, eps)
+    x, info = solver.run(sde, as_denoiser(sde, score_fn), hook.project(x, sde.T), None, generator, hook, progress)
     x = back(mask * to(known) + (1 - mask) * to(x))
     return (x, info) if return_info else x
 
@@ -140,7 +143,9 @@ def impute(sde: SDE, score_fn, known: torch.Tensor, mask: torch.Tensor, sampler:
 def inpaint(sde: SDE, score_fn, image: torch.Tensor, mask: torch.Tensor, steps: int | None = None,
             sampler: str | None = None, resample: int = 0, generator: torch.Generator | None = None,
             **options) -> torch.Tensor:
-    """Fill the pixels where mask = 0 given those where mask = 1 (image in model space, [B, ...])."""
+    """Fill the pixels where mask = 0 given those where mask = 1 (image in model space, [B, ...]). Default
+    sampler: :data:`sdekit.policy.INPAINT`'s (the consistency sampler for a consistency model)."""
+    sampler = default_sampler(INPAINT, as_denoiser(sde, score_fn)) if sampler is None else sampler
     return impute(sde, score_fn, image, mask, sampler=sampler, steps=steps, resample=resample,
                   generator=generator, **options)
 
@@ -148,19 +153,21 @@ def inpaint(sde: SDE, score_fn, image: torch.Tensor, mask: torch.Tensor, steps: 
 def colorize(sde: SDE, score_fn, gray: torch.Tensor, steps: int | None = None, sampler: str | None = None,
              resample: int = 0, generator: torch.Generator | None = None, **options) -> torch.Tensor:
     """RGB [B, 3, H, W] whose channel mean is ``gray`` ([B, 1, H, W] grey, or [B, 3, H, W] averaged);
-    model space. The score must be that of a 3-channel model."""
+    model space. The score must be that of a 3-channel model. Default sampler: :data:`sdekit.policy.COLORIZE`'s
+    (the consistency sampler for a consistency model)."""
     if gray.dim() < 3 or gray.shape[1] not in (1, 3):
         raise UserError(f"colorize needs a grey image [B, 1, H, W] (or [B, 3, H, W]), got {tuple(gray.shape)}")
     g = gray.mean(1, keepdim=True)
     known = torch.cat([math.sqrt(3) * g, torch.zeros_like(g), torch.zeros_like(g)], 1)    # decoupled grey
     mask = torch.cat([torch.ones_like(g), torch.zeros_like(g), torch.zeros_like(g)], 1)
+    sampler = default_sampler(COLORIZE, as_denoiser(sde, score_fn)) if sampler is None else sampler
     return impute(sde, score_fn, couple(known), mask, sampler=sampler, steps=steps, resample=resample,
                   generator=generator, transform="decouple", **options)
 
 
 def classifier_guided_score(score_fn, classifier, y, scale: float = 1.0, sde: SDE | None = None):
     """score(x, t) + scale grad_x log p_t(y | x); classifier(x, t) -> logits [B, K]; y an int or [B]."""
-    return _view(ClassifierGuided(as_denoiser(sde, score_fn), classifier, y, scale))
+    return _view(ClassifierGuided(as_denoiser(sde, score_fn), classifier, y, scale), y)
 
 
 READ_TIMES = (0.05, 0.1, 0.2)     # VP times (noise-to-signal 0.25-0.55) at which read_class looks
@@ -191,9 +198,10 @@ def read_class(classifier, x: torch.Tensor, times=READ_TIMES, draws: int = 4,
 
 def classifier_free_score(score_fn, y, scale: float = 1.0, null_label=-1, sde: SDE | None = None):
     """(1 + scale) score(x, t | y) - scale score(x, t | null) for score_fn(x, t, class_labels=...)."""
-    return _view(ClassifierFree(as_denoiser(sde, score_fn), y, scale, null_label))
+    return _view(ClassifierFree(as_denoiser(sde, score_fn), y, scale, null_label), y, scale)
 
 
-def _view(den):
-    """A score function of ``den``; it carries the denoiser only when it knows its SDE."""
-    return ScoreView(den) if den.sde is not None else (lambda x, t: den.score(x, t))
+def _view(den, class_labels=None, guidance: float = 0.0):
+    """A score function of ``den``, conditioned on ``class_labels`` (guidance w); it carries the denoiser
+    (and declares its labels) only when it knows its SDE."""
+    return ScoreView(den, None, class_labels, guidance) if den.sde is not None else (lambda x, t: den.score(x, t))

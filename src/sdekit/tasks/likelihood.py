@@ -38,6 +38,7 @@ from sdekit.core.noise import sigma_schedule, solver_dtype
 from sdekit.core.placement import warn_slow_precision
 from sdekit.solvers.loop import model_dtype_device, sample
 from sdekit.core.sde import SDE, _bcast
+from sdekit.policy import ENCODE, LIKELIHOOD
 
 __all__ = ["likelihood", "encode", "decode", "interpolate", "bits_per_dim", "uniform_dequantize", "slerp"]
 
@@ -225,8 +226,8 @@ def _heun_path(sde, score, x, eps, probes, steps, progress=False, schedule="karr
 # ---- public API -------------------------------------------------------------------------------------
 
 def likelihood(sde: SDE, score_fn, x: torch.Tensor, data_scale: float | None = None, data_range=None,
-               probes: str = "auto", n_probes: int = 1, solver: str = "rk45", rtol: float | None = None,
-               atol: float | None = None, steps: int = 64, schedule: str = "karras", eps: float | None = None,
+               probes: str = "auto", n_probes: int = 1, solver: str = LIKELIHOOD.sampler, rtol: float | None = None,
+               atol: float | None = None, steps: int = LIKELIHOOD.steps, schedule: str = "karras", eps: float | None = None,
                dequantize: bool = False,
                generator: torch.Generator | None = None, return_info: bool = False, progress: bool = False,
                hutchinson: str | None = None, prior_logp=None, bpd_tol: float = BPD_TOL):
@@ -240,7 +241,7 @@ def likelihood(sde: SDE, score_fn, x: torch.Tensor, data_scale: float | None = N
     (Hutchinson, n_probes estimates each) or "exact". Every evaluation computes its K vector-Jacobian
     products (K = D for "exact") in one network call on the batch repeated K times (CHUNK_ROWS rows
     per call at most) and one backward pass.
-    solver: "rk45" (default; adaptive Dormand-Prince in t on the whole batch, score_sde's setting;
+    solver (default: the policy's, :data:`sdekit.policy.LIKELIHOOD`): "rk45" (adaptive Dormand-Prince in t on the whole batch, score_sde's setting;
     rtol, atol default 1e-5), "rk45_logsigma" (Dormand-Prince in y = x/s with u = log sigma as time,
     each sample's error held separately and its log-density's to ``bpd_tol`` bits/dim per step; rtol,
     atol default 1e-3 for y) or "heun" (``steps`` fixed steps, 2 NFE each, on the noise levels of
@@ -313,8 +314,10 @@ def likelihood(sde: SDE, score_fn, x: torch.Tensor, data_scale: float | None = N
 
 @torch.no_grad()
 def encode(sde: SDE, score_fn, x: torch.Tensor, eps: float | None = None, rtol: float = 1e-5, atol: float = 1e-5,
-           solver: str = "rk45", steps: int = 64, return_info: bool = False):
-    """The latent z = x(T) of data x (at t = eps) under the probability-flow ODE (Song et al. sec. 4.3)."""
+           solver: str = ENCODE.sampler, steps: int = ENCODE.steps, return_info: bool = False):
+    """The latent z = x(T) of data x (at t = eps) under the probability-flow ODE (Song et al. sec. 4.3).
+    solver: "rk45" (adaptive, to rtol / atol) or "heun" (``steps`` fixed steps); default the policy's
+    (:data:`sdekit.policy.ENCODE`)."""
     eps = default_eps(sde) if eps is None else float(eps)
     score = Counted(as_denoiser(sde, score_fn))
     x = _in_solver_dtype(score, x)
@@ -334,14 +337,14 @@ def encode(sde: SDE, score_fn, x: torch.Tensor, eps: float | None = None, rtol: 
 
 
 def decode(sde: SDE, score_fn, z: torch.Tensor, eps: float | None = None, rtol: float = 1e-5, atol: float = 1e-5,
-           solver: str = "rk45", steps: int = 64, return_info: bool = False):
+           solver: str = ENCODE.sampler, steps: int = ENCODE.steps, return_info: bool = False):
     """Data x(eps) from the latent z = x(T): the probability-flow ODE backwards (inverse of encode)."""
     eps = default_eps(sde) if eps is None else float(eps)
     if solver == "rk45":
         return sample(sde, score_fn, x_T=z, sampler="ode", eps=eps, denoise=False, rtol=rtol, atol=atol,
                       return_info=return_info)
     if solver == "heun":
-        return sample(sde, score_fn, x_T=z, sampler="heun", steps=steps, eps=eps, denoise=False,
+        return sample(sde, score_fn, x_T=z, sampler=solver, steps=steps, eps=eps, denoise=False,
                       return_info=return_info)
     raise UserError(f"unknown solver {solver!r}; choose rk45 or heun")
 

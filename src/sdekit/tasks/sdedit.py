@@ -9,7 +9,8 @@ and the reverse-time SDE (or any solver of :func:`sdekit.sample`) is run from t 
 at time t washes out the details of the guide while the coarse layout survives: small t0 keeps the
 output faithful to the guide, t0 = 1 forgets it and samples the data distribution (realism).
 
-The policy, defined once here and read by the CLI, the page, the demo and ``evaluate``:
+The policy (its numbers and reasons are the records of :mod:`sdekit.policy`, read by the CLI, the page,
+the demo and ``evaluate``):
 
 * **t0 means a noise level, the same for every SDE**: the noise-to-signal ratio sigma that the
   standard VP SDE (beta from 0.1 to 20, DDPM's linear schedule) reaches at time t0,
@@ -17,17 +18,19 @@ The policy, defined once here and read by the CLI, the page, the demo and ``eval
   Each SDE starts from the time where its own sigma(t) equals it (:func:`sdedit_time`), clamped to
   [eps, T]; for the VP SDE that is t0 itself (DDPM: timestep t0 N), for EDM sigma_ref(t0).
 * **default t0**: the model bundle's calibrated value (``config.json`` "sdedit": {"t0": ...}, written by
-  ``sdekit evaluate --write-t0``), else :data:`DEFAULT_T0`.
+  ``sdekit evaluate --write-t0``; :class:`sdekit.policy.Calibration`, declared on the model's score views),
+  else :data:`DEFAULT_T0` (``sdekit.policy.T0``).
 * **default class** of a class-conditional bundle (:func:`edit_condition`): "sdedit": {"class": "auto",
   "guidance": w} makes an edit read the drawn class with the bundle's noise-conditional classifier
   (``classifier/`` in the bundle, :func:`sdekit.tasks.guidance.read_class`) and edit under classifier-free
   guidance w toward it; noise from a larger t0 can then not turn the drawing into another class.
   Such a bundle keeps the plain (unconditional) edit's calibrated t0 as "t0_unconditional".
-* **default steps** (:func:`sdedit_steps`): for the stochastic SDE samplers, a fifth of the sampler's
-  default steps (sdekit.solvers.registry) per unit of t0, i.e. 100 t0 for reverse diffusion (Algorithm 1's
-  Delta t = t0 / N), at least :data:`MIN_STEPS`; the fast solvers keep their default steps, which
-  their accuracy depends on more than the span, and so do the samplers on a geometric grid (Langevin
-  alone), whose chains keep up with the annealing only at their default spacing in log sigma.
+* **default sampler**: ``sdekit.policy.EDIT`` (reverse diffusion, Algorithm 1's update).
+* **default steps** (:func:`sdedit_steps`, ``sdekit.policy.EDIT_STEPS``): for the stochastic SDE samplers, a
+  fifth of the sampler's default steps (sdekit.solvers.registry) per unit of t0, i.e. 100 t0 for reverse
+  diffusion (Algorithm 1's Delta t = t0 / N), at least :data:`MIN_STEPS`; the fast solvers keep their default
+  steps, which their accuracy depends on more than the span, and so do the samplers on a geometric grid
+  (Langevin alone), whose chains keep up with the annealing only at their default spacing in log sigma.
 
 With a mask (1 = keep the guide, 0 = regenerate), the kept region of the state is replaced after
 every solver step by the guide perturbed to the new time (the replacement trick of Song et al. 2021,
@@ -55,29 +58,37 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sdekit.core.denoisers import ClassifierFree, Conditional, as_denoiser
+from sdekit.core.checks import check_broadcasts, check_count, check_guidance, check_t0
+from sdekit.core.denoisers import ScoreView, as_denoiser
 from sdekit.core.errors import UserError
-from sdekit.tasks.guidance import Impute
-from sdekit.solvers.registry import default_sampler, get_sampler
-from sdekit.solvers.loop import sample
 from sdekit.core.sde import SDE, VPSDE
+from sdekit.policy import EDIT, EDIT_STEPS, T0, Calibration, default_sampler
+from sdekit.solvers.registry import get_sampler
+from sdekit.tasks.guidance import Impute
+from sdekit.tasks.plans import EditPlan, SolverConfig
 
 __all__ = ["sdedit", "perturb", "composite", "simulate_strokes", "median_filter", "quantize_colors",
            "sdedit_time", "sdedit_steps", "default_t0", "default_class", "edit_condition", "describe_condition", "DEFAULT_T0", "MIN_STEPS",
-           "DEFAULT_SAMPLER", "start_times", "Release"]
+           "DEFAULT_SAMPLER", "start_times", "Release", "plan_edit", "EditPlan"]
 
-DEFAULT_T0 = 0.5                       # for a model without a calibrated value
-MIN_STEPS = 4
-DEFAULT_SAMPLER = "reverse_diffusion"  # Algorithm 1's stochastic update
-REFERENCE_SDE = VPSDE(0.1, 20.0)
+DEFAULT_T0 = T0.default                # for a model without a calibrated value (sdekit.policy)
+MIN_STEPS = EDIT_STEPS.min_steps
+DEFAULT_SAMPLER = EDIT.sampler         # Algorithm 1's stochastic update (sdekit.policy)
+REFERENCE_SDE = VPSDE(0.1, 20.0)       # t0's scale: DDPM's linear schedule
+
+
+def _reference_schedule(sde: SDE) -> bool:
+    """Whether ``sde`` has the reference SDE's noise schedule (its config, the discretisation N aside)."""
+    return {**sde.config(), "N": None} == {**REFERENCE_SDE.config(), "N": None}
 
 
 def start_times(sde: SDE, t0: torch.Tensor) -> torch.Tensor:
     """The time of ``sde`` at which SDEdit starts for each element of ``t0`` (values in (0, 1], any shape):
     sigma(t) = sigma_ref(t0) (module docstring), clamped to [eps, T]; NaN where that noise level lies at
-    or below the SDE's smallest, sigma(eps). Returns float64, t0's shape."""
+    or below the SDE's smallest, sigma(eps). On the reference SDE's own schedule that time is t0 itself
+    (exactly, without the round trip through sigma and its inverse). Returns float64, t0's shape."""
     t0 = torch.as_tensor(t0, dtype=torch.float64)
-    if type(sde) is VPSDE and (sde.beta_min, sde.beta_max) == (0.1, 20.0):
+    if _reference_schedule(sde):
         return t0 * sde.T
     ref = REFERENCE_SDE.sigma(t0)
     lo, hi = sde.sigma(torch.tensor([sde.eps, sde.T], dtype=torch.float64)).tolist()
@@ -96,37 +107,32 @@ def sdedit_time(sde: SDE, t0: float) -> float:
     return t
 
 
-def _settings(model) -> dict:
-    cfg = getattr(model, "config", None) or {}
-    sd = cfg.get("sdedit") if isinstance(cfg, dict) else None
-    return sd if isinstance(sd, dict) else {}
+def _calibration(model) -> Calibration:
+    """The calibrated SDEdit settings of ``model`` (a Model or anything with a ``config``; None: none)."""
+    cal = getattr(model, "calibration", None)
+    return cal if isinstance(cal, Calibration) else Calibration.from_config(getattr(model, "config", None))
 
 
 def default_t0(model=None, conditioned: bool = True) -> float:
     """The calibrated t0 of a bundle (``model.config["sdedit"]["t0"]``) or DEFAULT_T0. With
     ``conditioned=False``, the plain edit's ("t0_unconditional") where the bundle's default edit is
-    class-guided (module docstring)."""
-    sd = _settings(model)
-    t0 = sd.get("t0_unconditional") if not conditioned and "t0_unconditional" in sd else sd.get("t0")
-    return float(t0) if isinstance(t0, (int, float)) and 0 < t0 <= 1 else DEFAULT_T0
+    class-guided (module docstring; :meth:`sdekit.policy.Calibration.default_t0`)."""
+    return _calibration(model).default_t0(conditioned)
 
 
 def default_class(model) -> int | str:
     """The class a bundle's default edit is conditioned on: "auto" (read from the guide, "sdedit":
     {"class": "auto"} in config.json) or -1 (none: a plain edit)."""
-    return "auto" if _settings(model).get("class") == "auto" else -1
+    return "auto" if _calibration(model).read_class else -1
 
 
 def resolve_condition(model, class_label=None, guidance: float | None = None):
     """The (class_label, w) an edit by ``model`` uses, checked without any work (arguments as
     :func:`edit_condition`): class_label an int K, an int tensor, -1 or "auto"; w a float >= 0.
     UserError for what edit_condition refuses."""
-    sd = _settings(model)
     if class_label is None:
         class_label = default_class(model)
-    w = float(sd.get("guidance", 0.0) if guidance is None else guidance)
-    if not math.isfinite(w) or w < 0:
-        raise UserError(f"guidance must be a number >= 0, got {guidance}")
+    w = check_guidance(_calibration(model).guidance if guidance is None else guidance)
     if isinstance(class_label, str):
         if class_label != "auto":
             raise UserError(f"class must be an integer class, -1 (none) or 'auto', got {class_label!r}")
@@ -184,16 +190,15 @@ def describe_condition(labels, class_label=None, w: float = 0.0, names=None) -> 
     return (f"class {k}{name}" + (" (read)" if class_label in (None, "auto") else "")
             + (f" guidance {w:g}" if w else ""))
 
-STEPS_PER_UNIT_FRACTION = 0.2    # SDE samplers: steps per unit of t0 = this x the sampler's default steps
+STEPS_PER_UNIT_FRACTION = EDIT_STEPS.fraction    # SDE samplers: steps per unit of t0 = this x the sampler's default steps
 
 
 def sdedit_steps(sampler: str, t0: float) -> int:
-    """Default solver steps for an edit from t0 (module docstring): 100 t0 for reverse diffusion, the
-    default steps of a fast solver or of a sampler on a geometric grid; at least MIN_STEPS."""
+    """Default solver steps for an edit from t0 (module docstring, ``sdekit.policy.EDIT_STEPS``): 100 t0 for
+    reverse diffusion, the default steps of a fast solver or of a sampler on a geometric grid; at least
+    MIN_STEPS. UserError for an unknown sampler."""
     spec = get_sampler(sampler)
-    if spec.kind != "sde" or spec.schedule != "uniform":      # steps per unit of t0: a grid uniform in t
-        return spec.default_steps
-    return max(MIN_STEPS, math.ceil(STEPS_PER_UNIT_FRACTION * spec.default_steps * float(t0)))
+    return EDIT_STEPS.steps(spec.kind, spec.schedule, spec.default_steps, t0)
 
 
 def perturb(sde: SDE, x0: torch.Tensor, t: float, generator=None) -> torch.Tensor:
@@ -201,50 +206,26 @@ def perturb(sde: SDE, x0: torch.Tensor, t: float, generator=None) -> torch.Tenso
     return sde.perturb(x0, t, generator)
 
 
-def _broadcasts(what: str, a: torch.Tensor, guide: torch.Tensor) -> None:
-    shape, gs = tuple(a.shape), tuple(guide.shape)
-    if len(shape) > len(gs) or any(m not in (1, g) for m, g in zip(shape[::-1], gs[::-1])):
-        raise UserError(f"{what} of shape {shape} does not match the guide's shape {gs}")
-
-
-def _check_map(t0: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-    """A t0 map checked (module docstring): float64, values in [0, 1], not all 0, broadcasting to the guide."""
-    _broadcasts("t0 map", t0, guide)
-    t0 = t0.detach().to(torch.float64)
-    if t0.numel() == 0 or not torch.isfinite(t0).all() or t0.min() < 0 or t0.max() > 1:
-        raise UserError("t0 map values must lie in [0, 1] (0 = keep the guide), without NaN")
-    if t0.max() == 0:
-        raise UserError("t0 map is 0 everywhere (keep the guide): nothing to edit")
-    return t0
-
-
-def _check(sde: SDE, guide, t0, steps, mask, repeats):
+def _check(guide, t0, steps, mask, repeats):
+    """The edit's inputs checked (sdekit.core.checks), in the order the messages come: the guide, t0 (a
+    number or a map), steps (None: the default), repeats, the mask. Returns (t0 as a float or a float64
+    map, steps, repeats)."""
     if not torch.is_tensor(guide) or guide.dim() < 2:
         raise UserError("guide must be a tensor [B, ...] in the model's space")
     if not guide.is_floating_point():
         raise UserError(f"guide must be a floating-point tensor, got {guide.dtype}")
     if not torch.isfinite(guide).all():
         raise UserError("guide contains NaN or Inf")
-    if torch.is_tensor(t0) and t0.dim() > 0:
-        t0 = _check_map(t0, guide)
-    else:
-        try:
-            t0 = float(t0)
-        except (TypeError, ValueError):
-            raise UserError(f"t0 must be a number in (0, 1] or a t0 map (a tensor), got {t0!r}") from None
-        if not 0 < t0 <= 1:
-            raise UserError(f"t0 must lie in (0, 1], got {t0}")
-    if isinstance(steps, bool) or int(steps) != steps or int(steps) < 1:
-        raise UserError(f"steps must be a positive integer, got {steps}")
-    if isinstance(repeats, bool) or int(repeats) != repeats or int(repeats) < 1:
-        raise UserError(f"repeats must be a positive integer, got {repeats}")
+    t0 = check_t0(t0, guide)
+    steps = None if steps is None else check_count(steps, "steps")
+    repeats = check_count(repeats, "repeats")
     if mask is not None:
         if not torch.is_tensor(mask):
             raise UserError("mask must be a tensor")
         if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
             raise UserError("mask values must lie in [0, 1] (1 = keep the guide)")
-        _broadcasts("mask", mask, guide)
-    return t0, int(steps), int(repeats)
+        check_broadcasts("mask", mask, guide)
+    return t0, steps, repeats
 
 
 class Release(Impute):
@@ -281,6 +262,34 @@ class Release(Impute):
         return self.project(x, t, held_at=0.0)
 
 
+def plan_edit(sde: SDE, score_fn, guide: torch.Tensor, t0=None, steps: int | None = None, mask=None, repeats: int = 1,
+              sampler: str | None = None, eps: float | None = None, denoise: bool = True, model=None,
+              options: dict | None = None) -> EditPlan:
+    """The :class:`~sdekit.tasks.plans.EditPlan` of an edit (arguments as :func:`sdedit`), every default
+    read once: t0 from the calibration that ``model`` or the score function's view declares
+    (:attr:`sdekit.core.denoisers.ScoreView.calibration`; a conditioned view's default edit, a plain one's
+    plain edit), else the policy's; the sampler from the policy (:data:`sdekit.policy.EDIT`, "consistency"
+    on a consistency model); the steps from :func:`sdedit_steps`. UserError for bad input, before any work."""
+    view = score_fn if isinstance(score_fn, ScoreView) else None
+    class_label, w = (view.class_labels, view.guidance) if view is not None else (None, 0.0)
+    if t0 is None:
+        cal = _calibration(model) if model is not None else (view.calibration if view is not None else None)
+        t0 = (cal or Calibration()).default_t0(class_label is not None)
+    sampler = default_sampler(EDIT, as_denoiser(sde, score_fn)) if sampler is None else sampler
+    get_sampler(sampler)
+    t0, steps, repeats = _check(guide, t0, steps, mask, repeats)
+    t0_map = t0 if torch.is_tensor(t0) else None
+    if t0_map is not None:
+        t0 = float(t0_map.max())
+    steps = sdedit_steps(sampler, t0) if steps is None else steps
+    t = sdedit_time(sde, t0)
+    eps = sde.eps if eps is None else float(eps)
+    if not 0 <= eps < t:
+        raise UserError(f"t0 = {t0} starts at t = {t:.3g}, at or below the SDE's smallest time eps = {eps:g}")
+    solver = SolverConfig(sampler, steps, dict(options or {}), eps, denoise)
+    return EditPlan(t0, t, repeats, solver, t0_map, class_label, w)
+
+
 def sdedit(sde: SDE, score_fn, guide: torch.Tensor, t0: float | None = None, steps: int | None = None, mask=None,
            repeats: int = 1, sampler: str | None = None, generator: torch.Generator | None = None,
            denoise: bool = True, eps: float | None = None, progress: bool = False, return_info: bool = False,
@@ -289,58 +298,49 @@ def sdedit(sde: SDE, score_fn, guide: torch.Tensor, t0: float | None = None, ste
 
     guide: [B, ...] in the model's space (any floating dtype; the output has the guide's dtype).
     t0 in (0, 1]: the noise level to go back from, the same for every SDE (module docstring; for the
-    VP SDE the time t0); default: ``model``'s calibrated value or DEFAULT_T0. Or a t0 map: a tensor
+    VP SDE the time t0); default: the calibrated value of ``model`` or of the model whose score view
+    ``score_fn`` is (:attr:`sdekit.core.denoisers.ScoreView.calibration`), else DEFAULT_T0. Or a t0 map: a tensor
     (at least one dimension) broadcasting to the guide, values in [0, 1], 0 = keep the guide exactly:
     each pixel released to the solver at its own t0 (module docstring, after Levin & Fried 2023), the
     solver starting from the map's largest. steps: solver steps
     from there to eps (default :func:`sdedit_steps`). mask: 1 = keep the guide exactly, 0 = regenerate;
     any shape broadcasting to the guide's. repeats: K rounds of perturb-and-denoise, each from the
     previous output (Meng et al. Alg. 3). sampler, options: any sampler of :func:`sdekit.sample`
-    (default: reverse diffusion, Algorithm 1's update for VE, ancestral DDPM for VP; "consistency" for a
-    consistency model, whose first level is sigma(t0)). callback: a step
+    (default: the policy's, reverse diffusion, Algorithm 1's update for VE, ancestral DDPM for VP; the
+    consistency sampler for a consistency model, whose first level is sigma(t0)). callback: a step
     hook (sdekit.solvers.loop.solve). model: a bundle, for its calibrated t0 (its plain edit's for a plain
-    score_fn, its class-guided edit's for a conditional one: :func:`default_t0`).
+    score_fn, its class-guided edit's for a conditional one: :func:`default_t0`). The choices are made once,
+    before any work, into an :class:`~sdekit.tasks.plans.EditPlan` (:func:`plan_edit`).
     Returns the edits [B, ...], or (edits, info) with info["nfe"], ["t"], ["t0"] (a map's largest),
-    ["steps"]. Raises UserError on bad input (before any work): among it a t0 map of a shape that does
-    not broadcast to the guide's, with values outside [0, 1] or NaN, or 0 everywhere.
+    ["steps"], ["sampler"]. Raises UserError on bad input (before any work): among it a t0 map of a shape
+    that does not broadcast to the guide's, with values outside [0, 1] or NaN, or 0 everywhere.
     """
-    if t0 is None:
-        owner = model if model is not None else getattr(score_fn, "model", None)
-        t0 = default_t0(owner, isinstance(getattr(score_fn, "denoiser", None), (Conditional, ClassifierFree)))
-    sampler = default_sampler(as_denoiser(sde, score_fn), DEFAULT_SAMPLER) if sampler is None else sampler
-    get_sampler(sampler)
-    t0, _, repeats = _check(sde, guide, t0, 1 if steps is None else steps, mask, repeats)
-    t0_map = t0 if torch.is_tensor(t0) else None
-    if t0_map is not None:
-        t0 = float(t0_map.max())
-    steps = sdedit_steps(sampler, t0) if steps is None else int(steps)
-    t = sdedit_time(sde, t0)
-    eps = sde.eps if eps is None else float(eps)
-    if not 0 <= eps < t:
-        raise UserError(f"t0 = {t0} starts at t = {t:.3g}, at or below the SDE's smallest time eps = {eps:g}")
+    plan = plan_edit(sde, score_fn, guide, t0, steps, mask, repeats, sampler, eps, denoise, model, options)
     den = as_denoiser(sde, score_fn)
     hook = callback
     if mask is not None:
         mask = mask.to(guide.dtype).to(guide.device)
+    t0_map, t = plan.t0_map, plan.t
     if t0_map is not None:                 # t0 = 0 and noise levels below the SDE's range: kept (tau = 0)
         hook = Release(sde, guide, start_times(sde, t0_map).nan_to_num(0.0).masked_fill(t0_map == 0, 0.0),
                        mask, generator, then=callback)
     elif mask is not None:
         hook = Impute(sde, guide, mask, generator, then=callback)
     x, nfe = guide, 0
-    for _ in range(repeats):
+    for _ in range(plan.repeats):
         xt = sde.perturb(x, t, generator)
         if t0_map is not None:
             xt = hook.start(xt, t)
         elif mask is not None:
             xt = hook.project(xt, t)
-        x, info = sample(sde, den, x_T=xt, t_start=t, eps=eps, steps=steps, sampler=sampler, generator=generator,
-                         denoise=denoise, progress=progress, callback=hook, return_info=True, **options)
+        x, info = plan.solver.run(sde, den, xt, t, generator, hook, progress)
         nfe += info["nfe"]
         keep = hook.kept(hook.t_last) if t0_map is not None else mask     # never released: the guide itself
         if keep is not None:
             x = keep * guide + (1 - keep) * x
-    return (x, {"nfe": nfe, "t": t, "t0": t0, "steps": steps, "sampler": get_sampler(sampler).name}) if return_info else x
+    if not return_info:
+        return x
+    return x, {"nfe": nfe, "t": t, "t0": plan.t0, "steps": plan.steps, "sampler": get_sampler(plan.sampler).name}
 
 
 def _dilate(m: torch.Tensor, radius: int) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """sdekit colorize: colour a grey image with a 3-channel model (imputation in a decoupled colour space)."""
+from sdekit.policy import COLORIZE
 from sdekit.apps.commands.common import (add_device, add_dtype, add_model, add_overwrite, add_sampler, add_scale, add_seed, count,
                      int_range, load_model, positive_int, resolve_sampler)
 
@@ -8,7 +9,7 @@ def add_arguments(p):
     p.add_argument("--image", required=True,
                    help="image file (PNG, JPEG, BMP, GIF, WebP or TIFF); its grey level (mean of R, G, B) is kept")
     p.add_argument("--out", required=True, help="output grid picture (.png, .jpg, ...): the grey input, then n colourings")
-    add_sampler(p, "pc")
+    add_sampler(p, COLORIZE)
     p.add_argument("--steps", type=positive_int, default=None, help="solver steps (default: the sampler's own)")
     p.add_argument("--resample", type=count, default=0, help="RePaint resampling rounds per step (default: 0)")
     p.add_argument("-n", type=int_range(1, 256), default=4, help="number of colourings, 1..256 (default: 4)")

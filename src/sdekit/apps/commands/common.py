@@ -227,13 +227,10 @@ def save_row(out, first, u, scale: int, overwrite: bool) -> None:
 
 
 def check_class(model, label) -> None:
-    """A class label for ``model``: None, or an integer in 0..num_classes-1 of a conditional model."""
-    if label is None:
-        return
-    if model.num_classes == 0:
-        raise UserError("--class needs a class-conditional model; this one is unconditional")
-    if not 0 <= label < model.num_classes:
-        raise UserError(f"--class must lie in 0..{model.num_classes - 1}, got {label}")
+    """A class label for ``model``: None, or an integer in 0..num_classes-1 of a conditional model
+    (:func:`sdekit.core.checks.check_class`)."""
+    from sdekit.core.checks import check_class as check
+    check(label, model.num_classes, "--class")
 
 
 def sampler_name(text: str) -> str:
@@ -245,22 +242,25 @@ def sampler_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_sampler(p, default: str, what: str = "solver") -> None:
-    """--sampler with its choices, defaults and steps read from the registry."""
+def add_sampler(p, task, what: str = "solver") -> None:
+    """--sampler with its choices and steps read from the registry, its default from ``task`` (a
+    :class:`sdekit.policy.TaskDefault`; the consistency rule of the policy named in the help)."""
+    from sdekit.policy import CONSISTENCY
     from sdekit.solvers.registry import REGISTRY
     listing = "; ".join(f"{s.name} ({s.summary}, "
                         f"{'adaptive steps' if s.kind == 'adaptive' else f'{s.default_steps} steps'}"
                         f"{'' if s.finishes else '; meant as a corrector in pc: alone it leaves noise on images'})"
                         for s in REGISTRY.values())
     p.add_argument("--sampler", type=sampler_name, default=None, metavar="NAME",
-                   help=f"{what}: {listing} (default: {default}; consistency for a consistency model)")
-    p.set_defaults(default_sampler=default)
+                   help=f"{what}: {listing} (default: {task.sampler}; {CONSISTENCY} for a consistency model)")
+    p.set_defaults(sampler_task=task)
 
 
 def resolve_sampler(args, model) -> str:
-    """``args.sampler``, or when none was named the command's default for ``model`` (a consistency model's
-    is "consistency": sdekit.solvers.registry.default_sampler); stored back in ``args``."""
-    from sdekit.solvers.registry import default_sampler
+    """``args.sampler``, or when none was named the policy's default of the command's task for ``model``
+    (:func:`sdekit.policy.default_sampler`: the consistency sampler on a consistency model); stored back in
+    ``args``."""
+    from sdekit.policy import default_sampler
     if args.sampler is None:
-        args.sampler = default_sampler(model, args.default_sampler)
+        args.sampler = default_sampler(args.sampler_task, model)
     return args.sampler

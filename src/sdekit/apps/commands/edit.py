@@ -1,4 +1,5 @@
 """sdekit edit: SDEdit a stroke painting or an edited image with a model bundle."""
+from sdekit.policy import EDIT, EDIT_STEPS, T0
 from sdekit.apps.commands.common import (MODEL_DEFAULT, acceleration, add_acceleration, add_device, add_dtype, add_model, add_overwrite,
                      add_sampler, add_scale, add_seed, edit_class, finite, int_range, load_model, positive_int,
                      resolve_sampler)
@@ -21,15 +22,16 @@ def add_arguments(p):
                         "the whole guide is edited)")
     p.add_argument("--t0", type=float, default=None,
                    help="noise level to start from, in (0, 1]: the VP SDE's noise level at time t0, the same for "
-                        "every SDE (default: the model's calibrated t0, else 0.5)")
+                        f"every SDE (default: the model's calibrated t0, else {T0.default:g})")
     p.add_argument("--t0-map", dest="t0_map", default=None, metavar="MAP",
                    help="a per-pixel t0 instead of --t0: a picture of the guide's aspect ratio whose grey level is "
                         "t0 (black = keep the guide, white = t0 1), read by the guide's rule; each pixel joins the "
                         "edit when the solver reaches its own noise level")
     p.add_argument("--steps", type=positive_int, default=None,
-                   help="solver steps from t0 down to 0 (default: the sampler's default steps x t0, at least 4)")
+                   help=f"solver steps from t0 down to 0 (default: {EDIT_STEPS.fraction:g} x the sampler's default steps "
+                        f"x t0 for the stochastic samplers, at least {EDIT_STEPS.min_steps}; a fast solver's own)")
     p.add_argument("--repeats", type=positive_int, default=1, help="perturb-and-denoise rounds K (default: 1)")
-    add_sampler(p, "reverse_diffusion")
+    add_sampler(p, EDIT)
     add_seed(p)
     p.add_argument("-n", type=int_range(1, 256), default=1,
                    help="number of outputs, 1..256; more than one writes a grid: the guide, then the outputs (default: 1)")
@@ -52,12 +54,12 @@ def add_arguments(p):
 
 
 def run(args):
-    import math
     import time
 
     import torch
 
     from sdekit.core.errors import UserError
+    from sdekit.core.checks import check_t0
     from sdekit.data.images import (EXTENSIONS, check_agree, check_picture_size, enlarge, from_pil, guide_frame, image_size,
                           follow_polarity, load_image, load_map, load_mask, restore, save_picture,
                                    to_pil)
@@ -66,8 +68,8 @@ def run(args):
     from sdekit.apps.commands.common import check_class, check_row, file_out, placement, save_row, scale_of
 
     out = file_out(args.out, args.overwrite, EXTENSIONS)
-    if args.t0 is not None and not (math.isfinite(args.t0) and 0 < args.t0 <= 1):
-        raise UserError(f"--t0 must lie in (0, 1], got {args.t0}")
+    if args.t0 is not None:
+        check_t0(args.t0, name="--t0")
     if args.t0 is not None and args.t0_map is not None:
         raise UserError("give --t0 (one t0) or --t0-map (one per pixel), not both")
     if args.t0_map is not None:

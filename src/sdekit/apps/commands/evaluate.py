@@ -1,4 +1,5 @@
 """sdekit evaluate: SDEdit's t0 sweep on held-out strokes: class fidelity, realism (KID), faithfulness (L2)."""
+from sdekit.policy import EDIT, EDIT_STEPS
 from sdekit.apps.commands.common import MODEL_DEFAULT, add_model, add_sampler, edit_class, finite, load_model, resolve_sampler
 
 
@@ -13,9 +14,10 @@ def add_arguments(p):
     p.add_argument("--t0", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0",
                    help="comma-separated t0 values in (0, 1] (default: 0.1,...,1.0)")
     p.add_argument("-n", type=int, default=200, help="number of strokes edited per t0 (default: 200)")
-    add_sampler(p, "reverse_diffusion", "SDEdit's solver")
+    add_sampler(p, EDIT, "SDEdit's solver")
     p.add_argument("--steps-per-unit", type=int, default=None,
-                   help="SDEdit steps = this x t0, at least 4 (default: the library's rule, 100 t0 for reverse diffusion)")
+                   help=f"SDEdit steps = this x t0, at least {EDIT_STEPS.min_steps} (default: the library's rule, "
+                        f"{EDIT_STEPS.fraction:g} x the sampler's default steps per unit of t0: 100 t0 for reverse diffusion)")
     p.add_argument("--batch-size", type=int, default=100, help="strokes edited at once (default: 100)")
     p.add_argument("--n-reference", type=int, default=None,
                    help="use only the first N held-out reference images for KID/FID (default: all)")

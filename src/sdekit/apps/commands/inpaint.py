@@ -1,4 +1,5 @@
 """sdekit inpaint: fill the unknown region of an image (imputation by the reverse SDE)."""
+from sdekit.policy import INPAINT
 from sdekit.apps.commands.common import (MODEL_DEFAULT, add_device, add_dtype, add_model, add_overwrite, add_sampler, add_scale, add_seed,
                      count, int_range, load_model, positive_int, resolve_sampler)
 
@@ -16,7 +17,7 @@ def add_arguments(p):
                         "left/right/top/bottom/centre (the half / the centre square to fill)")
     p.add_argument("--out", required=True,
                    help="output grid picture (.png, .jpg, ...): the input with its hole in grey, then n completions")
-    add_sampler(p, "pc")
+    add_sampler(p, INPAINT)
     p.add_argument("--steps", type=positive_int, default=None, help="solver steps (default: the sampler's own)")
     p.add_argument("--resample", type=count, default=0, help="RePaint resampling rounds per step (default: 0)")
     p.add_argument("-n", type=int_range(1, 256), default=8, help="number of completions, 1..256 (default: 8)")

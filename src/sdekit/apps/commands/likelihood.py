@@ -1,8 +1,11 @@
 """sdekit likelihood: bits/dim of a dataset under a model, through the probability-flow ODE."""
 from sdekit.apps.commands.common import MODEL_DEFAULT, add_device, add_dtype, add_model, add_seed, load_model, positive, positive_int
 
+from sdekit.policy import LIKELIHOOD
+
 RTOL = ATOL = 1e-5            # score_sde's tolerances
-HEUN_STEPS = 64
+HEUN_STEPS = LIKELIHOOD.steps
+SOLVERS = ("rk45", "rk45_logsigma", "heun")      # sdekit.tasks.likelihood.SOLVERS, without importing torch
 
 
 def add_arguments(p):
@@ -11,9 +14,9 @@ def add_arguments(p):
     p.add_argument("--data", default=None, help="dataset spec, as for `sdekit train` (default: the bundle's "
                    "\"data\", e.g. mnist:DIR for the default model)")
     p.add_argument("-n", type=positive_int, default=64, help="number of data points, taken at random (default: 64)")
-    p.add_argument("--solver", default="rk45", choices=("rk45", "rk45_logsigma", "heun"),
+    p.add_argument("--solver", default=LIKELIHOOD.sampler, choices=SOLVERS,
                    help="ODE solver: rk45 in t (score_sde's), rk45_logsigma (in log sigma, each sample's error held "
-                        "separately) or heun (fixed steps) (default: rk45)")
+                        f"separately) or heun (fixed steps) (default: {LIKELIHOOD.sampler})")
     p.add_argument("--rtol", type=positive, default=None, help=f"RK45 relative tolerance, as score_sde (default: {RTOL})")
     p.add_argument("--atol", type=positive, default=None, help=f"RK45 absolute tolerance, as score_sde (default: {ATOL})")
     p.add_argument("--steps", type=positive_int, default=None, help=f"Heun steps (2 NFE each; default: {HEUN_STEPS})")

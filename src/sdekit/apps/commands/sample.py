@@ -2,6 +2,7 @@
 import argparse
 import sys
 
+from sdekit.policy import MODEL_SAMPLE
 from sdekit.apps.commands.common import (MODEL_DEFAULT, acceleration, add_acceleration, add_device, add_dtype, add_model, add_overwrite,
                      add_sampler, add_scale, add_seed, finite, load_model, positive_int, resolve_sampler)
 
@@ -9,7 +10,7 @@ from sdekit.apps.commands.common import (MODEL_DEFAULT, acceleration, add_accele
 def add_arguments(p):
     add_model(p, help="model bundle folder, or a diffusers folder (as written by "
                       "sdekit convert) " + MODEL_DEFAULT)
-    add_sampler(p, "abm")
+    add_sampler(p, MODEL_SAMPLE)
     p.add_argument("--steps", type=positive_int, default=None, help="solver steps (default: the sampler's own; "
                    "the adaptive 'ode' ignores it)")
     p.add_argument("-n", type=positive_int, default=64, help="number of samples (default: 64)")

@@ -42,7 +42,7 @@ from sdekit.data.images import follow_polarity
 from sdekit.core.errors import UserError
 from sdekit.apps.web.jobs import Busy, Job, JobQueue
 from sdekit.apps.web.limits import Limits
-from sdekit.apps.web.tasks import KINDS, default_steps, parse_task, samplers_for
+from sdekit.apps.web.tasks import KINDS, Task, default_steps, parse_task, samplers_for
 from sdekit.apps.web.uploads import load_upload, png_bytes, return_memory
 
 STATIC = Path(__file__).parent / "static"
@@ -245,13 +245,14 @@ class App:
                            "repeats": self.limits.repeats}}
 
     def defaults(self, kind: str) -> dict:
-        """The library's defaults for a tab: sampler, steps (sampler registry, SDEdit's steps rule), t0, and the
-        class (the bundle's default edit's: "auto" or -1)."""
+        """The library's defaults for a tab, which the page starts from: sampler (sdekit.policy), steps (the
+        sampler registry's, SDEdit's steps rule), t0 (the model's calibrated, else the policy's), the number of
+        results, the repeats, and the class (the bundle's default edit's: "auto" or -1)."""
         from sdekit.tasks.sdedit import default_class, default_t0
         label = default_class(self.model) if kind == "edit" else -1
         sampler, t0 = samplers_for(kind, self.model)[0], default_t0(self.model, label != -1)
         return {"sampler": sampler, "steps": default_steps(self.model, kind, sampler, t0), "t0": t0,
-                "n": 16 if kind == "sample" else 4, "label": label}
+                "n": 16 if kind == "sample" else Task.n, "repeats": Task.repeats, "label": label}
 
     def job_status(self, job: Job, root: str = "") -> dict:
         """A job as the page polls it; image paths start with ``root``, the prefix the app is mounted at."""

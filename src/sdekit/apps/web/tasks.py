@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from sdekit.core.errors import UserError
+from sdekit.policy import EDIT, INPAINT, MODEL_SAMPLE, T0, default_sampler
 from sdekit.apps.web.limits import Limits
 from sdekit.apps.web.uploads import data_url_bytes, keep_mask, load_canvas, strength_map
 
@@ -31,10 +32,10 @@ class Task:
     ``image`` where ``mask`` is 0; sample: n images from the prior."""
     kind: str
     n: int = 4
-    steps: int = 100
-    sampler: str = "reverse_diffusion"
+    steps: int | None = None          # None until parse_task sets the policy's steps for the sampler
+    sampler: str = EDIT.sampler
     seed: int = 0
-    t0_frac: float = 0.5
+    t0_frac: float = T0.default
     repeats: int = 1
     label: int | str | None = -1     # a class K, -1 (none), "auto" (read from the image) or None (the model's default edit)
     image: torch.Tensor | None = None
@@ -99,15 +100,15 @@ def _float(body: dict, key: str, default: float, lo: float, hi: float) -> float:
     return f
 
 
-DEFAULT_SAMPLER = {"edit": "reverse_diffusion", "inpaint": "pc", "sample": "abm"}   # the library's defaults
+POLICY = {"edit": EDIT, "inpaint": INPAINT, "sample": MODEL_SAMPLE}   # each tab's task in sdekit.policy
 
 
 def samplers_for(kind: str, model=None) -> tuple[str, ...]:
     """Sampler names a job kind accepts (the registry's samplers that finish on image models), its
-    default first: the library's for ``model`` ("consistency" for a consistency model,
-    :func:`sdekit.solvers.registry.default_sampler`), else the kind's own."""
-    from sdekit.solvers.registry import REGISTRY, default_sampler
-    first = DEFAULT_SAMPLER[kind] if model is None else default_sampler(model, DEFAULT_SAMPLER[kind])
+    default first: the policy's for the kind's task on ``model`` (:func:`sdekit.policy.default_sampler`: the
+    consistency sampler for a consistency model)."""
+    from sdekit.solvers.registry import REGISTRY
+    first = default_sampler(POLICY[kind], model)
     return (first,) + tuple(s.name for s in REGISTRY.values() if s.finishes and s.name != first)
 
 
@@ -129,7 +130,7 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
     n_max = limits.samples if kind == "sample" else limits.results
     from sdekit.tasks.sdedit import default_class, default_t0
     t = Task(kind=kind,
-             n=_int(body, "n", 4, 1, n_max),
+             n=_int(body, "n", Task.n, 1, n_max),
              seed=_int(body, "seed", int(time.time_ns() % 2**31), 0, 2**63 - 1),
              label=_label(body, model, kind))
     samplers = samplers_for(kind, model)
@@ -138,8 +139,8 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
         raise UserError(f"sampler must be one of {', '.join(samplers)}, got {_show(t.sampler)}")
     if kind == "edit":
         conditioned = (default_class(model) if t.label is None else t.label) != -1
-        t.t0_frac = _float(body, "t0", default_t0(model, conditioned), 0.0, 1.0)
-        t.repeats = _int(body, "repeats", 1, 1, limits.repeats)
+        t.t0_frac = _float(body, "t0", default_t0(model, conditioned), T0.low, T0.high)
+        t.repeats = _int(body, "repeats", Task.repeats, 1, limits.repeats)
     image = None
     if kind in ("edit", "inpaint"):
         if not body.get("image"):

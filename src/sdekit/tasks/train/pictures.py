@@ -10,15 +10,17 @@ import torch
 from sdekit.data.datasets import Dataset, save_grid
 from sdekit.core.io import atomic_path
 from sdekit.core.denoisers import Denoiser
+from sdekit.policy import TRAINING_PICTURES as PICTURES
 
 __all__ = ["sample_pictures", "scatter"]
 
 
 @torch.no_grad()
 def sample_pictures(model: Denoiser, data: Dataset, folder: Path, step: int, seed: int = 0) -> list[Path]:
-    """Heun (20 steps) samples of ``model`` (a network's denoiser: sdekit's Preconditioned, or a diffusers
-    UNet2DModel's) at ``folder/stepNNNNNNN.png`` (unconditional, where the model has a null label) and
-    ``-class.png`` (one column per class, for a class-conditional model); returns the paths written."""
+    """Samples of ``model`` (a network's denoiser: sdekit's Preconditioned, or a diffusers UNet2DModel's) by the
+    policy's sampler for them (:data:`sdekit.policy.TRAINING_PICTURES`: Heun, 20 steps) at
+    ``folder/stepNNNNNNN.png`` (unconditional, where the model has a null label) and ``-class.png`` (one column
+    per class, for a class-conditional model); returns the paths written."""
     from sdekit.models.model import Model
     from sdekit.solvers.loop import sample
     m = Model(model, {"shape": list(data.shape), "num_classes": model.num_classes,
@@ -28,15 +30,15 @@ def sample_pictures(model: Denoiser, data: Dataset, folder: Path, step: int, see
     if data.is_image:
         n = 64
         if m.null_label or not m.num_classes:
-            x = sample(m.sde, m.score_fn, (n, *data.shape), sampler="heun", steps=20, generator=g)
+            x = sample(m.sde, m.score_fn, (n, *data.shape), sampler=PICTURES.sampler, steps=PICTURES.steps, generator=g)
             paths.append(save_grid(folder / f"step{step:07d}.png", m.to_unit(x), nrow=8))
         if m.num_classes:
             K = m.num_classes
             y = torch.arange(K).repeat(max(1, 80 // K))
-            x = sample(m.sde, m.conditional(y), (len(y), *data.shape), sampler="heun", steps=20, generator=g)
+            x = sample(m.sde, m.conditional(y), (len(y), *data.shape), sampler=PICTURES.sampler, steps=PICTURES.steps, generator=g)
             paths.append(save_grid(folder / f"step{step:07d}-class.png", m.to_unit(x), nrow=K))
     else:
-        x = sample(m.sde, m.score_fn, (2000, *data.shape), sampler="heun", steps=20, generator=g)
+        x = sample(m.sde, m.score_fn, (2000, *data.shape), sampler=PICTURES.sampler, steps=PICTURES.steps, generator=g)
         paths.append(scatter(folder / f"step{step:07d}.png", data.x[:2000], x))
     return paths
 
