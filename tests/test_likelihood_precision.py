@@ -23,7 +23,7 @@ def test_half_precision_data_give_the_closed_form_likelihood(dtype):
     assert (bpd - exact).abs().max() < 0.02, (bpd - exact).abs().max()
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float16], ids=str)    # bfloat16 takes the same path (the data test above)
 def test_a_half_precision_network_integrates_in_float32(dtype):
     """The command line handed the data over in the network's dtype: now both the state and the integral
     stay in float32 and only the network's rounding remains."""
