@@ -21,7 +21,9 @@ left out, with a note, where only the shipped held-out subset of the data is at 
 
 A model of data sdekit ships no judge for (a folder of RGB images, ...) is judged by one trained with
 ``sdekit train-features --data SPEC`` and given as ``judge`` (that folder): KID, FID and L2 against its
-own held-out split, and class fidelity only where its classes are the model's (the same data). The default t0 (:func:`pick_t0`) keeps the drawn class in at least 95%
+own held-out split, and class fidelity only where its classes are the model's (the same data).
+
+The default t0 (:func:`pick_t0`) keeps the drawn class in at least 95%
 of edits: the smallest such t0 whose edits are as realistic (KID) as the model's own samples, else the
 largest such t0; ``write_t0`` stores it in a bundle's config.json as "sdedit": {"t0": ...}.
 
@@ -177,7 +179,8 @@ def pick_t0(rows, level: float = FIDELITY) -> float | None:
     """The default t0 of a sweep: among the swept t0 whose SDEdit class fidelity is at least ``level``,
     the smallest whose edits are as realistic as the model's own samples (KID at most the plain samples'
     row's, when ``rows`` has one): more noise buys no more realism, only less faithfulness; if none is,
-    the largest (the most realistic edits that keep the class). None if no t0 keeps the class."""
+    the largest (the most realistic edits that keep the class). None if no t0 keeps the class. A row
+    without class fidelity (None: the judge's classes are not the model's) counts as keeping it."""
     ok = [r for r in rows if r.t0 is not None and (r.fidelity is None or r.fidelity.value >= level)]
     if not ok:
         return None
@@ -303,7 +306,8 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
     shipped held-out subset, without the nearest-training-image baseline), which picks the judge and the
     reference; default the model config's "data". ``judge``: a features folder written by
     :func:`sdekit.tasks.judge.train_features` instead of the shipped judge (for a model of other data:
-    the reference is the judge's own held-out split, class fidelity only if its classes are the model's). SDEdit runs max(4, round(steps_per_unit * t0)) steps (default: the library's rule, sdekit.tasks.sdedit.sdedit_steps) of
+    the reference is the judge's own held-out split, class fidelity only if its classes are the model's).
+    SDEdit runs max(4, round(steps_per_unit * t0)) steps (default: the library's rule, sdekit.tasks.sdedit.sdedit_steps) of
     ``sampler`` in batches of ``batch_size``. ``n_reference``: use only the first that many reference
     images (default all: 5000 for MNIST). ``class_label``, ``guidance``: how the edits are conditioned
     (module docstring; default the model's default edit). Warnings (small n, no FID) go into the report and, with
