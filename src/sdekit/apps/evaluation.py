@@ -15,8 +15,15 @@ For every t0, SDEdit (one call, :func:`edit_strokes`) turns each of n held-out s
   with a percentile-bootstrap interval. Also after 4x average pooling (the coarse layout).
 
 Baselines on the same strokes: the raw strokes, real images of the drawn digits (for simulated
-strokes: the very images they were made from), the nearest training image to each stroke (pixel L2)
-and plain samples (no guide). The default t0 (:func:`pick_t0`) keeps the drawn class in at least 95%
+strokes: the very images they were made from), the nearest training image to each stroke (pixel L2;
+left out, with a note, where only the shipped held-out subset of the data is at hand,
+:mod:`sdekit.data.heldout`) and plain samples (no guide).
+
+A model of data sdekit ships no judge for (a folder of RGB images, ...) is judged by one trained with
+``sdekit train-features --data SPEC`` and given as ``judge`` (that folder): KID, FID and L2 against its
+own held-out split, and class fidelity only where its classes are the model's (the same data).
+
+The default t0 (:func:`pick_t0`) keeps the drawn class in at least 95%
 of edits: the smallest such t0 whose edits are as realistic (KID) as the model's own samples, else the
 largest such t0; ``write_t0`` stores it in a bundle's config.json as "sdedit": {"t0": ...}.
 
@@ -72,7 +79,7 @@ class EvalResult:
 
     method: str
     t0: float | None
-    fidelity: Estimate            # fraction judged the drawn digit, in [0, 1]
+    fidelity: Estimate | None     # fraction judged the drawn digit, in [0, 1]; None: the judge has other classes
     kid: Estimate                 # KID to the reference (feature units; 0 = indistinguishable)
     fid: float | None             # None: too few images (see the report's notes)
     l2: Estimate                  # L2 to the stroke, pixels in [0, 1]
@@ -108,21 +115,48 @@ def parse_t0s(spec) -> tuple[float, ...]:
 
 def reference_data(spec: str, shape, seed: int = 0):
     """(train_u, reference_u) of a judged dataset at the model's shape (C, H, W), pixels in [0, 1]
-    (:func:`sdekit.tasks.judge.held_out`: for digits the judge's own 80/20 split; ``seed`` is ignored)."""
-    from sdekit.tasks.judge import held_out
-    h = held_out(spec, _size(shape, spec))
+    (:func:`sdekit.tasks.judge.held_out`: for digits the judge's own 80/20 split; ``seed`` is ignored;
+    train_u is None for "mnist" or "emoji" without a folder, the shipped held-out subsets)."""
+    from sdekit.tasks.judge import held_out, judged
+    h = held_out(spec, _size(shape, judged(spec, folder=False), spec))
     return h.train, h.reference
 
 
-def _size(shape, spec) -> int:
-    """The side of the model's square images, if the judge of ``spec`` measures their channels."""
-    from sdekit.tasks.judge import judged
+def _size(shape, judge, data) -> int:
+    """The side of the model's square images, if ``judge`` (a :class:`sdekit.tasks.judge.Judged`)
+    measures their channels; else UserError saying how to train one that does for ``data``."""
     C, H, W = shape
-    channels = judged(spec).channels
-    if C != channels or H != W:
-        raise UserError(f"the {judged(spec).name} judge measures square {channels}-channel images; "
-                        f"this model makes {tuple(shape)}")
+    if C != judge.channels or H != W:
+        how = (f"train one for this model's data (sdekit train-features --data {data} --size {H} --channels {C} "
+               "--out DIR) and pass --judge DIR" if H == W else "sdekit judges square images only")
+        raise UserError(f"the {judge.name} judge measures square {judge.channels}-channel images; this model makes "
+                        f"{tuple(shape)}: {how}")
     return H
+
+
+def _judge_and_data(model, data, judge):
+    """(the Judged entry, the data spec its held-out images come from, whether its classes are the
+    model's) for ``data`` and a judge folder ``judge`` (None: the shipped judge of ``data``)."""
+    from sdekit.data.datasets import data_kind
+    from sdekit.tasks.judge import JUDGED, judged, judged_folder
+    own = (getattr(model, "config", None) or {}).get("data")
+    if judge is None:
+        return judged(data, folder=False), data, True
+    spec = judged_folder(judge)
+    if spec.name in JUDGED:                       # a judge of a shipped kind: its held-out images are data's
+        if data_kind(data) != spec.name:
+            raise UserError(f"the judge in {judge} reads {spec.name} data, not {data}")
+        same = data_kind(own) == spec.name
+    else:                                         # other data: the judge's own held-out split
+        same = _same_data(own, spec.name)
+    model_classes = int(getattr(model, "num_classes", 0) or 0)
+    return spec, (data if spec.name in JUDGED else spec.name), same and model_classes in (0, spec.num_classes)
+
+
+def _same_data(a, b) -> bool:
+    """Whether two data specs name the same data (kind and folder)."""
+    (ka, _, pa), (kb, _, pb) = str(a or "").partition(":"), str(b or "").partition(":")
+    return ka.lower() == kb.lower() and (pa == pb or bool(pa and pb) and Path(pa).resolve() == Path(pb).resolve())
 
 
 def sample_warnings(n: int) -> list[str]:
@@ -146,8 +180,9 @@ def pick_t0(rows, level: float = FIDELITY) -> float | None:
     """The default t0 of a sweep: among the swept t0 whose SDEdit class fidelity is at least ``level``,
     the smallest whose edits are as realistic as the model's own samples (KID at most the plain samples'
     row's, when ``rows`` has one): more noise buys no more realism, only less faithfulness; if none is,
-    the largest (the most realistic edits that keep the class). None if no t0 keeps the class."""
-    ok = [r for r in rows if r.t0 is not None and r.fidelity.value >= level]
+    the largest (the most realistic edits that keep the class). None if no t0 keeps the class. A row
+    without class fidelity (None: the judge's classes are not the model's) counts as keeping it."""
+    ok = [r for r in rows if r.t0 is not None and (r.fidelity is None or r.fidelity.value >= level)]
     if not ok:
         return None
     samples = next((r for r in rows if r.method == SAMPLES), None)
@@ -206,7 +241,7 @@ def _guides(kind: str, n: int, seed: int, size: int, held, data: str):
     from sdekit.tasks import strokes as sets
     if kind == "simulated":
         real, labels = held.pick(n, seed)
-        return sets.simulate_from(real, data=data), labels, real
+        return _simulate(real, data), labels, real
     if kind == "pen" and held.real.shape[1] != 1:
         raise UserError("pen strokes are grey digits; for a colour model use --strokes simulated or package")
     u, labels = sets.pen(n, seed, size) if kind == "pen" else sets.package(size, data=data)
@@ -216,8 +251,17 @@ def _guides(kind: str, n: int, seed: int, size: int, held, data: str):
     return u, labels, held.pick_like(labels, seed)
 
 
+def _simulate(real, data):
+    """Simulated strokes of real images [N, C, H, W]: the data's own simulation, else the grey or colour one."""
+    from sdekit.data.datasets import data_kind
+    from sdekit.tasks.strokes import SIMULATION, SIMULATION_BY_CHANNELS, simulate_from
+    m, k = SIMULATION.get(data_kind(data)) or SIMULATION_BY_CHANNELS[real.shape[1]]
+    return simulate_from(real, m, k, data)
+
+
 class _Scorer:
-    """Measures image sets against the strokes, their labels and the reference, all the same way."""
+    """Measures image sets against the strokes, their labels (None: no class fidelity) and the
+    reference, all the same way."""
 
     def __init__(self, judge, reference, strokes, labels, seed):
         self.judge, self.strokes, self.labels, self.seed = judge, strokes, labels, seed
@@ -228,9 +272,10 @@ class _Scorer:
         from sdekit.tasks.judge import predict
         f = features(out, self.judge)
         k = kid(self.ref, f, feature=nn.Identity(), subsets=100, seed=self.seed)
-        right = int((predict(self.judge, out) == self.labels).sum())
+        right = None if self.labels is None else int((predict(self.judge, out) == self.labels).sum())
         down = Estimate(*bootstrap_ci(l2_downsampled(out, self.strokes, 4), seed=self.seed)) if self.pool else None
-        return EvalResult(method, t0, Estimate(*binomial_ci(right, len(out))), Estimate(k.mean, *k.ci()),
+        return EvalResult(method, t0, None if right is None else Estimate(*binomial_ci(right, len(out))),
+                          Estimate(k.mean, *k.ci()),
                           fid(self.ref, f, nn.Identity()), Estimate(*bootstrap_ci(l2(out, self.strokes), seed=self.seed)),
                           down, steps)
 
@@ -252,18 +297,24 @@ def check_outputs(out, overwrite: bool) -> Path:
 def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str = "pen",
              sampler: str = EDIT.sampler, steps_per_unit: int | None = None, seed: int = 0, out="sdekit-eval",
              batch_size: int = 100, overwrite: bool = False, progress: bool = True,
-             n_reference: int | None = None, class_label=None, guidance: float | None = None) -> Evaluation:
+             n_reference: int | None = None, class_label=None, guidance: float | None = None,
+             judge=None) -> Evaluation:
     """Sweep t0 over ``t0s`` on n held-out strokes of the set ``strokes`` ("pen", "simulated" or
     "package", :mod:`sdekit.tasks.strokes`) and write results.json, results.md, results.csv, tradeoff.png,
     grid.png and index.html into ``out``.
 
-    ``data``: the model's dataset spec ("digits", "mnist:DIR"), which picks the judge and the reference;
-    default the model config's "data". SDEdit runs max(4, round(steps_per_unit * t0)) steps (default: the library's rule, sdekit.tasks.sdedit.sdedit_steps) of
+    ``data``: the model's dataset spec ("digits", "mnist:DIR"; "mnist" or "emoji" without a folder: the
+    shipped held-out subset, without the nearest-training-image baseline), which picks the judge and the
+    reference; default the model config's "data". ``judge``: a features folder written by
+    :func:`sdekit.tasks.judge.train_features` instead of the shipped judge (for a model of other data:
+    the reference is the judge's own held-out split, class fidelity only if its classes are the model's).
+    SDEdit runs max(4, round(steps_per_unit * t0)) steps (default: the library's rule, sdekit.tasks.sdedit.sdedit_steps) of
     ``sampler`` in batches of ``batch_size``. ``n_reference``: use only the first that many reference
     images (default all: 5000 for MNIST). ``class_label``, ``guidance``: how the edits are conditioned
     (module docstring; default the model's default edit). Warnings (small n, no FID) go into the report and, with
     ``progress``, to stderr with a tqdm bar per batch. Bad input raises UserError before any work."""
-    from sdekit.tasks.judge import held_out, load_judge
+    from sdekit.data.datasets import data_kind
+    from sdekit.tasks.judge import held_out
     from sdekit.models.bundle import generate
     from sdekit.tasks.strokes import STROKE_SETS
     t_begin = time.time()
@@ -275,16 +326,24 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
         raise UserError(f"-n must be an integer of at least 4, got {n}")
     if batch_size < 1 or (steps_per_unit is not None and steps_per_unit < 1) or (n_reference is not None and n_reference < 4):
         raise UserError("batch size and steps per unit of t0 must be positive, and n_reference at least 4")
-    size = _size(model.shape, data)
+    spec, data, classes = _judge_and_data(model, data, judge)
+    size = _size(model.shape, spec, data)
     out = check_outputs(out, overwrite)
     from sdekit.tasks.sdedit import edit_condition, resolve_condition
     resolve_condition(model, class_label, guidance)
-    judge = load_judge(data)
-    held = held_out(data, size)
+    net = spec.load()
+    held = held_out(data, size, spec)
     reference = held.reference[:n_reference]
+    facts = [held.note] if held.note else []          # what was measured against, beside the warnings
+    if held.train is None:
+        facts.append(f"no nearest-training-image baseline: the shipped held-out subset holds no training images "
+                     f"(give --data {data_kind(data)}:DIR)")
+    if not classes:
+        facts.append(f"no class fidelity: the judge's {spec.num_classes} classes of {spec.name} are not the model's")
     notes = sample_warnings(min(n, len(reference)))
-    for w in notes if progress else ():
-        print(f"warning: {w}", file=sys.stderr)
+    for kind, lines in (("note", facts), ("warning", notes)) if progress else ():
+        for line in lines:
+            print(f"{kind}: {line}", file=sys.stderr)
     guides, labels, real = _guides(strokes, n, seed, size, held, data)
     _, read, w = edit_condition(model, model.from_unit(guides).to(model.device), class_label, guidance,
                                 torch.Generator().manual_seed(seed))
@@ -292,7 +351,7 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
     first = _conditioned(model, None if read is None else read[:1], w)
     for t0 in t0s:                  # one step on one stroke per t0: SDEdit refuses what it cannot do now
         edit_strokes(model, guides[:1], t0, 1, sampler, torch.Generator().manual_seed(0), first)
-    score = _Scorer(judge, reference, guides, labels, seed)
+    score = _Scorer(net, reference, guides, labels if classes else None, seed)
 
     from sdekit.tasks.sdedit import sdedit_steps
     steps = {t0: sdedit_steps(sampler, t0) if steps_per_unit is None else
@@ -300,25 +359,28 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
              for t0 in t0s}
     outputs = _sweep(model, guides, steps, sampler, seed, batch_size, progress, read, w)
     rows = [score("SDEdit", t0, outputs[t0], steps[t0]) for t0 in t0s]
-    near = _nearest(held.train, guides)
+    near = None if held.train is None else _nearest(held.train, guides)
     plain_sampler = default_sampler(DEMO_SAMPLE, model)          # a consistency model: its own sampler
     plain, plain_info = generate(model, n, plain_sampler, None, seed=seed, batch_size=batch_size, return_info=True)
     plain = model.to_unit(plain)
     rows += [score("raw strokes", None, guides),
-             score("real images (real vs real)", None, real),
-             score("nearest training image", None, near),
-             score(SAMPLES, None, plain, plain_info["steps"])]
+             score("real images (real vs real)", None, real)]
+    rows += [] if near is None else [score("nearest training image", None, near)]
+    rows += [score(SAMPLES, None, plain, plain_info["steps"])]
     best = pick_t0(rows)
     if best is None:
         notes.append(f"no swept t0 keeps the drawn {class_words(data)[0]} in {FIDELITY:.0%} of edits: no default t0")
     meta = {"model": getattr(model, "name", "model"), "data": data, "strokes": strokes, "n": n,
             "class_noun": class_words(data)[0], "classes": class_words(data)[1],
             "n_reference": len(score.ref), "sampler": sampler, "steps_per_unit": steps_per_unit, "seed": seed,
-            "judge_test_accuracy": getattr(judge, "test_accuracy", None), "fidelity_level": FIDELITY,
+            "judge_test_accuracy": getattr(net, "test_accuracy", None), "fidelity_level": FIDELITY,
+            "judge": None if judge is None else str(judge), "notes": facts,
+            "nearest_baseline": near is not None,
             "class": _mode(model, class_label, read), "guidance": w, "class_read_accuracy": None if read is None else float((read == labels).float().mean()),
             "seconds": round(time.time() - t_begin, 1)}
-    index = _report(out, rows, meta, best, notes, [guides, *outputs.values(), real, near], labels,
-                    ["stroke"] + [f"t0={t:g}" for t in t0s] + ["real", "nearest"])
+    extra = [("real", real)] + ([] if near is None else [("nearest", near)])
+    index = _report(out, rows, meta, best, notes, [guides, *outputs.values(), *(u for _, u in extra)], labels,
+                    ["stroke"] + [f"t0={t:g}" for t in t0s] + [name for name, _ in extra])
     return Evaluation(rows, best, notes, meta, index, outputs)
 
 
@@ -389,8 +451,8 @@ def _write_csv(path, rows):
     w.writerow(["method", "t0", "fidelity", "fidelity_lo", "fidelity_hi", "kid", "kid_lo", "kid_hi", "fid",
                 "l2", "l2_lo", "l2_hi", "l2_down4", "l2_down4_lo", "l2_down4_hi", "steps"])
     for r in rows:
-        ests = [r.fidelity, r.kid]
-        cells = [f"{v:.5f}" for e in ests for v in (e.value, e.lo, e.hi)]
+        cells = ["", "", ""] if r.fidelity is None else [f"{v:.5f}" for v in (r.fidelity.value, r.fidelity.lo, r.fidelity.hi)]
+        cells += [f"{v:.5f}" for v in (r.kid.value, r.kid.lo, r.kid.hi)]
         cells.append("" if r.fid is None else f"{r.fid:.4f}")
         cells += [f"{v:.5f}" for v in (r.l2.value, r.l2.lo, r.l2.hi)]
         cells += ["", "", ""] if r.l2_down is None else [f"{v:.5f}" for v in (r.l2_down.value, r.l2_down.lo, r.l2_down.hi)]
@@ -424,6 +486,8 @@ def _markdown(rows, meta, best, notes) -> str:
               "KID: mean over 100 subsets of half of each set, interval -/+ 1.96 std over subsets; compare it with "
               f"the real-vs-real row (held-out real images of the drawn {noun}), measured the same way. "
               "L2: pixels in [0, 1], percentile-bootstrap interval."]
+    if meta.get("notes"):
+        lines += [""] + [f"Note: {w}" for w in meta["notes"]]
     if notes:
         lines += [""] + [f"Warning: {w}" for w in notes]
     return "\n".join(lines) + "\n"
@@ -451,6 +515,9 @@ def _plot(path, rows, best, noun: str = "digit"):
     panels = [(f"class fidelity (judged the drawn {noun})", "fidelity"), ("KID to held-out real (realism)", "kid"),
               ("L2 to the stroke (faithfulness)", "l2")]
     for ax, (title, attr) in zip(axes, panels):
+        if any(getattr(r, attr) is None for r in rows):          # class fidelity with a judge of other classes
+            ax.set_title(f"{title}: not measured", fontsize=10)
+            continue
         _errbar(ax, t, [getattr(r, attr) for r in sw], color="C0", label="SDEdit")
         for i, (name, r) in enumerate(base.items()):
             _band(ax, getattr(r, attr), f"C{i + 1}", name)
@@ -460,7 +527,7 @@ def _plot(path, rows, best, noun: str = "digit"):
         ax.set_title(title, fontsize=10)
     axes[0].axhline(FIDELITY, color="C3", lw=0.8)
     axes[0].set_ylim(0, 1.02)
-    axes[0].legend(fontsize=7, loc="lower left")
+    axes[0 if sw and sw[0].fidelity is not None else 1].legend(fontsize=7, loc="lower left")
     fig.suptitle("SDEdit on held-out strokes: 95% intervals (bars: SDEdit; bands: baselines)", fontsize=11)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -475,6 +542,7 @@ def _html(out: Path, md: str, meta: dict) -> Path:
         "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in body) + "</table>"
     notes = "".join(f"<p>{html.escape(line.replace('**', ''))}</p>" for line in md.splitlines()
                     if line and not line.startswith("|"))
+    nearest = ", the nearest training image" if meta.get("nearest_baseline", True) else ""
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>SDEdit evaluation</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}img{{max-width:100%}}</style></head><body>
@@ -485,8 +553,7 @@ trained on {html.escape(str(meta['data']))}'s training split, not Inception: com
 {notes}
 <p><a href="results.csv">results.csv</a> · <a href="results.json">results.json</a> · <a href="results.md">results.md</a></p>
 <h2>Against t0</h2><img src="tradeoff.png" alt="class fidelity, KID and L2 against t0 with 95% intervals">
-<h2>Outputs (rows: strokes, by the {html.escape(str(meta.get('class_noun', 'digit')))} drawn; columns: the stroke, SDEdit per t0, a real image of it,
-the nearest training image)</h2>
+<h2>Outputs (rows: strokes, by the {html.escape(str(meta.get('class_noun', 'digit')))} drawn; columns: the stroke, SDEdit per t0, a real image of it{nearest})</h2>
 <img src="grid.png" alt="grid of outputs">
 </body></html>
 """

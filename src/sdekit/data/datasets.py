@@ -36,7 +36,7 @@ from sdekit.data.images import EXTENSIONS, SCALE, grid_shape, load_image, pictur
 __all__ = ["Dataset", "load_dataset", "digits", "toy", "image_folder", "read_idx", "mnist", "cifar10",
            "save_grid", "grid", "fetch", "SOURCES", "TOYS", "IMAGE_EXTS", "emoji", "emoji_split",
            "EMOJI_CATEGORIES", "EMOJI_STYLES", "EMOJI_BACKGROUND", "data_kind", "background", "class_names",
-           "BACKGROUNDS", "CLASS_NAMES"]
+           "BACKGROUNDS", "CLASS_NAMES", "UNPACKED_MD5", "source_of"]
 
 IMAGE_EXTS = set(EXTENSIONS)
 
@@ -304,7 +304,10 @@ def emoji(root, size: int | None = None, channels: int | None = None, split: str
 BACKGROUNDS = {"emoji": EMOJI_BACKGROUND}   # data kind -> the colour its pictures are drawn on (pixels in [0, 1])
 CLASS_NAMES = {"emoji": EMOJI_CATEGORIES}   # data kind -> the name of class k (data whose classes have names)
 # data kind -> (what one class is called, the classes in words); the digits' words for every other kind
-CLASS_WORDS = {"emoji": ("category", "emoji of the 9 Unicode categories")}
+CLASS_WORDS = {"emoji": ("category", "emoji of the 9 Unicode categories"),
+               "folder": ("class", "the folder's classes (one per sub-folder)"),
+               "cifar10": ("class", "the 10 CIFAR-10 classes"),
+               "fashion-mnist": ("class", "the 10 Fashion-MNIST classes")}
 DIGIT_WORDS = ("digit", "the digits 0-9")
 
 
@@ -350,7 +353,9 @@ def class_names(config: dict) -> tuple[str, ...] | None:
 SOURCES = {
     "mnist": (["https://ossci-datasets.s3.amazonaws.com/mnist/"],
               {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-               "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432"}),
+               "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+               "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",      # the test split: evaluation
+               "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}),
     "fashion-mnist": (["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
                       {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
                        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe"}),
@@ -359,17 +364,41 @@ SOURCES = {
 }
 
 
-def _md5(path: Path) -> str:
+# name -> {.gz file: published MD5 of its decompressed bytes}: a copy already in DIR that was re-compressed
+# (other gzip settings, the same data) is accepted by these
+UNPACKED_MD5 = {
+    "mnist": {"train-images-idx3-ubyte.gz": "6bbc9ace898e44ae57da46a324031adb",
+              "train-labels-idx1-ubyte.gz": "a25bea736e30d166cdddb491f175f624",
+              "t10k-images-idx3-ubyte.gz": "2646ac647ad5339dbf082846283269ea",
+              "t10k-labels-idx1-ubyte.gz": "27ae3e4e09519cfbb04c329615203637"},
+}
+
+
+def _md5(path: Path, unpack: bool = False) -> str:
+    """The MD5 of a file's bytes (``unpack``: of its gunzipped bytes)."""
     h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
+    with (gzip.open if unpack else open)(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
+def _present_ok(name: str, target: Path, md5: str) -> bool:
+    """Whether a file already in DIR is the published one: its MD5, or that of its decompressed bytes."""
+    if _md5(target) == md5:
+        return True
+    unpacked = UNPACKED_MD5.get(name, {}).get(target.name)
+    try:
+        return unpacked is not None and _md5(target, unpack=True) == unpacked
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
 def fetch(name: str, root, mirrors=None, timeout: float = 60.0) -> Path:
     """Fetch the files of ``name`` into ``root`` (skipping those present), verify their MD5s, and
-    unpack CIFAR-10's archive (only its data_batch_*.bin / test_batch.bin members)."""
+    unpack CIFAR-10's archive (only its data_batch_*.bin / test_batch.bin members). MNIST's files are its
+    training and its test split. A file present is checked too: its MD5, or for a .gz of
+    :data:`UNPACKED_MD5` that of its decompressed bytes. UserError on a mismatch or a failed download."""
     import tarfile
     import urllib.error
     import urllib.request
@@ -394,7 +423,7 @@ def fetch(name: str, root, mirrors=None, timeout: float = 60.0) -> Path:
                     errors.append(f"{base + fname}: {e}")
             else:
                 raise UserError(f"could not download {fname} (offline?): {errors[-1] if errors else 'no mirror'}")
-        elif _md5(target) != md5:
+        elif not _present_ok(name, target, md5):
             raise UserError(f"{target}: checksum mismatch (expected MD5 {md5})")
         if name == "cifar10":
             with tarfile.open(target) as tar:
@@ -406,15 +435,21 @@ def fetch(name: str, root, mirrors=None, timeout: float = 60.0) -> Path:
     return root
 
 
+def source_of(spec) -> str | None:
+    """The :data:`SOURCES` name of a data spec's kind ("mnist", "fashion-mnist", "cifar10"), or None for
+    data sdekit does not download."""
+    kind = data_kind(spec)
+    key = {"fashion_mnist": "fashion-mnist", "cifar-10": "cifar10"}.get(kind, kind)
+    return key if key in SOURCES else None
+
+
 def load_dataset(spec: str, size: int | None = None, channels: int | None = None, seed: int = 0,
                  n: int = 8192, download: bool = False) -> Dataset:
     """The dataset a ``--data`` spec names (see the module docstring)."""
     kind, _, arg = str(spec).partition(":")
     kind = kind.lower()
-    if download and arg:
-        key = {"fashion_mnist": "fashion-mnist", "cifar-10": "cifar10"}.get(kind, kind)
-        if key in SOURCES:
-            fetch(key, arg)
+    if download and arg and source_of(spec):
+        fetch(source_of(spec), arg)
     if kind == "digits" and not arg:
         return digits(size or 16, channels)
     if kind == "toy":

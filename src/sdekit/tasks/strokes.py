@@ -33,12 +33,13 @@ from sdekit.core.errors import UserError
 from sdekit.core.assets import ASSETS
 
 __all__ = ["pen", "simulated", "simulate_from", "package", "glyphs", "STROKE_SETS", "STROKES_DIR", "SIMULATION",
-           "PACKAGED", "CATEGORY_WORDS"]
+           "PACKAGED", "CATEGORY_WORDS", "SIMULATION_BY_CHANNELS"]
 
 STROKES_DIR = ASSETS / "strokes"
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CATEGORY_WORDS = ("smileys", "people", "animals", "food", "travel", "activities", "objects", "symbols", "flags")
 SIMULATION = {"digits": (3, 3), "mnist": (3, 3), "emoji": (5, 6)}    # data -> (median window, colours)
+SIMULATION_BY_CHANNELS = {1: SIMULATION["digits"], 3: SIMULATION["emoji"]}   # for other data: grey or colour
 PACKAGED = {"digits": (STROKES_DIR, NUMBERS, 1), "mnist": (STROKES_DIR, NUMBERS, 1),
             "emoji": (STROKES_DIR / "emoji", CATEGORY_WORDS, 3)}    # data -> (folder, class words, channels)
 
@@ -192,9 +193,11 @@ def simulated(n: int, data: str, seed: int = 0, size: int = 28, median: int | No
 
 def simulate_from(real: torch.Tensor, median: int | None = None, colors: int | None = None,
                   data: str = "mnist") -> torch.Tensor:
-    """The stroke paintings :func:`simulated` makes of given real images [N, C, H, W] in [0, 1]."""
+    """The stroke paintings :func:`simulated` makes of given real images [N, C, H, W] in [0, 1]. Data
+    without its own :data:`SIMULATION` entry need both ``median`` and ``colors`` (e.g. the grey or colour
+    ones of :data:`SIMULATION_BY_CHANNELS`); UserError without them."""
     from sdekit.tasks.sdedit import simulate_strokes
-    m, k = SIMULATION[_dataset(data)]
+    m, k = (median, colors) if median and colors else SIMULATION[_dataset(data)]
     return simulate_strokes(real, median=median or m, colors=colors or k).clamp(0, 1)
 
 

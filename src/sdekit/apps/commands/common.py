@@ -111,6 +111,32 @@ def load_model(args, device=None, dtype=None):
         raise UserError(e.naming("--" + e.option.replace("_", "-"))) from None
 
 
+def add_download(p) -> None:
+    p.add_argument("--download", action="store_true",
+                   help="first fetch the files missing from the folder of --data KIND:DIR into DIR, MD5-checked, as "
+                        "`sdekit train --download` does (MNIST: its training and test files; also Fashion-MNIST, "
+                        "CIFAR-10)")
+
+
+def download(spec) -> None:
+    """``--download``: fetch the files of ``spec`` ("mnist:DIR", ...) missing from DIR
+    (:func:`sdekit.data.datasets.fetch`), saying where they go on stderr. UserError for a spec without
+    its folder or data sdekit does not download."""
+    import sys
+
+    from sdekit.data.datasets import data_kind, fetch, source_of
+    kind, _, folder = str(spec or "").partition(":")
+    if source_of(spec) is None:
+        raise UserError(f"--download fetches mnist, fashion-mnist and cifar10 data, not {spec or 'the model data'}"
+                        + (" (emoji come from the npm packages emoji-datasource-twitter and emoji-datasource-google: "
+                           "give --data emoji:DIR)" if data_kind(spec) == "emoji" else ""))
+    if not folder:
+        raise UserError(f"--download needs the folder to fetch into: --data {kind}:DIR")
+    print(f"fetching {source_of(spec)} into {Path(folder).resolve()} (files already there are checked, not fetched)",
+          file=sys.stderr)
+    fetch(source_of(spec), folder)
+
+
 def add_seed(p) -> None:
     p.add_argument("--seed", type=seed, default=0, help="random seed, an integer in 0..2^32-1 (default: 0)")
 

@@ -1,13 +1,20 @@
 """sdekit evaluate: SDEdit's t0 sweep on held-out strokes: class fidelity, realism (KID), faithfulness (L2)."""
 from sdekit.policy import EDIT, EDIT_STEPS
-from sdekit.apps.commands.common import MODEL_DEFAULT, add_model, add_sampler, edit_class, finite, load_model, resolve_sampler
+from sdekit.apps.commands.common import (MODEL_DEFAULT, add_download, add_model, add_sampler, download, edit_class, finite,
+                                         load_model, resolve_sampler)
 
 
 def add_arguments(p):
     add_model(p, help=f"model bundle folder or diffusers folder {MODEL_DEFAULT}")
     p.add_argument("--data", default=None,
-                   help="the model's dataset, which picks the judge and the KID reference: digits or mnist:DIR "
-                        "(default: the bundle's \"data\")")
+                   help="the model's dataset, which picks the judge and the KID reference: digits, mnist:DIR or "
+                        "emoji:DIR; mnist or emoji without DIR: the held-out subset shipped with sdekit (no "
+                        "nearest-training-image baseline) (default: the bundle's \"data\")")
+    add_download(p)
+    p.add_argument("--judge", default=None, metavar="FOLDER",
+                   help="a judge written by `sdekit train-features --data SPEC --out FOLDER`, for a model of data "
+                        "sdekit ships no judge for (KID, FID and L2 against the judge's own held-out images; class "
+                        "fidelity only if its classes are the model's) (default: the shipped judge of the data)")
     p.add_argument("--strokes", default="pen", choices=("pen", "simulated", "package"),
                    help="held-out strokes: pen (digits drawn as pen strokes), simulated (the paper's simulation "
                         "from held-out real images), package (the shipped stroke paintings) (default: pen)")
@@ -54,10 +61,12 @@ def run(args):
         bundle_config(args.model)
     model = load_model(args)
     resolve_sampler(args, model)
+    if args.download:
+        download(args.data or (getattr(model, "config", None) or {}).get("data"))
     res = evaluate(model, args.data, t0s, n=args.n, strokes=args.strokes, sampler=args.sampler,
                    steps_per_unit=args.steps_per_unit, seed=args.seed, out=args.out, batch_size=args.batch_size,
                    overwrite=args.overwrite, n_reference=args.n_reference, class_label=args.class_label,
-                   guidance=args.guidance)
+                   guidance=args.guidance, judge=args.judge)
     print((res.index.parent / "results.md").read_text(), end="")
     print(f"report: {res.index}")
     if args.write_t0:

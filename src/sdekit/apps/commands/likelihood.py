@@ -1,5 +1,6 @@
 """sdekit likelihood: bits/dim of a dataset under a model, through the probability-flow ODE."""
-from sdekit.apps.commands.common import MODEL_DEFAULT, add_device, add_dtype, add_model, add_seed, load_model, positive, positive_int
+from sdekit.apps.commands.common import (MODEL_DEFAULT, add_device, add_download, add_dtype, add_model, add_seed,
+                                         download, load_model, positive, positive_int)
 
 from sdekit.policy import LIKELIHOOD
 
@@ -11,8 +12,10 @@ SOLVERS = ("rk45", "rk45_logsigma", "heun")      # sdekit.tasks.likelihood.SOLVE
 def add_arguments(p):
     add_model(p, help="model bundle folder, or a diffusers folder (as written by "
                       "sdekit convert) " + MODEL_DEFAULT)
-    p.add_argument("--data", default=None, help="dataset spec, as for `sdekit train` (default: the bundle's "
-                   "\"data\", e.g. mnist:DIR for the default model)")
+    p.add_argument("--data", default=None, help="dataset spec, as for `sdekit train`; mnist or emoji without DIR: "
+                   "the held-out subset shipped with sdekit (1000 MNIST test images, the 880 held-out emoji) "
+                   "(default: the bundle's \"data\": that subset for the default model)")
+    add_download(p)
     p.add_argument("-n", type=positive_int, default=64, help="number of data points, taken at random (default: 64)")
     p.add_argument("--solver", default=LIKELIHOOD.sampler, choices=SOLVERS,
                    help="ODE solver: rk45 in t (score_sde's), rk45_logsigma (in log sigma, each sample's error held "
@@ -42,6 +45,7 @@ def run(args):
     from tqdm.auto import tqdm
 
     from sdekit.data.datasets import load_dataset
+    from sdekit.data.heldout import load_heldout, shipped
     from sdekit.core.errors import UserError
     from sdekit.tasks.likelihood import likelihood
 
@@ -61,15 +65,20 @@ def run(args):
         args.data = (getattr(model, "config", None) or {}).get("data")
         if not args.data:
             raise UserError("this model names no dataset: give --data")
-        if args.data in ("mnist", "fashion-mnist", "cifar10"):
+        if args.data in ("fashion-mnist", "cifar10"):
             raise UserError(f"the model's data, {args.data}, are not shipped: give --data {args.data}:DIR "
                             "(the folder that holds them)")
+    if args.download:
+        download(args.data)
     own = (getattr(model, "config", None) or {}).get("data")
     if own and str(args.data).partition(":")[0].lower() != str(own).partition(":")[0].lower():
         print(f"note: {args.data} is not the data {model.name} was trained on ({own}); it is read at the model's "
               f"shape {tuple(model.shape)}", file=sys.stderr)
-    ds = load_dataset(args.data, size=model.shape[-1] if len(model.shape) == 3 else None,
-                      channels=model.shape[0] if len(model.shape) == 3 else None)
+    size, channels = (model.shape[-1], model.shape[0]) if len(model.shape) == 3 else (None, None)
+    subset = shipped(args.data)
+    if subset is not None:
+        print(f"note: {subset.note()}", file=sys.stderr)
+    ds = (load_dataset if subset is None else load_heldout)(args.data, size=size, channels=channels)
     if tuple(ds.shape) != tuple(model.shape):
         raise UserError(f"{args.data}: data of shape {ds.shape} do not fit the model's {model.shape}")
     g = torch.Generator().manual_seed(args.seed)
