@@ -88,6 +88,28 @@ METHODS = {   # method -> {implementation: runner}
 }
 
 
+def measure(model, runner, nfe, seeds, n, ref, judge, keep=False):
+    """One cell: ``runner``'s n samples at ``nfe`` evaluations for each seed, judged against ``ref``. The noise
+    z of seed s is drawn on the CPU (the same on any device) and moved to the model's device; the samples are
+    judged on the CPU. Returns {"nfe_used", "fid" (one per seed; None below the judge's minimum, see
+    :func:`sdekit.tasks.metrics.fid`), "kid" (per seed), "seconds" (all of it), "sample_seconds" (sampling
+    alone, per seed)} and, with ``keep``, also the samples in [0, 1] per seed under "samples" ([n, C, H, W])."""
+    fids, kids, used, spent, kept, t = [], [], None, [], [], time.time()
+    for s in seeds:
+        z = torch.randn((n, *model.shape), generator=torch.Generator().manual_seed(s)).to(model.device)
+        t_s = time.perf_counter()
+        with torch.no_grad():
+            x, used = runner(model, z, nfe)
+        u = model.to_unit(x.float()).clamp(0, 1).cpu()          # .cpu() waits for the device
+        spent.append(time.perf_counter() - t_s)
+        fids.append(fid(ref, u, judge))
+        kids.append(kid(ref, u, judge, subsets=10).mean)
+        if keep:
+            kept.append(u)
+    row = {"nfe_used": used, "fid": fids, "kid": kids, "seconds": time.time() - t, "sample_seconds": spent}
+    return {**row, "samples": kept} if keep else row
+
+
 def run(model_name, data, n, seeds, nfes, only, impl_filter=()):
     from sdekit.tasks.judge import held_out, load_judge
     model = sdekit.load(model_name)
@@ -104,23 +126,27 @@ def run(model_name, data, n, seeds, nfes, only, impl_filter=()):
             if impl_filter and not any(f in name for f in impl_filter):
                 continue
             for nfe in nfes:
-                fids, used, t = [], None, time.time()
-                for s in seeds:
-                    z = torch.randn((n, *model.shape), generator=torch.Generator().manual_seed(s))
-                    with torch.no_grad():
-                        x, used = runner(model, z, nfe)
-                    fids.append(fid(ref, model.to_unit(x).clamp(0, 1), judge))
-                rows.append({"method": method, "impl": name, "nfe": nfe, "nfe_used": used, "fid": fids,
-                             "seconds": time.time() - t})
-                print(f"{name:32s} NFE {nfe:2d} ({used:2d}): FID {np.mean(fids):7.3f} "
-                      f"[{min(fids):.3f}..{max(fids):.3f}]", flush=True)
+                cell = measure(model, runner, nfe, seeds, n, ref, judge)
+                rows.append({"method": method, "impl": name, "nfe": nfe, **cell})
+                print(f"{name:32s} NFE {nfe:2d} ({cell['nfe_used']:2d}): {score(cell)}", flush=True)
     return floor, rows
 
 
+def score(cell) -> str:
+    """A cell's mean FID with its spread over seeds [min, max]; KID where FID is undefined (too few samples)."""
+    key, digits = ("fid", 2) if None not in cell["fid"] else ("kid", 4)
+    v = cell[key]
+    label = "" if key == "fid" else "KID "
+    return f"{label}{np.mean(v):.{digits}f} [{min(v):.{digits}f}, {max(v):.{digits}f}]"
+
+
 def table(floor, rows, nfes) -> str:
+    """The markdown table (one row per implementation, one column per NFE: mean FID [min, max] over seeds, KID
+    where FID is undefined) and the ratios ours / peer of the same method."""
     names = list(dict.fromkeys(r["impl"] for r in rows))
     cell = {(r["impl"], r["nfe"]): r for r in rows}
-    out = [f"real vs real: FID {floor['fid']:.3f}, KID {floor['kid']:.4f}", "",
+    floor_fid = "-" if floor["fid"] is None else f"{floor['fid']:.3f}"
+    out = [f"real vs real: FID {floor_fid}, KID {floor['kid']:.4f}", "",
            "| implementation | " + " | ".join(f"NFE {k}" for k in nfes) + " |",
            "|---|" + "---|" * len(nfes)]
     for name in names:
@@ -130,20 +156,22 @@ def table(floor, rows, nfes) -> str:
             if r is None:
                 vals.append("-")
                 continue
-            f = r["fid"]
             nfe_note = f" ({r['nfe_used']})" if r["nfe_used"] != k else ""
-            vals.append(f"{np.mean(f):.2f} [{min(f):.2f}, {max(f):.2f}]{nfe_note}")
+            vals.append(score(r) + nfe_note)
         out.append(f"| {name} | " + " | ".join(vals) + " |")
+    if any(None in r["fid"] for r in rows):
+        out += ["", "FID needs more samples than twice the judge's 64 features; KID is shown where it is undefined."]
     out += ["", "ratio ours / peer (same method, same NFE, mean FID):"]
     for method in dict.fromkeys(r["method"] for r in rows):
-        impls = [nm for nm in names if cell.get((nm, nfes[0]), {}).get("method") == method]
+        impls = [nm for nm in names if any(cell.get((nm, k), {}).get("method") == method for k in nfes)]
         peers = [nm for nm in impls if nm.startswith("diffusers")]
         ours = [nm for nm in impls if nm.startswith("sdekit")]
         for o in ours:
             for p in peers:
                 rs = [f"NFE {k}: {np.mean(cell[(o, k)]['fid']) / np.mean(cell[(p, k)]['fid']):.2f}x"
-                      for k in nfes if (o, k) in cell and (p, k) in cell]
-                out.append(f"- {o} / {p}: " + ", ".join(rs))
+                      for k in nfes if (o, k) in cell and (p, k) in cell
+                      and None not in cell[(o, k)]["fid"] + cell[(p, k)]["fid"]]
+                out.append(f"- {o} / {p}: " + (", ".join(rs) or "-"))
     return "\n".join(out)
 
 
