@@ -214,6 +214,7 @@ def train_step(ctx, name: str, recipe_name: str, data: str, steps: int) -> dict:
     rec["status"] = "ok" if rc == 0 and ckpt.exists() else "error"
     if rec["status"] == "error":
         rec["note"] = f"sdekit train exited with code {rc}" + ("" if ckpt.exists() else "; no checkpoint written")
+    rec["signal"] = rc in (130, 143)          # SIGINT / SIGTERM stopped the run (with a checkpoint): stop here too
     if ctx.args.pack_mib > 0 and ctx.runs.exists():
         rec["packed"] = pack(ctx.runs, ctx.out, ctx.args.pack_mib)
     return rec
@@ -493,6 +494,8 @@ def main(argv=None) -> int:
         records[name] = rec
         out.json("steps.json", {"minutes": args.minutes, "left_min": round(budget.left(), 3), "steps": records})
         say(f"{name}: {rec['status']} in {rec['wall_s']:.1f} s" + (f" ({rec['note']})" if rec.get("note") else ""))
+        if rec.get("signal"):
+            break
     failed = [k for k, r in records.items() if r["status"] == "error"]
     say(f"done in {(args.minutes - budget.left()):.2f} min; results in {out.path}" +
         (f"; failed: {', '.join(failed)}" if failed else ""))
