@@ -50,7 +50,7 @@ def check(sde, sampler, steps, **options):
     spec = get_sampler(sampler)
     opts = check_options(spec, options)
     grid = make_grid(sde, spec, steps, sde.T, sde.eps, True, opts.pop("schedule", None), opts.pop("rho", 7.0))
-    spec.stepper(sdekit.core.denoisers.ScoreDenoiser(sde, lambda x, t: -x), grid, None, **opts)
+    spec(sdekit.core.denoisers.ScoreDenoiser(sde, lambda x, t: -x), grid, None, **opts)
 
 
 @pytest.mark.parametrize("sigma_max", [50.0, 348.0])

@@ -103,10 +103,10 @@ class EditSteps:
     fraction: float = 0.2
     min_steps: int = 4
 
-    def steps(self, kind: str, schedule: str, default_steps: int, t0: float) -> int:
-        """Steps for an edit from t0 by a sampler of ``kind`` ("sde", "fast", "adaptive") on grid ``schedule``
-        with ``default_steps`` (the fields of its record in sdekit.solvers.registry)."""
-        if kind != "sde" or schedule != "uniform":
+    def steps(self, scales_with_span: bool, default_steps: int, t0: float) -> int:
+        """Steps for an edit from t0 by a sampler with ``default_steps`` whose steps are a density in t or not
+        (``scales_with_span``: its class's Solver.steps_scale_with_span(), in sdekit.solvers)."""
+        if not scales_with_span:
             return int(default_steps)
         return max(self.min_steps, math.ceil(self.fraction * default_steps * float(t0)))
 

@@ -174,7 +174,7 @@ def plot_2d(out: Path, sde: SDE, data: GaussianMixture, name: str, sde_name: str
         g = torch.Generator().manual_seed(seed + 1)
         opts = toy_settings(sampler)
         x, info = sample(sde, score, (n, 2), sampler=sampler, generator=g, return_info=True, **opts)
-        panels.append((f"{sampler}, {info['steps']} steps (NFE {info['nfe']})" if REGISTRY[sampler].kind != "adaptive"
+        panels.append((f"{sampler}, {info['steps']} steps (NFE {info['nfe']})" if not REGISTRY[sampler].adaptive
                        else f"{sampler}, adaptive (NFE {info['nfe']})", x))
         if tick is not None:
             tick()

@@ -28,7 +28,7 @@ from sdekit.core.noise import Counter, as_batch, bcast, solver_dtype, watch
 from sdekit.core.sde import SDE
 
 __all__ = ["Denoiser", "ScoreDenoiser", "NetworkDenoiser", "Preconditioned", "Counted", "Shaped", "Conditional",
-           "ClassifierFree", "ClassifierGuided", "ScoreView", "as_denoiser", "EDMInput", "ModelSpaceInput", "PREDICTIONS",
+           "ClassifierFree", "ClassifierGuided", "Guided", "Labelled", "ScoreView", "as_denoiser", "EDMInput", "ModelSpaceInput", "PREDICTIONS",
            "TIME_INPUTS", "labels_for", "check_labels", "check_shape", "Consistency", "SIGMA_MIN_CM"]
 
 
@@ -78,6 +78,13 @@ class Denoiser(nn.Module):
         s, sig = self.sde.scale(t), self.sde.sigma(t)
         y = x / bcast(s, x)
         return ((self.denoise(y, sig, class_labels) - y) / bcast(s * sig ** 2, x)).to(x_in.dtype)
+
+    def prepared(self, x: torch.Tensor, class_labels=None) -> "Denoiser":
+        """This denoiser, with ``class_labels`` fixed (None, an int or a tensor [B]), composed for a solve on
+        states shaped like x [B, ...]: what can be checked or resolved once (the data shape, the labels, their
+        device, the null label) is done here, and the denoiser returned gives the same values without doing it
+        again at every evaluation. UserError as those checks. Default: itself, or :class:`Conditional`."""
+        return self if class_labels is None else Conditional(self, labels_for(class_labels, x))
 
     def x0(self, x: torch.Tensor, t, class_labels=None) -> torch.Tensor:
         """E[x0 | x_t = x], the denoised estimate of a model-space state x at time t."""
@@ -161,10 +168,22 @@ class Counted(Denoiser):
         return self.counter.nfe
 
     def denoise(self, y, sigma, class_labels=None):
-        return self.counter.evaluate(lambda: self.inner.denoise(y, sigma, class_labels), y, ("sigma", sigma))
+        c, out = self.counter, None
+        token = c.begin(y, ("sigma", sigma))
+        try:
+            out = self.inner.denoise(y, sigma, class_labels)
+        finally:
+            c.end(token, out, y)
+        return out
 
     def score(self, x, t, class_labels=None):
-        return self.counter.evaluate(lambda: self.inner.score(x, t, class_labels), x, ("t", t))
+        c, out = self.counter, None
+        token = c.begin(x, ("t", t))
+        try:
+            out = self.inner.score(x, t, class_labels)
+        finally:
+            c.end(token, out, x)
+        return out
 
 
 class Shaped(Denoiser):
@@ -173,6 +192,10 @@ class Shaped(Denoiser):
     def __init__(self, inner: Denoiser, shape):
         super().__init__(inner.sde)
         self.inner, self.shape = inner, tuple(shape)
+
+    def prepared(self, x, class_labels=None):
+        check_shape(x, self.shape)
+        return self.inner.prepared(x, class_labels)
 
     def denoise(self, y, sigma, class_labels=None):
         check_shape(y, self.shape)
@@ -189,6 +212,9 @@ class Conditional(Denoiser):
     def __init__(self, inner: Denoiser, class_labels):
         super().__init__(inner.sde)
         self.inner, self.class_labels = inner, class_labels
+
+    def prepared(self, x, class_labels=None):
+        return self.inner.prepared(x, self.class_labels)
 
     def denoise(self, y, sigma, class_labels=None):
         return self.inner.denoise(y, sigma, labels_for(self.class_labels, y))
@@ -209,24 +235,44 @@ class ClassifierFree(Denoiser):
         self.inner, self.class_labels, self.scale, self.null_label = inner, class_labels, float(scale), null_label
         self.batch = bool(batch)
 
-    def _combine(self, fn, x, v):
+    def denoise(self, y, sigma, class_labels=None):
+        return self.prepared(y).denoise(y, sigma)
+
+    def score(self, x, t, class_labels=None):
+        return self.prepared(x).score(x, t)
+
+    def prepared(self, x, class_labels=None):
+        """The guided denoiser for states like x: the conditional and unconditional models each prepared with
+        their labels (one prepared model on the doubled batch when ``batch``)."""
         c = labels_for(self.class_labels, x)
         if self.scale == 0:
-            return fn(x, v, c)
+            return self.inner.prepared(x, c)
         null = torch.full_like(c, int(self.null_label))
-        if not self.batch:
-            return (1 + self.scale) * fn(x, v, c) - self.scale * fn(x, v, null)
+        if self.batch:
+            return Guided(self.inner.prepared(torch.cat([x, x]), torch.cat([c, null])), None, self.scale)
+        return Guided(self.inner.prepared(x, c), self.inner.prepared(x, null), self.scale)
+
+
+class Guided(Denoiser):
+    """(1 + w) D_c - w D_null from two prepared denoisers (``cond`` and ``uncond``), or from one, ``cond``,
+    prepared on the doubled batch [conditional; unconditional] (``uncond`` None): ClassifierFree.prepared."""
+
+    def __init__(self, cond: Denoiser, uncond: Denoiser | None, scale: float):
+        super().__init__(cond.sde)
+        self.cond, self.uncond, self.scale = cond, uncond, float(scale)
+
+    def _combine(self, fn, x, v):
+        if self.uncond is not None:
+            return (1 + self.scale) * fn(self.cond, x, v) - self.scale * fn(self.uncond, x, v)
         per_sample = torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == len(x) and len(x) > 1
-        both = fn(torch.cat([x, x]), torch.cat([v, v]) if per_sample else v,      # one network call for both
-                  torch.cat([c, null]))
-        cond, null = both.chunk(2)
+        cond, null = fn(self.cond, torch.cat([x, x]), torch.cat([v, v]) if per_sample else v).chunk(2)
         return (1 + self.scale) * cond - self.scale * null
 
     def denoise(self, y, sigma, class_labels=None):
-        return self._combine(self.inner.denoise, y, sigma)
+        return self._combine(lambda d, a, b: d.denoise(a, b), y, sigma)
 
     def score(self, x, t, class_labels=None):
-        return self._combine(self.inner.score, x, t)
+        return self._combine(lambda d, a, b: d.score(a, b), x, t)
 
 
 class ClassifierGuided(Denoiser):
@@ -373,13 +419,30 @@ class NetworkDenoiser(Denoiser):
     def num_classes(self) -> int:
         return int(getattr(self.net, "num_classes", 0))
 
-    def denoise(self, y, sigma, class_labels=None):
+    def net_labels(self, class_labels, x: torch.Tensor):
+        """The labels the network is fed for ``class_labels`` (None, an int or a tensor [B]) with states x:
+        UserError for labels it does not take (:func:`check_labels`: without a null label it needs a class
+        0..K-1 for every sample)."""
         if not self.null_label:
             check_labels(class_labels, self.num_classes, null_label=False)
+        return class_labels
+
+    def prepared(self, x, class_labels=None):
+        """Labels checked and converted once (:meth:`net_labels`): itself without labels, else a
+        :class:`Labelled` view that feeds them to the network unchecked."""
+        net_labels = self.net_labels(class_labels, x)
+        return self if net_labels is None else Labelled(self, net_labels)
+
+    def denoise(self, y, sigma, class_labels=None):
+        return self.net_denoise(y, sigma, self.net_labels(class_labels, y))
+
+    def net_denoise(self, y, sigma, net_labels=None):
+        """D(y; sigma) with ``net_labels`` (None, or a label tensor as :meth:`net_labels` gives) fed to the
+        network as they are."""
         y_in, y = y, y.to(solver_dtype(y.dtype))     # sdekit's arithmetic; the network casts its own input
         sigma = as_batch(sigma, y)
         inp, cond = self.net_input(self.sde, y, sigma)
-        F = watch(self.net(inp, cond) if class_labels is None else self.net(inp, cond, class_labels), "network")
+        F = watch(self.net(inp, cond) if net_labels is None else self.net(inp, cond, net_labels), "network")
         s = self.sde.scale(self.sde.sigma_inv(sigma)) if self.prediction == "score" else None
         return self._to_d(F.to(y.dtype), y, sigma, s, self.sigma_data).to(y_in.dtype)
 
@@ -405,11 +468,23 @@ class Preconditioned(NetworkDenoiser):
         extra = {"sigma_min": self.sigma_min} if self.consistency else {}
         return {"kind": self.kind, "sigma_data": self.sigma_data, **extra}
 
+    def net_labels(self, class_labels, x):
+        """As NetworkDenoiser; class label -1 means "no label" (the embedding's extra null row, index K)."""
+        if class_labels is None:
+            return None
+        k = self.num_classes
+        check_labels(class_labels, k)
+        class_labels = labels_for(class_labels, x)
+        return torch.where(class_labels < 0, torch.full_like(class_labels, k), class_labels)
+
+
+class Labelled(Denoiser):
+    """A network's denoiser with its labels fixed, already checked and converted (``net_labels`` [B]):
+    :meth:`NetworkDenoiser.prepared`. The labels of a call are ignored."""
+
+    def __init__(self, inner: NetworkDenoiser, net_labels: torch.Tensor):
+        super().__init__(inner.sde)
+        self.inner, self.net_labels = inner, net_labels
+
     def denoise(self, y, sigma, class_labels=None):
-        """As NetworkDenoiser; class label -1 means "no label" (the embedding's extra null row)."""
-        if class_labels is not None:
-            k = self.num_classes
-            check_labels(class_labels, k)
-            class_labels = labels_for(class_labels, y)
-            class_labels = torch.where(class_labels < 0, torch.full_like(class_labels, k), class_labels)
-        return super().denoise(y, sigma, class_labels)
+        return self.inner.net_denoise(y, sigma, self.net_labels)

@@ -192,31 +192,46 @@ class Counter:
 
     def __init__(self, eager: bool = True):
         self.nfe, self.eager = 0, bool(eager)
-        self._notes, self._where, self._watched = [], None, None
+        self._notes, self._where, self._watched, self._opened = [], None, None, 0
 
     def note(self, who: str, t: torch.Tensor, where=None, lazy: bool = False) -> None:
         """Record whether ``t`` is finite (``who``: a key of the blame table; ``where``: a string, or a
         (name, value) pair formatted only on failure); ``lazy``: keep ``t`` and look only on failure."""
         self._notes.append((who, where, self.nfe, t.dtype, t if lazy else torch.isfinite(t).all(), lazy))
 
-    def evaluate(self, fn, x: torch.Tensor, where):
-        """``fn()``, one counted evaluation of the model at the state x (``where``: (name, level))."""
+    def begin(self, x: torch.Tensor, where):
+        """Open one counted evaluation of the model at the state x (``where``: (name, level)); returns the
+        token for :meth:`end`. Between the two, :func:`watch` records the model's own output."""
         self.nfe += 1
         self.note("input", x, where, lazy=True)
-        n0 = len(self._notes)
-        token, self._where = _WATCH.set(self), where
-        try:
-            out = fn()
-        finally:
-            _WATCH.reset(token)
+        self._opened, self._where = len(self._notes), where
+        return _WATCH.set(self)
+
+    def end(self, token, out: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """Close the evaluation opened by :meth:`begin` with its output ``out`` (None: it raised) for input x:
+        UserError for a mis-shaped output, NaN/Inf noted (and read at once when ``eager``). Returns out."""
+        _WATCH.reset(token)
+        if out is None:
+            self._watched = None
+            return out
         if out.shape != x.shape:
+            self._watched = None
             raise UserError(f"the model returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
         if out is not self._watched:                        # the model's own output is noted already
-            converted = len(self._notes) > n0
-            self.note("conversion" if converted else "model", out, where, lazy=converted)
+            converted = len(self._notes) > self._opened
+            self.note("conversion" if converted else "model", out, self._where, lazy=converted)
         self._watched = None
         if self.eager:
             self.verdict()
+        return out
+
+    def evaluate(self, fn, x: torch.Tensor, where):
+        """``fn()``, one counted evaluation of the model at the state x (``where``: (name, level))."""
+        token, out = self.begin(x, where), None
+        try:
+            out = fn()
+        finally:
+            self.end(token, out, x)
         return out
 
     def check(self, out: torch.Tensor, x: torch.Tensor, where: str) -> torch.Tensor:

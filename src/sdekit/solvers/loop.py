@@ -19,15 +19,14 @@ from tqdm.auto import tqdm
 
 from sdekit.core.denoisers import Counted, Denoiser, ScoreDenoiser, as_denoiser
 from sdekit.core.errors import UserError
-from sdekit.core.noise import Counter, NonFiniteError, as_batch, sigma_schedule, solver_dtype
-from sdekit.solvers.ode import rk45
-from sdekit.solvers.registry import SAMPLERS, SamplerSpec, check_options, get_sampler
-from sdekit.solvers.samplers import Grid
+from sdekit.core.noise import Counter, NonFiniteError, sigma_schedule, solver_dtype
 from sdekit.core.sde import SDE
 from sdekit.policy import SAMPLE
+from sdekit.solvers.registry import SAMPLERS, check_options, get_sampler
+from sdekit.solvers.solver import Grid, Solver
 
 __all__ = ["sample", "solve", "make_grid", "StepState", "Rewind", "SAMPLERS", "sigma_schedule", "residual_noise",
-           "Denoiser", "CountedScore", "NonFiniteError", "model_dtype_device"]
+           "Denoiser", "CountedScore", "NonFiniteError", "model_dtype_device", "make_grid"]
 
 
 @dataclass
@@ -62,55 +61,36 @@ def model_dtype_device(model: Denoiser):
     return (p.dtype, p.device) if p is not None else (None, None)
 
 
-def make_grid(sde: SDE, spec: SamplerSpec, steps: int, t_start: float, eps: float, denoise: bool,
+def make_grid(sde: SDE, spec: type[Solver], steps: int, t_start: float, eps: float, denoise: bool,
               schedule: str | None = None, rho: float = 7.0, sigmas=None, sigma_min: float = 0.0) -> Grid:
-    """The grid a sampler walks: explicit ``sigmas`` (descending, may end at 0), the record's own
-    ``levels`` (``sigma_min``: the model's boundary level), or ``steps`` steps of the record's (or the
-    given) schedule from t_start down to eps; fast solvers that denoise end with a last step to sigma = 0."""
-    if sigmas is not None:
-        return Grid(sde, sigmas=sigmas)
-    if spec.levels is not None and schedule is None:       # the sampler's own default levels
-        smax, smin = sde.sigma(torch.tensor([t_start, eps], dtype=torch.float64)).tolist()
-        levels = torch.tensor(spec.levels(smax, smin, steps, sigma_min), dtype=torch.float64)
-        end = levels.new_zeros(1) if denoise else levels.new_full((1,), smin)
-        return Grid(sde, sigmas=torch.cat([levels, end]))
-    kind = schedule or spec.schedule
-    if spec.kind == "fast":
-        n = steps if denoise else steps + 1
-        levels = sigma_schedule(sde, n, kind, eps, rho, t_start=t_start)
-        if denoise:
-            levels = torch.cat([levels, levels.new_zeros(1)])
-        return Grid(sde, sigmas=levels)
-    if kind == "uniform":
-        return Grid(sde, ts=torch.linspace(t_start, eps, steps + 1, dtype=torch.float64))
-    ts = sde.sigma_inv(sigma_schedule(sde, steps + 1, kind, eps, rho, t_start=t_start))
-    ts[0], ts[-1] = t_start, eps
-    return Grid(sde, ts=ts)
+    """The grid sampler ``spec`` walks (:meth:`Solver.grid <sdekit.solvers.solver.Solver.grid>`)."""
+    return spec.grid(sde, steps, t_start, eps, denoise, schedule, rho, sigmas, sigma_min)
 
 
-def solve(stepper, x: torch.Tensor, denoise: bool = True, callback=None, progress: bool = False,
+def solve(stepper: Solver, x: torch.Tensor, denoise: bool = True, callback=None, progress: bool = False,
           desc: str = "sampling") -> torch.Tensor:
-    """Run ``stepper`` over its grid from x at grid point 0. ``denoise``: the last step returns its
-    noise-free mean. ``callback``: the step hook (module docstring).
+    """Run solver ``stepper`` over its grid from x at grid point 0. ``denoise``: end with the solver's
+    denoised output (:meth:`Solver.finish`: the noise-free mean of the last step, or for a grid that ends
+    at sigma = 0 the last step itself). ``callback``: the step hook (module docstring).
 
     The state is kept in noise.solver_dtype(x.dtype) (float32 at least, whatever the network's precision)
     and returned in it. NaN/Inf are looked for on the device and read once per step (a counted model's
     ledger and the new state together): NonFiniteError names the first number that went bad, whose it
     was and its noise level."""
-    grid, n, i = stepper.grid, len(stepper.grid), 0
+    grid, i = stepper.grid, 0
     counted = stepper.model if isinstance(stepper.model, Counted) else None
     counter = counted.counter if counted is not None else Counter()
     x = x.to(solver_dtype(x.dtype))
-    bar = tqdm(total=n, disable=not progress, desc=desc, unit="step")
+    bar = tqdm(total=None if stepper.adaptive else len(grid), disable=not progress, desc=desc, unit="step")
     try:
-        while i < n:
+        while not stepper.done(i):
             x_next, x_mean = stepper.step(i, x)
-            if denoise and i == n - 1:
-                x_next = x_mean
+            if denoise and stepper.done(i + 1):
+                x_next = stepper.finish(x_next, x_mean)
             counter.verdict(x_next, ("sigma", grid.sigmas[i + 1]))     # the step's one host sync
             if callback is not None:
-                r = callback(StepState(i, n, grid.ts[i + 1], grid.sigmas[i + 1], x_next, stepper.denoised,
-                                       counted.nfe if counted else 0, grid.ts[i]))
+                r = callback(StepState(*stepper.numbered(i), grid.ts[i + 1], grid.sigmas[i + 1], x_next,
+                                       stepper.denoised, counted.nfe if counted else 0, grid.ts[i]))
                 if isinstance(r, Rewind):
                     x = r.x
                     stepper.rewind(i)
@@ -124,30 +104,6 @@ def solve(stepper, x: torch.Tensor, denoise: bool = True, callback=None, progres
     finally:
         bar.close()
     return x
-
-
-def _ode(model: Counted, x, t_start: float, eps: float, denoise: bool, callback, rtol, atol):
-    """Probability-flow ODE dx/dt = f x - g^2 score / 2 from t_start to eps by adaptive RK45 (score_sde's
-    sampler, in torch); then the Tweedie denoiser at eps."""
-    sde, shape = model.sde, x.shape
-    t_prev = [t_start]
-
-    def f(t, y):
-        y = y.reshape(shape)
-        return sde.ode_drift(model.score, y, as_batch(t, y)).reshape(-1)
-
-    def on_step(t, y):
-        if callback is None:
-            return None
-        xs = y.reshape(shape)
-        r = callback(StepState(-1, -1, t, float(sde.sigma(torch.tensor(t, dtype=torch.float64))), xs, None,
-                               model.nfe, t_prev[0]))
-        t_prev[0] = t
-        return None if r is None else r.reshape(-1)
-
-    y, _, _ = rk45(f, x.reshape(-1), t_start, eps, rtol=rtol, atol=atol, on_step=on_step)
-    x = y.reshape(shape)
-    return model.x0(x, as_batch(eps, x)) if denoise else x
 
 
 def _check_state(x_T, shape):
@@ -202,15 +158,10 @@ def sample(sde: SDE, score_fn, shape=None, sampler: str = SAMPLE.sampler, steps:
         sigmas = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
         if len(sigmas) < 2 or not torch.isfinite(sigmas).all() or (sigmas < 0).any() or (sigmas[1:] >= sigmas[:-1]).any():
             raise UserError("sigmas must be a strictly descending list of at least two noise levels >= 0")
-        if spec.kind == "adaptive":
-            raise UserError("the adaptive 'ode' sampler takes no sigmas grid")
         steps = len(sigmas) - 1
-    model = Counted(as_denoiser(sde, score_fn), eager=spec.kind == "adaptive")   # fixed steps: solve checks
-    m_dtype, m_device = model_dtype_device(model)
-    stepper = None
-    if spec.kind != "adaptive":                     # a stepper refuses its grid here, before any work
-        grid = make_grid(sde, spec, steps, t_start, eps, denoise, schedule, rho, sigmas, model.sigma_min or 0.0)
-        stepper = spec.stepper(model, grid, generator, **opts)
+    den = as_denoiser(sde, score_fn)
+    m_dtype, m_device = model_dtype_device(den)
+    grid = spec.grid(sde, steps, t_start, eps, denoise, schedule, rho, sigmas, den.sigma_min or 0.0)
     if x_T is None:
         if t_start != sde.T and sigmas is None:
             raise UserError("t_start before T needs the state x_T at t_start")
@@ -228,11 +179,8 @@ def sample(sde: SDE, score_fn, shape=None, sampler: str = SAMPLE.sampler, steps:
         _check_state(x_T, shape)
         out_dtype = x_T.dtype
         x = x_T.to(dtype=solver_dtype(x_T.dtype, m_dtype), device=m_device or x_T.device).clone()
-
-    if stepper is None:
-        x = _ode(model, x, t_start, eps, denoise, callback, opts["rtol"], opts["atol"])
-    else:
-        x = solve(stepper, x, denoise and spec.kind == "sde", callback, progress, desc=spec.name)
+    model = Counted(den.prepared(x), eager=False)      # solve reads its ledger once per step
+    x = solve(spec(model, grid, generator, **opts), x, denoise, callback, progress, desc=spec.name)
 
     if not torch.isfinite(x).all():
         raise NonFiniteError(f"sampler {spec.name!r} produced NaN/Inf")

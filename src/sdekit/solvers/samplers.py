@@ -1,77 +1,45 @@
-"""Samplers for any SDE of the family: one small stepper each, moving x from grid point i to i + 1.
+"""The samplers: one :class:`~sdekit.solvers.solver.Solver` class each, registered with its traits, moving x
+from grid point i to i + 1.
 
-A stepper holds the model (a :class:`~sdekit.core.denoisers.Denoiser`), the grid (times t_i and noise
+A solver holds the model (a :class:`~sdekit.core.denoisers.Denoiser`), the grid (times t_i and noise
 levels sigma_i, descending) and the generator; ``step(i, x)`` returns (x_{i+1}, x_mean), the new
 state and its noise-free mean. The loop around them (step hooks, RePaint rewinds, progress,
-counting) is :func:`sdekit.solvers.loop.solve`; the records that name them are sdekit.solvers.registry.
+counting) is :func:`sdekit.solvers.loop.solve`; the registry that names them is sdekit.solvers.registry.
 
 * On the SDE's own time grid (Song et al. 2021): Euler-Maruyama, reverse diffusion, ancestral
-  sampling, the Langevin correctors and predictor-corrector, all one :class:`PC` stepper.
+  sampling, the Langevin correctors and predictor-corrector, all one :class:`PredictorCorrector`
+  with fixed predictor and corrector.
+* The probability-flow ODE by adaptive RK45 (:class:`ODE`).
 * In y = x / s(t) with sigma as time, where every member is EDM's ODE
   dy/dsigma = (y - D(y; sigma)) / sigma  (Karras et al. eq. 4): DDIM, EDM's Heun, DPM-Solver++, and
   an Adams-Bashforth-Moulton predictor-corrector for few evaluations (ABM).
 * Multistep consistency sampling (Song et al. 2023, Algorithm 1) for consistency models, whose D is
   the consistency function f(y, sigma) (:class:`Consistency`).
+
+Adding a sampler is one class here (or anywhere, decorated with ``@register``) and one test.
 """
 from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 
-from sdekit.core.denoisers import Denoiser
 from sdekit.core.errors import UserError
-from sdekit.core.noise import bcast, cos_theta, randn, solver_dtype
+from sdekit.core.noise import as_batch, bcast, cos_theta, randn, sigma_schedule, solver_dtype
+from sdekit.solvers.ode import DormandPrince
+from sdekit.solvers.solver import RHO, SCHEDULE, Grid, Option, Solver, count, nonneg, one_of, positive, register
 
-__all__ = ["Grid", "Stepper", "PC", "DDIM", "Heun", "DPMSolver", "ABM", "ConsistencySampler", "consistency_levels",
+__all__ = ["Grid", "Solver", "Stepper", "PredictorCorrector", "EM", "ReverseDiffusion", "Ancestral", "Langevin", "ALD",
+           "PC", "ODE", "FastSolver", "DDIM", "Heun", "DPMSolver", "ABM", "ConsistencySampler", "consistency_levels",
+           "Evaluation", "Prediction",
            "SIGMA_MID", "PREDICTORS", "CORRECTORS", "NORMS",
            "euler_maruyama_step", "reverse_diffusion_step", "ancestral_step", "langevin_step",
            "annealed_langevin_step", "ddim_step", "check_keeps_up", "LAG"]
 
 
-class Grid:
-    """Times ts [n+1] (float64, descending) and their noise levels sigmas; the last may be sigma = 0
-    (t = 0), where every member has s = 1."""
-
-    def __init__(self, sde, ts=None, sigmas=None):
-        if sigmas is None:
-            ts = torch.as_tensor(ts, dtype=torch.float64)
-            sigmas = sde.sigma(ts)
-        else:
-            sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
-            pos = sigmas > 0
-            ts = torch.zeros_like(sigmas)
-            ts[pos] = sde.sigma_inv(sigmas[pos]).clamp(0, sde.T)
-        self.ts, self.sigmas = ts.tolist(), sigmas.tolist()
-        self.scales = [1.0 if s == 0 else float(v) for s, v in zip(self.sigmas, sde.scale(ts).tolist())]
-
-    def __len__(self) -> int:
-        return len(self.ts) - 1           # number of steps
-
-
-class Stepper:
-    """Base: ``model`` (Denoiser), ``grid`` (Grid), ``generator``; subclasses define ``step``."""
-
-    def __init__(self, model: Denoiser, grid: Grid, generator=None):
-        self.model, self.sde, self.grid, self.generator = model, model.sde, grid, generator
-        self.denoised = None                      # the last denoised estimate E[x0 | x], model space
-
-    def t(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        return torch.full((x.shape[0],), self.grid.ts[i], dtype=x.dtype, device=x.device)
-
-    def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The model's score, remembering the Tweedie estimate (x + std^2 score) / s for hooks."""
-        out = self.model.score(x, t)
-        s, std = self.sde.scale(t), self.sde.marginal_std(t)
-        self.denoised = (x + bcast(std ** 2, x) * out) / bcast(s, x)
-        return out
-
-    def step(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
-    def rewind(self, i: int) -> None:
-        """Forget what step i left behind (multistep history); the state is back at grid point i."""
+Stepper = Solver          # the older name of the solver base
 
 
 # ---- predictors and correctors on the time grid: (x at t) -> (x, x_mean) at t - dt ------------------
@@ -187,7 +155,7 @@ def check_keeps_up(sde, grid: Grid, snr: float, n_corrector: int) -> None:
                         f"can follow (the output would be noise); {how}")
 
 
-class PC(Stepper):
+class PredictorCorrector(Solver):
     """Predictor-corrector (Song et al. Alg. 1): at each t_i, ``n_corrector`` corrector steps then one
     predictor step. Plain predictors and plain Langevin are PC with "none" on the other side.
 
@@ -200,6 +168,14 @@ class PC(Stepper):
     E[x0 | x] = (x + std^2 score) / s at the last level as its noise-free output: the mean of a Langevin
     move keeps the chain's noise of std(t), which Tweedie's formula removes (no extra evaluation: the last
     corrector's own score)."""
+
+    kind, stochastic = "sde", True
+
+    @classmethod
+    def evals_per_step(cls, options):
+        p = 0 if options.get("predictor", "reverse_diffusion") == "none" else 1
+        c = 0 if options.get("corrector", "langevin") == "none" else int(options.get("n_corrector", 1))
+        return p + c
 
     def __init__(self, model, grid, generator=None, predictor="reverse_diffusion", corrector="langevin",
                  snr: float = 0.16, n_corrector: int = 1, norm: str | None = None):
@@ -226,6 +202,128 @@ class PC(Stepper):
         return x, x_mean
 
 
+PC_OPTIONS = {
+    "predictor": Option("reverse_diffusion", one_of(tuple(PREDICTORS)), "predictor of each step"),
+    "corrector": Option("langevin", one_of(tuple(CORRECTORS)), "corrector before each predictor step"),
+    "snr": Option(0.16, positive, "Langevin target signal-to-noise ratio"),
+    "n_corrector": Option(1, count, "corrector steps per grid point"),
+}
+NORM = Option(None, one_of(NORMS), "Langevin step from norms averaged over the batch or each sample's own "
+              "(default: each sample's with per-sample generators, else the batch's)")
+GRID = {"schedule": SCHEDULE, "rho": RHO}
+N_LANGEVIN = Option(1, count, "Langevin steps per grid point")
+
+
+@register
+class EM(PredictorCorrector):
+    name, summary, aliases = "em", "Euler-Maruyama on the reverse SDE", ("euler_maruyama",)
+    default_steps, options, fixed = 500, GRID, {"predictor": "em", "corrector": "none"}
+
+
+@register
+class ReverseDiffusion(PredictorCorrector):
+    name, summary = "reverse_diffusion", "reverse diffusion predictor (the SDE's own discretisation)"
+    default_steps, options, fixed = 500, GRID, {"predictor": "reverse_diffusion", "corrector": "none"}
+
+
+@register
+class Ancestral(PredictorCorrector):
+    name, summary = "ancestral", "ancestral sampling (posterior of the discretised chain)"
+    default_steps, options, fixed = 500, GRID, {"predictor": "ancestral", "corrector": "none"}
+
+
+@register
+class Langevin(PredictorCorrector):
+    """The Langevin corrector alone. The Langevin samplers alone ("langevin", "ald") finish on a geometric grid
+    (NCSN's noise levels, uniform in log sigma) with Tweedie's last step (PC): the snr rule's chain keeps up
+    with the annealing when the grid's step in log sigma is well below the step's 2 snr^2 (1000 levels from
+    VP's sigma 152 to 0.01: 0.0096 against 0.051); on score_sde's grid, uniform in t, the last levels are
+    crossed in few steps and the chain lags (default MNIST model, 1000 steps: residual 0.68 on that grid
+    without the Tweedie step; 0.34 for both on the geometric grid with it, as heun's 0.32)."""
+    name, summary = "langevin", "Langevin corrector alone (snr rule), geometric grid, Tweedie's last step"
+    default_steps, schedule = 1000, "logsnr"
+    options = {"snr": PC_OPTIONS["snr"], "n_corrector": N_LANGEVIN, "norm": NORM, **GRID}
+    fixed = {"predictor": "none", "corrector": "langevin"}
+
+
+@register
+class ALD(PredictorCorrector):
+    """Annealed Langevin dynamics (NCSN) alone, on the geometric grid as :class:`Langevin`. Default 2000
+    steps: at 1000 its 2-D mixture weights are off (energy distance 7x the floor, 3x at 2000)."""
+    name, summary = "ald", "annealed Langevin dynamics (NCSN), geometric grid, Tweedie's last step"
+    default_steps, schedule = 2000, "logsnr"
+    options = {"snr": PC_OPTIONS["snr"], "n_corrector": N_LANGEVIN, **GRID}
+    fixed = {"predictor": "none", "corrector": "ald"}
+
+
+@register
+class PC(PredictorCorrector):
+    name, summary = "pc", "predictor-corrector (reverse diffusion + Langevin by default)"
+    default_steps, options = 500, {**PC_OPTIONS, "norm": NORM, **GRID}
+
+
+# ---- the probability-flow ODE, adaptive ---------------------------------------------------------------
+
+@register
+class ODE(Solver):
+    """Probability-flow ODE dx/dt = f x - g^2 score / 2 from t_start to eps by adaptive RK45 (score_sde's
+    sampler, in torch: :class:`sdekit.solvers.ode.DormandPrince`), one accepted step per :meth:`step`; the
+    grid holds the times reached so far. Denoising ends with Tweedie's E[x0 | x] at eps (one evaluation).
+    A step hook that replaces the state makes the next step evaluate the drift afresh; no rewinds.
+    Either direction: a grid from eps up to T integrates forward (encoding)."""
+    name, summary, kind = "ode", "probability-flow ODE, adaptive RK45", "adaptive"
+    adaptive = True
+    options = {"rtol": Option(1e-5, positive, "relative tolerance"),
+               "atol": Option(1e-5, positive, "absolute tolerance")}
+
+    @classmethod
+    def evaluations(cls, steps, options=None):
+        return None
+
+    @classmethod
+    def grid(cls, sde, steps, t_start, eps, denoise, schedule=None, rho=7.0, sigmas=None, sigma_min=0.0):
+        """Its ends only, t_start and eps; UserError for an explicit ``sigmas`` grid."""
+        if sigmas is not None:
+            raise UserError("the adaptive 'ode' sampler takes no sigmas grid")
+        return Grid(sde, ts=[t_start, eps])
+
+    def __init__(self, model, grid, generator=None, rtol: float = 1e-5, atol: float = 1e-5):
+        super().__init__(model, grid, generator)
+        self.rtol, self.atol, self.end = float(rtol), float(atol), grid.ts[-1]
+        self.grid.ts, self.grid.sigmas, self.grid.scales = grid.ts[:1], grid.sigmas[:1], grid.scales[:1]
+        self.rk, self.x = None, None
+
+    def drift(self, t: float, y: torch.Tensor) -> torch.Tensor:
+        x = y.reshape(self.shape)
+        return self.sde.ode_drift(self.model.score, x, as_batch(t, x)).reshape(-1)
+
+    def done(self, i):
+        return self.rk is not None and self.rk.done
+
+    def numbered(self, i):
+        return -1, -1                              # its steps are not numbered in advance
+
+    def step(self, i, x):
+        if self.rk is None:
+            self.shape = x.shape
+            self.rk = DormandPrince(self.drift, x.reshape(-1), self.grid.ts[0], self.end, self.rtol, self.atol,
+                                    on_bad=self.model.counter.verdict)
+        elif x is not self.x:                      # a hook replaced the state: the drift there is new
+            self.rk.restart(x.reshape(-1))
+        t, y = self.rk.step()
+        self.x = y.reshape(self.shape)
+        sigma = float(self.sde.sigma(torch.tensor(t, dtype=torch.float64)))
+        self.grid.ts.append(t)
+        self.grid.sigmas.append(sigma)
+        return self.x, self.x
+
+    def finish(self, x, x_mean):
+        return self.model.x0(x, as_batch(self.end, x))
+
+    def rewind(self, i):
+        raise UserError("the adaptive 'ode' sampler has no fixed grid to rewind on")
+
+
 # ---- fast solvers in y = x / s with sigma as time ---------------------------------------------------
 
 def ddim_step(y, d, sig, sig_next, eta: float, z):
@@ -242,13 +340,27 @@ def ddim_step(y, d, sig, sig_next, eta: float, z):
     return y_mean, (y_mean + bcast(up, y) * z if eta > 0 else y_mean)
 
 
-class _InY(Stepper):
-    """A solver in y = x / s: ``step_y(i, y) -> (y', y_mean)`` at sigma_i -> sigma_{i+1}."""
+class FastSolver(Solver):
+    """A solver in y = x / s on a grid of noise levels: ``step_y(i, y) -> (y', y_mean)`` at sigma_i ->
+    sigma_{i+1}. Its grid ends at sigma = 0 when denoising (the last step is the denoised output)."""
+    kind = "fast"
 
-    def den(self, y, sig: float):
-        d = self.model.denoise(y, sig)
-        self.denoised = d
-        return d
+    @classmethod
+    def steps_scale_with_span(cls):
+        return False
+
+    @classmethod
+    def grid(cls, sde, steps, t_start, eps, denoise, schedule=None, rho=7.0, sigmas=None, sigma_min=0.0):
+        """``steps`` noise levels of ``schedule`` (default: the class's) from sigma(t_start) to sigma(eps), and
+        a last step to sigma = 0 when denoising (else steps + 1 levels); or the explicit ``sigmas``."""
+        if sigmas is not None:
+            return Grid(sde, sigmas=sigmas)
+        levels = sigma_schedule(sde, steps if denoise else steps + 1, schedule or cls.schedule, eps, rho,
+                                t_start=t_start)
+        return Grid(sde, sigmas=torch.cat([levels, levels.new_zeros(1)]) if denoise else levels)
+
+    def finish(self, x, x_mean):
+        return x
 
     def step(self, i, x):
         g = self.grid
@@ -256,8 +368,11 @@ class _InY(Stepper):
         return g.scales[i + 1] * y_next, g.scales[i + 1] * y_mean
 
 
-class DDIM(_InY):
+@register
+class DDIM(FastSolver):
     """DDIM (Song, Meng & Ermon 2021) as the first-order solver in sigma; eta > 0 adds noise."""
+    name, summary, default_steps = "ddim", "DDIM (eta > 0: stochastic)", 50
+    options = {"eta": Option(0.0, nonneg, "noise of each step (1: ancestral)"), **GRID}
 
     def __init__(self, model, grid, generator=None, eta: float = 0.0):
         super().__init__(model, grid, generator)
@@ -265,13 +380,29 @@ class DDIM(_InY):
 
     def step_y(self, i, y):
         sig, sig_next = self.grid.sigmas[i], self.grid.sigmas[i + 1]
-        d = self.den(y, sig)
+        d = self.denoised = self.model.denoise(y, sig)
         y_mean, y_next = ddim_step(y, d, sig, sig_next, self.eta, randn(y, self.generator) if self.eta > 0 else None)
         return y_next, y_mean
 
 
-class Heun(_InY):
-    """EDM's 2nd-order sampler (Karras et al. Alg. 2); churn > 0 adds its stochastic step."""
+@register
+class Heun(FastSolver):
+    """EDM's 2nd-order sampler (Karras et al. Alg. 2); churn > 0 adds its stochastic step. Two evaluations
+    per step, one on a last step to sigma = 0 (Euler there)."""
+    name, summary, default_steps, schedule = "heun", "EDM's 2nd-order Heun, Karras grid", 20, "karras"
+    options = {"churn": Option(0.0, nonneg, "EDM's S_churn (stochasticity)"),
+               "s_tmin": Option(0.0, nonneg, "churn only above this sigma"),
+               "s_tmax": Option(float("inf"), lambda v: None if isinstance(v, (int, float)) and v >= 0
+                                else "a number >= 0", "churn only below this sigma"),
+               "s_noise": Option(1.0, positive, "EDM's S_noise"), **GRID}
+
+    @classmethod
+    def evals_per_step(cls, options):
+        return 2
+
+    @classmethod
+    def evaluations(cls, steps, options=None):
+        return super().evaluations(steps, options) - 1          # the last step, to sigma = 0, is Euler's
 
     def __init__(self, model, grid, generator=None, churn: float = 0.0, s_tmin: float = 0.0,
                  s_tmax: float = float("inf"), s_noise: float = 1.0):
@@ -284,10 +415,12 @@ class Heun(_InY):
         sig_hat = sig * (1 + gamma)                                                     # Alg. 2 line 5
         if gamma > 0:
             y = y + math.sqrt(sig_hat ** 2 - sig ** 2) * self.s_noise * randn(y, self.generator)  # line 6
-        d = (y - self.den(y, sig_hat)) / sig_hat                                           # line 7
+        self.denoised = self.model.denoise(y, sig_hat)
+        d = (y - self.denoised) / sig_hat                                                  # line 7
         y_next = y + (sig_next - sig_hat) * d                                              # line 8
         if sig_next > 0:                                                                   # lines 9-11
-            d_next = (y_next - self.den(y_next, sig_next)) / sig_next
+            self.denoised = self.model.denoise(y_next, sig_next)
+            d_next = (y_next - self.denoised) / sig_next
             y_next = y + (sig_next - sig_hat) * 0.5 * (d + d_next)
         return y_next, y_next
 
@@ -321,7 +454,32 @@ def _leggauss(n: int):
     return xi.tolist(), om.tolist()
 
 
-class DPMSolver(_InY):
+@dataclass(frozen=True)
+class Evaluation:
+    """One past evaluation of a multistep solver: at grid point ``i``, noise level ``sigma``, the denoised
+    ``d`` = D(y_i; sigma) [B, ...] (y space)."""
+    i: int
+    sigma: float
+    d: torch.Tensor
+
+    @property
+    def lam(self) -> float:
+        """lambda = -log sigma (half the log-SNR), DPM-Solver's time."""
+        return -math.log(self.sigma)
+
+    @property
+    def c(self) -> float:
+        """cos theta of sigma (noise.cos_theta), ABM's interpolation variable."""
+        return cos_theta(self.sigma)
+
+
+def _before(hist: list[Evaluation], i: int) -> list[Evaluation]:
+    """The evaluations of a history made before grid point i (a rewound step's are dropped)."""
+    return [h for h in hist if h.i < i]
+
+
+@register
+class DPMSolver(FastSolver):
     """DPM-Solver++ multistep (Lu et al. 2022) in lambda = -log sigma with data prediction D:
     y' = e^-h y + int_lam^lam' e^(u - lam') D(u) du  with D extrapolated from past evaluations.
 
@@ -329,36 +487,38 @@ class DPMSolver(_InY):
     order=3: D interpolated by a polynomial in lambda through the last 3 evaluations and the integral
     taken exactly (exponential Adams-Bashforth); a last step to sigma = 0 extrapolates D along the
     path to sigma = 0 in sigma^2 (D(y(sigma), sigma) is even in sigma), with no extra evaluation."""
+    name, summary, default_steps, schedule = "dpm_solver", "DPM-Solver++(2M), log-SNR grid", 20, "logsnr"
+    options = {"order": Option(2, one_of((2, 3)), "multistep order"), **GRID}
 
     def __init__(self, model, grid, generator=None, order: int = 2):
         super().__init__(model, grid, generator)
         if order not in (2, 3):
             raise UserError(f"dpm_solver order must be 2 or 3, got {order}")
-        self.order, self.hist = int(order), []            # hist: (i, lambda, sigma, D) of past steps
+        self.order, self.hist = int(order), []            # hist: Evaluation of past steps
 
     def rewind(self, i):
-        self.hist = [h for h in self.hist if h[0] < i]
+        self.hist = _before(self.hist, i)
 
     def step_y(self, i, y):
         sig, sig_next = self.grid.sigmas[i], self.grid.sigmas[i + 1]
-        d = self.den(y, sig)
-        past = [h for h in self.hist if h[0] < i][-2:]
-        self.hist = past + [(i, -math.log(sig), sig, d)]
+        d = self.denoised = self.model.denoise(y, sig)
+        now = Evaluation(i, sig, d)
+        past = _before(self.hist, i)[-2:]
+        self.hist = past + [now]
         if sig_next == 0:
             if self.order == 3 and past:          # D(0) ~ D + (D - D_prev) s^2 / (s_prev^2 - s^2)
-                s_prev = past[-1][2]
-                d = d + (d - past[-1][3]) * (sig ** 2 / (s_prev ** 2 - sig ** 2))
+                prev = past[-1]
+                d = d + (d - prev.d) * (sig ** 2 / (prev.sigma ** 2 - sig ** 2))
             return d, d
         h = math.log(sig / sig_next)                                          # lambda' - lambda
         if self.order == 3 and past:
-            lams = [p[1] for p in past] + [-math.log(sig)]
-            ws = _exp_ab_weights(lams, -math.log(sig_next))
-            y = (sig_next / sig) * y + sum(w * dd for w, dd in zip(ws, [p[3] for p in past] + [d]))
+            ws = _exp_ab_weights([p.lam for p in self.hist], -math.log(sig_next))
+            y = (sig_next / sig) * y + sum(w * p.d for w, p in zip(ws, self.hist))
             return y, y
         d_hat = d
         if past:
-            r = (-math.log(sig) - past[-1][1]) / h
-            d_hat = (1 + 1 / (2 * r)) * d - (1 / (2 * r)) * past[-1][3]
+            r = (now.lam - past[-1].lam) / h
+            d_hat = (1 + 1 / (2 * r)) * d - (1 / (2 * r)) * past[-1].d
         y = (sig_next / sig) * y - math.expm1(-h) * d_hat                      # (s'/s) y + (1 - e^-h) D
         return y, y
 
@@ -367,7 +527,8 @@ def _cos_of_lambda(lam: float) -> float:
     return cos_theta(math.exp(-lam))
 
 
-class ABM(_InY):
+@register
+class ABM(FastSolver):
     """Adams-Bashforth-Moulton predictor-corrector for few evaluations, in y with sigma as time.
 
     Every step is exact in its linear part, y' = (sigma'/sigma) y + int_lam^lam' e^(u - lam') D(u) du with
@@ -391,39 +552,56 @@ class ABM(_InY):
 
     ``order``: 3 (default; the corrector's is 4) or 2. N evaluations are N steps."""
 
+    name, summary = "abm", "Adams-Bashforth-Moulton predictor-corrector in cos theta, cosine grid (fewest evaluations)"
+    default_steps, schedule = 20, "cosine"
+    options = {"order": Option(3, one_of((2, 3)), "predictor order (the corrector's is one more)"), **GRID}
+
     def __init__(self, model, grid, generator=None, order: int = 3):
         super().__init__(model, grid, generator)
         if order not in (2, 3):
             raise UserError(f"abm order must be 2 or 3, got {order}")
         self.order = int(order)
-        self.hist = []             # (i, c, D) of past evaluations
-        self.pending = None        # (i, c-nodes, D's, predictor weights) of the step that reached grid point i
+        self.hist: list[Evaluation] = []          # past evaluations
+        self.pending: Prediction | None = None    # the predictor of the step that reached its grid point
 
     def rewind(self, i):
-        self.hist = [h for h in self.hist if h[0] < i]
+        self.hist = _before(self.hist, i)
         self.pending = None
 
     def step_y(self, i, y):
         sig, sig_next = self.grid.sigmas[i], self.grid.sigmas[i + 1]
-        c, d = cos_theta(sig), self.den(y, sig)
-        self.hist = [h for h in self.hist if h[0] < i][-self.order:] + [(i, c, d)]
+        d = self.denoised = self.model.denoise(y, sig)
+        now = Evaluation(i, sig, d)
+        self.hist = _before(self.hist, i)[-self.order:] + [now]
         correction = 0
-        if self.pending is not None and self.pending[0] == i:          # Adams-Moulton on step i-1 -> i
-            _, cs, ds, w_pred = self.pending
-            w = _exp_weights(cs + [c], -math.log(self.grid.sigmas[i - 1]), -math.log(sig), _cos_of_lambda)
-            correction = sum(wj * dj for wj, dj in zip(w, ds + [d])) - sum(wj * dj for wj, dj in zip(w_pred, ds))
+        if self.pending is not None and self.pending.i == i:          # Adams-Moulton on step i-1 -> i
+            p = self.pending
+            w = _exp_weights([e.c for e in p.nodes] + [now.c], -math.log(self.grid.sigmas[i - 1]), -math.log(sig),
+                             _cos_of_lambda)
+            correction = (sum(wj * e.d for wj, e in zip(w, p.nodes + [now]))
+                          - sum(wj * e.d for wj, e in zip(p.weights, p.nodes)))
             y = y + correction
         self.pending = None
         if sig_next == 0:                     # extrapolate D to c = 1, by a lower degree from further away
+            c = now.c
             nodes = self.hist[-(1 if 1 - c > 0.1 else 2 if 1 - c > 0.05 else len(self.hist)):]
-            cs, ds = [h[1] for h in nodes], [h[2] for h in nodes]
-            x0 = sum(_lagrange(cs, j, 1.0) * dj for j, dj in enumerate(ds)) + correction
+            cs = [e.c for e in nodes]
+            x0 = sum(_lagrange(cs, j, 1.0) * e.d for j, e in enumerate(nodes)) + correction
             return x0, x0
-        cs, ds = [h[1] for h in self.hist[-self.order:]], [h[2] for h in self.hist[-self.order:]]
-        w = _exp_weights(cs, -math.log(sig), -math.log(sig_next), _cos_of_lambda)
-        self.pending = (i + 1, cs, ds, w)
-        y = (sig_next / sig) * y + sum(wj * dj for wj, dj in zip(w, ds))             # Adams-Bashforth
+        nodes = self.hist[-self.order:]
+        w = _exp_weights([e.c for e in nodes], -math.log(sig), -math.log(sig_next), _cos_of_lambda)
+        self.pending = Prediction(i + 1, nodes, w)
+        y = (sig_next / sig) * y + sum(wj * e.d for wj, e in zip(w, nodes))             # Adams-Bashforth
         return y, y
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """ABM's Adams-Bashforth step that reached grid point ``i``: its ``nodes`` (Evaluation) and ``weights``,
+    kept for the Adams-Moulton correction once D is evaluated at i."""
+    i: int
+    nodes: list
+    weights: list
 
 
 SIGMA_MID = 0.821      # the second level of two-step consistency sampling (Song & Dhariwal 2023, CIFAR-10)
@@ -443,7 +621,8 @@ def consistency_levels(sigma_start: float, sigma_end: float, steps: int, sigma_m
     return [float(sigma_start)] + [max(v, sigma_end) for v in rest]
 
 
-class ConsistencySampler(_InY):
+@register
+class ConsistencySampler(FastSolver):
     """Multistep consistency sampling (Song et al. 2023, Algorithm 1) on the grid tau_0 > ... > tau_n:
 
         x <- f(y, tau_0);  for each further level: y <- x + sqrt(tau_i^2 - sigma_min^2) z, x <- f(y, tau_i)
@@ -454,13 +633,27 @@ class ConsistencySampler(_InY):
     one step is one-step generation. A step hook sees y at each level tau_i, so SDEdit starts at
     sigma(t0) and inpainting re-imposes the known pixels noised to tau_i (the paper's zero-shot editing)."""
 
+    name, summary = "consistency", "multistep consistency sampling (Song et al. 2023 Alg. 1), for consistency models"
+    default_steps, schedule, stochastic = 2, "karras", True
+
+    @classmethod
+    def grid(cls, sde, steps, t_start, eps, denoise, schedule=None, rho=7.0, sigmas=None, sigma_min=0.0):
+        """Its own levels (:func:`consistency_levels`; ``sigma_min``: the model's boundary level) and a last
+        step to sigma = 0 when denoising, unless a ``schedule`` or explicit ``sigmas`` are given."""
+        if sigmas is not None or schedule is not None:
+            return super().grid(sde, steps, t_start, eps, denoise, schedule, rho, sigmas, sigma_min)
+        smax, smin = sde.sigma(torch.tensor([t_start, eps], dtype=torch.float64)).tolist()
+        levels = torch.tensor(consistency_levels(smax, smin, steps, sigma_min), dtype=torch.float64)
+        end = levels.new_zeros(1) if denoise else levels.new_full((1,), smin)
+        return Grid(sde, sigmas=torch.cat([levels, end]))
+
     def __init__(self, model, grid, generator=None):
         super().__init__(model, grid, generator)
         self.sigma_min = float(model.sigma_min or 0.0)
 
     def step_y(self, i, y):
         sig, sig_next = self.grid.sigmas[i], self.grid.sigmas[i + 1]
-        x0 = self.den(y, sig)
+        x0 = self.denoised = self.model.denoise(y, sig)
         if sig_next == 0:
             return x0, x0
         std = math.sqrt(max(sig_next ** 2 - self.sigma_min ** 2, 0.0))

@@ -124,7 +124,7 @@ def impute(sde: SDE, score_fn, known: torch.Tensor, mask: torch.Tensor, sampler:
     if steps is not None:
         check_count(steps, "steps")
     resample = check_count(resample, "resample", minimum=0)
-    if resample and spec.kind == "adaptive":
+    if resample and spec.adaptive:
         raise UserError("RePaint resampling needs a sampler with a fixed grid, not the adaptive 'ode'")
     if not torch.is_tensor(known) or not known.is_floating_point():
         raise UserError("the known image must be a floating-point tensor")

@@ -29,16 +29,16 @@ import math
 import types
 
 import torch
-from tqdm.auto import tqdm
 
 from sdekit.core.errors import UserError
-from sdekit.solvers.ode import rk45
 from sdekit.core.denoisers import Counted, ScoreDenoiser, as_denoiser
 from sdekit.core.noise import sigma_schedule, solver_dtype
 from sdekit.core.placement import warn_slow_precision
-from sdekit.solvers.loop import model_dtype_device, sample
 from sdekit.core.sde import SDE, _bcast
 from sdekit.policy import ENCODE, LIKELIHOOD
+from sdekit.solvers.loop import model_dtype_device, sample, solve
+from sdekit.solvers.ode import heun, rk45
+from sdekit.solvers.samplers import ODE, Grid, Heun
 
 __all__ = ["likelihood", "encode", "decode", "interpolate", "bits_per_dim", "uniform_dequantize", "slerp"]
 
@@ -58,11 +58,18 @@ def default_eps(sde: SDE) -> float:
 
 
 def _counted(sde: SDE, score_fn) -> Counted:
-    """The model's counted denoiser, with autograd through a wrapped score function (_differentiable)."""
+    """The model's counted denoiser, with autograd through a wrapped score function (_differentiable). Its
+    NaN/Inf checks are read once per solver step (:func:`_checked`), not per evaluation."""
     den = as_denoiser(sde, score_fn)
     if isinstance(den, ScoreDenoiser):
         den = ScoreDenoiser(sde, _differentiable(den.score_fn))
-    return Counted(den)
+    return Counted(den, eager=False)
+
+
+def _checked(score: Counted, n: int):
+    """The per-step hook of an integration of [x (n numbers), ...]: the counted model's NaN/Inf ledger and the
+    new state read together, one host sync per step (noise.Counter.verdict)."""
+    return lambda t, state: score.counter.verdict(state[:n], ("t", t))
 
 
 def _in_solver_dtype(model, x: torch.Tensor) -> torch.Tensor:
@@ -158,7 +165,8 @@ def _rk45_path(sde, score, x, eps, probes, rtol, atol):
 
     K = 1 if probes is None else probes.shape[0]
     y0 = torch.cat([x.reshape(-1), x.new_zeros(B * K)])
-    y, nfe, steps = rk45(f, y0, eps, sde.T, rtol=rtol, atol=atol)
+    y, nfe, steps = rk45(f, y0, eps, sde.T, rtol=rtol, atol=atol, on_step=_checked(score, n),
+                         on_bad=score.counter.verdict)
     return y[:n].reshape(x.shape), y[n:].reshape(B, K), nfe, steps
 
 
@@ -193,34 +201,32 @@ def _logsigma_path(sde, score, x, eps, probes, rtol, atol, bpd_tol):
     rtols = torch.cat([x.new_full((n,), rtol), x.new_zeros(B * K)])
     atols = torch.cat([x.new_full((n,), atol), x.new_full((B * K,), tol_logp)])
     state0 = torch.cat([(x / _bcast(log_s_eps.exp(), x)).reshape(-1), x.new_zeros(B * K)])
-    state, nfe, steps = rk45(f, state0, u0, u1, rtol=rtols, atol=atols, norm=worst_sample)
+    state, nfe, steps = rk45(f, state0, u0, u1, rtol=rtols, atol=atols, norm=worst_sample, on_step=_checked(score, n),
+                             on_bad=score.counter.verdict)
     y = state[:n].reshape(x.shape)
     acc = state[n:].reshape(B, K) + (D * (log_s_T - log_s_eps))[:, None]
     return _bcast(log_s_T.exp(), y) * y, acc, nfe, steps
 
 
 def _heun_path(sde, score, x, eps, probes, steps, progress=False, schedule="karras"):
-    """(ll) in y = x/s with sigma as time: Heun (2nd order) on the ascending Karras grid sigma(eps) -> sigma(T).
-    Returns x(T), int div_x dt [B, K] (including the -D log s terms), NFE, steps."""
-    D = x[0].numel()
+    """(ll) in y = x/s with sigma as time: Heun (2nd order, sdekit.solvers.ode.heun) on [y, int div] over the
+    ascending grid of ``schedule`` sigma(eps) -> sigma(T). Returns x(T), int div_x dt [B, K] (including the
+    -D log s terms), NFE, steps."""
+    B, n, D = x.shape[0], x.numel(), x[0].numel()
     den = score.denoise
     sigmas = sigma_schedule(sde, steps + 1, schedule, eps).flip(0).tolist()
     log_s_eps, log_s_T = _log_s(sde, x, eps)
-    y = x / _bcast(log_s_eps.exp(), x)
+    K = 1 if probes is None else probes.shape[0]
 
-    def f(y, sig):
-        return _velocity_div(lambda z, s: (z - den(z, s)) / s, y, sig, probes)
+    def f(sig, state):
+        v, div = _velocity_div(lambda z, s: (z - den(z, s)) / s, state[:n].reshape(x.shape), sig, probes)
+        return torch.cat([v.reshape(-1), div.reshape(-1)])
 
-    acc = 0.0
-    for sig, sig_next in tqdm(list(zip(sigmas[:-1], sigmas[1:])), disable=not progress, desc="likelihood"):
-        h = sig_next - sig
-        v, div = f(y, sig)
-        y_next = y + h * v
-        v2, div2 = f(y_next, sig_next)
-        y = y + h * 0.5 * (v + v2)
-        acc = acc + h * 0.5 * (div + div2)
-    acc = acc + (D * (log_s_T - log_s_eps))[:, None]            # log p_x = log p_y - D log s
-    return _bcast(log_s_T.exp(), y) * y, acc, 2 * steps, steps
+    state0 = torch.cat([(x / _bcast(log_s_eps.exp(), x)).reshape(-1), x.new_zeros(B * K)])
+    state, nfe, n_steps = heun(f, state0, sigmas, on_step=_checked(score, n), progress=progress, desc="likelihood")
+    y = state[:n].reshape(x.shape)
+    acc = state[n:].reshape(B, K) + (D * (log_s_T - log_s_eps))[:, None]      # log p_x = log p_y - D log s
+    return _bcast(log_s_T.exp(), y) * y, acc, nfe, n_steps
 
 
 # ---- public API -------------------------------------------------------------------------------------
@@ -319,16 +325,11 @@ def encode(sde: SDE, score_fn, x: torch.Tensor, eps: float | None = None, rtol: 
     solver: "rk45" (adaptive, to rtol / atol) or "heun" (``steps`` fixed steps); default the policy's
     (:data:`sdekit.policy.ENCODE`)."""
     eps = default_eps(sde) if eps is None else float(eps)
-    score = Counted(as_denoiser(sde, score_fn))
+    score = Counted(as_denoiser(sde, score_fn), eager=False)
     x = _in_solver_dtype(score, x)
-    if solver == "rk45":
-        def f(t, y):
-            y = y.reshape(x.shape)
-            return sde.ode_drift(score.score, y, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)).reshape(-1)
-        z = rk45(f, x.reshape(-1), eps, sde.T, rtol=rtol, atol=atol)[0].reshape(x.shape)
+    if solver == "rk45":                        # the "ode" sampler forward in time, from eps up to T
+        z = solve(ODE(score, Grid(sde, ts=[eps, sde.T]), rtol=rtol, atol=atol), x, denoise=False)
     elif solver == "heun":
-        from sdekit.solvers.samplers import Grid, Heun
-        from sdekit.solvers.loop import solve
         sigmas = sigma_schedule(sde, steps + 1, "karras", eps).flip(0)
         z = solve(Heun(score, Grid(sde, sigmas=sigmas)), x, denoise=False)
     else:

@@ -198,7 +198,7 @@ def sdedit_steps(sampler: str, t0: float) -> int:
     reverse diffusion, the default steps of a fast solver or of a sampler on a geometric grid; at least
     MIN_STEPS. UserError for an unknown sampler."""
     spec = get_sampler(sampler)
-    return EDIT_STEPS.steps(spec.kind, spec.schedule, spec.default_steps, t0)
+    return EDIT_STEPS.steps(spec.steps_scale_with_span(), spec.default_steps, t0)
 
 
 def perturb(sde: SDE, x0: torch.Tensor, t: float, generator=None) -> torch.Tensor:

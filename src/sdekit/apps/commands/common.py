@@ -274,7 +274,7 @@ def add_sampler(p, task, what: str = "solver") -> None:
     from sdekit.policy import CONSISTENCY
     from sdekit.solvers.registry import REGISTRY
     listing = "; ".join(f"{s.name} ({s.summary}, "
-                        f"{'adaptive steps' if s.kind == 'adaptive' else f'{s.default_steps} steps'}"
+                        f"{'adaptive steps' if s.adaptive else f'{s.default_steps} steps'}"
                         f"{'' if s.finishes else '; meant as a corrector in pc: alone it leaves noise on images'})"
                         for s in REGISTRY.values())
     p.add_argument("--sampler", type=sampler_name, default=None, metavar="NAME",

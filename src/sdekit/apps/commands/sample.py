@@ -161,7 +161,7 @@ def run(args):
                 np.savez(buf, samples=arr, labels=(labels if labels is not None else torch.full((args.n,), -1)).numpy())
                 with atomic_path(out, overwrite=args.overwrite) as tmp:
                     tmp.write_bytes(buf.getvalue())
-            how = "adaptive RK45" if get_sampler(args.sampler).kind == "adaptive" else f"{info['steps']} steps"
+            how = "adaptive RK45" if get_sampler(args.sampler).adaptive else f"{info['steps']} steps"
             print(f"{args.n} samples ({args.sampler}, {how}, {info['nfe']} evaluations, {seconds:.1f} s){noisy} -> {out}")
     finally:
         if world > 1:
