@@ -65,3 +65,40 @@ def test_the_per_step_check_still_names_the_noise_level(models):
         sdekit.sample(sde, lambda x, t: x * float("nan"), shape, sampler="pc", steps=10)
     with pytest.raises(NonFiniteError, match=r"the model's output is NaN/Inf at sigma=152\.2 \(evaluation 1;"):
         sdekit.sample(sde, lambda x, t: x * float("nan"), shape, sampler="ddim", steps=10)
+
+
+@pytest.mark.parametrize("which", ["mixture", "network"])
+@pytest.mark.parametrize("tol", [1e-2, 1e-3])
+def test_the_adaptive_ode_reads_the_device_once_per_try_and_step(models, which, tol):
+    """RK45 reads its error norm once per try (its step control) and the NaN/Inf verdict once per accepted
+    step, never per evaluation (each try takes 6 evaluations)."""
+    steps = []
+    n, nfe = reads_of(models[which], "ode", None, rtol=tol, atol=tol, callback=lambda st: steps.append(st.t))
+    tries = (nfe - 3) // 6                    # 2 evaluations pick the first step, 1 is Tweedie's at the end
+    assert tries >= len(steps) >= 2
+    assert n <= tries + 2 * len(steps) + 8, (n, nfe, len(steps))   # the step's sigma is read from a CPU tensor
+    assert n < nfe / 2 + 8
+
+
+@pytest.mark.parametrize("solver", ["heun", "rk45", "rk45_logsigma"])
+def test_the_likelihood_reads_the_device_once_per_step(models, solver):
+    sde, score_fn, shape = models["mixture"]
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+
+    def reads(**kw):
+        with counting_reads() as r:
+            _, info = sdekit.likelihood(sde, score_fn, x, solver=solver, return_info=True, **kw)
+        return len(r), info
+    if solver == "heun":
+        (n4, i4), (n8, i8) = reads(steps=4), reads(steps=8)
+        assert i8["nfe"] - i4["nfe"] == 8
+        assert n8 - n4 <= 4, (n4, n8)             # one verdict per step, none per evaluation
+    else:
+        n, info = reads(rtol=1e-3, atol=1e-3)
+        assert n < info["nfe"] / 2 + 12, (n, info["nfe"])
+
+
+def test_the_ode_names_the_noise_level_of_a_bad_evaluation(models):
+    sde, _, shape = models["mixture"]
+    with pytest.raises(NonFiniteError, match=r"the model's output is NaN/Inf at t=1 \(evaluation 1;"):
+        sdekit.sample(sde, lambda x, t: x * float("nan"), shape, sampler="ode")

@@ -143,8 +143,8 @@ class Solver:
     @classmethod
     def steps_scale_with_span(cls) -> bool:
         """Whether the default steps are a density in t (a grid uniform in t): a solve over part of [0, T]
-        (an SDEdit from t0) then needs that share of them. Here: a time grid uniform in t."""
-        return cls.schedule == "uniform"
+        (an SDEdit from t0) then needs that share of them. Here: a fixed time grid uniform in t."""
+        return not cls.adaptive and cls.schedule == "uniform"
 
     @classmethod
     def grid(cls, sde, steps: int, t_start: float, eps: float, denoise: bool, schedule: str | None = None,
