@@ -421,11 +421,11 @@ class NetworkDenoiser(Denoiser):
 
     def net_labels(self, class_labels, x: torch.Tensor):
         """The labels the network is fed for ``class_labels`` (None, an int or a tensor [B]) with states x:
-        UserError for labels it does not take (:func:`check_labels`: without a null label it needs a class
+        None, or a long tensor [B] on x's device. UserError for labels it does not take (:func:`check_labels`: without a null label it needs a class
         0..K-1 for every sample)."""
         if not self.null_label:
             check_labels(class_labels, self.num_classes, null_label=False)
-        return class_labels
+        return labels_for(class_labels, x)
 
     def prepared(self, x, class_labels=None):
         """Labels checked and converted once (:meth:`net_labels`): itself without labels, else a

@@ -306,8 +306,9 @@ class ODE(Solver):
     def step(self, i, x):
         if self.rk is None:
             self.shape = x.shape
+            counter = getattr(self.model, "counter", None)             # a counted model names a bad number
             self.rk = DormandPrince(self.drift, x.reshape(-1), self.grid.ts[0], self.end, self.rtol, self.atol,
-                                    on_bad=self.model.counter.verdict)
+                                    on_bad=counter.verdict if counter is not None else None)
         elif x is not self.x:                      # a hook replaced the state: the drift there is new
             self.rk.restart(x.reshape(-1))
         t, y = self.rk.step()
