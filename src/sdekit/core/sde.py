@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from sdekit.core.noise import as_batch, bcast, randn
+from sdekit.core.errors import UserError
 
 __all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "EDMSDE", "FlowSDE", "DiscreteVPSDE", "ReverseSDE", "get_sde",
            "BETA_SCHEDULES"]
@@ -394,7 +395,6 @@ class DiscreteVPSDE(SDE):
 
     def __init__(self, alphas_cumprod=None, schedule: str | None = None, N: int = 1000, beta_start: float = 1e-4,
                  beta_end: float = 0.02, betas=None):
-        from sdekit.core.errors import UserError
         given = [v is not None for v in (alphas_cumprod, schedule, betas)]
         if sum(given) != 1:
             raise UserError("DiscreteVPSDE takes exactly one of alphas_cumprod, betas or schedule")

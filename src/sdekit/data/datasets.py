@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from sdekit.core.errors import UserError
 from sdekit.data.images import EXTENSIONS, SCALE, grid_shape, load_image, picture, save_picture
+from sdekit.core.io import atomic_path
 
 __all__ = ["Dataset", "load_dataset", "digits", "toy", "image_folder", "read_idx", "mnist", "cifar10",
            "save_grid", "grid", "fetch", "SOURCES", "TOYS", "IMAGE_EXTS", "emoji", "emoji_split",
@@ -402,7 +403,6 @@ def fetch(name: str, root, mirrors=None, timeout: float = 60.0) -> Path:
     import tarfile
     import urllib.error
     import urllib.request
-    from sdekit.core.io import atomic_path
     default_mirrors, files = SOURCES[name]
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ from sdekit.core.assets import ASSETS
 from sdekit.core.errors import UserError
 from sdekit.data.datasets import (EMOJI_CATEGORIES, Dataset, _channels, _find, _resize, _to_model, data_kind, emoji,
                                   read_idx)
+from sdekit.core.io import atomic_path
 
 __all__ = ["HELDOUT_DIR", "Subset", "SUBSETS", "PER_CLASS", "shipped", "load_heldout", "make_heldout", "mnist_subset",
            "emoji_subset"]
@@ -153,7 +154,6 @@ def make_heldout(out=HELDOUT_DIR, mnist_dir=None, emoji_dir=None) -> list[Path]:
     """Write mnist.npz (from the MNIST folder ``mnist_dir``) and emoji.npz (from the emoji folder ``emoji_dir``)
     into ``out``, each atomically and only for the folders given, compressed, with no pickled objects;
     return the paths written. The files depend only on the data (a rerun writes the same arrays)."""
-    from sdekit.core.io import atomic_path
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -16,6 +16,7 @@ from sdekit.core.denoisers import ClassifierFree, Conditional, Denoiser, ScoreVi
 from sdekit.core.errors import UserError
 from sdekit.core.sde import SDE
 from sdekit.policy import MODEL_SAMPLE, Calibration, sampler_for
+from sdekit.solvers.loop import sample
 
 __all__ = ["Model", "generate", "sample_seeds", "SAMPLER"]
 
@@ -139,7 +140,6 @@ class Model:
         (:data:`sdekit.policy.MODEL_SAMPLE`, with its reason), :data:`sdekit.policy.CONSISTENCY` for a
         consistency model. Labels and guidance the model does not take: UserError (:meth:`check_labels`),
         before any work."""
-        from sdekit.solvers.loop import sample
         sampler = sampler_for(MODEL_SAMPLE, self.consistency) if sampler is None else sampler
         self.check_labels(class_labels, guidance)
         fn = self.conditional(class_labels, guidance) if class_labels is not None else self.score_fn
@@ -166,7 +166,6 @@ def generate(model: Model, n: int, sampler: str | None = None, steps: int | None
     does not take (:meth:`Model.check_labels`)."""
     from tqdm.auto import tqdm
     import torch.distributed as dist
-    from sdekit.solvers.loop import sample
     sampler = sampler_for(MODEL_SAMPLE, model.consistency) if sampler is None else sampler
     if n < 1 or batch_size < 1:
         raise UserError(f"need n >= 1 and batch_size >= 1, got {n}, {batch_size}")

@@ -30,6 +30,7 @@ from sdekit.core.errors import UserError
 from sdekit.core.noise import as_batch, bcast, cos_theta, randn, sigma_schedule, solver_dtype
 from sdekit.solvers.ode import DormandPrince
 from sdekit.solvers.solver import RHO, SCHEDULE, Grid, Option, Solver, count, nonneg, one_of, positive, register
+from sdekit.core.noise import karras
 
 __all__ = ["Grid", "Solver", "Stepper", "PredictorCorrector", "EM", "ReverseDiffusion", "Ancestral", "Langevin", "ALD",
            "PC", "ODE", "FastSolver", "DDIM", "Heun", "DPMSolver", "ABM", "ConsistencySampler", "consistency_levels",
@@ -614,7 +615,6 @@ def consistency_levels(sigma_start: float, sigma_end: float, steps: int, sigma_m
     m = min(SIGMA_MID, sigma_start / 2) down to the boundary level, its last point dropped: with 2 steps
     the levels are sigma_start and m, i.e. 80 and 0.821 for an EDM model, the two-step grid of Song &
     Dhariwal (2023) on CIFAR-10. Levels below ``sigma_end`` (the sampler's eps) are raised to it."""
-    from sdekit.core.noise import karras
     if steps == 1:
         return [float(sigma_start)]
     m = min(SIGMA_MID, sigma_start / 2)

@@ -46,6 +46,10 @@ from sdekit.data.datasets import data_kind, digits
 from sdekit.data.heldout import load_heldout, shipped
 from sdekit.models.nets.features import (EMOJI_FEATURES_DIR, FEATURES_DIR, FORMAT, MNIST_FEATURES_DIR, DigitsFeatures,
                                          load_features)
+from sdekit.models.nets.features import FORMAT as FEATURES
+from sdekit.data.datasets import _resize, emoji
+from sdekit.data.datasets import _find, read_idx
+from sdekit.data.datasets import load_dataset
 
 __all__ = ["Judged", "JUDGED", "judged", "judged_folder", "split", "load_judge", "HeldOut", "held_out", "predict",
            "split_digits", "train_features", "GENERIC_EPOCHS"]
@@ -113,7 +117,6 @@ def judged_folder(folder) -> Judged:
     train-features --out FOLDER``): a shipped kind's entry with these weights, or for other data the
     entry its config records (data spec, size, channels, classes, split seed). UserError if ``folder``
     holds no feature network."""
-    from sdekit.models.nets.features import FORMAT as FEATURES
     folder = Path(folder)
     cfg = read_config(folder, FEATURES, "feature network")
     net, data = cfg.get("network") or {}, cfg.get("data")
@@ -134,7 +137,6 @@ def split(data, seed: int = 0, size: int | None = None, channels: int | None = N
     emoji: the fixed held-out split of :func:`sdekit.data.datasets.emoji_split`; any other labelled data
     (:func:`sdekit.data.datasets.load_dataset`, read at ``size`` and ``channels``, default its own): the
     seeded 80/20 split, as the digits. UserError for unlabelled data."""
-    from sdekit.data.datasets import _resize, emoji
     if data_kind(data) not in JUDGED:
         return _split_other(data, seed, size, channels)
     spec, arg = _parse(data)
@@ -153,7 +155,6 @@ def split(data, seed: int = 0, size: int | None = None, channels: int | None = N
 
 def _mnist(root, part: str):
     """MNIST's ``part`` ("train" or "t10k") from its idx files: pixels [N, 1, 28, 28] in [0, 1], labels."""
-    from sdekit.data.datasets import _find, read_idx
     root = Path(root)
     try:
         img = read_idx(_find(root, [f"{part}-images-idx3-ubyte", f"{part}-images-idx3-ubyte.gz"]))
@@ -176,7 +177,6 @@ def _seeded_split(u, y, seed: int, test_fraction: float = 0.2):
 
 def _split_other(data, seed: int, size: int | None, channels: int | None):
     """:func:`split` of data sdekit ships no judge for: the seeded 80/20 split of its images."""
-    from sdekit.data.datasets import load_dataset
     ds = load_dataset(data, size, channels)
     if not ds.is_image or ds.labels is None or ds.num_classes < 2:
         raise UserError(f"{data}: a judge is a classifier and needs labelled images of 2 or more classes "

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from sdekit.core.errors import UserError
+from sdekit.models.nets.features import load_features
 
 __all__ = ["l2", "l2_downsampled", "mean_ci", "bootstrap_ci", "binomial_ci", "kid", "fid", "KIDResult",
            "features"]
@@ -101,7 +102,6 @@ class KIDResult:
 
 def _feature_net(feature):
     if feature is None:
-        from sdekit.models.nets.features import load_features
         return load_features()
     return feature
 

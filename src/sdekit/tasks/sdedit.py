@@ -66,6 +66,7 @@ from sdekit.policy import EDIT, EDIT_STEPS, T0, Calibration, default_sampler
 from sdekit.solvers.registry import get_sampler
 from sdekit.tasks.guidance import Impute
 from sdekit.tasks.plans import EditPlan, SolverConfig
+from sdekit.tasks.guidance import read_class
 
 __all__ = ["sdedit", "perturb", "composite", "simulate_strokes", "median_filter", "quantize_colors",
            "sdedit_time", "sdedit_steps", "default_t0", "default_class", "edit_condition", "describe_condition", "DEFAULT_T0", "MIN_STEPS",
@@ -166,7 +167,6 @@ def edit_condition(model, guide: torch.Tensor, class_label=None, guidance: float
     a null label (:meth:`sdekit.models.model.Model.check_labels`)."""
     class_label, w = resolve_condition(model, class_label, guidance)
     if isinstance(class_label, str):
-        from sdekit.tasks.guidance import read_class
         labels = read_class(model.classifier, guide, generator=generator)[0]
     elif torch.is_tensor(class_label) or class_label != -1:
         labels = torch.as_tensor(class_label, dtype=torch.long).expand(len(guide)).clone()

@@ -31,6 +31,9 @@ import torch
 
 from sdekit.core.errors import UserError
 from sdekit.core.assets import ASSETS
+from sdekit.tasks.judge import held_out
+from sdekit.tasks.sdedit import simulate_strokes
+from sdekit.data.images import load_image
 
 __all__ = ["pen", "simulated", "simulate_from", "package", "glyphs", "STROKE_SETS", "STROKES_DIR", "SIMULATION",
            "PACKAGED", "CATEGORY_WORDS", "SIMULATION_BY_CHANNELS"]
@@ -186,7 +189,6 @@ def simulated(n: int, data: str, seed: int = 0, size: int = 28, median: int | No
     ``colors`` flat colours per image (defaults: the dataset's, :data:`SIMULATION`).
     At 28x28 a 3x3 median keeps MNIST's 2-3 px pen lines while smoothing them into blocky strokes
     (5x5 erases them). Images [n, C, size, size] in [0, 1], labels [n]."""
-    from sdekit.tasks.judge import held_out
     real, labels = held_out(data, size).pick(n, seed)
     return simulate_from(real, median, colors, data), labels
 
@@ -196,7 +198,6 @@ def simulate_from(real: torch.Tensor, median: int | None = None, colors: int | N
     """The stroke paintings :func:`simulated` makes of given real images [N, C, H, W] in [0, 1]. Data
     without its own :data:`SIMULATION` entry need both ``median`` and ``colors`` (e.g. the grey or colour
     ones of :data:`SIMULATION_BY_CHANNELS`); UserError without them."""
-    from sdekit.tasks.sdedit import simulate_strokes
     m, k = (median, colors) if median and colors else SIMULATION[_dataset(data)]
     return simulate_strokes(real, median=median or m, colors=colors or k).clamp(0, 1)
 
@@ -207,7 +208,6 @@ def package(size: int = 28, folder=None, data: str = "mnist") -> tuple[torch.Ten
     :func:`sdekit.data.images.load_image`, labelled by the class word that starts each file name (digits:
     zero ... nine; emoji: the first word of the category). UserError if a name starts with no class
     word or the folder holds no PNG."""
-    from sdekit.data.images import load_image
     default, words, channels = PACKAGED[_dataset(data)]
     folder = default if folder is None else folder
     files = sorted(Path(folder).glob("*.png"))

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from sdekit.core.errors import UserError
 from sdekit.tasks.losses import get_loss
+from sdekit.tasks.train.recipes import recipe
+from sdekit.tasks.losses import TIME_DENSITIES
 
 __all__ = ["TrainConfig", "HPARAMS_IGNORED", "hparams", "validate", "with_recipe"]
 
@@ -90,7 +92,6 @@ def with_recipe(given: dict) -> dict:
     names, if any (:func:`sdekit.tasks.train.recipes.recipe`; UserError for an unknown one)."""
     if given.get("recipe") is None:
         return dict(given)
-    from sdekit.tasks.train.recipes import recipe
     return {**recipe(given["recipe"]), **given}
 
 
@@ -111,7 +112,6 @@ def validate(cfg: TrainConfig) -> None:
             raise UserError(msg)
     get_loss(cfg.loss)
     if cfg.loss == "flow":
-        from sdekit.tasks.losses import TIME_DENSITIES
         if cfg.time_density not in TIME_DENSITIES:
             raise UserError(f"--time-density must be one of {', '.join(TIME_DENSITIES)}, got {cfg.time_density!r}")
         if not cfg.ln_std > 0:

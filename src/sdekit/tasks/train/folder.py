@@ -26,6 +26,9 @@ from sdekit.core.errors import UserError
 from sdekit.core.io import atomic_write_text
 from sdekit.core.persist import expect, parse_json
 from sdekit.tasks.train.config import HPARAMS_IGNORED, TrainConfig
+from sdekit.tasks.train.config import hparams
+from sdekit.tasks.train.checkpoint import read_checkpoint
+from sdekit.tasks.train.config import with_recipe
 
 __all__ = ["LOCK", "RUN_CONFIG", "RUN_FORMAT", "MAY_CHANGE", "lock_run", "holds_run", "run_config", "saved_fields",
            "resumed_config"]
@@ -76,7 +79,6 @@ def holds_run(out: Path) -> list[str]:
 def run_config(cfg: TrainConfig) -> dict:
     """What ``<out>/config.json`` records of ``cfg``: ``hparams`` (as :func:`~sdekit.tasks.train.hparams`),
     ``steps`` and ``options`` (the fields that may change on --resume)."""
-    from sdekit.tasks.train.config import hparams
     d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
     options = {k: v for k, v in d.items() if k in MAY_CHANGE and k not in NOT_SAVED | {"steps"}}
     return {"format": RUN_FORMAT, "version": 1, "hparams": hparams(cfg), "steps": cfg.steps, "options": options}
@@ -99,7 +101,6 @@ def saved_fields(out: Path) -> dict | None:
         if "steps" in saved:
             fields["steps"] = saved["steps"]
     elif (out / "checkpoint.safetensors").is_file():
-        from sdekit.tasks.train.checkpoint import read_checkpoint
         fields = dict(read_checkpoint(out / "checkpoint.safetensors").state["hparams"])
     else:
         return None
@@ -118,7 +119,6 @@ def resumed_config(given: dict) -> TrainConfig:
     With ``resume`` on a run: the run's recorded fields, overridden by the given ones that may change
     (:data:`MAY_CHANGE`: steps, intervals, time limit, threads, execution options); a given
     hyper-parameter that differs from the run's is refused (UserError naming each, with both values)."""
-    from sdekit.tasks.train.config import with_recipe
     given = with_recipe(given)
     out = Path(given.get("out", TrainConfig.out))
     saved = saved_fields(out) if given.get("resume") else None

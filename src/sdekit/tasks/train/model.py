@@ -11,6 +11,13 @@ from sdekit.core.denoisers import NetworkDenoiser
 from sdekit.models.nets import Preconditioned, build_net
 from sdekit.core.sde import get_sde
 from sdekit.tasks.train.config import TrainConfig, hparams
+from sdekit.models.pretrained.folder import find_diffusers
+from sdekit.models.pretrained.folder import load_diffusers
+from sdekit.models.bundle import save_bundle
+from sdekit.models.model import Model
+from sdekit.models.pretrained.export import to_diffusers
+from sdekit.models.pretrained.folder import read_json
+from sdekit.models.bundle import load
 
 __all__ = ["build_model", "LossModule", "init_from", "diffusers_init", "diffusers_network", "save_model"]
 
@@ -53,7 +60,6 @@ def build_model(cfg: TrainConfig, data: Dataset) -> nn.Module:
 def diffusers_init(cfg: TrainConfig):
     """The diffusers folder (:class:`~sdekit.models.pretrained.folder.DiffusersFolder`) ``cfg.init`` names, or
     None (no --init, or an sdekit bundle)."""
-    from sdekit.models.pretrained.folder import find_diffusers
     return None if cfg.init is None else find_diffusers(cfg.init)
 
 
@@ -64,7 +70,6 @@ def diffusers_network(found, cfg: TrainConfig, data: Dataset) -> NetworkDenoiser
     denoiser; the network, the SDE and the parametrisation are the folder's (--sde, --precond and the network
     flags do not apply). UserError unless the folder's images are the data's shape, its classes the data's
     (with --class-cond), and, the UNet2DModel having no null label, --label-dropout is 0."""
-    from sdekit.models.pretrained.folder import load_diffusers
     model = load_diffusers(found)
     if tuple(model.shape) != tuple(data.shape):
         raise UserError(f"--init {found.unet}: its network takes {tuple(model.shape)} images, the data are "
@@ -90,13 +95,9 @@ def save_model(folder, net: nn.Module, cfg: TrainConfig, data: Dataset, step: in
     from pathlib import Path
     found = diffusers_init(cfg) if not isinstance(net, Preconditioned) else None
     if found is None:
-        from sdekit.models.bundle import save_bundle
         save_bundle(folder, net, shape=data.shape, name=Path(cfg.out).name, data_range=data.data_range or (-1.0, 1.0),
                     data=cfg.data, extra={"train": hparams(cfg), "step": step})
         return
-    from sdekit.models.model import Model
-    from sdekit.models.pretrained.export import to_diffusers
-    from sdekit.models.pretrained.folder import read_json
     sched = read_json(found.scheduler, "scheduler config")
     config = {"format": "diffusers", "shape": list(data.shape), "num_classes": net.num_classes,
               "scheduler": sched["_class_name"], "scheduler_config": sched}
@@ -106,7 +107,6 @@ def save_model(folder, net: nn.Module, cfg: TrainConfig, data: Dataset, step: in
 def init_from(model: Preconditioned, source: str) -> None:
     """Copy the weights of the sdekit bundle ``source`` into ``model`` (UserError unless the bundle's
     network, parametrisation and SDE are the ones ``model`` has)."""
-    from sdekit.models.bundle import load
     init = load(source)
     if not isinstance(init.net, Preconditioned):
         raise UserError(f"--init {source}: only sdekit's own bundles can start a run")
@@ -120,7 +120,6 @@ def init_from(model: Preconditioned, source: str) -> None:
 
 def load_teacher(cfg: TrainConfig, data: Dataset) -> Preconditioned:
     """The frozen teacher network of ``cfg.teacher`` (UserError unless it is an sdekit model of the data's shape)."""
-    from sdekit.models.bundle import load
     teacher = load(cfg.teacher)
     if not isinstance(teacher.net, Preconditioned):
         raise UserError(f"{cfg.teacher}: only sdekit's own models can be distilled")

@@ -11,6 +11,8 @@ from sdekit.data.datasets import Dataset, save_grid
 from sdekit.core.io import atomic_path
 from sdekit.core.denoisers import Denoiser
 from sdekit.policy import TRAINING_PICTURES as PICTURES
+from sdekit.models.model import Model
+from sdekit.solvers.loop import sample
 
 __all__ = ["sample_pictures", "scatter"]
 
@@ -21,8 +23,6 @@ def sample_pictures(model: Denoiser, data: Dataset, folder: Path, step: int, see
     policy's sampler for them (:data:`sdekit.policy.TRAINING_PICTURES`: Heun, 20 steps) at
     ``folder/stepNNNNNNN.png`` (unconditional, where the model has a null label) and ``-class.png`` (one column
     per class, for a class-conditional model); returns the paths written."""
-    from sdekit.models.model import Model
-    from sdekit.solvers.loop import sample
     m = Model(model, {"shape": list(data.shape), "num_classes": model.num_classes,
                       "data_range": list(data.data_range or (-1, 1))})
     g = torch.Generator().manual_seed(seed)

@@ -8,6 +8,7 @@ takes its shard, so a run resumed at step k continues exactly as it would have.
 from __future__ import annotations
 
 import torch
+from sdekit.tasks.losses import flow_times
 
 __all__ = ["step_seed", "Batches", "draw_randomness"]
 
@@ -44,6 +45,5 @@ def draw_randomness(cfg, sde, B: int, shape, g: torch.Generator) -> dict:
     if cfg.loss == "cd":
         return {"index": torch.randint(cfg.cd_levels - 1, (B,), generator=g), "z": z}
     if cfg.loss == "flow":
-        from sdekit.tasks.losses import flow_times
         return {"tau": flow_times(B, sde, cfg.time_density, cfg.ln_mean, cfg.ln_std, g), "z": z}
     return {"index": torch.randint(sde.N, (B,), generator=g), "z": z}
