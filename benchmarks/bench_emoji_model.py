@@ -2,8 +2,9 @@
 judge against the held-out split (300 samples, DPM-Solver++ 20 steps), beside real-vs-real and the judge's reading of
 held-out real emoji; writes a grid of class-conditional samples to /tmp/emoji_samples.png.
 
-    python benchmarks/bench_emoji_model.py
+    python benchmarks/bench_emoji_model.py [MODEL]      # MODEL: a bundle folder (default: the shipped "emoji")
 """
+import sys
 import torch, time
 import sdekit
 from sdekit.tasks.judge import held_out, load_judge, predict
@@ -13,7 +14,7 @@ from sdekit.data.datasets import save_grid
 torch.set_num_threads(2)
 data = "emoji:../shared/data/emoji"
 judge = load_judge(data); h = held_out(data, 32)
-m = sdekit.load("emoji")
+m = sdekit.load(sys.argv[1] if len(sys.argv) > 1 else "emoji")
 n = 300
 t = time.time()
 x = m.to_unit(generate(m, n, "dpm_solver", 20, seed=0)).clamp(0, 1)

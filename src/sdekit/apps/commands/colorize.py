@@ -1,6 +1,6 @@
 """sdekit colorize: colour a grey image with a 3-channel model (imputation in a decoupled colour space)."""
 from sdekit.policy import COLORIZE
-from sdekit.apps.commands.common import (add_device, add_dtype, add_model, add_overwrite, add_sampler, add_scale, add_seed, count,
+from sdekit.apps.commands.common import (steps_words, add_device, add_dtype, add_model, add_overwrite, add_sampler, add_scale, add_seed, count,
                      int_range, load_model, positive_int, resolve_sampler)
 
 
@@ -47,5 +47,5 @@ def run(args):
                        return_info=True)
     seconds = time.perf_counter() - started
     save_row(out, img.pixels.mean(1, keepdim=True).expand(-1, 3, -1, -1), model.to_unit(x), scale, args.overwrite)
-    print(f"{args.n} colourings ({args.sampler}, {info['steps']} steps, resample {args.resample}, "
+    print(f"{args.n} colourings ({args.sampler}, {steps_words(args.sampler, info)}, resample {args.resample}, "
           f"{info['nfe']} evaluations, {seconds:.1f} s) -> {out}")

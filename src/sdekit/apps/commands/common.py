@@ -290,3 +290,9 @@ def resolve_sampler(args, model) -> str:
     if args.sampler is None:
         args.sampler = default_sampler(args.sampler_task, model)
     return args.sampler
+
+
+def steps_words(sampler: str, info: dict) -> str:
+    """How a run's solver stepped, for summary lines: "adaptive RK45" for an adaptive sampler, else "N steps"."""
+    from sdekit.solvers.registry import get_sampler
+    return "adaptive RK45" if get_sampler(sampler).adaptive else f"{info['steps']} steps"

@@ -1,6 +1,6 @@
 """sdekit edit: SDEdit a stroke painting or an edited image with a model bundle."""
 from sdekit.policy import EDIT, EDIT_STEPS, T0
-from sdekit.apps.commands.common import (MODEL_DEFAULT, acceleration, add_acceleration, add_device, add_dtype, add_model, add_overwrite,
+from sdekit.apps.commands.common import (steps_words, MODEL_DEFAULT, acceleration, add_acceleration, add_device, add_dtype, add_model, add_overwrite,
                      add_sampler, add_scale, add_seed, edit_class, finite, int_range, load_model, positive_int,
                      resolve_sampler)
 
@@ -134,5 +134,5 @@ def run(args):
     cond = describe_condition(labels, args.class_label, w, class_names(model.config))
     cond = f" {cond}" if cond else ""
     level = f"t0={t0:g}" if t0_map is None else f"t0 map {float(t0_map.min()):g}..{info['t0']:g}"
-    print(f"{what}SDEdit {level}{cond} ({args.sampler}, {info['steps']} steps, {args.repeats} round(s), "
+    print(f"{what}SDEdit {level}{cond} ({args.sampler}, {steps_words(args.sampler, info)}, {args.repeats} round(s), "
           f"{info['nfe']} evaluations, {seconds:.1f} s) -> {out}" + (f"; {scaled}" if scaled else ""))

@@ -1,6 +1,6 @@
 """sdekit inpaint: fill the unknown region of an image (imputation by the reverse SDE)."""
 from sdekit.policy import INPAINT
-from sdekit.apps.commands.common import (MODEL_DEFAULT, add_device, add_dtype, add_model, add_overwrite, add_sampler, add_scale, add_seed,
+from sdekit.apps.commands.common import (steps_words, MODEL_DEFAULT, add_device, add_dtype, add_model, add_overwrite, add_sampler, add_scale, add_seed,
                      count, int_range, load_model, positive_int, resolve_sampler)
 
 SHAPES = ("left", "right", "top", "bottom", "centre", "center")
@@ -94,5 +94,5 @@ def run(args):
     seconds = time.perf_counter() - started
     holed = img.pixels * mask + 0.5 * (1 - mask)                     # grey where unknown
     save_row(out, holed, model.to_unit(x), scale, args.overwrite)
-    print(f"{args.n} completions ({args.sampler}, {info['steps']} steps, resample {args.resample}, "
+    print(f"{args.n} completions ({args.sampler}, {steps_words(args.sampler, info)}, resample {args.resample}, "
           f"{info['nfe']} evaluations, {seconds:.1f} s) -> {out}" + (f"; {scaled}" if scaled else ""))

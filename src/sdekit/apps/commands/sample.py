@@ -3,7 +3,7 @@ import argparse
 import sys
 
 from sdekit.policy import MODEL_SAMPLE
-from sdekit.apps.commands.common import (MODEL_DEFAULT, acceleration, add_acceleration, add_device, add_dtype, add_model, add_overwrite,
+from sdekit.apps.commands.common import (steps_words, MODEL_DEFAULT, acceleration, add_acceleration, add_device, add_dtype, add_model, add_overwrite,
                      add_sampler, add_scale, add_seed, finite, load_model, positive_int, resolve_sampler)
 
 
@@ -161,7 +161,7 @@ def run(args):
                 np.savez(buf, samples=arr, labels=(labels if labels is not None else torch.full((args.n,), -1)).numpy())
                 with atomic_path(out, overwrite=args.overwrite) as tmp:
                     tmp.write_bytes(buf.getvalue())
-            how = "adaptive RK45" if get_sampler(args.sampler).adaptive else f"{info['steps']} steps"
+            how = steps_words(args.sampler, info)
             print(f"{args.n} samples ({args.sampler}, {how}, {info['nfe']} evaluations, {seconds:.1f} s){noisy} -> {out}")
     finally:
         if world > 1:
