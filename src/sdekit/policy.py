@@ -41,7 +41,7 @@ class TaskDefault:
 
 SAMPLE = TaskDefault(
     "sample (score function)", "pc", None, "sdekit.sample",
-    "DESIGN.md's contract (sampler=\"pc\"): score_sde's predictor-corrector, reverse diffusion + Langevin, "
+    "the public API's contract (sampler=\"pc\"): score_sde's predictor-corrector, reverse diffusion + Langevin, "
     "which works for any SDE and any score function (an exact mixture score included)")
 MODEL_SAMPLE = TaskDefault(
     "sample (model)", "abm", None, "Model.sample, generate, sdekit sample, the page's sample tab",

@@ -32,7 +32,7 @@ COMMANDS = {
     "train-features": ("train_features", "train the judge of a dataset: features for KID/FID, class fidelity"),
     "serve": ("serve", "the stroke-painting web page"),
     "convert": ("convert", "an original SDEdit or score_sde checkpoint into a folder sdekit loads"),
-    "export": ("export", "a model as a diffusers folder (UNet2DModel + scheduler) that diffusers loads"),
+    "export": ("export", "a model whose network is a diffusers UNet2DModel as a diffusers folder (sdekit's own U-Net is refused, with the reason)"),
 }
 
 

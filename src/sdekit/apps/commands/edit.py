@@ -14,8 +14,9 @@ def add_arguments(p):
     p.add_argument("--mask", default=None,
                    help="mask image, white = keep the guide there (default: no mask; see --alpha-mask)")
     p.add_argument("--keep-polarity", action="store_true",
-                   help="use a grey guide as drawn; by default one drawn dark on light for a model of light strokes on "
-                        "dark (or the reverse), recognised from its border, is inverted with a note")
+                   help="use a grey guide as drawn; by default, for a model of grey pictures, a guide drawn dark on light "
+                        "for light strokes on dark (or the reverse), recognised from its border, is inverted with a "
+                        "note; colour models' guides are never inverted")
     p.add_argument("--alpha-mask", action="store_true",
                    help="use the guide's transparency as the mask: its opaque pixels are kept, the transparent "
                         "ones regenerated (default: transparency is composited over the model's background and "
@@ -54,6 +55,7 @@ def add_arguments(p):
 
 
 def run(args):
+    from pathlib import Path
     import time
 
     import torch
@@ -96,6 +98,9 @@ def run(args):
     if img.alpha is not None and not args.alpha_mask:
         scaled = "the guide's transparency composited over the model's background (--alpha-mask keeps its opaque pixels)"
     if args.mask is not None:
+        if not Path(args.mask).exists():
+            raise UserError(f"--mask {args.mask}: no such file (edit takes a mask image, white = keep; the keyword "
+                            "masks are inpaint's)")
         scaled = check_agree(image_size(args.mask), img.size, f"the mask {args.mask}", f"the guide {args.guide}")
         mask = load_mask(args.mask, (H, W))
     if args.t0_map is not None and map_scaled:

@@ -49,8 +49,10 @@ def run(args):
 
     from sdekit.core.errors import UserError
     from sdekit.apps.evaluation import bundle_config, check_outputs, evaluate, parse_t0s, write_t0
-    if (args.steps_per_unit is not None and args.steps_per_unit < 1) or args.batch_size < 1:
-        raise UserError("--steps-per-unit and --batch-size must be positive")
+    if args.steps_per_unit is not None and args.steps_per_unit < 1:
+        raise UserError(f"--steps-per-unit must be positive, got {args.steps_per_unit}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     t0s = parse_t0s(args.t0)
     check_outputs(args.out, args.overwrite)
     if args.write_t0:
