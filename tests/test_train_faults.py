@@ -161,7 +161,10 @@ def test_two_runs_started_together_on_one_folder(tmp_path):
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_saves_a_checkpoint_of_the_current_step_and_says_how_to_resume(tmp_path, sig, code):
     out = tmp_path / "run"
-    p = subprocess.Popen([PY, "-m", "sdekit.apps.cli", "train", *FLAGS, "--steps", "1000000", "--log-every", "1",
+    # SIGINT as a terminal gives it, whatever the shell that started the tests ignores (a background job's)
+    child = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "from sdekit.apps.cli import main; sys.exit(main(sys.argv[1:]))")
+    p = subprocess.Popen([PY, "-c", child, "train", *FLAGS, "--steps", "1000000", "--log-every", "1",
                           "--ckpt-every", "0", "--out", str(out)], env=ENV, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 600
