@@ -162,7 +162,16 @@ def run(args):
                 with atomic_path(out, overwrite=args.overwrite) as tmp:
                     tmp.write_bytes(buf.getvalue())
             how = steps_words(args.sampler, info)
-            print(f"{args.n} samples ({args.sampler}, {how}, {info['nfe']} evaluations, {seconds:.1f} s){noisy} -> {out}")
+            cond = ""
+            if args.class_label is not None:
+                cond = "one class per column" if args.class_label == "all" else f"class {args.class_label}"
+                if args.guidance and args.classifier is not None:
+                    cond += f", classifier guidance {args.guidance:g}"
+                elif args.guidance:
+                    cond += f", guidance {args.guidance:g} (two network passes per evaluation)"
+                cond = f", {cond}"
+            print(f"{args.n} samples ({args.sampler}, {how}, {info['nfe']} evaluations{cond}, {seconds:.1f} s){noisy} "
+                  f"-> {out}")
     finally:
         if world > 1:
             dist.barrier()
