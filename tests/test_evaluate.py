@@ -198,3 +198,11 @@ def test_report_words_follow_the_data():
             "class_noun": "category", "classes": "emoji of the 9 Unicode categories"}
     md = _markdown([], meta, None, [])
     assert "digit" not in md and "drawn category" in md and "emoji of the 9 Unicode categories" in md
+
+
+def test_a_default_t0_from_few_strokes_is_not_shown_as_settled():
+    from sdekit.apps.evaluation import KID_MIN_N, _markdown
+    meta = {"steps_per_unit": 20, "n": 8, "strokes": "pen", "data": "digits", "n_reference": 8,
+            "judge_test_accuracy": 0.9, "sampler": "reverse_diffusion", "seed": 0, "seconds": 1.0}
+    assert "tentative: n = 8" in _markdown([], meta, 0.3, []) and "**0.3**" not in _markdown([], meta, 0.3, [])
+    assert "**0.3**" in _markdown([], {**meta, "n": KID_MIN_N}, 0.3, [])

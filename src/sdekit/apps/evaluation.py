@@ -481,7 +481,8 @@ def _markdown(rows, meta, best, notes) -> str:
                      and meta["class"] == "auto" else "."), ""]
     lines.append(f"Default t0 (among the swept t0 whose class fidelity is at least {FIDELITY:.0%}, the smallest whose KID is "
                  "at most the plain samples', else the largest): "
-                 + (f"**{best:g}**" if best is not None else "none"))
+                 + ("none" if best is None else f"**{best:g}**" if meta.get("n", KID_MIN_N) >= KID_MIN_N else
+                    f"{best:g} (tentative: n = {meta['n']} < {KID_MIN_N}, where KID is mostly noise)"))
     lines += ["", f"Class fidelity: the fraction of images the judge reads as the drawn {noun} (Wilson interval). "
               "KID: mean over 100 subsets of half of each set, interval -/+ 1.96 std over subsets; compare it with "
               f"the real-vs-real row (held-out real images of the drawn {noun}), measured the same way. "
