@@ -27,7 +27,7 @@ from sdekit.core.errors import UserError
 from sdekit.data.images import SCALE, save_labelled_grid
 from sdekit.core.io import atomic_write_bytes, atomic_write_text
 from sdekit.tasks.metrics import l2
-from sdekit.policy import DEMO_SAMPLE, EDIT
+from sdekit.policy import Calibration, DEMO_SAMPLE, EDIT
 from sdekit.tasks.strokes import NUMBERS, STROKES_DIR
 
 __all__ = ["demo", "Settings", "SMALL", "model_card", "stroke_guides", "mask_overlay", "find_evaluation",
@@ -447,7 +447,10 @@ def _strip(run: _Run, gd: _Guides, t0s, section) -> Figure:
         f"Rows: {len(rows)} of the guides above; columns: the guide, then SDEdit from each t0 ({run.s.sampler}, steps "
         "by the library's rule). The table measures each column: the mean L2 from the outputs to their guides "
         "(faithfulness: 0 is the guide itself)"
-        + ("" if run.judge.net is None else f", and how many outputs the judge reads as the {run.noun} drawn") + ".",
+        + ("" if run.judge.net is None else f", and how many outputs the judge reads as the {run.noun} drawn") + "."
+        + (f" This model's default edit reads the drawn {run.noun} and guides towards it (its bundle's calibrated "
+           f"edit), so the {run.noun} is kept up to large t0 by design; the trade-off shows in how far the outputs move "
+           "from the guides (L2)." if Calibration.from_config(getattr(m, "config", None)).read_class else ""),
         table=(("t0", "steps", "mean L2 to the guide", f"judge reads the drawn {run.noun}"), tuple(table)))
 
 
