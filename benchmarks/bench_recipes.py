@@ -1,4 +1,4 @@
-"""Sample quality after equal CPU minutes: three training recipes, the same small U-Net, the same
+"""Sample quality after equal CPU minutes: four training recipes, the same small U-Net, the same
 wall-clock budget, the same sampler, scored by KID / FID against the held-out digits.
 
 Recipes (all through sdekit.tasks.train.train, the loop `sdekit train` runs; unconditional):
@@ -8,6 +8,8 @@ Recipes (all through sdekit.tasks.train.train, the loop `sdekit train` runs; unc
                network output scaled by 1 / sigma (precond "scaled_score": score = F / std)
   (c) vp-dsm   score_sde's VP recipe: VP SDE (beta 0.1..20), continuous DSM with lambda = sigma^2,
                eps-parametrisation (precond "eps": score = -F / std)
+  (d) flow     rectified flow / flow matching: the path x = (1 - t) x0 + t n, velocity loss and network,
+               logit-normal times (Esser et al. 2024)
 Same network (U-Net ch 16, ch_mult 1,2, one res block per level, no attention, no dropout), batch,
 lr, warm-up, clipping and EMA for all. Each recipe trains for --minutes of wall time; the EMA weights
 then draw --n images with one sampler budget (default Heun, 20 steps = 39 network calls, for every
@@ -35,6 +37,8 @@ RECIPES = {
     "sdekit (VP, EDM loss + precond)": dict(sde="vp", loss="edm", P_mean=-0.8, P_std=1.4, precond="edm", sigma_data=0.5),
     "score_sde VE (DSM, F/sigma)": dict(sde="ve", loss="dsm", weighting="sigma2", precond="scaled_score"),
     "score_sde VP (DSM, -eps/sigma)": dict(sde="vp", loss="dsm", weighting="sigma2", precond="eps"),
+    "flow matching (velocity, logit-normal t)": dict(sde="flow", loss="flow", precond="velocity",
+                                                     time_density="logit_normal"),
 }
 
 
@@ -68,7 +72,7 @@ def main(argv=None):
     ap.add_argument("--sampler", default="heun")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", default=None, help="comma-separated recipe indices (0, 1, 2)")
+    ap.add_argument("--only", default=None, help="comma-separated recipe indices (0, 1, 2, 3)")
     ap.add_argument("--out", default="recipes")
     args = ap.parse_args(argv)
     from sdekit.apps.evaluation import reference_data
