@@ -118,9 +118,10 @@ def test_one_step_from_the_exact_marginal_is_exactly_the_boundary_marginal():
 def test_one_step_from_the_prior_matches_its_closed_form():
     """From the prior N(0, T^2): f(x_T) = M (1 - k) + k x_T with k = sqrt(S^2 + SMIN^2) / sqrt(S^2 + T^2)."""
     k = math.sqrt(S ** 2 + SMIN ** 2) / math.sqrt(S ** 2 + 80.0 ** 2)
-    x = sdekit.sample(SDE, ExactConsistency(SDE), (N, 1), sampler="consistency", steps=1,
-                      generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    _close(x, M * (1 - k), (k * 80.0) ** 2)
+    x, info = sdekit.sample(SDE, ExactConsistency(SDE), (N, 1), sampler="consistency", steps=1,
+                            generator=torch.Generator().manual_seed(1), dtype=torch.float64, return_info=True)
+    assert info["nfe"] == 1 and x.shape == (N, 1) and x.dtype == torch.float64
+    _close(x, M * (1 - k), (k * 80.0) ** 2)          # asserts the mean and variance within 5 standard errors
 
 
 @pytest.mark.parametrize("grid", [dict(steps=2), dict(steps=4), dict(sigmas=[80.0, 5.0, 0.3, 0.0])])

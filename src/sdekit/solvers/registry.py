@@ -9,13 +9,10 @@ classes register themselves (``@register``) when the package ``sdekit.solvers`` 
 from __future__ import annotations
 
 from sdekit.core.errors import UserError
-from sdekit.policy import CONSISTENCY, is_consistency
 from sdekit.solvers.solver import ALIASES, REGISTRY, Option, Solver, register, unregister
 
-__all__ = ["Option", "SamplerSpec", "Solver", "REGISTRY", "SAMPLERS", "ALIASES", "get_sampler", "check_options",
-           "default_sampler", "CONSISTENCY", "register", "unregister", "markdown_table"]
-
-SamplerSpec = Solver             # the older name of a sampler's record: its class
+__all__ = ["Option", "Solver", "REGISTRY", "SAMPLERS", "ALIASES", "get_sampler", "check_options", "register",
+           "unregister", "markdown_table"]
 
 
 def __getattr__(name):
@@ -31,13 +28,6 @@ def get_sampler(name) -> type[Solver]:
     if key not in REGISTRY:
         raise UserError(f"unknown sampler {name!r}; choose one of {', '.join(REGISTRY)}")
     return REGISTRY[key]
-
-
-def default_sampler(model, fallback: str) -> str:
-    """The sampler a task uses when none is named: the policy's for a consistency model
-    (:data:`sdekit.policy.CONSISTENCY`; ``model`` or the denoiser it holds says ``consistency``), else
-    ``fallback``, the task's own default (:func:`sdekit.policy.default_sampler` reads it from the policy)."""
-    return CONSISTENCY if is_consistency(model) else fallback
 
 
 def check_options(spec: type[Solver], options: dict) -> dict:

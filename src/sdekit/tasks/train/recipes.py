@@ -11,7 +11,7 @@ import json
 from sdekit.core.errors import UserError
 from sdekit.models.bundle import BUNDLED_MODELS
 
-__all__ = ["QUICK", "recipe", "recipe_names", "describe"]
+__all__ = ["QUICK", "recipe", "recipe_names"]
 
 # A small U-Net (about 0.15 M parameters) with the recommended VP + EDM loss: on the 16x16 digits at one CPU
 # thread about 2000 steps of 32 images take a few minutes and give recognisable digits.
@@ -47,12 +47,3 @@ def recipe(name: str) -> dict:
             if k not in NOT_FROM_BUNDLE or (k == "teacher" and v is not None)}
     return keep
 
-
-def describe() -> str:
-    """One line per recipe, for the command's help."""
-    lines = []
-    for n in recipe_names():
-        r = recipe(n)
-        lines.append(f"{n}: {r.get('sde', 'vp')} + {r.get('loss', 'edm')} loss, ch {r.get('ch')} x "
-                     f"{','.join(map(str, r.get('ch_mult', ())))}, batch {r.get('batch_size')}")
-    return "; ".join(lines)
