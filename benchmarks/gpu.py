@@ -312,7 +312,7 @@ def step_bench(ctx) -> dict:
                 res["not_run"][f"{impl} NFE {nfe}"] = "the budget ran out"
                 continue
             try:
-                cell = measure(model, runner, nfe, seeds, n, ref, judge)
+                cell = measure(model, runner, nfe, seeds, n, ref, judge, chunk=0)
             except Exception as e:                            # one implementation's failure is a line in the table
                 res["not_run"][f"{impl} NFE {nfe}"] = f"{type(e).__name__}: {e}"
                 continue
@@ -344,7 +344,7 @@ def half_rows(ctx, res, model, runner, sampler, nfe, seeds, n, ref, judge):
                 continue
             model.to(dtype=dtype)
             try:
-                cell = measure(model, runner, nfe, seeds, n, ref, judge, keep=True)
+                cell = measure(model, runner, nfe, seeds, n, ref, judge, keep=True, chunk=0)
             except Exception as e:
                 res["not_run"][f"{sampler} NFE {nfe} {name}"] = f"{type(e).__name__}: {e}"
                 continue

@@ -15,7 +15,7 @@ import torch
 
 from sdekit.core.errors import UserError
 
-__all__ = ["bcast", "as_batch", "randn", "sigma_schedule", "SCHEDULES", "SIGMA_DATA", "TAIL", "cos_theta",
+__all__ = ["READ_EVERY", "bcast", "as_batch", "randn", "sigma_schedule", "SCHEDULES", "SIGMA_DATA", "TAIL", "cos_theta",
            "NonFiniteError", "Counter", "solver_dtype", "watch"]
 
 
@@ -78,6 +78,8 @@ def cos_theta(sigma: float) -> float:
     return SIGMA_DATA / math.hypot(SIGMA_DATA, sigma)
 
 
+READ_EVERY = 8       # fixed-step solvers read their NaN/Inf flags from the device every this many steps and
+                     # after the last: one host sync per 8 steps, at most 7 wasted steps after a NaN
 TAIL = 0.4          # the cosine grid's logarithmic share: about two levels spread log-uniformly (see cosine)
 
 
@@ -183,8 +185,9 @@ class Counter:
 
     The ledger holds, in order, what one evaluation touched: the state fed to the model, the model's own
     output (a device-side finiteness flag, no host sync), sdekit's conversion of it; then the solver's new
-    state. :meth:`verdict` reads the flags and the state's together (one host sync): once per solver step
-    in :func:`sdekit.solvers.loop.solve`, or after every evaluation when ``eager`` (the default; adaptive
+    state. :meth:`verdict` reads the flags and the state's together (one host sync): every
+    :data:`READ_EVERY` solver steps and after the last in :func:`sdekit.solvers.loop.solve`, or after every
+    evaluation when ``eager`` (the default; adaptive
     solvers and direct calls). Inputs and conversions are kept as references and looked at only when
     something is NaN/Inf (they reach the state, so a bad one always shows there). The
     :class:`NonFiniteError` names the first number that went bad, whose it was (the network's, the
@@ -238,12 +241,17 @@ class Counter:
         """Count one evaluation whose output ``out`` (for input x) is already computed."""
         return self.evaluate(lambda: out, x, where)
 
-    def verdict(self, state: torch.Tensor | None = None, where=None) -> None:
+    def verdict(self, state: torch.Tensor | None = None, where=None, read: bool = True) -> None:
         """Read the ledger and the new solver ``state`` reached at ``where`` (when given) in one host sync;
-        raise NonFiniteError naming the first NaN/Inf, else clear the ledger."""
-        notes, self._notes = self._notes, []
+        raise NonFiniteError naming the first NaN/Inf, else clear the ledger. ``read=False`` defers the read:
+        the state's flag joins the ledger and every kept reference becomes its device-side flag (no host
+        sync, nothing held across steps); the next read looks at all of it, in order."""
         if state is not None:
-            notes.append(("state", where, self.nfe, state.dtype, torch.isfinite(state).all(), False))
+            self._notes.append(("state", where, self.nfe, state.dtype, torch.isfinite(state).all(), False))
+        if not read:
+            self._notes = [(*n[:4], torch.isfinite(n[4]).all(), False) if n[5] else n for n in self._notes]
+            return
+        notes, self._notes = self._notes, []
         flags = [n[4] for n in notes if not n[5]]
         if not flags or all(torch.stack(flags).tolist()):
             if state is not None or not any(n[5] for n in notes):

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from sdekit.core.denoisers import Counted, Denoiser, ScoreDenoiser, as_denoiser
 from sdekit.core.errors import UserError
-from sdekit.core.noise import Counter, NonFiniteError, sigma_schedule, solver_dtype
+from sdekit.core.noise import READ_EVERY, Counter, NonFiniteError, sigma_schedule, solver_dtype
 from sdekit.core.sde import SDE
 from sdekit.policy import SAMPLE
 from sdekit.solvers.registry import SAMPLERS, check_options, get_sampler
@@ -74,9 +74,9 @@ def solve(stepper: Solver, x: torch.Tensor, denoise: bool = True, callback=None,
     at sigma = 0 the last step itself). ``callback``: the step hook (module docstring).
 
     The state is kept in noise.solver_dtype(x.dtype) (float32 at least, whatever the network's precision)
-    and returned in it. NaN/Inf are looked for on the device and read once per step (a counted model's
-    ledger and the new state together): NonFiniteError names the first number that went bad, whose it
-    was and its noise level."""
+    and returned in it. NaN/Inf are looked for on the device and read every noise.READ_EVERY steps and after
+    the last (every step for an adaptive solver), a counted model's ledger and the new states together:
+    NonFiniteError names the first number that went bad, whose it was and its noise level."""
     grid, i = stepper.grid, 0
     counted = stepper.model if isinstance(stepper.model, Counted) else None
     counter = counted.counter if counted is not None else Counter()
@@ -87,7 +87,8 @@ def solve(stepper: Solver, x: torch.Tensor, denoise: bool = True, callback=None,
             x_next, x_mean = stepper.step(i, x)
             if denoise and stepper.done(i + 1):
                 x_next = stepper.finish(x_next, x_mean)
-            counter.verdict(x_next, ("sigma", grid.sigmas[i + 1]))     # the step's one host sync
+            read = stepper.adaptive or stepper.done(i + 1) or (i + 1) % READ_EVERY == 0
+            counter.verdict(x_next, ("sigma", grid.sigmas[i + 1]), read=read)   # one host sync per READ_EVERY steps
             if callback is not None:
                 r = callback(StepState(*stepper.numbered(i), grid.ts[i + 1], grid.sigmas[i + 1], x_next,
                                        stepper.denoised, counted.nfe if counted else 0, grid.ts[i]))
