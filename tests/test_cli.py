@@ -369,3 +369,18 @@ def test_likelihood_notes_data_other_than_the_models_own(capsys):
     assert main(["likelihood", "--data", "digits", "-n", "2", "--solver", "heun", "--steps", "2"]) == 0
     err = capsys.readouterr().err
     assert "note: digits is not the data mnist was trained on (mnist)" in err
+
+
+def test_progress_bars_written_to_a_log_redraw_rarely(tmp_path):
+    """stderr a file, not a terminal: the bar of a 200-step sample is drawn a handful of times, not per step
+    (``python -m sdekit`` is the CLI)."""
+    import subprocess
+    import sys as _sys
+    log = tmp_path / "log.txt"
+    with open(log, "w") as err:
+        r = subprocess.run([_sys.executable, "-m", "sdekit", "sample", "--model", "digits", "--sampler", "ddim",
+                            "--steps", "200", "-n", "2", "--out", str(tmp_path / "s.png")], stderr=err,
+                           stdout=subprocess.DEVNULL)
+    assert r.returncode == 0, log.read_text()
+    text = log.read_text()
+    assert "ddim" in text and text.count("\r") < 6, text[-500:]

@@ -10,7 +10,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "sdekit"
 LAYERS = ["core", "data", "solvers", "models", "tasks", "apps"]
-RANK = {name: i for i, name in enumerate(LAYERS)} | {"policy": 0}
+RANK = {name: i for i, name in enumerate(LAYERS)} | {"policy": 0, "__main__": len(LAYERS)}   # __main__: the CLI entry
 
 
 def module_name(path: Path) -> str:

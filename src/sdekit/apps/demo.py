@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from sdekit.core.bars import progress_bar
 
 from sdekit.core.errors import UserError
 from sdekit.data.images import SCALE, save_labelled_grid
@@ -262,7 +262,7 @@ def demo(out="sdekit-demo", seed: int = 0, model=None, small: bool = False, toy:
     run = _Run(model, s, out, scale, default_t0(model), _Reader(model), torch.Generator().manual_seed(seed),
                "category" if colour else "digit")
     t0s = _strip_t0s(s, run.t0)
-    with tqdm(total=4 + len(t0s), desc="demo", unit="stage", disable=not progress) as bar:
+    with progress_bar(total=4 + len(t0s), desc="demo", unit="stage", disable=not progress) as bar:
         def section(name, make, *args):
             bar.set_postfix_str(name)
             result = make(*args)

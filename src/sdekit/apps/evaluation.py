@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from sdekit.core.bars import progress_bar
 
 from sdekit.core.errors import UserError
 from sdekit.core.io import atomic_path, atomic_write_text
@@ -405,7 +405,7 @@ def _sweep(model, guides, steps: dict, sampler, seed, batch_size, progress, read
     batches = guides.split(batch_size)
     fns = [None] * len(batches) if read is None else [_conditioned(model, r, w) for r in read.split(batch_size)]
     outputs = {}
-    with tqdm(total=len(steps) * len(batches), desc="SDEdit", unit="batch", disable=not progress) as bar:
+    with progress_bar(total=len(steps) * len(batches), desc="SDEdit", unit="batch", disable=not progress) as bar:
         for j, (t0, k) in enumerate(steps.items()):
             g = torch.Generator().manual_seed(seed * 1_000_003 + j)
             bar.set_postfix(t0=t0)

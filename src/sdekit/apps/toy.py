@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from sdekit.core.bars import progress_bar
 
 from sdekit.core.gmm import GaussianMixture
 from sdekit.core.io import atomic_path, atomic_write_text
@@ -219,7 +219,7 @@ def toy_report(out="sdekit-toy", seed: int = 0, n: int = 1000, progress: bool = 
     out.mkdir(parents=True, exist_ok=True)
     figures = []
     data = [(ring_2d(), "ring of 8"), (two_moons(), "two moons")]
-    with tqdm(total=panels(len(TOY_SDES), len(data)), desc="toy", unit="panel", disable=not progress) as bar:
+    with progress_bar(total=panels(len(TOY_SDES), len(data)), desc="toy", unit="panel", disable=not progress) as bar:
         for name, sde in TOY_SDES:
             bar.set_postfix_str(f"1-D, {name}")
             figures += plot_1d(out, sde, name, seed=seed, tick=bar.update)

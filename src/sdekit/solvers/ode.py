@@ -134,10 +134,10 @@ def heun(f: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor, ts,
     """Integrate dy/dt = f(t, y) over the grid ``ts`` (a list of times, either direction) by Heun's method
     (the explicit trapezoidal rule, 2nd order): y' = y + h (f(t, y) + f(t', y + h f(t, y))) / 2.
     ``on_step(t, y)`` after every step (e.g. a finiteness verdict). Returns (y(ts[-1]), nfe, n_steps)."""
-    from tqdm.auto import tqdm
+    from sdekit.core.bars import progress_bar
     y, nfe = y0, 0
     pairs = list(zip(ts[:-1], ts[1:]))
-    for t, t_next in tqdm(pairs, disable=not progress, desc=desc):
+    for t, t_next in progress_bar(pairs, disable=not progress, desc=desc):
         h = t_next - t
         k1 = f(t, y)
         k2 = f(t_next, y + h * k1)

@@ -278,7 +278,7 @@ def train_features(out=FEATURES_DIR, epochs: int | None = None, seed: int = 0, p
     images the judge reads: a model's resolution and channels. Adam with a cosine schedule over the
     epochs, batches drawn by a seeded permutation, random 1-pixel shifts and mild pixel noise: with one
     torch thread on CPU the run is bitwise reproducible. Raises UserError for unknown or unlabelled data."""
-    from tqdm.auto import tqdm
+    from sdekit.core.bars import progress_bar
     if data_kind(data) in JUDGED:
         spec = judged(data)
         if size is not None or channels is not None:
@@ -299,7 +299,7 @@ def train_features(out=FEATURES_DIR, epochs: int | None = None, seed: int = 0, p
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     batches = (len(tr_u) + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    bar = tqdm(total=epochs * batches, disable=not progress, desc=f"features ({spec.name})", unit="batch")
+    bar = progress_bar(total=epochs * batches, disable=not progress, desc=f"features ({spec.name})", unit="batch")
     for _ in range(epochs):
         net.train()
         for idx in torch.randperm(len(tr_u), generator=g).split(batch_size):

@@ -42,7 +42,7 @@ def run(args):
     import time
 
     import torch
-    from tqdm.auto import tqdm
+    from sdekit.core.bars import progress_bar
 
     from sdekit.data.datasets import load_dataset
     from sdekit.data.heldout import load_heldout, shipped
@@ -94,7 +94,7 @@ def run(args):
     from sdekit.core.threads import default_threads, torch_threads
     batches = idx.split(args.batch_size)
     start, bpd, nfe = time.time(), [], []
-    with torch_threads(default_threads()), tqdm(total=len(batches), desc="bits/dim", unit="batch",
+    with torch_threads(default_threads()), progress_bar(total=len(batches), desc="bits/dim", unit="batch",
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}") as bar:
         for j, rows in enumerate(batches):
             x = ds.x[rows].to(model.device)           # integrated in float32 at least (sdekit.likelihood)

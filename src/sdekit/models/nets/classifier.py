@@ -82,14 +82,14 @@ def _noisy(sde: SDE, x0: torch.Tensor, g: torch.Generator):
 def train_classifier(net: NoiseClassifier, x: torch.Tensor, labels: torch.Tensor, steps: int = 3000,
                      batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> NoiseClassifier:
     """Cross-entropy on noisy data, AdamW with a cosine learning rate."""
-    from tqdm.auto import tqdm
+    from sdekit.core.bars import progress_bar
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
     net.train()
-    bar = tqdm(range(steps), disable=not progress, desc="classifier")
+    bar = progress_bar(range(steps), disable=not progress, desc="classifier")
     for i in bar:
         idx = torch.randint(0, x.shape[0], (batch_size,), generator=g)
         xt, t = _noisy(net.sde, x[idx], g)

@@ -167,11 +167,11 @@ class StopSignals:
 
 def _loop(cfg, data, sde, model, ema, opt, scaler, step_module, start, rank, world, device, out, threads,
           signals: StopSignals) -> dict:
-    from tqdm.auto import tqdm
+    from sdekit.core.bars import progress_bar
     B, b = cfg.batch_size, cfg.batch_size // world
     batches = Batches(len(data), B, cfg.seed)
     conditional = model.num_classes > 0
-    bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and rank == 0), unit="step",
+    bar = progress_bar(total=cfg.steps, initial=start, disable=not (cfg.progress and rank == 0), unit="step",
                mininterval=1.0 if os.isatty(2) else 30.0, dynamic_ncols=True)
     t0, seen, losses, step, stop = time.time(), 0, [], start, False
     log = open(out / "log.csv", "a", newline="") if rank == 0 else None
