@@ -106,6 +106,29 @@ def k_diffusion_run(fn_name, steps=lambda n: n, rho=7.0):
     return run
 
 
+GITS_GRIDS: dict = {}
+
+
+def gits_run(sampler, **options):
+    """sdekit's ``sampler`` on the model's GITS grid for the NFE: the bundle's own (``model.grids``, written by
+    sdekit.models.bundle.write_grids), else fitted here once per model and run as write_grids does
+    (sdekit.solvers.gits.optimal_grids: 256 teacher trajectories of 100 steps from seed 123, none of the
+    evaluation seeds), its cost reported."""
+    def run(model, z, nfe):
+        from sdekit.solvers.gits import optimal_grids
+        if model.name not in GITS_GRIDS and model.grids:
+            GITS_GRIDS[model.name] = model.grids
+        if model.name not in GITS_GRIDS:
+            t = time.time()
+            GITS_GRIDS[model.name] = optimal_grids(model.sde, model.score_fn, (256, *model.shape), steps=range(1, 21),
+                                                   seed=123, device=model.device)
+            print(f"GITS grids of {model.name}: {time.time() - t:.0f} s", flush=True)
+        x, info = sdekit.sample(model.sde, model.score_fn, z.shape, x_T=z * model.sde.prior_std, sampler=sampler,
+                                sigmas=GITS_GRIDS[model.name][nfe], return_info=True, **options)
+        return x, info["nfe"]
+    return run
+
+
 def heun_steps(nfe):
     return max(2, (nfe + 1) // 2)
 
@@ -114,8 +137,7 @@ METHODS = {   # method -> {implementation: runner}
     "dpm": {"diffusers DPM-Solver++(2M)": diffusers_run("DPMSolverMultistepScheduler", algorithm_type="dpmsolver++",
                                                          solver_order=2),
             "sdekit dpm_solver": sdekit_run("dpm_solver"),
-            "sdekit dpm_solver logsnr grid": sdekit_run("dpm_solver", schedule="logsnr"),
-            "sdekit dpm_solver uniform grid": sdekit_run("dpm_solver", schedule="uniform")},
+            "sdekit dpm_solver logsnr grid": sdekit_run("dpm_solver", schedule="logsnr")},
     "kdpm": {"k-diffusion dpmpp_2m": k_diffusion_run("sample_dpmpp_2m"),
              "sdekit dpm_solver karras grid": sdekit_run("dpm_solver", schedule="karras")},
     "dpm3": {"diffusers DPM-Solver++(3M)": diffusers_run("DPMSolverMultistepScheduler", algorithm_type="dpmsolver++",
@@ -124,9 +146,10 @@ METHODS = {   # method -> {implementation: runner}
     "unipc": {"diffusers UniPC": diffusers_run("UniPCMultistepScheduler")},
     "deis": {"diffusers DEIS": diffusers_run("DEISMultistepScheduler")},
     "ddim": {"diffusers DDIM": diffusers_run("DDIMScheduler", set_alpha_to_one=True),
-             "sdekit ddim": sdekit_run("ddim"),
-             "sdekit ddim uniform grid": sdekit_run("ddim", schedule="uniform")},
+             "sdekit ddim": sdekit_run("ddim")},
     "abm": {"sdekit abm": sdekit_run("abm")},
+    "gits": {"sdekit dpm_solver GITS grid": gits_run("dpm_solver"), "sdekit ddim GITS grid": gits_run("ddim"),
+             "sdekit abm GITS grid": gits_run("abm")},
     "lms": {"k-diffusion lms": k_diffusion_run("sample_lms")},
     "heun": {"k-diffusion heun": k_diffusion_run("sample_heun", steps=heun_steps),
              "sdekit heun": sdekit_run("heun", steps=heun_steps)},
@@ -219,7 +242,7 @@ def table(floor, rows, nfes) -> str:
     out += ["", "ratio ours / peer (same method, same NFE, mean FID):"]
     for method in dict.fromkeys(r["method"] for r in rows):
         impls = [nm for nm in names if any(cell.get((nm, k), {}).get("method") == method for k in nfes)]
-        peers = [nm for nm in impls if nm.startswith("diffusers")]
+        peers = [nm for nm in impls if not nm.startswith("sdekit")]
         ours = [nm for nm in impls if nm.startswith("sdekit")]
         for o in ours:
             for p in peers:
@@ -228,6 +251,23 @@ def table(floor, rows, nfes) -> str:
                       and None not in cell[(o, k)]["fid"] + cell[(p, k)]["fid"]]
                 out.append(f"- {o} / {p}: " + (", ".join(rs) or "-"))
     return "\n".join(out)
+
+
+def merge(names, out_name):
+    """One table from several runs' results (the same --n, seeds and reference; checked), saved as ``out_name``."""
+    import json
+    from common import RESULTS
+    parts = [json.loads((RESULTS / f"{nm}.json").read_text()) for nm in names]
+    floors = {json.dumps(p["floor"]) for p in parts}
+    if len(floors) != 1:
+        raise SystemExit(f"the runs differ in their real-vs-real floor, so in their sets: {floors}")
+    rows = [r for p in parts for r in p["rows"]]
+    nfes = sorted({r["nfe"] for r in rows})
+    text = table(parts[0]["floor"], rows, nfes)
+    cmds = "\n".join(p["command"] for p in parts)
+    print(text)
+    save_json(out_name, {"machine": parts[0]["machine"], "command": cmds, "floor": parts[0]["floor"], "rows": rows})
+    save_text(f"{out_name}.md", f"{cmds}\n\n{parts[0]['machine']}\n\n{text}\n")
 
 
 def main(argv=None):
@@ -240,7 +280,12 @@ def main(argv=None):
     p.add_argument("--only", default="", help="methods (keys of METHODS), comma-separated")
     p.add_argument("--impls", default="", help="only implementations whose name contains one of these, comma-separated")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--name", default="fewstep_network", help="the results' file name under benchmarks/results")
+    p.add_argument("--merge", default="", help="no run: one table from these results (names under "
+                   "benchmarks/results, comma-separated: parts of one table run as parallel processes)")
     a = p.parse_args(argv)
+    if a.merge:
+        return merge([v for v in a.merge.split(",") if v], a.name)
     torch.set_num_threads(a.threads)
     nfes = [int(v) for v in a.nfes.split(",")]
     seeds = [int(v) for v in a.seeds.split(",")]
@@ -249,8 +294,8 @@ def main(argv=None):
     text = table(floor, rows, nfes)
     cmd = "python benchmarks/bench_fewstep_network.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(text)
-    save_json("fewstep_network", {"machine": machine(), "command": cmd, "floor": floor, "rows": rows})
-    save_text("fewstep_network.md", f"{cmd}\n\n{machine()}\n\n{text}\n")
+    save_json(a.name, {"machine": machine(), "command": cmd, "floor": floor, "rows": rows})
+    save_text(f"{a.name}.md", f"{cmd}\n\n{machine()}\n\n{text}\n")
 
 
 if __name__ == "__main__":

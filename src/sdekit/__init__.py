@@ -10,6 +10,7 @@ from sdekit.core.denoisers import Denoiser
 from sdekit.core.errors import UserError
 from sdekit.solvers.loop import sample
 from sdekit.solvers.registry import SAMPLERS, get_sampler
+from sdekit.solvers.gits import optimal_grids
 from sdekit.tasks.likelihood import likelihood, encode, decode, interpolate
 from sdekit.tasks.sdedit import sdedit, composite, simulate_strokes, edit_condition
 

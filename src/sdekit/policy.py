@@ -70,7 +70,7 @@ TRAINING_PICTURES = TaskDefault(
     "EDM's Heun at 20 steps (39 evaluations): finished samples at a small cost during training")
 DEMO_SAMPLE = TaskDefault(
     "demo / evaluate samples", "dpm_solver", None, "sdekit demo's sample grid, sdekit evaluate's samples row",
-    "DPM-Solver++(2M) at its 20 evaluations, on the log-SNR grid: the reports' reference samples")
+    "DPM-Solver++(2M) at its 20 evaluations, on the model's fitted grid (else log-SNR): the reports' reference samples")
 
 TASKS: dict[str, TaskDefault] = {
     "sample": SAMPLE, "model_sample": MODEL_SAMPLE, "edit": EDIT, "inpaint": INPAINT, "colorize": COLORIZE,

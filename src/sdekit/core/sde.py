@@ -32,12 +32,16 @@ class SDE:
     """A linear SDE of the family (kernel). Subclasses define the closed forms below.
 
     Attributes: ``T`` (end time), ``eps`` (smallest time samplers go to), ``N`` (discretisation
-    steps used by :meth:`discretize` when no ``dt`` is given).
+    steps used by :meth:`discretize` when no ``dt`` is given), ``schedule`` (the grid the fast ODE
+    solvers walk unless told otherwise, a key of sdekit.core.noise.SCHEDULES: "uniform", uniform in t
+    from T to eps, the member's own clock, as score_sde's samplers and diffusers' "linspace" spacing;
+    EDM, whose t is sigma, takes its Karras grid).
     """
 
     T: float = 1.0
     eps: float = 1e-3
     N: int = 1000
+    schedule: str = "uniform"
 
     # -- closed forms a member provides ------------------------------------------------------
     def scale(self, t: torch.Tensor) -> torch.Tensor:
@@ -280,6 +284,8 @@ class SubVPSDE(_BetaLinear):
 
 class EDMSDE(SDE):
     """EDM (Karras et al. 2022): s = 1, sigma(t) = t, t in [sigma_min, sigma_max]; g = sqrt(2 t)."""
+
+    schedule = "karras"          # uniform in t would be uniform in sigma
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, sigma_data: float = 0.5, N: int = 1000):
         if not 0 < sigma_min < sigma_max:

@@ -163,3 +163,31 @@ def export_bundle(src, dst, dtype=torch.float16, name: str | None = None) -> Pat
                                                            "data_range", "data", "sde", "network", "precond", "dtype")}
     return save_bundle(dst, m.net, shape=m.shape, name=name or m.name, data_range=m.data_range,
                        data=m.config.get("data"), dtype=dtype, extra=keep)
+
+
+GITS_FIT = {"trajectories": 256, "teacher_steps": 100, "seed": 123, "steps": list(range(2, 21))}
+
+
+def write_grids(folder, trajectories: int = GITS_FIT["trajectories"], teacher_steps: int = GITS_FIT["teacher_steps"],
+                seed: int = GITS_FIT["seed"], steps=GITS_FIT["steps"], device=None) -> dict:
+    """Fit the model's noise-level grids of ``steps`` steps (sdekit.solvers.gits: ``trajectories`` teacher
+    trajectories of ``teacher_steps`` DPM-Solver++ steps from ``seed``) and store them in the bundle's
+    config.json as "grids" (other fields kept, written atomically; the weights are not touched): from then on
+    the default grid of dpm_solver and ddim at those step counts (:meth:`Model.grid_options`). Costs
+    trajectories x teacher_steps evaluations. Returns the grids {N: levels}. UserError if ``folder`` is not
+    a model bundle."""
+    import json
+    from sdekit.core.io import atomic_write_text
+    from sdekit.solvers.gits import optimal_grids
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise UserError(f"{folder}: not a model bundle folder (no config.json)")
+    cfg = read_config(path, FORMAT, "model bundle")
+    model = load_bundle(folder, device=device)
+    grids = optimal_grids(model.sde, model.score_fn, (int(trajectories), *model.shape), steps=steps,
+                          teacher_steps=teacher_steps, seed=seed, device=model.device)
+    cfg["grids"] = {"method": "GITS (Chen et al. 2024), sdekit.solvers.gits", "trajectories": int(trajectories),
+                    "teacher_steps": int(teacher_steps), "seed": int(seed),
+                    "sigmas": {str(k): [float(v) for v in g] for k, g in grids.items()}}
+    atomic_write_text(path, json.dumps(cfg, indent=2) + "\n")
+    return grids

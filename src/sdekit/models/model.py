@@ -17,6 +17,7 @@ from sdekit.core.errors import UserError
 from sdekit.core.sde import SDE
 from sdekit.policy import MODEL_SAMPLE, Calibration, sampler_for
 from sdekit.solvers.loop import sample
+from sdekit.solvers.registry import get_sampler
 
 __all__ = ["Model", "generate", "sample_seeds", "SAMPLER"]
 
@@ -62,6 +63,25 @@ class Model:
         """The bundle's calibrated SDEdit settings (config.json "sdedit", :class:`sdekit.policy.Calibration`),
         declared on the score views this model hands out (:attr:`score_fn`, :meth:`conditional`)."""
         return Calibration.from_config(self.config)
+
+    @property
+    def grids(self) -> dict[int, list[float]]:
+        """Noise-level grids fitted to this model, {N: N + 1 levels from sigma(T) down to 0}: the bundle's
+        config.json "grids" record ({"sigmas": {N: [...]}, "method": ...}, see sdekit.solvers.gits); {} when
+        it has none."""
+        rec = self.config.get("grids") or {}
+        return {int(k): [float(v) for v in levels] for k, levels in rec.get("sigmas", {}).items()}
+
+    def grid_options(self, sampler: str, steps: int | None, options: dict) -> dict:
+        """``options`` with ``sigmas`` = the model's fitted grid of ``steps`` steps (default: the sampler's
+        default steps) when the sampler takes fitted grids (Solver.fitted_grids: dpm_solver, ddim), the model
+        has one of that length and the caller named no grid of its own (``schedule``, ``sigmas``, ``t_start``,
+        ``eps``); else unchanged."""
+        spec = get_sampler(sampler)
+        if not spec.fitted_grids or any(k in options for k in ("sigmas", "schedule", "t_start", "eps")):
+            return options
+        grid = self.grids.get(int(steps or spec.default_steps))
+        return options if grid is None else {**options, "sigmas": grid}
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.net.parameters())
@@ -144,7 +164,7 @@ class Model:
         self.check_labels(class_labels, guidance)
         fn = self.conditional(class_labels, guidance) if class_labels is not None else self.score_fn
         return sample(self.sde, fn, (n, *self.shape), sampler=sampler, steps=steps, generator=generator,
-                      device=self.device, **options)
+                      device=self.device, **self.grid_options(sampler, steps, options))
 
 
 def sample_seeds(seed: int, start: int, count: int) -> list[torch.Generator]:
@@ -164,7 +184,7 @@ def generate(model: Model, n: int, sampler: str | None = None, steps: int | None
     {"nfe": evaluations of this process, "steps": steps per sample}. ``sampler``: default as
     :meth:`Model.sample`. UserError before any work for bad sizes, and for labels or guidance the model
     does not take (:meth:`Model.check_labels`)."""
-    from tqdm.auto import tqdm
+    from sdekit.core.bars import progress_bar
     import torch.distributed as dist
     sampler = sampler_for(MODEL_SAMPLE, model.consistency) if sampler is None else sampler
     if n < 1 or batch_size < 1:
@@ -172,6 +192,7 @@ def generate(model: Model, n: int, sampler: str | None = None, steps: int | None
     if class_labels is not None and not torch.is_tensor(class_labels):
         class_labels = torch.full((n,), int(class_labels), dtype=torch.long)
     model.check_labels(class_labels, guidance)
+    options = model.grid_options(sampler, steps, options)
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     rank = dist.get_rank() if world > 1 else 0
     chunks = [(c, min(batch_size, n - c * batch_size)) for c in range((n + batch_size - 1) // batch_size)]
@@ -180,7 +201,7 @@ def generate(model: Model, n: int, sampler: str | None = None, steps: int | None
     out = torch.zeros(per_rank * batch_size, *model.shape)
     nfe = 0
     steps_bar = progress and rank == 0 and len(mine) == 1       # one batch: a bar per solver step, not 0/1 batches
-    for j, (c, size) in enumerate(tqdm(mine, disable=not (progress and rank == 0) or steps_bar, desc="sampling",
+    for j, (c, size) in enumerate(progress_bar(mine, disable=not (progress and rank == 0) or steps_bar, desc="sampling",
                                        unit="batch")):
         gens = sample_seeds(seed, c * batch_size, size)
         fn = model.score_fn

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from sdekit.core.bars import progress_bar
 
 from sdekit.core.denoisers import Counted, Denoiser, ScoreDenoiser, as_denoiser
 from sdekit.core.errors import UserError
@@ -81,7 +81,7 @@ def solve(stepper: Solver, x: torch.Tensor, denoise: bool = True, callback=None,
     counted = stepper.model if isinstance(stepper.model, Counted) else None
     counter = counted.counter if counted is not None else Counter()
     x = x.to(solver_dtype(x.dtype))
-    bar = tqdm(total=None if stepper.adaptive else len(grid), disable=not progress, desc=desc, unit="step")
+    bar = progress_bar(total=None if stepper.adaptive else len(grid), disable=not progress, desc=desc, unit="step")
     try:
         while not stepper.done(i):
             x_next, x_mean = stepper.step(i, x)

@@ -344,8 +344,10 @@ def ddim_step(y, d, sig, sig_next, eta: float, z):
 
 class FastSolver(Solver):
     """A solver in y = x / s on a grid of noise levels: ``step_y(i, y) -> (y', y_mean)`` at sigma_i ->
-    sigma_{i+1}. Its grid ends at sigma = 0 when denoising (the last step is the denoised output)."""
+    sigma_{i+1}. Its grid ends at sigma = 0 when denoising (the last step is the denoised output).
+    ``schedule`` None: the SDE's own (``sde.schedule``: uniform in t, EDM's Karras grid)."""
     kind = "fast"
+    schedule = None
 
     @classmethod
     def steps_scale_with_span(cls):
@@ -353,12 +355,13 @@ class FastSolver(Solver):
 
     @classmethod
     def grid(cls, sde, steps, t_start, eps, denoise, schedule=None, rho=7.0, sigmas=None, sigma_min=0.0):
-        """``steps`` noise levels of ``schedule`` (default: the class's) from sigma(t_start) to sigma(eps), and
-        a last step to sigma = 0 when denoising (else steps + 1 levels); or the explicit ``sigmas``."""
+        """``steps`` noise levels of ``schedule`` (default: the class's, else the SDE's) from sigma(t_start) to
+        sigma(eps), and a last step to sigma = 0 when denoising (else steps + 1 levels); or the explicit
+        ``sigmas``."""
         if sigmas is not None:
             return Grid(sde, sigmas=sigmas)
-        levels = sigma_schedule(sde, steps if denoise else steps + 1, schedule or cls.schedule, eps, rho,
-                                t_start=t_start)
+        kind = schedule or cls.schedule or sde.schedule
+        levels = sigma_schedule(sde, steps if denoise else steps + 1, kind, eps, rho, t_start=t_start)
         return Grid(sde, sigmas=torch.cat([levels, levels.new_zeros(1)]) if denoise else levels)
 
     def finish(self, x, x_mean):
@@ -374,6 +377,7 @@ class FastSolver(Solver):
 class DDIM(FastSolver):
     """DDIM (Song, Meng & Ermon 2021) as the first-order solver in sigma; eta > 0 adds noise."""
     name, summary, default_steps = "ddim", "DDIM (eta > 0: stochastic)", 50
+    fitted_grids = True
     options = {"eta": Option(0.0, nonneg, "noise of each step (1: ancestral)"), **GRID}
 
     def __init__(self, model, grid, generator=None, eta: float = 0.0):
@@ -489,7 +493,9 @@ class DPMSolver(FastSolver):
     order=3: D interpolated by a polynomial in lambda through the last 3 evaluations and the integral
     taken exactly (exponential Adams-Bashforth); a last step to sigma = 0 extrapolates D along the
     path to sigma = 0 in sigma^2 (D(y(sigma), sigma) is even in sigma), with no extra evaluation."""
-    name, summary, default_steps, schedule = "dpm_solver", "DPM-Solver++(2M), log-SNR grid", 20, "logsnr"
+    name, default_steps, schedule = "dpm_solver", 20, "logsnr"
+    summary = "DPM-Solver++(2M), log-SNR grid or the model's fitted grid"
+    fitted_grids = True
     options = {"order": Option(2, one_of((2, 3)), "multistep order"), **GRID}
 
     def __init__(self, model, grid, generator=None, order: int = 2):

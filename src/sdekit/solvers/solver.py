@@ -105,7 +105,8 @@ class Solver:
     settings is a finished sample on an image model (residual noise below sdekit.solvers.loop.NOISY; the
     page offers only samplers that finish); ``options``: name -> :class:`Option`; ``fixed``: option values
     the class sets and a caller cannot change; ``kind``: a one-word label of its family ("sde", "fast",
-    "adaptive"), for callers and documents only.
+    "adaptive"), for callers and documents only; ``fitted_grids``: a model's grids fitted to it
+    (sdekit.solvers.gits, a bundle's "grids" record) replace the default grid when the caller names none.
 
     This base class walks the SDE's own time grid (:meth:`grid`) and, when denoising, ends with the noise-free
     mean of its last step (:meth:`finish`). An instance holds ``model`` (a Denoiser), ``grid`` (Grid) and
@@ -122,6 +123,7 @@ class Solver:
     finishes = True
     options: dict = {}
     fixed: dict = {}
+    fitted_grids = False
 
     # ---- what the class declares --------------------------------------------------------------------
 
