@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, save_json, save_text  # noqa: E402
+from common import load_k_diffusion_sampling, machine, save_json, save_text  # noqa: E402
 
 import sdekit  # noqa: E402
 from sdekit.core.denoisers import as_denoiser  # noqa: E402
@@ -65,35 +65,13 @@ def diffusers_run(cls_name, steps=lambda n: n, **config):
     return run
 
 
-def k_diffusion_sampling():
-    """k-diffusion's ``sampling`` module. Its package's ``__init__`` imports torchvision (through ``utils``),
-    which does not import beside this torch, so the module is loaded on its own with the one helper it uses
-    (``utils.append_dims``)."""
-    import importlib.util
-    import types
-    if "k_diffusion.sampling" in sys.modules:
-        return sys.modules["k_diffusion.sampling"]
-    spec = importlib.util.find_spec("k_diffusion")
-    if spec is None:
-        raise ImportError("k-diffusion is not installed (pip install --no-deps k-diffusion torchsde torchdiffeq)")
-    pkg = types.ModuleType("k_diffusion")
-    pkg.__path__ = list(spec.submodule_search_locations)
-    utils = types.ModuleType("k_diffusion.utils")
-    utils.append_dims = lambda x, n: x[(...,) + (None,) * (n - x.ndim)]
-    pkg.utils = utils
-    sys.modules.update({"k_diffusion": pkg, "k_diffusion.utils": utils})
-    sub = importlib.util.spec_from_file_location("k_diffusion.sampling", Path(pkg.__path__[0]) / "sampling.py")
-    mod = importlib.util.module_from_spec(sub)
-    sys.modules["k_diffusion.sampling"] = mod
-    sub.loader.exec_module(mod)
-    return mod
-
-
 def k_diffusion_run(fn_name, steps=lambda n: n, rho=7.0):
     """k-diffusion's sampler ``fn_name`` on its Karras grid (rho 7) from sigma(T) to sigma(eps) of the model's
     SDE, then 0 (its recommended use), driving the same denoiser in y = x / s."""
     def run(model, z, nfe):
-        kd = k_diffusion_sampling()
+        kd, why = load_k_diffusion_sampling()
+        if kd is None:
+            raise ImportError(why)
         lo, hi = model.sde.sigma(torch.tensor([model.sde.eps, model.sde.T], dtype=torch.float64)).tolist()
         sigmas = kd.get_sigmas_karras(steps(nfe), lo, hi, rho=rho).to(z.dtype)
         den, calls = denoiser_of(model), [0]
