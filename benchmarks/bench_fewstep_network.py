@@ -127,6 +127,7 @@ METHODS = {   # method -> {implementation: runner}
              "sdekit ddim": sdekit_run("ddim")},
     "abm": {"sdekit abm": sdekit_run("abm")},
     "gits": {"sdekit dpm_solver GITS grid": gits_run("dpm_solver"), "sdekit ddim GITS grid": gits_run("ddim"),
+             "sdekit dpm_solver order 3 GITS grid": gits_run("dpm_solver", order=3),
              "sdekit abm GITS grid": gits_run("abm")},
     "lms": {"k-diffusion lms": k_diffusion_run("sample_lms")},
     "heun": {"k-diffusion heun": k_diffusion_run("sample_heun", steps=heun_steps),

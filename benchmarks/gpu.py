@@ -90,8 +90,8 @@ class Sizes:
 
 FULL = Sizes(batch=256, emoji_steps=60000, cd_steps=20000, ckpt_every=200, sample_every=1000, log_every=25,
              n=5000, ref=None, seeds=(0, 1, 2), nfes=(3, 4, 5, 6, 8, 10),
-             impls=("sdekit dpm_solver", "diffusers DPM-Solver++(2M)", "sdekit abm", "sdekit heun", "sdekit ddim",
-                    "diffusers DDIM"),
+             impls=("sdekit dpm_solver GITS grid", "sdekit dpm_solver order 3 GITS grid", "diffusers DPM-Solver++(2M)",
+                    "diffusers UniPC", "sdekit abm", "sdekit heun", "sdekit ddim GITS grid", "diffusers DDIM"),
              half=(("dpm_solver", 10), ("abm", 20)), threads=None, min_minutes=0.5, train_overhead_min=0.3)
 QUICK = Sizes(batch=8, emoji_steps=2, cd_steps=2, ckpt_every=1, sample_every=0, log_every=1,
               n=16, ref=256, seeds=(0,), nfes=(3,), impls=("sdekit dpm_solver", "diffusers DPM-Solver++(2M)"),
