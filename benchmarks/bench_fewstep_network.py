@@ -97,9 +97,11 @@ def gits_run(sampler, **options):
         if model.name not in GITS_GRIDS and model.grids:
             GITS_GRIDS[model.name] = model.grids
         if model.name not in GITS_GRIDS:
+            from sdekit.models.bundle import GITS_FIT
             t = time.time()
-            GITS_GRIDS[model.name] = optimal_grids(model.sde, model.score_fn, (256, *model.shape), steps=range(1, 21),
-                                                   seed=123, device=model.device)
+            GITS_GRIDS[model.name] = optimal_grids(model.sde, model.score_fn, (GITS_FIT["trajectories"], *model.shape),
+                                                   steps=range(1, 21), teacher_steps=GITS_FIT["teacher_steps"],
+                                                   seed=GITS_FIT["seed"], device=model.device)
             print(f"GITS grids of {model.name}: {time.time() - t:.0f} s", flush=True)
         x, info = sdekit.sample(model.sde, model.score_fn, z.shape, x_T=z * model.sde.prior_std, sampler=sampler,
                                 sigmas=GITS_GRIDS[model.name][nfe], return_info=True, **options)

@@ -18,15 +18,13 @@ the benchmarks measure it against the SDE's own grid on the bundled networks.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from sdekit.core.checks import check_count
-from sdekit.core.denoisers import as_denoiser
 from sdekit.core.errors import UserError
 from sdekit.core.noise import logsnr
+from sdekit.solvers.loop import sample
 
 __all__ = ["optimal_grids", "teacher_costs", "cheapest_path"]
 
@@ -55,9 +53,9 @@ def cheapest_path(cost: np.ndarray, steps: int) -> list[int]:
 def teacher_costs(sde, score_fn, shape, teacher_steps: int = 100, sigma_min: float | None = None,
                   generator: torch.Generator | None = None, batch_size: int = 64, device=None):
     """(levels [M + 1] descending, the last 0; cost [M + 1, M + 1]) from ``shape[0]`` teacher trajectories
-    of the probability-flow ODE (module docstring). ``sigma_min``: the teacher's smallest nonzero level
-    (default sigma(eps)); ``batch_size``: trajectories walked at once."""
-    den = as_denoiser(sde, score_fn)
+    of the probability-flow ODE (module docstring): sdekit's ``dpm_solver`` on the teacher levels, read by a
+    step hook. ``sigma_min``: the teacher's smallest nonzero level (default sigma(eps)); ``batch_size``:
+    trajectories walked at once."""
     m = check_count(teacher_steps, "teacher_steps", minimum=2)
     hi = float(sde.sigma(torch.tensor(sde.T, dtype=torch.float64)))
     lo = float(sde.sigma(torch.tensor(sde.eps, dtype=torch.float64))) if sigma_min is None else float(sigma_min)
@@ -66,35 +64,28 @@ def teacher_costs(sde, score_fn, shape, teacher_steps: int = 100, sigma_min: flo
     levels = logsnr(hi, lo, m, 7.0, torch.float64).tolist() + [0.0]
     z = torch.randn(shape, generator=generator)
     cost = np.zeros((m + 1, m + 1))
-    with torch.no_grad():
-        for part in z.split(batch_size):
-            ys, ds = _teacher(den, part.to(device) * hi, levels)
-            for i in range(m):
-                for j in range(i + 1, m + 1):
-                    y_hat = ds[i] + (levels[j] / levels[i]) * (ys[i] - ds[i])
-                    cost[i, j] += float((y_hat - ys[j]).pow(2).flatten(1).sum(1).sum())
+    for part in z.split(batch_size):
+        ys, ds = _teacher(sde, score_fn, part.to(device) * hi, levels)
+        for i in range(m):
+            for j in range(i + 1, m + 1):
+                y_hat = ds[i] + (levels[j] / levels[i]) * (ys[i] - ds[i])
+                cost[i, j] += float((y_hat - ys[j]).pow(2).flatten(1).sum(1).sum())
     cost /= z.shape[0]
     cost[np.tril_indices(m + 1)] = np.inf
     return levels, cost
 
 
-def _teacher(den, y, levels):
-    """DPM-Solver++(2M) in y over ``levels`` (the last 0): the states [M + 1] and the denoised estimates [M]."""
-    ys, ds, prev = [y], [], None
-    for k in range(len(levels) - 1):
-        s, s_next = levels[k], levels[k + 1]
-        d = den.denoise(y, torch.full((y.shape[0],), s, dtype=y.dtype, device=y.device))
-        ds.append(d)
-        if s_next == 0:
-            y = d
-        else:
-            h, d_hat = math.log(s / s_next), d
-            if prev is not None:
-                r = math.log(prev[0] / s) / h
-                d_hat = (1 + 1 / (2 * r)) * d - (1 / (2 * r)) * prev[1]
-            y = (s_next / s) * y - math.expm1(-h) * d_hat
-        prev = (s, d)
-        ys.append(y)
+def _teacher(sde, score_fn, y, levels):
+    """DPM-Solver++(2M) in y = x / s from y at levels[0] over ``levels`` (the last 0): the states [M + 1] and
+    the denoised estimates [M], collected by a step hook of :func:`sdekit.solvers.loop.sample`."""
+    scales = sde.scale(sde.sigma_inv(torch.tensor(levels[:-1], dtype=torch.float64))).tolist() + [1.0]
+    ys, ds = [y], []
+
+    def record(st):
+        ys.append(st.x / scales[st.i + 1])
+        ds.append(st.denoised)
+    with torch.no_grad():
+        sample(sde, score_fn, x_T=y * scales[0], sampler="dpm_solver", sigmas=levels, callback=record)
     return ys, ds
 
 
