@@ -17,7 +17,8 @@ from sdekit.solvers.registry import ALIASES, REGISTRY
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "sdekit"
 OWNERS = {"policy.py", "solvers/registry.py", "solvers/samplers.py"}   # the policy and the sampler records
-NOT_DEFAULTS = {("tasks/likelihood.py", "ode")}   # decode's solver "rk45" is the registry's adaptive "ode" sampler
+NOT_DEFAULTS = {("tasks/likelihood.py", "ode"),   # decode's solver "rk45" is the registry's adaptive "ode" sampler
+                ("solvers/gits.py", "dpm_solver")}   # GITS's teacher is DPM-Solver++ by the method, not a default
 
 
 def _sampler_word(name) -> bool:
