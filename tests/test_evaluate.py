@@ -11,7 +11,7 @@ import torch
 from sdekit import UserError
 from sdekit.models.bundle import random_model, save_bundle
 from sdekit.apps.cli import main
-from sdekit.apps.evaluation import Estimate, EvalResult, evaluate, pick_t0, sample_warnings, write_t0
+from sdekit.apps.evaluation import Estimate, EvalResult, evaluate, fidelity_level, pick_t0, sample_warnings, write_t0
 from sdekit.tasks.metrics import KIDResult, binomial_ci, bootstrap_ci
 
 MNIST = Path(os.environ.get("SDEKIT_MNIST", "/work/shared/data/mnist"))
@@ -64,6 +64,17 @@ def test_default_t0_is_the_largest_that_keeps_the_class():
     baseline = EvalResult("raw strokes", None, Estimate(1, 1, 1), Estimate(0, 0, 0), None, Estimate(0, 0, 0), None)
     assert pick_t0(rows + [baseline]) == 0.4                           # baselines have no t0
     assert pick_t0([_row(0.1, 0.8)]) is None
+
+
+def test_the_fidelity_asked_follows_a_judge_that_misreads_real_images():
+    """95 % of edits, or 5 points below the judge's reading of real held-out images where that is lower: a
+    judge that reads 85 % of real emoji right cannot read 95 % of edits right."""
+    assert fidelity_level(None) == 0.95 and fidelity_level(1.0) == 0.95
+    assert fidelity_level(0.994) == pytest.approx(0.944)                 # the MNIST judge
+    assert fidelity_level(0.8489) == pytest.approx(0.7989)               # the emoji judge
+    rows = [_row(0.2, 0.9), _row(0.3, 0.82), _row(0.5, 0.6)]
+    assert pick_t0(rows) is None
+    assert pick_t0(rows, fidelity_level(0.8489)) == 0.3
 
 
 def test_default_t0_is_the_least_noise_as_realistic_as_samples():

@@ -490,9 +490,9 @@ def _evaluation_figure(folder: Path, out: Path, model) -> Figure:
         f"sdekit evaluate{other}: SDEdit on {meta.get('n')} held-out {meta.get('strokes')} strokes per t0 "
         f"({meta.get('sampler')}{_conditioning(meta)}), with 95% intervals: class fidelity (the fraction the judge reads as the digit "
         "drawn), KID to held-out real images and L2 to the stroke; bands are the baselines. "
-        + (f"The default t0 (it keeps the drawn digit in {meta.get('fidelity_level', 0.95):.0%} of edits; the least "
+        + (f"The default t0 (it keeps the drawn digit in {meta.get('fidelity_level', 0.95):.1%} of edits; the least "
            f"noise whose edits are as realistic as the model's samples, where there is one): {best:g}."
-           if best is not None else f"No swept t0 kept the drawn digit in {meta.get('fidelity_level', 0.95):.0%} of edits."))
+           if best is not None else f"No swept t0 kept the drawn digit in {meta.get('fidelity_level', 0.95):.1%} of edits."))
 
 
 def _conditioning(meta: dict) -> str:

@@ -37,7 +37,7 @@ def add_arguments(p):
     p.add_argument("--guidance-scale", dest="guidance", type=finite, default=None, metavar="W",
                    help="classifier-free guidance weight w >= 0 towards the class (default: the model's own)")
     p.add_argument("--write-t0", action="store_true",
-                   help="write the default t0 (of the t0 keeping the class in >= 95%% of edits, the smallest whose edits are "
+                   help="write the default t0 (of the t0 keeping the class in >= 95%% of edits, or 5 points below the judge's accuracy on real images if lower, the smallest whose edits are "
                         "as realistic as the model's samples, else the largest) into the --model bundle's "
                         "config.json as \"sdedit\": {\"t0\": ...} (with --class auto: the bundle's default edit "
                         "becomes class-guided at that t0; an unconditional sweep of such a bundle writes "
