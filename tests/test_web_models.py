@@ -72,6 +72,19 @@ def test_a_bundles_background_is_checked_when_it_loads(tmp_path):
     assert background(white.config) == (1.0,) and polarity(white) == "on-white"
 
 
+def test_a_jobs_transparent_image_lies_on_the_models_background(emoji):
+    """An RGBA image sent to /api/jobs (the canvas, or any size) is composited over the model's background, as
+    an upload is: white for the emoji model, at zoom 1 and at the page's zoom."""
+    from test_web import png
+    im = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    im.paste(Image.new("RGBA", (8, 8), (255, 0, 0, 255)), (0, 0))
+    for picture in (im, im.resize((256, 256), Image.NEAREST)):
+        task = web.parse_task(emoji, {"kind": "edit", "image": data_url(picture), "t0": 0.5})
+        unit = task.image[0]
+        assert torch.equal(unit[:, 20, 20], torch.ones(3)), "transparent pixels must be the white background"
+        assert torch.equal(unit[:, 2, 2], torch.tensor([1.0, 0, 0]))
+
+
 def test_transparency_is_composited_over_the_models_background(tmp_path, emoji):
     """Uploads, and the guides of sdekit edit, of a picture with transparency: colour a + background (1 - a)."""
     from sdekit.data.images import load_image

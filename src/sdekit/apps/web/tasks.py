@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from sdekit.core.errors import UserError
+from sdekit.data.datasets import background
 from sdekit.policy import EDIT, INPAINT, MODEL_SAMPLE, T0, default_sampler
 from sdekit.apps.web.limits import Limits
 from sdekit.apps.web.uploads import data_url_bytes, keep_mask, load_canvas, strength_map
@@ -145,7 +146,8 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
     if kind in ("edit", "inpaint"):
         if not body.get("image"):
             raise UserError("paint something or upload an image first")
-        image = load_canvas(data_url_bytes(body["image"], "image"), model.shape, limits)
+        image = load_canvas(data_url_bytes(body["image"], "image"), model.shape, limits,
+                            background=background(model.config))
     if kind == "edit" and body.get("t0_map"):
         t.t0_map = strength_map(data_url_bytes(body["t0_map"], "t0_map"), model.shape, t.t0_frac, limits, image.size)
         if t.t0_map is not None and t.t0_map.max() == 0:

@@ -101,17 +101,18 @@ def _zoom(data: bytes, H: int, W: int, max_pixels: int) -> int:
     return w // W if w % W == 0 and h % H == 0 and w // W == h // H else 0
 
 
-def load_canvas(data: bytes, shape, limits: Limits = Limits(), what: str = "image"):
+def load_canvas(data: bytes, shape, limits: Limits = Limits(), what: str = "image", background=None):
     """The page's canvas (k x k screen pixels per model pixel) -> LoadedImage at ``shape``: each model
     pixel is the mean of its block (alpha: the block is opaque when at least half of it is), so an
-    image shown at zoom k comes back unchanged. Any other size goes by the rule of sdekit.data.images."""
+    image shown at zoom k comes back unchanged. Any other size goes by the rule of sdekit.data.images.
+    Transparency is composited over ``background`` (as :func:`load_upload`; None: black)."""
     import torch.nn.functional as F
     C, H, W = shape
     bound = limits.max_pixels(shape)
     k = _zoom(data, H, W, bound)
     if k <= 1:
-        return load_upload(data, shape, limits, what)
-    big = load_upload(data, (C, k * H, k * W), limits, what, bound)
+        return load_upload(data, shape, limits, what, background=background)
+    big = load_upload(data, (C, k * H, k * W), limits, what, bound, background)
     alpha = None if big.alpha is None else (F.avg_pool2d(big.alpha, k) >= 0.5).float()
     return type(big)(F.avg_pool2d(big.pixels, k), alpha, big.size)
 
