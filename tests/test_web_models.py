@@ -325,3 +325,53 @@ def test_a_consistency_models_page_defaults_to_consistency_sampling(tmp_path):
     assert task.sampler == "consistency" and task.steps == 2
     assert web.run_task(cd, task)["results"].shape == (1, 1, 8, 8)
     assert web.parse_task(random_model((1, 8, 8), ch=4), {"kind": "sample"}).sampler == "abm"
+
+
+# ---- classes by name ----------------------------------------------------------------------------------
+
+def test_classes_may_be_named_in_python_the_cli_and_the_page(tmp_path, emoji, capsys):
+    """"Food & Drink", "food" and 3 are one class of the emoji model everywhere; an unknown name is a one-line
+    error listing the names; a model whose classes have no names takes numbers only."""
+    from sdekit.apps.cli import main
+    from sdekit.data.datasets import class_index
+    assert [emoji.class_index(v) for v in ("Food & Drink", "food", "FOOD", " flags ", 3, "3")] == [3, 3, 3, 8, 3, 3]
+    with pytest.raises(UserError, match="unknown class 'pizza'.*3 'Food & Drink'"):
+        emoji.class_index("pizza")
+    with pytest.raises(UserError, match="no names"):
+        class_index({"shape": [1, 28, 28], "data": "mnist", "num_classes": 10}, "seven")
+    g = torch.Generator().manual_seed(0)
+    a = emoji.sample(2, "ddim", 2, generator=torch.Generator().manual_seed(0), class_labels="food")
+    b = emoji.sample(2, "ddim", 2, generator=torch.Generator().manual_seed(0), class_labels=3)
+    c = emoji.sample(2, "ddim", 2, generator=g, class_labels=["food", 8])
+    assert torch.equal(a, b) and c.shape == a.shape
+    folder = tmp_path / "emoji"
+    emoji_bundle(folder)
+    assert main(["sample", "--model", str(folder), "--class", "Food & Drink", "-n", "2", "--steps", "2",
+                 "--sampler", "ddim", "--out", str(tmp_path / "s.png")]) == 0
+    assert "class 3 Food & Drink" in capsys.readouterr().out
+    code = main(["sample", "--model", str(folder), "--class", "pizza", "--out", str(tmp_path / "t.png")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "'Food & Drink'" in err and "'all' or 'none'" in err
+    assert not (tmp_path / "t.png").exists()
+    task = web.parse_task(emoji, {"kind": "sample", "label": "Flags"})
+    assert task.label == 8
+    with pytest.raises(UserError, match="unknown class 'pizza'"):
+        web.parse_task(emoji, {"kind": "sample", "label": "pizza"})
+
+
+@pytest.mark.parametrize("labels, guidance, match", [
+    ([1, 2], 0.0, "2 class labels for 4 samples"),
+    (3.5, 0.0, "whole numbers"),
+    (torch.tensor([1.0, 2.5, 0.0, 1.0]), 0.0, "whole numbers"),
+    (None, 2.0, "needs class labels"),
+    (-1, 2.0, "needs class labels"),
+    (3, -1.0, "finite number >= 0"),
+    (3, float("nan"), "finite number >= 0"),
+])
+def test_sample_refuses_labels_and_guidance_before_any_work(emoji, labels, guidance, match, monkeypatch):
+    """Model.sample checks what the CLI checks, with a one-line UserError before the network runs."""
+    def never(*a, **k):
+        raise AssertionError("the network ran")
+    monkeypatch.setattr(emoji.net, "forward", never)
+    with pytest.raises(UserError, match=match):
+        emoji.sample(4, "ddim", 2, class_labels=labels, guidance=guidance)

@@ -37,7 +37,7 @@ from sdekit.core.io import atomic_path
 __all__ = ["Dataset", "load_dataset", "digits", "toy", "image_folder", "read_idx", "mnist", "cifar10",
            "save_grid", "grid", "fetch", "SOURCES", "TOYS", "IMAGE_EXTS", "emoji", "emoji_split",
            "EMOJI_CATEGORIES", "EMOJI_STYLES", "EMOJI_BACKGROUND", "data_kind", "background", "class_names",
-           "BACKGROUNDS", "CLASS_NAMES", "UNPACKED_MD5", "source_of"]
+           "BACKGROUNDS", "CLASS_NAMES", "class_index", "UNPACKED_MD5", "source_of"]
 
 IMAGE_EXTS = set(EXTENSIONS)
 
@@ -298,6 +298,28 @@ def emoji(root, size: int | None = None, channels: int | None = None, split: str
     u = torch.from_numpy(np.stack(xs))
     return Dataset(_to_model(_channels(u, channels)), torch.tensor(ys, dtype=torch.long),
                    len(EMOJI_CATEGORIES), "emoji")
+
+
+def class_index(config: dict, value, also: str = "") -> int:
+    """The class index K a user's ``value`` names for a model of ``config`` (a bundle's config): an int, or a
+    string of digits, as it is (its range is checked where it is used); else a name of the model's classes
+    (:func:`class_names`), matched without regard to case in full ("Food & Drink") or by its first word
+    ("food"). UserError naming the choices (and ``also``, the other words the caller takes) for any other
+    value."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise UserError(f"a class is a whole number or a class name, got {value!r}")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    names = class_names(config) or ()
+    for k, name in enumerate(names):
+        if text.lower() in (name.lower(), name.split()[0].lower()):
+            return k
+    choices = (f"a class 0..{len(names) - 1}{also}, or a name: " + ", ".join(f"{k} {n!r}" for k, n in enumerate(names))
+               if names else f"a class K >= 0{also} (this model's classes have no names)")
+    raise UserError(f"unknown class {text!r}: give {choices}")
 
 
 # ---- what a model's pictures look like --------------------------------------------------------------

@@ -117,6 +117,25 @@ class Model:
         self.net = accelerate(self.net, options, self.device)
         return self
 
+    def class_index(self, value) -> int:
+        """The class K that ``value`` names: K itself, or a name of the model's classes, in full or by its first
+        word ("Food & Drink" or "food" for the emoji model; :func:`sdekit.data.datasets.class_index`).
+        UserError listing the names for any other value."""
+        from sdekit.data.datasets import class_index
+        return class_index(self.config, value)
+
+    def labels(self, class_labels, n: int | None = None):
+        """``class_labels`` as the samplers take them: names (a str, or a list holding some) become their
+        indices (:meth:`class_index`); an int stays; a sequence or tensor must hold one label or ``n``
+        (UserError otherwise)."""
+        if isinstance(class_labels, str):
+            return self.class_index(class_labels)
+        if isinstance(class_labels, (list, tuple)):
+            class_labels = torch.tensor([self.class_index(v) if isinstance(v, str) else v for v in class_labels])
+        if n is not None and torch.is_tensor(class_labels) and class_labels.numel() not in (1, n):
+            raise UserError(f"{class_labels.numel()} class labels for {n} samples: give one, or one per sample")
+        return class_labels
+
     def check_labels(self, class_labels, guidance: float = 0.0) -> None:
         """UserError unless ``class_labels`` (None, an int or a tensor) and classifier-free ``guidance`` fit
         this model: labels 0..K-1, or None / -1 for none where the model has a null label (which guidance
@@ -131,7 +150,9 @@ class Model:
 
     def conditional(self, class_labels, guidance: float = 0.0) -> ScoreView:
         """A plain score_fn(x, t) for fixed labels (and classifier-free guidance w), for samplers and editors.
-        UserError as :meth:`check_labels` says, and when x is not [B, *shape]."""
+        UserError as :meth:`check_labels` says, and when x is not [B, *shape]. Classes may be named
+        (:meth:`labels`)."""
+        class_labels = self.labels(class_labels)
         self.check_labels(class_labels, guidance)
         net = Shaped(self.net, self.shape)
         den = ClassifierFree(net, class_labels, guidance, batch=True) if guidance else Conditional(net, class_labels)
@@ -161,6 +182,7 @@ class Model:
         consistency model. Labels and guidance the model does not take: UserError (:meth:`check_labels`),
         before any work."""
         sampler = sampler_for(MODEL_SAMPLE, self.consistency) if sampler is None else sampler
+        class_labels = self.labels(class_labels, n)
         self.check_labels(class_labels, guidance)
         fn = self.conditional(class_labels, guidance) if class_labels is not None else self.score_fn
         return sample(self.sde, fn, (n, *self.shape), sampler=sampler, steps=steps, generator=generator,
@@ -189,7 +211,9 @@ def generate(model: Model, n: int, sampler: str | None = None, steps: int | None
     sampler = sampler_for(MODEL_SAMPLE, model.consistency) if sampler is None else sampler
     if n < 1 or batch_size < 1:
         raise UserError(f"need n >= 1 and batch_size >= 1, got {n}, {batch_size}")
+    class_labels = model.labels(class_labels, n)
     if class_labels is not None and not torch.is_tensor(class_labels):
+        model.check_labels(class_labels)                          # a float 3.5 is refused, not cut to 3
         class_labels = torch.full((n,), int(class_labels), dtype=torch.long)
     model.check_labels(class_labels, guidance)
     options = model.grid_options(sampler, steps, options)

@@ -40,11 +40,26 @@ fraction = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def edit_class(text: str):
-    """An argparse type for an edit's --class: 'auto' (read from the guide), 'none' (-1) or a class K >= 0."""
+    """An argparse type for an edit's --class: 'auto' (read from the guide), 'none' (-1), a class K >= 0, or
+    a class name, kept as text until the model is known (:func:`model_class`)."""
     word = text.strip().lower()
     if word in ("auto", "none"):
         return "auto" if word == "auto" else -1
-    return count(text) if word.isdigit() else _fail(f"must be a class K >= 0, 'auto' or 'none', got {text!r}")
+    if word.lstrip("-").isdigit():
+        return count(text)
+    return text.strip() or _fail(f"must be a class K >= 0, a class name, 'auto' or 'none', got {text!r}")
+
+
+def model_class(model, label, also: str = ", 'auto' or 'none'"):
+    """--class after the model is loaded: a class name becomes its index K
+    (:func:`sdekit.data.datasets.class_index`), checked to lie in 0..num_classes-1; None, -1, 'auto' and
+    'all' pass as they are."""
+    from sdekit.data.datasets import class_index
+    if label is None or label in ("auto", "all", -1):
+        return label
+    k = class_index(model.config, label, also)
+    check_class(model, k)
+    return k
 
 
 def _fail(message: str):
@@ -78,7 +93,8 @@ def placement(args):
 # ---- the options themselves ------------------------------------------------------------------------
 
 MODEL_OPTIONS = ("sigma_min", "sigma_max")   # keywords of sdekit.load given as --sigma-min, --sigma-max
-MODEL_DEFAULT = "(default: the bundled MNIST model; 'digits' names the 16x16 digits model)"   # load(None)
+MODEL_DEFAULT = ("(default: the bundled MNIST model; the other shipped models by name: 'emoji' the 32x32 colour "
+                 "model, 'mnist-cd' MNIST's one-step consistency student, 'digits' the 16x16 digits model)")  # load(None)
 
 
 def add_model(p, help: str, repeat: bool = False) -> None:

@@ -37,7 +37,7 @@ def add_arguments(p):
     p.add_argument("-n", type=int_range(1, 256), default=1,
                    help="number of outputs, 1..256; more than one writes a grid: the guide, then the outputs (default: 1)")
     p.add_argument("--class", dest="class_label", type=edit_class, default=None,
-                   help="class-conditional models: the class K to edit towards, 'auto' (the class the model's "
+                   help="class-conditional models: the class K (or its name) to edit towards, 'auto' (the class the model's "
                         "classifier reads in the guide) or 'none' (an unconditional edit) (default: the model's "
                         "own default, for the bundled MNIST model 'auto'; else none)")
     p.add_argument("--guidance-scale", dest="guidance", type=finite, default=None, metavar="W",
@@ -67,7 +67,7 @@ def run(args):
                                    to_pil)
     from sdekit.data.datasets import background, class_names
     from sdekit.tasks.sdedit import default_t0, describe_condition, edit_condition, sdedit
-    from sdekit.apps.commands.common import check_class, check_row, file_out, placement, save_row, scale_of
+    from sdekit.apps.commands.common import check_row, model_class, file_out, placement, save_row, scale_of
 
     out = file_out(args.out, args.overwrite, EXTENSIONS)
     if args.t0 is not None:
@@ -83,8 +83,7 @@ def run(args):
     model = load_model(args, *placement(args))
     resolve_sampler(args, model)
     model.accelerate(acceleration(args, model.shape))
-    if isinstance(args.class_label, int) and args.class_label >= 0:
-        check_class(model, args.class_label)
+    args.class_label = model_class(model, args.class_label)
     C, H, W = model.shape
     img = load_image(args.guide, model.shape, background=background(model.config))
     inverted = False

@@ -16,7 +16,8 @@ def add_arguments(p):
     p.add_argument("-n", type=positive_int, default=64, help="number of samples (default: 64)")
     add_seed(p)
     p.add_argument("--class", dest="class_label", default=None,
-                   help="class label for every sample, 'all' for the classes in turn (conditional models), or 'none' "
+                   help="class label (K or the class's name) for every sample, 'all' for the classes in turn "
+                        "(conditional models), or 'none' "
                         "(unconditional samples, the default)")
     p.add_argument("--guidance-scale", dest="guidance", type=finite, default=0.0, metavar="W",
                    help="guidance weight w towards --class: classifier-free for a conditional model, or with "
@@ -93,6 +94,7 @@ def run(args):
     from sdekit.core.errors import UserError
     from sdekit.data.images import EXTENSIONS, check_picture_size, grid_size, picture, save_picture
     from sdekit.core.io import atomic_path
+    from sdekit.data.datasets import class_names
     from sdekit.apps.commands.common import file_out, scale_of
 
     out = file_out(args.out, args.overwrite, EXTENSIONS + (".npz",))
@@ -113,9 +115,11 @@ def run(args):
         raise UserError("--classifier needs --guidance-scale w: with w = 0 the classifier is not used")
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
-    from sdekit.apps.commands.common import placement
+    from sdekit.apps.commands.common import model_class, placement
     acceleration(args)                                   # refused before the model loads
     model = load_model(args, *placement(args))
+    if args.classifier is None:                          # a classifier's classes: K alone
+        args.class_label = model_class(model, args.class_label, ", 'all' or 'none'")
     resolve_sampler(args, model)
     model.accelerate(acceleration(args, model.shape))
     image = len(model.shape) == 3
@@ -136,7 +140,8 @@ def run(args):
     from sdekit.solvers.registry import get_sampler
     try:
         started = time.perf_counter()
-        x, info = generate(model, args.n, args.sampler, args.steps, args.seed, labels, args.guidance,
+        cfg_w = 0.0 if args.classifier is not None else args.guidance      # a classifier's w is in its model
+        x, info = generate(model, args.n, args.sampler, args.steps, args.seed, labels, cfg_w,
                            args.batch_size, progress=True, return_info=True)
         seconds = time.perf_counter() - started
         noisy = ""
@@ -164,7 +169,9 @@ def run(args):
             how = steps_words(args.sampler, info)
             cond = ""
             if args.class_label is not None:
-                cond = "one class per column" if args.class_label == "all" else f"class {args.class_label}"
+                names = class_names(model.config) if args.classifier is None else None
+                cond = ("one class per column" if args.class_label == "all" else f"class {args.class_label}"
+                        + (f" {names[int(args.class_label)]}" if names else ""))
                 if args.guidance and args.classifier is not None:
                     cond += f", classifier guidance {args.guidance:g}"
                 elif args.guidance:

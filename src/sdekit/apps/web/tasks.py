@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from sdekit.core.errors import UserError
-from sdekit.data.datasets import background
+from sdekit.data.datasets import background, class_index
 from sdekit.policy import EDIT, INPAINT, MODEL_SAMPLE, T0, default_sampler
 from sdekit.apps.web.limits import Limits
 from sdekit.apps.web.uploads import data_url_bytes, keep_mask, load_canvas, strength_map
@@ -61,7 +61,7 @@ def _show(v) -> str:
 
 
 def _label(body: dict, model, kind: str):
-    """The request's class: K in 0..num_classes-1, -1 (none), "auto" (edits only: the class the model's
+    """The request's class: K in 0..num_classes-1 or its name, -1 (none), "auto" (edits only: the class the model's
     classifier reads in the image); absent: the model's default edit for an edit (None), else -1."""
     v = body.get("label")
     if v is None or v == "":
@@ -72,7 +72,9 @@ def _label(body: dict, model, kind: str):
         if getattr(model, "classifier", None) is None:
             raise UserError("this model has no classifier to read the drawn class: choose the class")
         return "auto"
-    return _int(body, "label", -1, -1, max(model.num_classes - 1, -1))
+    if isinstance(v, str) and not v.strip().lstrip("-").isdigit():           # a class name
+        v = class_index(model.config, v, ", -1 (none) or 'auto'")
+    return _int({"label": v}, "label", -1, -1, max(model.num_classes - 1, -1))
 
 
 def _int(body: dict, key: str, default: int, lo: int, hi: int) -> int:
