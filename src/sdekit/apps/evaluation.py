@@ -303,13 +303,13 @@ def check_outputs(out, overwrite: bool) -> Path:
     return check_writable(out)                   # a full disk or read-only folder: refused before the work
 
 
-def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str = "pen",
+def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str | None = None,
              sampler: str = EDIT.sampler, steps_per_unit: int | None = None, seed: int = 0, out="sdekit-eval",
              batch_size: int = 100, overwrite: bool = False, progress: bool = True,
              n_reference: int | None = None, class_label=None, guidance: float | None = None,
              judge=None) -> Evaluation:
     """Sweep t0 over ``t0s`` on n held-out strokes of the set ``strokes`` ("pen", "simulated" or
-    "package", :mod:`sdekit.tasks.strokes`) and write results.json, results.md, results.csv, tradeoff.png,
+    "package", :mod:`sdekit.tasks.strokes`; None: "pen" for a grey model, "simulated" for a colour one) and write results.json, results.md, results.csv, tradeoff.png,
     grid.png and index.html into ``out``.
 
     ``data``: the model's dataset spec ("digits", "mnist:DIR"; "mnist" or "emoji" without a folder: the
@@ -329,6 +329,8 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
     t_begin = time.time()
     t0s = parse_t0s(t0s)
     data = data or (getattr(model, "config", None) or {}).get("data") or "digits"
+    if strokes is None:
+        strokes = "pen" if model.shape[0] == 1 else "simulated"
     if strokes not in STROKE_SETS:
         raise UserError(f"unknown stroke set {strokes!r}; choose one of {', '.join(STROKE_SETS)}")
     if int(n) != n or n < 4:
@@ -349,11 +351,16 @@ def evaluate(model, data: str | None = None, t0s=T0S, n: int = 200, strokes: str
                      f"(give --data {data_kind(data)}:DIR)")
     if not classes:
         facts.append(f"no class fidelity: the judge's {spec.num_classes} classes of {spec.name} are not the model's")
+    guides, labels, real = _guides(strokes, n, seed, size, held, data)
+    if strokes == "package":
+        unique = len(torch.unique(guides.flatten(1), dim=0))
+        facts.append(f"the package holds {unique} paintings: each is edited about {n / unique:.0f} times, so the "
+                     "intervals are over edits of these paintings, not over paintings; the real-images row pairs "
+                     "each painting with a held-out image of its class")
     notes = sample_warnings(min(n, len(reference)))
     for kind, lines in (("note", facts), ("warning", notes)) if progress else ():
         for line in lines:
             print(f"{kind}: {line}", file=sys.stderr)
-    guides, labels, real = _guides(strokes, n, seed, size, held, data)
     _, read, w = edit_condition(model, model.from_unit(guides).to(model.device), class_label, guidance,
                                 torch.Generator().manual_seed(seed))
     read = None if read is None else read.cpu()

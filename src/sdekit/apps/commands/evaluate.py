@@ -15,9 +15,10 @@ def add_arguments(p):
                    help="a judge written by `sdekit train-features --data SPEC --out FOLDER`, for a model of data "
                         "sdekit ships no judge for (KID, FID and L2 against the judge's own held-out images; class "
                         "fidelity only if its classes are the model's) (default: the shipped judge of the data)")
-    p.add_argument("--strokes", default="pen", choices=("pen", "simulated", "package"),
+    p.add_argument("--strokes", default=None, choices=("pen", "simulated", "package"),
                    help="held-out strokes: pen (digits drawn as pen strokes), simulated (the paper's simulation "
-                        "from held-out real images), package (the shipped stroke paintings) (default: pen)")
+                        "from held-out real images), package (the shipped stroke paintings) (default: pen for a grey model, "
+                        "simulated for a colour one)")
     p.add_argument("--t0", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0",
                    help="comma-separated t0 values in (0, 1] (default: 0.1,...,1.0)")
     p.add_argument("-n", type=int, default=200, help="number of strokes edited per t0 (default: 200)")
@@ -33,7 +34,7 @@ def add_arguments(p):
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --out (refused without it)")
     p.add_argument("--class", dest="class_label", type=edit_class, default=None,
                    help="how the edits are conditioned: 'auto' (the class the model's classifier reads in each "
-                        "stroke), 'none' (unconditional) or a class K (default: the model's default edit)")
+                        "stroke), 'none' (unconditional) or a class K or its name (default: the model's default edit)")
     p.add_argument("--guidance-scale", dest="guidance", type=finite, default=None, metavar="W",
                    help="classifier-free guidance weight w >= 0 towards the class (default: the model's own)")
     p.add_argument("--write-t0", action="store_true",
@@ -48,6 +49,7 @@ def run(args):
     import sys
 
     from sdekit.core.errors import UserError
+    from sdekit.apps.commands.common import model_class
     from sdekit.apps.evaluation import bundle_config, check_outputs, evaluate, parse_t0s, write_t0
     if args.steps_per_unit is not None and args.steps_per_unit < 1:
         raise UserError(f"--steps-per-unit must be positive, got {args.steps_per_unit}")
@@ -58,10 +60,11 @@ def run(args):
     if args.write_t0:
         if args.model is None:
             raise UserError("--write-t0 needs --model FOLDER: the bundle whose config.json gets the t0")
-        if isinstance(args.class_label, int) and args.class_label >= 0:
+        if args.class_label not in (None, "auto", -1):
             raise UserError("--write-t0 writes the default of an 'auto' or unconditional edit, not of a given class")
         bundle_config(args.model)
     model = load_model(args)
+    args.class_label = model_class(model, args.class_label)
     resolve_sampler(args, model)
     if args.download:
         download(args.data or (getattr(model, "config", None) or {}).get("data"))
