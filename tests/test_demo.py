@@ -211,3 +211,11 @@ def test_evaluate_cli(tmp_path, bundle, capsys):
     assert data["meta"]["n"] == 16 and data["meta"]["data"] == "digits" and data["meta"]["strokes"] == "pen"
     assert main(["evaluate", "--model", str(bundle), "--t0", "0.2,abc", "--out", str(out)]) == 2
     assert main(["evaluate", "--model", str(bundle), "--t0", "0", "--out", str(out)]) == 2
+
+
+def test_the_reproduce_line_follows_the_model(report):
+    """How to paint and the --model flag follow the model: a grey digits model on black, not installed under a
+    name of its own (so MODEL)."""
+    _, page = report
+    assert "light strokes on a dark background" in page and "colour strokes on white" not in page
+    assert "sdekit edit --model MODEL --guide painting.png" in page

@@ -31,8 +31,10 @@ from sdekit.policy import Calibration, DEMO_SAMPLE, EDIT
 from sdekit.tasks.strokes import NUMBERS, STROKES_DIR
 
 __all__ = ["demo", "Settings", "SMALL", "model_card", "stroke_guides", "mask_overlay", "find_evaluation",
-           "STROKES_DIR", "KEEP_COLOUR", "REDO_COLOUR"]
+           "STROKES_DIR", "KEEP_COLOUR", "REDO_COLOUR", "LOOK_WORDS"]
 
+LOOK_WORDS = {"light-on-dark": "light strokes on a dark background", "on-white": "colour strokes on white",
+              "natural": "any colours, over a photograph or on grey"}      # how to paint for each polarity
 KEEP_COLOUR = (0.2, 0.5, 1.0)        # mask overlay: kept from the guide (mask = 1), blue
 REDO_COLOUR = (1.0, 0.5, 0.1)        # regenerated (mask = 0), orange
 
@@ -524,6 +526,11 @@ def _write_index(out: Path, model, figs, toy_link: str, seconds: float, seed: in
                     "EVAL</code> measures class fidelity, realism and faithfulness against t0 on held-out strokes; "
                     "<code>sdekit demo --evaluation EVAL</code> then shows its plot here.</p>")
     card = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in model_card(model))
+    from sdekit.apps.web.app import polarity
+    from sdekit.models.bundle import BUNDLED_MODELS, default_name
+    name = str(model.name)
+    model_flag = ("" if name == default_name() else f" --model {name}" if name in BUNDLED_MODELS
+                  else " --model MODEL")
     spec = get_sampler(s.sampler)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>sdekit demo: {html.escape(str(model.name))}</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;line-height:1.4}}figure{{margin:1em 0}}
@@ -541,8 +548,8 @@ Seed {seed}; written in {seconds:.0f} s.</p>
 {"<h2>In colour</h2>" + colour_link if colour_link else ""}
 <h2>Toy pictures</h2>
 {toy_link or "<p>(not generated)</p>"}
-<p>Reproduce: <code>sdekit demo --seed {seed}</code> (with <code>--model</code> for a model other than the default); edit your own painting (light strokes on a dark background):
-<code>sdekit edit --guide painting.png --sampler {html.escape(spec.name)} --out edited.png</code>.</p>
+<p>Reproduce: <code>sdekit demo --seed {seed}{html.escape(model_flag)}</code>; edit your own painting ({LOOK_WORDS[polarity(model)]}):
+<code>sdekit edit{html.escape(model_flag)} --guide painting.png --sampler {html.escape(spec.name)} --out edited.png</code>.</p>
 </body></html>
 """
     atomic_write_text(out / "index.html", page)
