@@ -375,3 +375,42 @@ def test_sample_refuses_labels_and_guidance_before_any_work(emoji, labels, guida
     monkeypatch.setattr(emoji.net, "forward", never)
     with pytest.raises(UserError, match=match):
         emoji.sample(4, "ddim", 2, class_labels=labels, guidance=guidance)
+
+
+def test_jobs_take_guidance_and_refuse_unknown_fields(emoji):
+    """"guidance" conditions edits and samples (and is reported back); a field the API does not know is a 400,
+    not silently dropped; guidance without a class is refused before the job is queued."""
+    from sdekit.apps.web.tasks import run_task
+    with pytest.raises(UserError, match="unknown field 'guidence'"):
+        web.parse_task(emoji, {"kind": "sample", "label": 3, "guidence": 2})
+    with pytest.raises(UserError, match="needs class labels"):
+        web.parse_task(emoji, {"kind": "sample", "guidance": 2})
+    with pytest.raises(UserError, match=">= 0"):
+        web.parse_task(emoji, {"kind": "sample", "label": 3, "guidance": -1})
+    plain = web.parse_task(emoji, {"kind": "sample", "n": 2, "steps": 2, "sampler": "ddim", "seed": 1, "label": "food"})
+    guided = web.parse_task(emoji, {"kind": "sample", "n": 2, "steps": 2, "sampler": "ddim", "seed": 1, "label": "food",
+                                    "guidance": 3})
+    assert guided.guidance == 3.0 and plain.guidance is None
+    a, b = run_task(emoji, plain), run_task(emoji, guided)
+    assert not torch.equal(a["results"], b["results"])
+    assert b["condition"]["label"] == 3 and b["condition"]["name"] == "Food & Drink" and b["condition"]["guidance"] == 3
+    expected = emoji.to_unit(emoji.sample(2, "ddim", 2, generator=torch.Generator().manual_seed(1), class_labels=3,
+                                          guidance=3.0))
+    torch.testing.assert_close(b["results"], expected)
+
+
+def test_edit_says_how_it_converted_the_guide(tmp_path, capsys):
+    """A guide of another shape is centre-cropped and a grey guide given to a colour model is made colour:
+    both said on the result line, as transparency and mask scaling are."""
+    from sdekit.apps.cli import main
+    folder = emoji_bundle(tmp_path / "emoji")
+    Image.new("RGB", (100, 60), (200, 30, 30)).save(tmp_path / "wide.png")
+    Image.new("L", (32, 32), 128).save(tmp_path / "grey.png")
+    for guide, words in (("wide.png", "the guide is 100x60: its centre 60x60 was edited"),
+                         ("grey.png", "the guide is grey: each colour channel takes its grey")):
+        assert main(["edit", "--model", str(folder), "--guide", str(tmp_path / guide), "--t0", "0.3", "--steps", "2",
+                     "--sampler", "ddim", "--class", "none", "--out", str(tmp_path / f"o-{guide}")]) == 0
+        assert words in capsys.readouterr().out
+    assert main(["edit", "--model", str(folder), "--guide", str(tmp_path / "wide.png"), "--t0", "0.3", "--steps", "2",
+                 "--sampler", "ddim", "--class", "none", "--out", str(tmp_path / "o2.png")]) == 0
+    assert "grey" not in capsys.readouterr().out

@@ -79,7 +79,7 @@ def check_labels(class_labels, num_classes: int, null_label: bool = True, guidan
     0..K-1, or None / -1 for "no label". A conditional model without a null label (``null_label`` False, as
     a diffusers UNet with class embeddings) has no unconditional score: it needs a label 0..K-1 for every
     sample and takes no classifier-free ``guidance``. ``guidance`` w: a finite number >= 0, and w > 0 needs
-    labels, not all -1 (guidance towards no class changes nothing). Labels must be whole numbers (a float
+    labels, not the one label -1 (guidance towards no class changes nothing). Labels must be whole numbers (a float
     3.5 is refused, not cut to 3)."""
     try:
         w = float(guidance)
@@ -96,7 +96,7 @@ def check_labels(class_labels, num_classes: int, null_label: bool = True, guidan
     if y is not None and (y.is_floating_point() or y.is_complex()) and not torch.equal(y, y.real.round()):
         raise UserError(f"class labels must be whole numbers, got {y.flatten()[:4].tolist()}")
     y = None if y is None else y.long()
-    if guidance and (y is None or (y < 0).all()):
+    if guidance and (y is None or (y.dim() == 0 and y < 0)):
         raise UserError(f"guidance w = {guidance:g} needs class labels 0..{num_classes - 1} to guide towards")
     if y is not None and ((y < -1) | (y >= num_classes)).any():
         raise UserError(f"class labels must lie in 0..{num_classes - 1} (or -1 for none)")

@@ -100,10 +100,18 @@ def run(args):
         if not Path(args.mask).exists():
             raise UserError(f"--mask {args.mask}: no such file (edit takes a mask image, white = keep; the keyword "
                             "masks are inpaint's)")
-        scaled = check_agree(image_size(args.mask), img.size, f"the mask {args.mask}", f"the guide {args.guide}")
+        mask_scaled = check_agree(image_size(args.mask), img.size, f"the mask {args.mask}", f"the guide {args.guide}")
         mask = load_mask(args.mask, (H, W))
-    if args.t0_map is not None and map_scaled:
-        scaled = f"{scaled}; {map_scaled}" if scaled else map_scaled
+    else:
+        mask_scaled = None
+    w_in, h_in = img.size
+    left, top, right, bottom = img.box or (0, 0, w_in, h_in)
+    cropped = (f"the guide is {w_in}x{h_in}: its centre {right - left}x{bottom - top} was edited (--resize-back "
+               "puts the edit back into the whole picture)") if (right - left, bottom - top) != (w_in, h_in) else None
+    grey = ("the guide is grey: each colour channel takes its grey" if C == 3 and img.frame is not None
+            and img.frame.mode in ("L", "I", "I;16", "F") else None)
+    scaled = "; ".join(s for s in (scaled, mask_scaled, map_scaled if args.t0_map is not None else None, cropped, grey)
+                       if s) or None
     t0_map = None if args.t0_map is None else load_map(args.t0_map, (H, W))
     scale = 1 if args.resize_back else scale_of(args)
     cell = (img.size[1], img.size[0]) if args.resize_back else (H, W)

@@ -21,6 +21,7 @@ from sdekit.apps.web.limits import Limits
 from sdekit.apps.web.uploads import data_url_bytes, keep_mask, load_canvas, strength_map
 
 KINDS = ("edit", "inpaint", "sample")
+FIELDS = ("kind", "n", "seed", "label", "guidance", "sampler", "steps", "t0", "repeats", "image", "mask", "t0_map")
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Task:
     t0_frac: float = T0.default
     repeats: int = 1
     label: int | str | None = -1     # a class K, -1 (none), "auto" (read from the image) or None (the model's default edit)
+    guidance: float | None = None    # classifier-free guidance w towards the label (None: an edit's default, else 0)
     image: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     t0_map: torch.Tensor | None = None
@@ -127,6 +129,10 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
     for anything out of range, of the wrong type, or an image that does not decode."""
     if not isinstance(body, dict):
         raise UserError("the request body must be a JSON object")
+    unknown = sorted(str(k) for k in body if k not in FIELDS)
+    if unknown:
+        raise UserError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(_show, unknown))}; "
+                        f"a job takes {', '.join(FIELDS)}")
     kind = body.get("kind")
     if not isinstance(kind, str) or kind not in KINDS:
         raise UserError(f"kind must be one of {', '.join(KINDS)}, got {_show(kind)}")
@@ -136,6 +142,15 @@ def parse_task(model, body: dict, limits: Limits = Limits()) -> Task:
              n=_int(body, "n", Task.n, 1, n_max),
              seed=_int(body, "seed", int(time.time_ns() % 2**31), 0, 2**63 - 1),
              label=_label(body, model, kind))
+    if body.get("guidance") not in (None, ""):
+        t.guidance = _float(body, "guidance", 0.0, -math.inf, math.inf)
+    if kind == "inpaint" and t.guidance:
+        raise UserError("guidance applies to edits and samples")
+    if kind == "edit":
+        from sdekit.tasks.sdedit import resolve_condition
+        resolve_condition(model, t.label, t.guidance)                # what the run will refuse, refused now
+    elif kind == "sample":
+        model.check_labels(None if t.label == -1 else t.label, t.guidance or 0.0)
     samplers = samplers_for(kind, model)
     t.sampler = str(body.get("sampler") or samplers[0]).lower()
     if t.sampler not in samplers:
@@ -173,7 +188,9 @@ def run_task(model, task: Task, on_step=None) -> dict:
     "mask": [1, 1, H, W] (1 = kept) or None, "t0_map": the task's t0_map, "condition": an edit's class or
     None (:func:`condition`)}."""
     import sdekit
-    score_fn = model.conditional(task.label) if isinstance(task.label, int) and task.label >= 0 else model.score_fn
+    w = task.guidance or 0.0
+    labelled = isinstance(task.label, int) and task.label >= 0
+    score_fn = model.conditional(task.label, w) if labelled else model.score_fn
     done = 0                                              # evaluations of earlier rounds (repeats)
 
     def hook(state):                                      # a step hook: progress after every solver step
@@ -188,12 +205,13 @@ def run_task(model, task: Task, on_step=None) -> dict:
     if task.kind == "sample":
         out = sdekit.sample(sde, score_fn, (n, *model.shape), sampler=task.sampler, steps=task.steps,
                             generator=g, device=model.device, callback=hook)
-        return {"results": model.to_unit(out), "guide": None, "mask": None, "t0_map": None, "condition": None}
+        cond = condition(model, torch.tensor([task.label]), task.label, w) if labelled else None
+        return {"results": model.to_unit(out), "guide": None, "mask": None, "t0_map": None, "condition": cond}
     x = model.from_unit(task.image).to(model.device).expand(n, *model.shape).contiguous()
     keep = None if task.mask is None else task.mask.to(x.device).expand(n, 1, *model.shape[1:])
     cond = None
     if task.kind == "edit":
-        score_fn, labels, w = sdekit.edit_condition(model, x[:1], task.label, None, g)   # one reading for the n results
+        score_fn, labels, w = sdekit.edit_condition(model, x[:1], task.label, task.guidance, g)   # one reading, n results
         cond = condition(model, labels, task.label, w)
         t0 = task.t0_frac if task.t0_map is None else task.t0_map.to(x.device)
         out = sdekit.sdedit(sde, score_fn, x, t0=t0, steps=task.steps, mask=keep,
