@@ -217,3 +217,12 @@ def test_a_default_t0_from_few_strokes_is_not_shown_as_settled():
             "judge_test_accuracy": 0.9, "sampler": "reverse_diffusion", "seed": 0, "seconds": 1.0}
     assert "tentative: n = 8" in _markdown([], meta, 0.3, []) and "**0.3**" not in _markdown([], meta, 0.3, [])
     assert "**0.3**" in _markdown([], {**meta, "n": KID_MIN_N}, 0.3, [])
+
+
+def test_grid_rows_name_the_class_where_the_data_names_its_classes():
+    from sdekit.apps.evaluation import row_label
+    from sdekit.data.datasets import class_index
+    assert row_label(3, "emoji:/d") == "3 food" and row_label(8, "emoji") == "8 flags"
+    assert row_label(7, "mnist:/d") == "7" and row_label(2, None) == "2"
+    config = {"data": "emoji", "num_classes": 9}
+    assert all(class_index(config, row_label(k, "emoji").split()[1]) == k for k in range(9))   # --class takes it

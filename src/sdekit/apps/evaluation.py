@@ -453,13 +453,21 @@ def _report(out: Path, rows, meta, best, notes, columns, labels, names) -> Path:
                                                         "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
     _write_csv(out / "results.csv", rows)
     _plot(out / "tradeoff.png", rows, best, meta.get("class_noun", "digit"), meta.get("fidelity_level", FIDELITY))
-    save_labelled_grid(out / "grid.png", torch.stack([c[:8] for c in columns], 1), [f"{int(y)}" for y in labels[:8]],
-                       names)
+    save_labelled_grid(out / "grid.png", torch.stack([c[:8] for c in columns], 1),
+                       [row_label(int(y), meta.get("data")) for y in labels[:8]], names)
     return _html(out, md, meta)
 
 
 def _ci(e: Estimate | None, nd: int = 3) -> str:
     return "" if e is None else f"{e.value:.{nd}f} [{e.lo:.{nd}f}, {e.hi:.{nd}f}]"
+
+
+def row_label(k: int, data) -> str:
+    """A grid row's label for class ``k`` of the dataset spec ``data``: "3 food" where the classes have names
+    (the first word of :data:`sdekit.data.datasets.CLASS_NAMES`, as ``--class`` accepts it), else "3"."""
+    from sdekit.data.datasets import CLASS_NAMES, data_kind
+    names = CLASS_NAMES.get(data_kind(data))
+    return f"{k} {names[k].split()[0].lower()}" if names and 0 <= k < len(names) else str(k)
 
 
 def _write_csv(path, rows):
