@@ -804,3 +804,11 @@ def test_upload_drawn_dark_on_light_is_inverted_for_a_light_on_dark_model(served
     assert out["inverted"] is True and im.getpixel((0, 0)) < 30 and im.getpixel((0, 9)) > 220
     s, _, b = call(base + "/api/upload", png(stroke_canvas(160)), "POST", OCTETS)
     assert json.loads(b)["inverted"] is False
+
+
+def test_a_finished_job_counts_its_images_in_words(served):
+    _, base = served
+    for n, words in ((1, "1 image in "), (2, "2 images in ")):
+        job = post_json(base + "/api/jobs", {"kind": "sample", "n": n, "steps": 1, "sampler": "em"})[1]
+        st = wait_done(base, job["id"])
+        assert st["status"] == "done" and st["message"].startswith(words), st["message"]

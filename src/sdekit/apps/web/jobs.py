@@ -175,7 +175,9 @@ class JobQueue:
             if out.get("t0_map") is not None:
                 pngs["t0map"] = png_bytes(out["t0_map"][0])
             job.pngs, job.condition, job.status = pngs, out.get("condition"), "done"
-            job.message = f"{len(out['results'])} images in {time.monotonic() - job.started:.1f} s ({job.nfe} score evaluations)"
+            k = len(out["results"])
+            job.message = (f"{k} image{'s' if k != 1 else ''} in {time.monotonic() - job.started:.1f} s "
+                           f"({job.nfe} score evaluations)")
             if job.condition is not None:
                 job.message += f"; {job.condition['text']}"
         except Cancelled:
