@@ -38,7 +38,7 @@ def square(size: int) -> torch.Tensor:
 def main(argv=None):
     import sdekit
     from sdekit.tasks.judge import held_out, load_judge, predict
-    from sdekit.tasks.metrics import kid, l2
+    from sdekit.tasks.metrics import kid
     from sdekit.tasks.sdedit import composite
     from sdekit.tasks.strokes import simulate_from
     from sdekit.core.bars import progress_bar
@@ -61,53 +61,47 @@ def main(argv=None):
     region = square(H)
     inside = region.bool().expand(args.n, C, H, W)
 
-    def in_region(u, v):
-        return (u - v).masked_fill(~inside, 0).flatten(1).norm(dim=1).double()
+    grown = torch.nn.functional.max_pool2d(region, 3, 1, 1).bool().expand(args.n, C, H, W)
 
-    def measure(name, t0, out, guide, keep_ref, label_ref, seconds=None):
+    def measure(name, t0, out, guide, allowed, seconds=None):
+        """One row: ``out`` against the reference, the ``guide`` inside the square, ``real`` where ``allowed`` is
+        False (the pixels that must be kept), and the emoji's own category."""
         k = kid(h.reference, out, judge, subsets=100)
-        d = in_region(out, guide)
-        outside = (out - keep_ref).abs().masked_fill(allowed, 0).amax().item()
-        read = (predict(judge, out) == label_ref).double()
+        d = (out - guide).masked_fill(~inside, 0).flatten(1).norm(dim=1).double()
+        outside = (out - real).abs().masked_fill(allowed, 0).amax().item()
+        read = (predict(judge, out) == labels).double()
         row = {"task": name, "t0": t0, "kid": k.mean, "kid_lo": k.mean - 1.96 * k.std, "kid_hi": k.mean + 1.96 * k.std,
                "l2_in_region": d.mean().item(), "l2_ci": 1.96 * d.std().item() / len(d) ** 0.5,
                "category_kept": read.mean().item(), "max_change_outside": outside, "seconds": seconds}
         print(row, flush=True)
         return row
 
-    rows = []
-    strokes = simulate_from(real, data=args.data)
-    masked_guide = region * strokes + (1 - region) * real
-    # the kept pixels of a masked edit: outside the square; of a composite: outside the square grown by one pixel
-    allowed = inside                                          # where a masked edit may change pixels
-    rows.append(measure("masked edit", None, masked_guide, masked_guide, real, labels))
-    grown = torch.nn.functional.max_pool2d(region, 3, 1, 1)
+    def timed(edit, t0):
+        """``edit(batch index, generator)`` over the batches at ``t0``: (outputs in [0, 1], seconds)."""
+        g = torch.Generator().manual_seed(args.seed)
+        start = time.perf_counter()
+        out = torch.cat([model.to_unit(edit(i, g)).clamp(0, 1) for i in range(0, args.n, args.batch)])
+        return out, time.perf_counter() - start
+
+    # masked edit: the square regenerated, the rest kept; composite: the source kept outside the grown square
+    masked_guide = region * simulate_from(real, data=args.data) + (1 - region) * real
     comp_guide = region * other + (1 - region) * real
+    keep = 1 - region
     t0s = [float(t) for t in args.t0.split(",")]
+    rows = [measure("masked edit", None, masked_guide, masked_guide, inside)]
     for t0 in progress_bar(t0s, desc="t0"):
-        g = torch.Generator().manual_seed(args.seed)
-        start = time.perf_counter()
-        outs = []
-        for x, in zip(masked_guide.split(args.batch)):
-            m = (1 - region).expand(len(x), 1, H, W)
-            outs.append(model.to_unit(sdekit.sdedit(model.sde, model.score_fn, model.from_unit(x), t0=t0, mask=m,
-                                                    generator=g)).clamp(0, 1))
-        out = torch.cat(outs)
-        allowed = inside
-        rows.append(measure("masked edit", t0, out, masked_guide, real, labels, time.perf_counter() - start))
-    allowed = grown.bool().expand(args.n, C, H, W)
-    rows.append(measure("composite", None, comp_guide, comp_guide, real, labels))
+        out, sec = timed(lambda i, g: sdekit.sdedit(model.sde, model.score_fn,
+                                                    model.from_unit(masked_guide[i:i + args.batch]), t0=t0,
+                                                    mask=keep.expand(len(masked_guide[i:i + args.batch]), 1, H, W),
+                                                    generator=g), t0)
+        rows.append(measure("masked edit", t0, out, masked_guide, inside, sec))
+    rows.append(measure("composite", None, comp_guide, comp_guide, grown))
     for t0 in progress_bar(t0s, desc="t0"):
-        g = torch.Generator().manual_seed(args.seed)
-        start = time.perf_counter()
-        outs = []
-        for a, b in zip(real.split(args.batch), other.split(args.batch)):
-            out, _ = composite(model.sde, model.score_fn, model.from_unit(a), model.from_unit(b), region, t0=t0,
-                               generator=g)
-            outs.append(model.to_unit(out).clamp(0, 1))
-        rows.append(measure("composite", t0, torch.cat(outs), comp_guide, real, labels, time.perf_counter() - start))
-    allowed = torch.zeros_like(inside)
-    rr = measure("real vs real", None, real, real, real, labels)
+        out, sec = timed(lambda i, g: composite(model.sde, model.score_fn, model.from_unit(real[i:i + args.batch]),
+                                                model.from_unit(other[i:i + args.batch]), region, t0=t0,
+                                                generator=g)[0], t0)
+        rows.append(measure("composite", t0, out, comp_guide, grown, sec))
+    rr = measure("real vs real", None, real, real, torch.zeros_like(inside))
     rows.append(rr)
     command = "python benchmarks/bench_colour_edits.py " + " ".join(argv if argv is not None else sys.argv[1:])
     table = md_table(["task", "t0", "KID [95 % over subsets]", "L2 to the guide in the square", "category kept",
