@@ -465,9 +465,9 @@ def _ci(e: Estimate | None, nd: int = 3) -> str:
 def row_label(k: int, data) -> str:
     """A grid row's label for class ``k`` of the dataset spec ``data``: "3 food" where the classes have names
     (the first word of :data:`sdekit.data.datasets.CLASS_NAMES`, as ``--class`` accepts it), else "3"."""
-    from sdekit.data.datasets import CLASS_NAMES, data_kind
+    from sdekit.data.datasets import CLASS_NAMES, data_kind, short_name
     names = CLASS_NAMES.get(data_kind(data))
-    return f"{k} {names[k].split()[0].lower()}" if names and 0 <= k < len(names) else str(k)
+    return f"{k} {short_name(names[k])}" if names and 0 <= k < len(names) else str(k)
 
 
 def _write_csv(path, rows):

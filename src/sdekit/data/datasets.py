@@ -37,7 +37,7 @@ from sdekit.core.io import atomic_path
 __all__ = ["Dataset", "load_dataset", "digits", "toy", "image_folder", "read_idx", "mnist", "cifar10",
            "save_grid", "grid", "fetch", "SOURCES", "TOYS", "IMAGE_EXTS", "emoji", "emoji_split",
            "EMOJI_CATEGORIES", "EMOJI_STYLES", "EMOJI_BACKGROUND", "data_kind", "background", "class_names",
-           "BACKGROUNDS", "CLASS_NAMES", "class_index", "UNPACKED_MD5", "source_of"]
+           "BACKGROUNDS", "CLASS_NAMES", "class_index", "short_name", "UNPACKED_MD5", "source_of"]
 
 IMAGE_EXTS = set(EXTENSIONS)
 
@@ -300,6 +300,12 @@ def emoji(root, size: int | None = None, channels: int | None = None, split: str
                    len(EMOJI_CATEGORIES), "emoji")
 
 
+def short_name(name: str) -> str:
+    """A class name's short form, its first word in lower case ("Food & Drink" -> "food"): what grids label
+    rows with and what ``--class`` accepts besides the full name."""
+    return name.split()[0].lower()
+
+
 def class_index(config: dict, value, also: str = "") -> int:
     """The class index K a user's ``value`` names for a model of ``config`` (a bundle's config): an int, or a
     string of digits, as it is (its range is checked where it is used); else a name of the model's classes
@@ -315,7 +321,7 @@ def class_index(config: dict, value, also: str = "") -> int:
         return int(text)
     names = class_names(config) or ()
     for k, name in enumerate(names):
-        if text.lower() in (name.lower(), name.split()[0].lower()):
+        if text.lower() in (name.lower(), short_name(name)):
             return k
     choices = (f"a class 0..{len(names) - 1}{also}, or a name: " + ", ".join(f"{k} {n!r}" for k, n in enumerate(names))
                if names else f"a class K >= 0{also} (this model's classes have no names)")

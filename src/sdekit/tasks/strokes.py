@@ -34,13 +34,14 @@ from sdekit.core.assets import ASSETS
 from sdekit.tasks.judge import held_out
 from sdekit.tasks.sdedit import simulate_strokes
 from sdekit.data.images import load_image
+from sdekit.data.datasets import EMOJI_CATEGORIES, short_name
 
 __all__ = ["pen", "simulated", "simulate_from", "package", "glyphs", "STROKE_SETS", "STROKES_DIR", "SIMULATION",
            "PACKAGED", "CATEGORY_WORDS", "SIMULATION_BY_CHANNELS"]
 
 STROKES_DIR = ASSETS / "strokes"
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-CATEGORY_WORDS = ("smileys", "people", "animals", "food", "travel", "activities", "objects", "symbols", "flags")
+CATEGORY_WORDS = tuple(short_name(c) for c in EMOJI_CATEGORIES)   # smileys, people, ..., flags
 SIMULATION = {"digits": (3, 3), "mnist": (3, 3), "emoji": (5, 6)}    # data -> (median window, colours)
 SIMULATION_BY_CHANNELS = {1: SIMULATION["digits"], 3: SIMULATION["emoji"]}   # for other data: grey or colour
 PACKAGED = {"digits": (STROKES_DIR, NUMBERS, 1), "mnist": (STROKES_DIR, NUMBERS, 1),
